@@ -1,0 +1,36 @@
+"""Box conventions shared by datasets and metrics.
+
+Boxes are ``(x1, y1, x2, y2)`` floats in input pixels, as in ``torchvision.ops``, with *exclusive* right/bottom
+edges: a mask covering columns 3..5 has ``x1 = 3, x2 = 6``. So a single pixel has area 1 and a full ``H×W`` image
+is ``(0, 0, W, H)``; IoU of a mask's box with itself is always 1.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchvision.ops import masks_to_boxes as _tv_masks_to_boxes
+
+
+def masks_to_boxes(masks: Tensor) -> Tensor:
+    """Tight boxes of ``N×H×W`` boolean masks; an empty mask gives ``(0, 0, 0, 0)``.
+
+    Wraps :func:`torchvision.ops.masks_to_boxes` (inclusive max index) and converts to exclusive edges.
+    """
+    masks = masks.bool()
+    boxes = torch.zeros(masks.shape[0], 4, dtype=torch.float32, device=masks.device)
+    nonempty = masks.flatten(1).any(dim=1)
+    if bool(nonempty.any()):
+        tight = _tv_masks_to_boxes(masks[nonempty]).to(torch.float32)
+        tight[:, 2:] += 1.0
+        boxes[nonempty] = tight
+    return boxes
+
+
+def boxes_to_masks(boxes: Tensor, height: int, width: int) -> Tensor:
+    """``N×H×W`` boolean masks covering each box's pixels (pixel centres inside the box)."""
+    ys = torch.arange(height, device=boxes.device, dtype=torch.float32) + 0.5
+    xs = torch.arange(width, device=boxes.device, dtype=torch.float32) + 0.5
+    b = boxes.to(torch.float32)
+    inside_x = (xs[None, :] >= b[:, 0:1]) & (xs[None, :] < b[:, 2:3])
+    inside_y = (ys[None, :] >= b[:, 1:2]) & (ys[None, :] < b[:, 3:4])
+    return inside_y[:, :, None] & inside_x[:, None, :]

@@ -1,0 +1,91 @@
+"""Argument checks that raise clear ``TypeError`` / ``ValueError`` messages naming the argument."""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+_KINDS = {
+    "float": lambda t: t.is_floating_point(),
+    "int": lambda t: not t.is_floating_point() and not t.is_complex() and t.dtype != torch.bool,
+    "bool": lambda t: t.dtype == torch.bool,
+    "real": lambda t: not t.is_complex(),
+}
+
+
+def as_tensor(value: Union[Tensor, np.ndarray, Sequence], name: str) -> Tensor:
+    """Return ``value`` as a tensor (numpy arrays and nested sequences are converted without copying when possible).
+
+    Raises:
+        TypeError: if ``value`` is not a tensor, array or numeric sequence.
+    """
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, (list, tuple)):
+        try:
+            return torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"`{name}` must be a tensor or numeric array; could not convert: {err}") from None
+    raise TypeError(f"`{name}` must be a torch.Tensor or numpy array, got {type(value).__name__}")
+
+
+def check_tensor(
+    value: Union[Tensor, np.ndarray, Sequence],
+    name: str,
+    *,
+    ndim: Optional[Union[int, Sequence[int]]] = None,
+    kind: Optional[str] = None,
+    finite: bool = True,
+    last_dim: Optional[int] = None,
+) -> Tensor:
+    """Convert ``value`` to a tensor and check its rank, dtype kind and finiteness.
+
+    Args:
+        value: tensor, numpy array or nested sequence.
+        name: argument name used in error messages.
+        ndim: allowed number(s) of dimensions.
+        kind: ``"float"``, ``"int"``, ``"bool"`` or ``"real"`` (anything but complex).
+        finite: reject NaN / inf for floating tensors.
+        last_dim: required size of the last dimension (e.g. 4 for boxes).
+
+    Returns:
+        The checked tensor.
+    """
+    tensor = as_tensor(value, name)
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if tensor.dim() not in allowed:
+            shapes = " or ".join(f"{d}-D" for d in allowed)
+            raise ValueError(f"`{name}` must be {shapes}, got shape {tuple(tensor.shape)}")
+    if kind is not None and not _KINDS[kind](tensor):
+        raise TypeError(f"`{name}` must have a {kind} dtype, got {tensor.dtype}")
+    if last_dim is not None and (tensor.dim() == 0 or tensor.shape[-1] != last_dim):
+        raise ValueError(f"`{name}` must have last dimension {last_dim}, got shape {tuple(tensor.shape)}")
+    if finite and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"`{name}` contains NaN or inf values")
+    return tensor
+
+
+def check_same_length(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
+    """Raise ``ValueError`` unless ``a`` and ``b`` have the same first dimension."""
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"`{name_a}` and `{name_b}` must have the same length, got {a.shape[0]} and {b.shape[0]}")
+
+
+def check_boxes(value: Union[Tensor, np.ndarray, Sequence], name: str) -> Tensor:
+    """Check an ``N×4`` box tensor in ``(x1, y1, x2, y2)`` format with ``x1 <= x2`` and ``y1 <= y2``."""
+    boxes = check_tensor(value, name, ndim=2, kind="real", last_dim=4)
+    boxes = boxes.to(torch.float32) if not boxes.is_floating_point() else boxes
+    if bool(((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any()):
+        raise ValueError(f"`{name}` must be (x1, y1, x2, y2) with x1 <= x2 and y1 <= y2")
+    return boxes
+
+
+def check_in_choices(value: object, name: str, choices: Sequence[object]) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}")

@@ -1,0 +1,1 @@
+"""Benchmark ground: ellipse regression datasets and digit scenes with exact ground truth."""

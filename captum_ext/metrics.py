@@ -1,0 +1,1 @@
+"""Localisation and saliency metrics (pure tensor functions)."""

@@ -1,0 +1,1 @@
+"""Small reference networks trained on the benchmark scenes, and the EfficientNet-Lite0 loader."""
