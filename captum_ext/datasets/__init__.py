@@ -1,1 +1,14 @@
-"""Benchmark ground: ellipse regression datasets and digit scenes with exact ground truth."""
+"""Benchmark ground with exact ground truth, generated deterministically from a seed.
+
+- :mod:`captum_ext.datasets.ellipses` — the three ellipse regression datasets of seed 000 (Li & Shimada).
+- :mod:`captum_ext.datasets.scenes` — real handwritten digits on real photographs: single object with clutter,
+  multi-label, and ROI mode with informative context.
+"""
+from captum_ext.datasets import ellipses, scenes
+from captum_ext.datasets.ellipses import EllipseBatch, EllipseDataset, make_ellipses
+from captum_ext.datasets.scenes import SceneBatch, SceneDataset, make_scenes
+
+__all__ = [
+    "EllipseBatch", "EllipseDataset", "SceneBatch", "SceneDataset", "ellipses", "make_ellipses", "make_scenes",
+    "scenes",
+]

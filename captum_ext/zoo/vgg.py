@@ -1,0 +1,104 @@
+"""Plain VGG-style networks: the conv/ReLU/max-pool architecture node backtracking was designed for."""
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+def _conv_stages(in_channels: int, widths: Sequence[int], convs_per_stage: int) -> List[nn.Module]:
+    layers: List[nn.Module] = []
+    channels = in_channels
+    for width in widths:
+        for _ in range(convs_per_stage):
+            layers += [nn.Conv2d(channels, width, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+            channels = width
+        layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+    return layers
+
+
+def _kaiming_init(module: nn.Module) -> None:
+    # Kaiming-normal convs: with PyTorch's default init these plain stacks sit at chance on the scenes.
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
+class SceneVGG(nn.Module):
+    """VGG-style classifier for ``size×size`` scenes: ``features`` (conv3×3/ReLU ×2 then max-pool, per stage),
+    flatten, and a two-layer FC ``classifier`` — torchvision's VGG layout in miniature.
+
+    Args:
+        num_classes: number of output logits.
+        in_channels: input channels.
+        widths: channels of each stage; each stage halves the resolution.
+        fc_features: width of the hidden FC layer.
+        input_size: input side the FC head is built for (the head fixes the input size, as in VGG).
+        dropout: dropout before each FC layer (inactive in eval mode).
+
+    Example::
+
+        >>> net = SceneVGG().eval()
+        >>> net(torch.zeros(2, 3, 64, 64)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(
+        self, num_classes: int = 10, in_channels: int = 3, widths: Sequence[int] = (16, 32, 64),
+        fc_features: int = 256, input_size: int = 64, dropout: float = 0.3,
+    ) -> None:
+        super().__init__()
+        self.features = nn.Sequential(*_conv_stages(in_channels, widths, convs_per_stage=2))
+        side = input_size // 2 ** len(widths)
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(widths[-1] * side * side, fc_features),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(fc_features, num_classes),
+        )
+        _kaiming_init(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))
+
+
+class SceneVGGFCN(nn.Module):
+    """Fully convolutional VGG-style multi-label net: ``features``, a 1×1-conv class ``head`` giving a class score
+    map, and global max pooling (the authors' setup of seed 003). Accepts any input size >= 8·2^stages.
+
+    Args:
+        num_classes: number of output logits (one per label, for ``BCEWithLogitsLoss``).
+        in_channels: input channels.
+        widths: channels of each stage.
+
+    Example::
+
+        >>> net = SceneVGGFCN().eval()
+        >>> net(torch.zeros(2, 3, 64, 64)).shape, net(torch.zeros(1, 3, 90, 77)).shape
+        (torch.Size([2, 10]), torch.Size([1, 10]))
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, widths: Sequence[int] = (16, 32, 64, 128)) -> None:
+        super().__init__()
+        stages = _conv_stages(in_channels, widths, convs_per_stage=2)
+        self.features = nn.Sequential(*stages[:-1])  # no pool after the last stage: keep an 8×8 score map at 64 px
+        self.head = nn.Conv2d(widths[-1], num_classes, kernel_size=1)
+        self.pool = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten())
+        _kaiming_init(self)
+        # A small head with a negative bias starts near the label prior; otherwise BCE training stalls there.
+        nn.init.normal_(self.head.weight, 0.0, 0.01)
+        nn.init.constant_(self.head.bias, -1.5)
+
+    def class_maps(self, x: Tensor) -> Tensor:
+        """Per-class score maps ``N×num_classes×h×w`` before global max pooling."""
+        return self.head(self.features(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(self.class_maps(x))
