@@ -25,7 +25,7 @@ Conventions (shared with :mod:`captum_ext._utils.boxes`)
   sin 2θ``), not θ, and score with :func:`angular_error`.
 
 Sizes and intensities (at ``size = 32``; lengths scale with ``size / 32``)
--------------------------------------------------------------------------
+--------------------------------------------------------------------------
 * Ellipses: semi-axes ``b ∈ [2, 3.2]`` px, ``a ∈ [max(5, 1.6 b), 8]`` px (so ``a / b >= 1.6`` and the inclination
   is well defined); area ``π a b`` ≈ 5 % of the image per ellipse (dataset 1: ≈ 5 % object area, so the paper's
   ``S_R ≈ 0.95``; datasets 2 and 3: two ellipses, ≈ 10 %, ``S_R ≈ 0.90``; see :data:`OBJECT_FRACTION`). Every

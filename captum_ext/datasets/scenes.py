@@ -66,6 +66,9 @@ CONTEXT_PALETTE: np.ndarray = np.array(
     [colorsys.hsv_to_rgb(k / NUM_CLASSES, 0.75, 0.85) for k in range(NUM_CLASSES)], dtype=np.float32
 )
 
+#: Default ``(min, max)`` number of clutter pieces per scene in each mode.
+DEFAULT_CLUTTER: Dict[str, Tuple[int, int]] = {"single": (3, 6), "multi": (0, 2), "roi": (0, 0)}
+
 _MODE_CODE = {"single": 1, "multi": 2, "roi": 3}
 _SPLIT_CODE = {"train": 1, "test": 2, "all": 3}
 _CHUNK = 256  # scenes per independently seeded chunk: n scenes are a prefix of n + k scenes
@@ -185,10 +188,16 @@ def _luminance(rgb: np.ndarray) -> np.ndarray:
 
 
 def _contrasting_colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarray:
-    """A random saturated colour whose brightness is opposite to the mean luminance of ``under``."""
-    hue, sat = rng.random(), rng.uniform(0.5, 1.0)
-    dark = float(_luminance(under.mean(axis=(0, 1)))) > 0.5
-    value = rng.uniform(0.0, 0.3) if dark else rng.uniform(0.8, 1.0)
+    """A random colour that stands out from ``under``: dark over bright ground, pale over dark or saturated ground.
+
+    Brightness alone is not enough on saturated ground (a bright purple digit on a purple plate vanishes), so pale
+    colours are only mildly saturated.
+    """
+    hue = rng.random()
+    if float(_luminance(under.mean(axis=(0, 1)))) > 0.45:
+        sat, value = rng.uniform(0.3, 1.0), rng.uniform(0.0, 0.3)
+    else:
+        sat, value = rng.uniform(0.0, 0.4), rng.uniform(0.85, 1.0)
     return np.array(colorsys.hsv_to_rgb(hue, sat, value), dtype=np.float32)
 
 
@@ -233,7 +242,8 @@ class _Object:
 
 
 def _compose_scene(
-    rng: np.random.Generator, mode: str, size: int, split: str, context_prob: float, background: np.ndarray
+    rng: np.random.Generator, mode: str, size: int, split: str, context_prob: float, clutter: Tuple[int, int],
+    background: np.ndarray,
 ) -> Tuple[np.ndarray, List[_Object], int]:
     """One scene: returns the image, its digits (object of interest first) and the object-of-interest index."""
     _, labels, sources = _digits(split)
@@ -280,14 +290,14 @@ def _compose_scene(
     if mode == "single":
         while not add_digit(int(rng.integers(NUM_CLASSES)), int(sides(16, 30)[0])):
             pass
-        add_clutter(int(rng.integers(3, 7)), max(6, round(10 * scale)), max(8, round(22 * scale)))
+        add_clutter(int(rng.integers(clutter[0], clutter[1] + 1)), max(6, round(10 * scale)), max(8, round(22 * scale)))
     elif mode == "multi":
         count = int(rng.integers(2, 4))
         classes = rng.choice(NUM_CLASSES, size=count, replace=False)
         for label, side in zip(classes, np.sort(sides(14, 26, count))[::-1]):
             while not add_digit(int(label), int(side)):
                 side = max(5, int(side) - 1)
-        add_clutter(int(rng.integers(0, 3)), max(6, round(10 * scale)), max(8, round(20 * scale)))
+        add_clutter(int(rng.integers(clutter[0], clutter[1] + 1)), max(6, round(10 * scale)), max(8, round(20 * scale)))
     else:  # roi: the selected digit first, then 1-3 others where they fit
         def plate(label: int) -> np.ndarray:
             shown = label if rng.random() < context_prob else int(rng.choice(np.delete(np.arange(NUM_CLASSES), label)))
@@ -303,7 +313,9 @@ def _compose_scene(
     return canvas, objects, 0
 
 
-def _chunk(mode: str, split: str, seed: int, chunk: int, count: int, size: int, context_prob: float) -> Dict:
+def _chunk(
+    mode: str, split: str, seed: int, chunk: int, count: int, size: int, context_prob: float, clutter: Tuple[int, int]
+) -> Dict:
     rng = np.random.default_rng([seed, _MODE_CODE[mode], _SPLIT_CODE[split], size, chunk])
     max_objects = {"single": 1, "multi": 3, "roi": 4}[mode]
     images = np.empty((count, size, size, 3), dtype=np.float32)
@@ -312,7 +324,7 @@ def _chunk(mode: str, split: str, seed: int, chunk: int, count: int, size: int, 
     object_sources = np.full((count, max_objects), -1, dtype=np.int64)
     for i in range(count):
         background = random_backgrounds(rng, 1, size)[0]  # drawn per scene so n scenes prefix n + k scenes
-        canvas, objects, _ = _compose_scene(rng, mode, size, split, context_prob, background)
+        canvas, objects, _ = _compose_scene(rng, mode, size, split, context_prob, clutter, background)
         images[i] = canvas
         for k, obj in enumerate(objects):
             object_labels[i, k] = obj.label
@@ -330,6 +342,7 @@ def make_scenes(
     seed: int = 0,
     size: int = 64,
     context_prob: float = 0.9,
+    clutter: Optional[Tuple[int, int]] = None,
 ) -> SceneBatch:
     r"""Generate ``n`` scenes deterministically from ``seed``.
 
@@ -341,6 +354,8 @@ def make_scenes(
             larger request are identical to a request for ``n``.
         size: image side in pixels (>= 32); object sizes scale with it.
         context_prob: ``"roi"`` mode only: probability that a digit's context plate shows its own class colour.
+        clutter: ``(min, max)`` number of clutter pieces per scene (``"single"``/``"multi"``); default
+            :data:`DEFAULT_CLUTTER` of the mode. Fewer pieces make easier scenes (e.g. for a training curriculum).
 
     Returns:
         :class:`SceneBatch` with images and exact ground truth.
@@ -362,9 +377,12 @@ def make_scenes(
         raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}")
     if not 0.0 <= float(context_prob) <= 1.0:
         raise ValueError(f"`context_prob` must be in [0, 1], got {context_prob!r}")
+    clutter = DEFAULT_CLUTTER[mode] if clutter is None else clutter
+    if len(clutter) != 2 or not 0 <= clutter[0] <= clutter[1] or any(not isinstance(c, (int, np.integer)) for c in clutter):
+        raise ValueError(f"`clutter` must be a (min, max) pair of integers with 0 <= min <= max, got {clutter!r}")
 
     parts = [
-        _chunk(mode, split, int(seed), c, min(_CHUNK, n - c * _CHUNK), int(size), float(context_prob))
+        _chunk(mode, split, int(seed), c, min(_CHUNK, n - c * _CHUNK), int(size), float(context_prob), tuple(clutter))
         for c in range((n + _CHUNK - 1) // _CHUNK)
     ]
     images = torch.from_numpy(np.concatenate([p["images"] for p in parts])).permute(0, 3, 1, 2).contiguous()

@@ -1,21 +1,55 @@
 """Plain VGG-style networks: the conv/ReLU/max-pool architecture node backtracking was designed for."""
 from __future__ import annotations
 
+import copy
 from typing import List, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from captum_ext._utils.folding import fold_conv_bn
 
-def _conv_stages(in_channels: int, widths: Sequence[int], convs_per_stage: int) -> List[nn.Module]:
+
+def _conv_stages(in_channels: int, widths: Sequence[int], convs_per_stage: int, batch_norm: bool) -> List[nn.Module]:
     layers: List[nn.Module] = []
     channels = in_channels
     for width in widths:
         for _ in range(convs_per_stage):
-            layers += [nn.Conv2d(channels, width, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+            layers.append(nn.Conv2d(channels, width, kernel_size=3, padding=1))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(width))
+            layers.append(nn.ReLU(inplace=True))
             channels = width
         layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
     return layers
+
+
+def fold_batch_norm(features: nn.Sequential) -> nn.Sequential:
+    """The same stack with every ``Conv2d → BatchNorm2d`` pair folded into one ``Conv2d`` (exact in eval mode).
+
+    The zoo trains its VGGs with BatchNorm (a plain stack this deep barely leaves chance level on the scenes) and
+    ships them folded: plain conv/ReLU/max-pool nets, the architecture node backtracking was designed for.
+    """
+    layers: List[nn.Module] = []
+    for layer in features:
+        if isinstance(layer, nn.BatchNorm2d):
+            if not layers or not isinstance(layers[-1], nn.Conv2d):
+                raise ValueError("every BatchNorm2d must directly follow a Conv2d to be folded")
+            layers[-1] = fold_conv_bn(layers[-1], layer)
+        else:
+            layers.append(layer)
+    return nn.Sequential(*layers)
+
+
+def without_batch_norm(model: nn.Module) -> nn.Module:
+    """A copy of a zoo VGG trained with ``batch_norm=True`` whose ``features`` have the BatchNorms folded away.
+
+    Its ``state_dict`` loads into the same class built with ``batch_norm=False`` (the layer indices match). The model
+    must be in eval mode semantics: running statistics are used.
+    """
+    plain = copy.deepcopy(model)
+    plain.features = fold_batch_norm(model.features)
+    return plain
 
 
 def _kaiming_init(module: nn.Module) -> None:
@@ -40,6 +74,7 @@ class SceneVGG(nn.Module):
         fc_features: width of the hidden FC layer.
         input_size: input side the FC head is built for (the head fixes the input size, as in VGG).
         dropout: dropout before each FC layer (inactive in eval mode).
+        batch_norm: put ``BatchNorm2d`` after every conv (for training; see :func:`fold_batch_norm`).
 
     Example::
 
@@ -50,10 +85,10 @@ class SceneVGG(nn.Module):
 
     def __init__(
         self, num_classes: int = 10, in_channels: int = 3, widths: Sequence[int] = (16, 32, 64),
-        fc_features: int = 256, input_size: int = 64, dropout: float = 0.3,
+        fc_features: int = 256, input_size: int = 64, dropout: float = 0.3, batch_norm: bool = False,
     ) -> None:
         super().__init__()
-        self.features = nn.Sequential(*_conv_stages(in_channels, widths, convs_per_stage=2))
+        self.features = nn.Sequential(*_conv_stages(in_channels, widths, 2, batch_norm))
         side = input_size // 2 ** len(widths)
         self.classifier = nn.Sequential(
             nn.Flatten(),
@@ -77,6 +112,7 @@ class SceneVGGFCN(nn.Module):
         num_classes: number of output logits (one per label, for ``BCEWithLogitsLoss``).
         in_channels: input channels.
         widths: channels of each stage.
+        batch_norm: put ``BatchNorm2d`` after every conv (for training; see :func:`fold_batch_norm`).
 
     Example::
 
@@ -85,9 +121,12 @@ class SceneVGGFCN(nn.Module):
         (torch.Size([2, 10]), torch.Size([1, 10]))
     """
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, widths: Sequence[int] = (16, 32, 64, 128)) -> None:
+    def __init__(
+        self, num_classes: int = 10, in_channels: int = 3, widths: Sequence[int] = (16, 32, 64, 128),
+        batch_norm: bool = False,
+    ) -> None:
         super().__init__()
-        stages = _conv_stages(in_channels, widths, convs_per_stage=2)
+        stages = _conv_stages(in_channels, widths, 2, batch_norm)
         self.features = nn.Sequential(*stages[:-1])  # no pool after the last stage: keep an 8×8 score map at 64 px
         self.head = nn.Conv2d(widths[-1], num_classes, kernel_size=1)
         self.pool = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten())

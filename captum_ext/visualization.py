@@ -1,0 +1,157 @@
+"""Figures of the benchmark ground and attribution overlays, built on matplotlib and ``captum.attr.visualization``.
+
+Captum's ``visualize_image_attr`` expects ``H×W×C`` numpy arrays and silently misreads a ``C×H×W`` array;
+:func:`to_hwc` converts tensors safely and :func:`plot_attribution` always goes through it.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+from torch import Tensor
+
+from captum_ext.datasets.ellipses import EllipseBatch
+from captum_ext.datasets.scenes import SceneBatch
+
+ArrayLike = Union[Tensor, np.ndarray]
+
+
+def to_hwc(image: ArrayLike) -> np.ndarray:
+    """One image as an ``H×W×C`` float numpy array (accepts ``C×H×W``/``1×C×H×W`` tensors or arrays, ``H×W``).
+
+    Raises:
+        ValueError: if ``image`` is not 2-D or a single (possibly batched) 3-D image with 1 or 3 channels first.
+    """
+    array = image.detach().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim == 2:
+        return array[:, :, None].astype(np.float32)
+    if array.ndim != 3 or array.shape[0] not in (1, 3):
+        raise ValueError(f"`image` must be C×H×W (C = 1 or 3) or H×W, got shape {array.shape}")
+    return np.ascontiguousarray(array.transpose(1, 2, 0)).astype(np.float32)
+
+
+def _axis(ax: Optional["object"]) -> "object":
+    import matplotlib.pyplot as plt
+
+    return ax if ax is not None else plt.gca()
+
+
+def show_scene(batch: SceneBatch, index: int, ax: Optional["object"] = None, boxes: bool = True) -> "object":
+    """Draw one scene with its ground truth: object-of-interest box (lime), other digits' boxes (yellow), the ROI
+    mask outline in ``"roi"`` mode, and the label(s) as title."""
+    from matplotlib.patches import Rectangle
+
+    ax = _axis(ax)
+    ax.imshow(to_hwc(batch.images[index]))
+    if batch.mode == "roi":
+        ax.contour(batch.masks[index, 0].numpy(), levels=[0.5], colors="white", linewidths=1.0)
+    if boxes:
+        for k, label in enumerate(batch.object_labels[index].tolist()):
+            if label < 0:
+                continue
+            x1, y1, x2, y2 = batch.object_boxes[index, k].tolist()
+            colour = "lime" if k == 0 or batch.mode == "multi" else "yellow"
+            ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, ec=colour, lw=1.2))
+            if batch.mode == "multi":
+                ax.text(x1, y1 - 1.5, str(label), color=colour, fontsize=8, fontweight="bold")
+    present = batch.object_labels[index][batch.object_labels[index] >= 0].tolist()
+    title = f"classes {sorted(present)}" if batch.mode == "multi" else f"label {int(batch.labels[index])}"
+    if batch.mode == "roi":
+        title += f", ROI {int(batch.roi_sizes[index])} px"
+    ax.set_title(title, fontsize=8)
+    ax.set_axis_off()
+    return ax
+
+
+def show_ellipses(batch: EllipseBatch, index: int, ax: Optional["object"] = None) -> "object":
+    """Draw one ellipse sample: image, mask outline (cyan), major axes (green) and the target as title / red cross."""
+    ax = _axis(ax)
+    ax.imshow(batch.images[index, 0].numpy(), cmap="gray", vmin=0, vmax=1, extent=(0, batch.size, batch.size, 0))
+    ax.contour(
+        np.arange(batch.size) + 0.5, np.arange(batch.size) + 0.5, batch.masks[index, 0].numpy(),
+        levels=[0.5], colors="cyan", linewidths=0.8,
+    )
+    for (cx, cy), (a, _), theta in zip(batch.centers[index].tolist(), batch.semi_axes[index].tolist(),
+                                       batch.angles[index].tolist()):
+        dx, dy = a * np.cos(np.radians(theta)), -a * np.sin(np.radians(theta))
+        ax.plot([cx - dx, cx + dx], [cy - dy, cy + dy], color="lime", lw=1)
+    if batch.dataset == 1:
+        ax.set_title(f"θ = {float(batch.targets[index]):.0f}°", fontsize=8)
+    else:
+        x, y = batch.targets[index].tolist()
+        ax.plot([x], [y], "r+", ms=8, mew=1.5)
+        ax.set_title(f"({x:.1f}, {y:.1f})", fontsize=8)
+    ax.set_xlim(0, batch.size)
+    ax.set_ylim(batch.size, 0)
+    ax.set_axis_off()
+    return ax
+
+
+def grid_figure(rows: int, cols: int, cell: float = 1.8) -> Tuple["object", np.ndarray]:
+    """A ``rows×cols`` grid of axes (always a 2-D array)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * cell, rows * cell + 0.4), squeeze=False)
+    return fig, axes
+
+
+def plot_attribution(
+    attribution: ArrayLike,
+    image: ArrayLike,
+    ax: "object",
+    method: str = "blended_heat_map",
+    sign: str = "absolute_value",
+    title: Optional[str] = None,
+    **kwargs: object,
+) -> "object":
+    """Overlay one attribution map on its image with Captum's ``visualize_image_attr`` (layouts handled).
+
+    Args:
+        attribution: ``C×H×W``, ``1×H×W`` or ``H×W`` map.
+        image: ``3×H×W`` image in [0, 1].
+        ax: matplotlib axes to draw into.
+        method, sign: passed to ``visualize_image_attr``.
+        title: axes title.
+
+    Returns:
+        The axes.
+    """
+    from captum.attr import visualization as viz
+
+    attr = to_hwc(attribution)
+    if float(np.abs(attr).max()) == 0.0:  # Captum divides by the max; an all-zero map would warn and show NaNs
+        attr = attr + 1e-12
+    viz.visualize_image_attr(
+        attr, to_hwc(image), method=method, sign=sign, plt_fig_axis=(ax.figure, ax), use_pyplot=False,
+        title=title, **kwargs,
+    )
+    return ax
+
+
+def scene_grid(batch: SceneBatch, indices: Sequence[int], cols: int = 8) -> "object":
+    """Figure of several scenes with their ground truth."""
+    rows = (len(indices) + cols - 1) // cols
+    fig, axes = grid_figure(rows, cols)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, i in zip(axes.flat, indices):
+        show_scene(batch, i, ax)
+    fig.tight_layout()
+    return fig
+
+
+def ellipse_grid(batch: EllipseBatch, indices: Sequence[int], cols: int = 8) -> "object":
+    """Figure of several ellipse samples with their ground truth."""
+    rows = (len(indices) + cols - 1) // cols
+    fig, axes = grid_figure(rows, cols)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, i in zip(axes.flat, indices):
+        show_ellipses(batch, i, ax)
+    fig.tight_layout()
+    return fig
+
+
+__all__ = ["ellipse_grid", "grid_figure", "plot_attribution", "scene_grid", "show_ellipses", "show_scene", "to_hwc"]

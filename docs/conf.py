@@ -1,0 +1,136 @@
+"""Sphinx configuration of the captum_ext documentation.
+
+Build (warnings are errors)::
+
+    sphinx-build -W --keep-going -b html docs docs/_build/html
+
+Everything is generated offline: no intersphinx, figures are drawn at build time from the benchmark generators,
+and the tutorials in ``tutorials/`` are executed by sphinx-gallery.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+# Headless, deterministic figures: pick the non-interactive backend before anything imports pyplot.
+os.environ.setdefault("MPLBACKEND", "Agg")
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the checkout's package, also when it is not installed
+
+import captum_ext  # noqa: E402
+
+# -- Project information -------------------------------------------------------------------------------------------
+project = "captum_ext"
+author = "captum_ext contributors"
+copyright = "2025, captum_ext contributors"
+release = captum_ext.__version__
+version = ".".join(release.split(".")[:2])
+
+# -- General configuration -----------------------------------------------------------------------------------------
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.viewcode",
+    "sphinx_gallery.gen_gallery",
+    "matplotlib.sphinxext.plot_directive",
+]
+
+templates_path: list = []
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "auto_tutorials/*.ipynb", "auto_tutorials/*.py",
+                    "auto_tutorials/*.zip"]
+source_suffix = {".rst": "restructuredtext"}
+root_doc = "index"
+language = "en"
+
+# -- autodoc / napoleon --------------------------------------------------------------------------------------------
+autodoc_default_options = {
+    "members": True,
+    "member-order": "bysource",
+    "show-inheritance": True,
+}
+autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented"
+autodoc_class_signature = "mixed"
+# The EfficientNet-Lite0 packages are imported lazily inside functions, so the docs need no mock for them.
+autodoc_mock_imports: list = []
+
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_include_init_with_doc = False
+napoleon_use_rtype = False
+
+
+
+def _is_prose(text: str) -> bool:
+    """True if ``text`` has a space outside brackets: a phrase, not a type such as ``Tuple[int, int]``."""
+    depth = 0
+    for char in text:
+        depth += char in "([{"
+        depth -= char in ")]}"
+        if char == " " and depth == 0:
+            return True
+    return False
+
+
+def _restore_prose_colons(app, what, name, obj, options, lines):
+    """Undo napoleon's "type: description" split of a ``#:`` comment whose first line is a sentence with a colon.
+
+    Napoleon reads ``#: Bin edges for 64×64 scenes: doubling bins ...`` as type "Bin edges for 64×64 scenes";
+    the package's data comments are prose (types come from annotations), so put the sentence back together.
+    """
+    if what not in ("data", "attribute") or not lines or not lines[-1].startswith(":type: "):
+        return
+    head = lines[-1][len(":type: "):]
+    if not _is_prose(head):
+        return
+    lines.pop()  # the ":type:" line
+    if lines and not lines[-1].strip():
+        lines.pop()  # and the blank line before it
+    if lines:
+        lines[0] = f"{head}: {lines[0]}"
+    else:
+        lines.append(head)
+
+
+def setup(app):
+    # Priority above napoleon's default (500): run after it has rewritten the docstring.
+    app.connect("autodoc-process-docstring", _restore_prose_colons, priority=600)
+
+
+# -- matplotlib plot directive (figures generated at build time) ---------------------------------------------------
+plot_include_source = True
+plot_html_show_source_link = False
+plot_html_show_formats = False
+plot_formats = [("png", 90)]
+plot_rcparams = {"figure.max_open_warning": 0}
+plot_pre_code = "import numpy as np\nimport matplotlib.pyplot as plt\n"
+
+# -- sphinx-gallery (executable tutorials) -------------------------------------------------------------------------
+sphinx_gallery_conf = {
+    "examples_dirs": "../tutorials",
+    "gallery_dirs": "auto_tutorials",
+    "filename_pattern": r"/plot_",
+    "download_all_examples": False,
+    "remove_config_comments": True,
+    "within_subsection_order": "FileNameSortKey",
+    "matplotlib_animations": False,
+    "image_scrapers": ("matplotlib",),
+    "reset_modules": ("matplotlib",),
+    "show_memory": False,
+    "plot_gallery": "True",
+}
+
+# -- HTML ----------------------------------------------------------------------------------------------------------
+html_theme = "alabaster"
+html_title = f"captum_ext {release}"
+html_static_path: list = []
+html_theme_options = {
+    "description": "Five CNN interpretability methods as a Captum plugin, with an honest benchmark ground",
+    "page_width": "1100px",
+    "sidebar_width": "230px",
+}
