@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -57,7 +58,9 @@ def _saliency_figure(out: Path, seed: int) -> List[Path]:
     inputs = scenes.normalize(batch.images)
     with torch.no_grad():
         accuracy = float((model(inputs).argmax(1) == batch.labels).float().mean())
-    saliency = Saliency(model).attribute(inputs, target=batch.labels, abs=True).amax(dim=1, keepdim=True)
+    with warnings.catch_warnings():  # Captum notes that it set requires_grad on the inputs (and restores it)
+        warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
+        saliency = Saliency(model).attribute(inputs, target=batch.labels, abs=True).amax(dim=1, keepdim=True)
     pointing = metrics.pointing_game(saliency, batch.masks, tolerance=4)
     energy = metrics.energy_pointing_game(saliency, batch.masks)
     print(f"  scenes_vgg on 200 held-out scenes: accuracy {accuracy:.3f}; Captum Saliency pointing game "

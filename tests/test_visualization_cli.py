@@ -1,0 +1,43 @@
+"""Figures, attribution overlays (layout-safe) and the `captum-ext demo` command."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from captum_ext import cli  # noqa: E402
+from captum_ext.datasets import ellipses, scenes  # noqa: E402
+from captum_ext.visualization import ellipse_grid, plot_attribution, scene_grid, to_hwc  # noqa: E402
+
+
+def test_to_hwc_layouts():
+    chw = torch.arange(3 * 4 * 5, dtype=torch.float32).view(3, 4, 5)
+    hwc = to_hwc(chw)
+    assert hwc.shape == (4, 5, 3) and hwc[1, 2, 0] == chw[0, 1, 2] and hwc[1, 2, 2] == chw[2, 1, 2]
+    assert to_hwc(chw[None]).shape == (4, 5, 3)
+    assert to_hwc(np.zeros((4, 5))).shape == (4, 5, 1)
+    with pytest.raises(ValueError, match="`image`"):
+        to_hwc(torch.zeros(4, 5, 3))  # channels-last input is refused, not misread
+    with pytest.raises(ValueError, match="`image`"):
+        to_hwc(torch.zeros(2, 3, 4, 5))
+
+
+def test_plot_attribution_and_grids():
+    batch = scenes.make_scenes(3, mode="roi", seed=1)
+    fig, ax = plt.subplots()
+    plot_attribution(batch.masks[0].float(), batch.images[0], ax, title="mask")
+    plot_attribution(torch.zeros(1, 64, 64), batch.images[0], ax)  # all-zero map must not crash
+    plt.close(fig)
+    plt.close(scene_grid(batch, [0, 1, 2], cols=2))
+    plt.close(ellipse_grid(ellipses.make_ellipses(3, dataset=2, seed=1), [0, 1, 2]))
+
+
+def test_demo_writes_pngs(tmp_path, capsys):
+    assert cli.main(["demo", "--out", str(tmp_path)]) == 0
+    written = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert written == ["ground_ellipses.png", "ground_scenes.png", "saliency_scenes_vgg.png"]
+    assert all((tmp_path / name).stat().st_size > 10_000 for name in written)
+    assert str(tmp_path.resolve()) in capsys.readouterr().out

@@ -1,0 +1,120 @@
+"""Zoo: architectures, exact BatchNorm folding, shipped weights and their held-out accuracy floors."""
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from captum_ext import zoo
+from captum_ext._utils.folding import fold_conv_bn
+from captum_ext.datasets import scenes
+from captum_ext.zoo.vgg import SceneVGG, SceneVGGFCN, fold_batch_norm, without_batch_norm
+
+# Floors a few points under the accuracies measured at training time (zoo.info), on scenes no training used.
+ACCURACY_FLOOR = {"scenes_vgg": 0.85, "scenes_resnet": 0.85}
+MAP_FLOOR = {"scenes_vgg_multilabel": 0.85, "scenes_resnet_multilabel": 0.85}
+
+
+def _randomise_bn(module: nn.Module, generator: torch.Generator) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=generator))
+            m.running_var.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+            m.weight.data.copy_(torch.randn(m.num_features, generator=generator))
+            m.bias.data.copy_(torch.randn(m.num_features, generator=generator))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    stride=st.integers(1, 3), padding=st.integers(0, 2), dilation=st.integers(1, 2), groups=st.sampled_from([1, 2]),
+    bias=st.booleans(), affine=st.booleans(), seed=st.integers(0, 1000),
+)
+def test_fold_conv_bn_is_exact(stride, padding, dilation, groups, bias, affine, seed):
+    g = torch.Generator().manual_seed(seed)
+    conv = nn.Conv2d(4, 6, 3, stride=stride, padding=padding, dilation=dilation, groups=groups, bias=bias)
+    bn = nn.BatchNorm2d(6, affine=affine)
+    _randomise_bn(bn, g)
+    bn.eval()
+    x = torch.randn(2, 4, 11, 9, generator=g)
+    with torch.no_grad():
+        assert torch.allclose(fold_conv_bn(conv, bn)(x), bn(conv(x)), atol=1e-5, rtol=1e-5)
+
+
+def test_fold_conv_bn_rejects_mismatch():
+    with pytest.raises(ValueError, match="`bn`"):
+        fold_conv_bn(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(5))
+    with pytest.raises(ValueError, match="BatchNorm2d must directly follow a Conv2d"):
+        fold_batch_norm(nn.Sequential(nn.ReLU(), nn.BatchNorm2d(3)))
+
+
+@pytest.mark.parametrize("cls", [SceneVGG, SceneVGGFCN])
+def test_vgg_trained_with_bn_ships_as_plain_net(cls):
+    torch.manual_seed(0)
+    trained = cls(batch_norm=True)
+    _randomise_bn(trained, torch.Generator().manual_seed(1))
+    trained.eval()
+    plain = cls()
+    plain.load_state_dict(without_batch_norm(trained).state_dict())  # same keys as the plain architecture
+    plain.eval()
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(plain(x), trained(x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", zoo.available())
+def test_architectures_shapes_and_traceable(name):
+    model = zoo.load(name, pretrained=False)
+    assert not model.training
+    assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 10)
+    traced = torch.fx.symbolic_trace(model)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(traced(x), model(x))
+
+
+def test_fully_convolutional_nets_accept_other_sizes():
+    for name in ("scenes_vgg_multilabel", "scenes_resnet", "scenes_resnet_multilabel"):
+        assert zoo.load(name, pretrained=False)(torch.zeros(1, 3, 90, 77)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("name", zoo.available())
+def test_shipped_weights_small_and_load_weights_only(name):
+    path = zoo.weights_path(name)
+    assert path.exists() and path.stat().st_size < 5 * 2**20
+    state = torch.load(path, weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    record = zoo.info(name)
+    assert record["name"] == name and record["held_out"]["n"] >= 1000
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    # A seed no training epoch or zoo record used: fresh digits (test split) in fresh scenes.
+    return {mode: scenes.make_scenes(400, mode=mode, split="test", seed=31337) for mode in ("single", "multi")}
+
+
+@pytest.mark.parametrize("name", sorted(ACCURACY_FLOOR))
+def test_single_label_accuracy_floor(name, held_out):
+    batch = held_out["single"]
+    with torch.no_grad():
+        accuracy = float((zoo.load(name)(scenes.normalize(batch.images)).argmax(1) == batch.labels).float().mean())
+    assert accuracy >= ACCURACY_FLOOR[name], accuracy
+
+
+@pytest.mark.parametrize("name", sorted(MAP_FLOOR))
+def test_multilabel_map_floor(name, held_out):
+    from sklearn.metrics import average_precision_score
+
+    batch = held_out["multi"]
+    with torch.no_grad():
+        scores = zoo.load(name)(scenes.normalize(batch.images))
+    mean_ap = average_precision_score(batch.targets.numpy(), scores.numpy(), average="macro")
+    assert mean_ap >= MAP_FLOOR[name], mean_ap
+
+
+def test_bad_names():
+    with pytest.raises(ValueError, match="`name`"):
+        zoo.load("vgg16")
+    with pytest.raises(ValueError, match="`name`"):
+        zoo.info("nope")
