@@ -183,14 +183,14 @@ def test_untied_model_supports_deeplift(monkeypatch):
 # ---------------------------------------------------------------------------------- pretrained model (needs extra)
 @pytest.fixture(scope="module")
 def model():
-    for name in OPTIONAL:
-        pytest.importorskip(name)
+    # The `test` extra installs the optional packages: a missing one is a failure here, not a skip.
     return load_efficientnet_lite0()
 
 
 @pytest.fixture(scope="module")
 def photos():
-    data = pytest.importorskip("skimage.data")
+    from skimage import data
+
     return {"coffee": data.coffee(), "camera": data.camera(), "chelsea": data.chelsea()}
 
 
