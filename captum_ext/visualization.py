@@ -121,8 +121,11 @@ def plot_attribution(
     from captum.attr import visualization as viz
 
     attr = to_hwc(attribution)
-    if float(np.abs(attr).max()) == 0.0:  # Captum divides by the max; an all-zero map would warn and show NaNs
-        attr = attr + 1e-12
+    if float(np.abs(attr).max()) == 0.0:  # Captum would divide by zero: show the image and say so
+        ax.imshow(to_hwc(image))
+        ax.set_title(f"{title or ''} (all-zero map)".strip(), fontsize=8)
+        ax.set_axis_off()
+        return ax
     viz.visualize_image_attr(
         attr, to_hwc(image), method=method, sign=sign, plt_fig_axis=(ax.figure, ax), use_pyplot=False,
         title=title, **kwargs,

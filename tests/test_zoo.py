@@ -20,8 +20,9 @@ def _randomise_bn(module: nn.Module, generator: torch.Generator) -> None:
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.copy_(torch.randn(m.num_features, generator=generator))
             m.running_var.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
-            m.weight.data.copy_(torch.randn(m.num_features, generator=generator))
-            m.bias.data.copy_(torch.randn(m.num_features, generator=generator))
+            if m.affine:
+                m.weight.data.copy_(torch.randn(m.num_features, generator=generator))
+                m.bias.data.copy_(torch.randn(m.num_features, generator=generator))
 
 
 @settings(max_examples=25, deadline=None)
