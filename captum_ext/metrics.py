@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterator, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -158,6 +158,18 @@ def _chunks(n: int, pixels: int) -> Iterator[slice]:
     step = max(1, _CHUNK_ELEMENTS // max(pixels, 1))
     for start in range(0, n, step):
         yield slice(start, min(start + step, n))
+
+
+def _per_image(saliency: TensorLike, masks: TensorLike, score: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """Check a (saliency, masks) pair and apply ``score`` to flattened ``N×HW`` chunks; float64 ``N`` result."""
+    sal = _check_maps(saliency, "saliency")
+    gt = _check_masks(masks, "masks")
+    _check_pair(sal, "saliency", gt, "masks")
+    sal, gt = sal.flatten(1), gt.flatten(1)
+    out = torch.empty(sal.shape[0], dtype=torch.float64, device=sal.device)
+    for part in _chunks(sal.shape[0], sal.shape[1]):
+        out[part] = score(sal[part], gt[part])
+    return out
 
 
 def _normalise(maps: Tensor) -> Tensor:
@@ -406,15 +418,11 @@ def energy_pointing_game(
         >>> energy_pointing_game(saliency, mask)
         0.75
     """
-    sal = _check_maps(saliency, "saliency")
-    gt = _check_masks(masks, "masks")
-    _check_pair(sal, "saliency", gt, "masks")
-    sal, gt = sal.flatten(1), gt.flatten(1)
-    out = torch.empty(sal.shape[0], dtype=torch.float64, device=sal.device)
-    for part in _chunks(sal.shape[0], sal.shape[1]):
-        s = sal[part].to(torch.float64).clamp(min=0)
-        out[part] = _safe_div((s * gt[part]).sum(dim=1), s.sum(dim=1))
-    return _reduce_mean(out, reduce)
+    def energy(sal: Tensor, gt: Tensor) -> Tensor:
+        positive = sal.to(torch.float64).clamp(min=0)
+        return _safe_div((positive * gt).sum(dim=1), positive.sum(dim=1))
+
+    return _reduce_mean(_per_image(saliency, masks, energy), reduce)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -551,14 +559,10 @@ def mae(saliency: TensorLike, masks: TensorLike, reduce: bool = True) -> Union[f
         >>> mae(saliency, mask)
         0.125
     """
-    sal = _check_maps(saliency, "saliency")
-    gt = _check_masks(masks, "masks")
-    _check_pair(sal, "saliency", gt, "masks")
-    sal, gt = sal.flatten(1), gt.flatten(1)
-    out = torch.empty(sal.shape[0], dtype=torch.float64, device=sal.device)
-    for part in _chunks(sal.shape[0], sal.shape[1]):
-        out[part] = (_normalise(sal[part]) - gt[part].double()).abs().mean(dim=1)
-    return _reduce_mean(out, reduce)
+    def absolute_error(sal: Tensor, gt: Tensor) -> Tensor:
+        return (_normalise(sal) - gt.double()).abs().mean(dim=1)
+
+    return _reduce_mean(_per_image(saliency, masks, absolute_error), reduce)
 
 
 def mask_iou(pred_masks: TensorLike, gt_masks: TensorLike, reduce: bool = False) -> Union[float, Tensor]:

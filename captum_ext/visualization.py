@@ -5,7 +5,7 @@ Captum's ``visualize_image_attr`` expects ``H×W×C`` numpy arrays and silently 
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from torch import Tensor
@@ -133,28 +133,25 @@ def plot_attribution(
     return ax
 
 
-def scene_grid(batch: SceneBatch, indices: Sequence[int], cols: int = 8) -> "object":
-    """Figure of several scenes with their ground truth."""
+def _grid(indices: Sequence[int], cols: int, draw: Callable[[int, "object"], object]) -> "object":
     rows = (len(indices) + cols - 1) // cols
     fig, axes = grid_figure(rows, cols)
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, i in zip(axes.flat, indices):
-        show_scene(batch, i, ax)
+        draw(i, ax)
     fig.tight_layout()
     return fig
+
+
+def scene_grid(batch: SceneBatch, indices: Sequence[int], cols: int = 8) -> "object":
+    """Figure of several scenes with their ground truth."""
+    return _grid(indices, cols, lambda i, ax: show_scene(batch, i, ax))
 
 
 def ellipse_grid(batch: EllipseBatch, indices: Sequence[int], cols: int = 8) -> "object":
     """Figure of several ellipse samples with their ground truth."""
-    rows = (len(indices) + cols - 1) // cols
-    fig, axes = grid_figure(rows, cols)
-    for ax in axes.flat:
-        ax.set_axis_off()
-    for ax, i in zip(axes.flat, indices):
-        show_ellipses(batch, i, ax)
-    fig.tight_layout()
-    return fig
+    return _grid(indices, cols, lambda i, ax: show_ellipses(batch, i, ax))
 
 
 __all__ = ["ellipse_grid", "grid_figure", "plot_attribution", "scene_grid", "show_ellipses", "show_scene", "to_hwc"]
