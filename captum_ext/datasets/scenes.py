@@ -244,8 +244,8 @@ class _Object:
 def _compose_scene(
     rng: np.random.Generator, mode: str, size: int, split: str, context_prob: float, clutter: Tuple[int, int],
     background: np.ndarray,
-) -> Tuple[np.ndarray, List[_Object], int]:
-    """One scene: returns the image, its digits (object of interest first) and the object-of-interest index."""
+) -> Tuple[np.ndarray, List[_Object]]:
+    """One scene: returns the image and its digits, the object of interest first."""
     _, labels, sources = _digits(split)
     scale = size / 64.0
     canvas = background.copy()
@@ -290,14 +290,18 @@ def _compose_scene(
     if mode == "single":
         while not add_digit(int(rng.integers(NUM_CLASSES)), int(sides(16, 30)[0])):
             pass
-        add_clutter(int(rng.integers(clutter[0], clutter[1] + 1)), max(6, round(10 * scale)), max(8, round(22 * scale)))
+        add_clutter(
+            int(rng.integers(clutter[0], clutter[1] + 1)), max(6, round(10 * scale)), max(8, round(22 * scale))
+        )
     elif mode == "multi":
         count = int(rng.integers(2, 4))
         classes = rng.choice(NUM_CLASSES, size=count, replace=False)
         for label, side in zip(classes, np.sort(sides(14, 26, count))[::-1]):
             while not add_digit(int(label), int(side)):
                 side = max(5, int(side) - 1)
-        add_clutter(int(rng.integers(clutter[0], clutter[1] + 1)), max(6, round(10 * scale)), max(8, round(20 * scale)))
+        add_clutter(
+            int(rng.integers(clutter[0], clutter[1] + 1)), max(6, round(10 * scale)), max(8, round(20 * scale))
+        )
     else:  # roi: the selected digit first, then 1-3 others where they fit
         def plate(label: int) -> np.ndarray:
             shown = label if rng.random() < context_prob else int(rng.choice(np.delete(np.arange(NUM_CLASSES), label)))
@@ -310,7 +314,7 @@ def _compose_scene(
         for other in rng.integers(0, NUM_CLASSES, int(rng.integers(1, 4))):
             other_side = int(sides(6, 24)[0])
             add_digit(int(other), other_side, plate(int(other)), margin=max(2, round(0.35 * other_side)))
-    return canvas, objects, 0
+    return canvas, objects
 
 
 def _chunk(
@@ -324,7 +328,7 @@ def _chunk(
     object_sources = np.full((count, max_objects), -1, dtype=np.int64)
     for i in range(count):
         background = random_backgrounds(rng, 1, size)[0]  # drawn per scene so n scenes prefix n + k scenes
-        canvas, objects, _ = _compose_scene(rng, mode, size, split, context_prob, clutter, background)
+        canvas, objects = _compose_scene(rng, mode, size, split, context_prob, clutter, background)
         images[i] = canvas
         for k, obj in enumerate(objects):
             object_labels[i, k] = obj.label
@@ -416,17 +420,23 @@ def make_scenes(
     )
 
 
+def _scene_stats(images: Tensor) -> Tuple[Tensor, Tensor]:
+    """:data:`SCENE_MEAN` and :data:`SCENE_STD` as ``1×3×1×1`` tensors matching ``images``."""
+    def as_tensor(values: Tuple[float, float, float]) -> Tensor:
+        return torch.tensor(values, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+
+    return as_tensor(SCENE_MEAN), as_tensor(SCENE_STD)
+
+
 def normalize(images: Tensor) -> Tensor:
     """Standardise ``N×3×H×W`` scene images in [0, 1] with :data:`SCENE_MEAN` / :data:`SCENE_STD`."""
-    mean = torch.tensor(SCENE_MEAN, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(SCENE_STD, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    mean, std = _scene_stats(images)
     return (images - mean) / std
 
 
 def denormalize(images: Tensor) -> Tensor:
     """Inverse of :func:`normalize`."""
-    mean = torch.tensor(SCENE_MEAN, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(SCENE_STD, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    mean, std = _scene_stats(images)
     return images * std + mean
 
 
