@@ -40,7 +40,23 @@ def _axis(ax: Optional["object"]) -> "object":
 
 def show_scene(batch: SceneBatch, index: int, ax: Optional["object"] = None, boxes: bool = True) -> "object":
     """Draw one scene with its ground truth: object-of-interest box (lime), other digits' boxes (yellow), the ROI
-    mask outline in ``"roi"`` mode, and the label(s) as title."""
+    mask outline in ``"roi"`` mode, and the label(s) as title.
+
+    Args:
+        batch: scenes from :func:`captum_ext.datasets.scenes.make_scenes`.
+        index: which scene to draw.
+        ax: matplotlib axes (default: the current axes).
+        boxes: draw the digits' boxes.
+
+    Returns:
+        The axes.
+
+    Example::
+
+        >>> import matplotlib.pyplot as plt
+        >>> from captum_ext.datasets import scenes
+        >>> ax = show_scene(scenes.make_scenes(1, mode="multi"), 0, plt.figure().gca())
+    """
     from matplotlib.patches import Rectangle
 
     ax = _axis(ax)
@@ -66,7 +82,22 @@ def show_scene(batch: SceneBatch, index: int, ax: Optional["object"] = None, box
 
 
 def show_ellipses(batch: EllipseBatch, index: int, ax: Optional["object"] = None) -> "object":
-    """Draw one ellipse sample: image, mask outline (cyan), major axes (green) and the target as title / red cross."""
+    """Draw one ellipse sample: image, mask outline (cyan), major axes (green) and the target as title / red cross.
+
+    Args:
+        batch: samples from :func:`captum_ext.datasets.ellipses.make_ellipses`.
+        index: which sample to draw.
+        ax: matplotlib axes (default: the current axes).
+
+    Returns:
+        The axes.
+
+    Example::
+
+        >>> import matplotlib.pyplot as plt
+        >>> from captum_ext.datasets import ellipses
+        >>> ax = show_ellipses(ellipses.make_ellipses(1, dataset=2), 0, plt.figure().gca())
+    """
     ax = _axis(ax)
     ax.imshow(batch.images[index, 0].numpy(), cmap="gray", vmin=0, vmax=1, extent=(0, batch.size, batch.size, 0))
     ax.contour(
@@ -90,7 +121,15 @@ def show_ellipses(batch: EllipseBatch, index: int, ax: Optional["object"] = None
 
 
 def grid_figure(rows: int, cols: int, cell: float = 1.8) -> Tuple["object", np.ndarray]:
-    """A ``rows×cols`` grid of axes (always a 2-D array)."""
+    """A ``rows×cols`` grid of axes.
+
+    Args:
+        rows, cols: grid shape.
+        cell: side of one cell in inches.
+
+    Returns:
+        ``(figure, axes)`` with ``axes`` always a 2-D array.
+    """
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(rows, cols, figsize=(cols * cell, rows * cell + 0.4), squeeze=False)
@@ -145,12 +184,40 @@ def _grid(indices: Sequence[int], cols: int, draw: Callable[[int, "object"], obj
 
 
 def scene_grid(batch: SceneBatch, indices: Sequence[int], cols: int = 8) -> "object":
-    """Figure of several scenes with their ground truth."""
+    """Figure of several scenes with their ground truth (:func:`show_scene` per cell).
+
+    Args:
+        batch: scenes from :func:`captum_ext.datasets.scenes.make_scenes`.
+        indices: which scenes to draw.
+        cols: cells per row.
+
+    Returns:
+        The matplotlib figure.
+
+    Example::
+
+        >>> from captum_ext.datasets import scenes
+        >>> fig = scene_grid(scenes.make_scenes(4, mode="roi"), range(4), cols=4)
+    """
     return _grid(indices, cols, lambda i, ax: show_scene(batch, i, ax))
 
 
 def ellipse_grid(batch: EllipseBatch, indices: Sequence[int], cols: int = 8) -> "object":
-    """Figure of several ellipse samples with their ground truth."""
+    """Figure of several ellipse samples with their ground truth (:func:`show_ellipses` per cell).
+
+    Args:
+        batch: samples from :func:`captum_ext.datasets.ellipses.make_ellipses`.
+        indices: which samples to draw.
+        cols: cells per row.
+
+    Returns:
+        The matplotlib figure.
+
+    Example::
+
+        >>> from captum_ext.datasets import ellipses
+        >>> fig = ellipse_grid(ellipses.make_ellipses(4, dataset=1), range(4), cols=4)
+    """
     return _grid(indices, cols, lambda i, ax: show_ellipses(batch, i, ax))
 
 
