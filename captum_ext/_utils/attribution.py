@@ -1,0 +1,197 @@
+"""Shared plumbing of the attribution methods: Captum-style input/target formatting and model-state guards.
+
+Captum's own helpers for this live in private modules whose signatures change between releases, so the few we need
+are written once here against the public conventions (``TargetType``, tuple-in/tuple-out,
+``additional_forward_args``).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, List, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+TensorOrTuple = Union[Tensor, Tuple[Tensor, ...]]
+
+
+def format_inputs(inputs: TensorOrTuple, name: str = "inputs", ndim: int = 4) -> Tuple[Tuple[Tensor, ...], bool]:
+    """Return ``(tuple_of_tensors, was_tuple)`` after checking each tensor.
+
+    Every tensor must be a finite floating-point tensor with ``ndim`` dimensions (``N×C×H×W`` by default), and all
+    must share the batch size.
+
+    Raises:
+        TypeError: ``inputs`` is not a tensor or a tuple of tensors, or a tensor is not floating point.
+        ValueError: wrong rank, empty batch, NaN/inf, or mismatched batch sizes.
+    """
+    was_tuple = isinstance(inputs, tuple)
+    items = inputs if was_tuple else (inputs,)
+    if len(items) == 0:
+        raise ValueError(f"`{name}` must hold at least one tensor")
+    for i, item in enumerate(items):
+        label = f"{name}[{i}]" if was_tuple else name
+        if not isinstance(item, Tensor):
+            raise TypeError(f"`{label}` must be a torch.Tensor, got {type(item).__name__}")
+        if not item.is_floating_point():
+            raise TypeError(f"`{label}` must be a floating-point tensor, got {item.dtype}")
+        if item.dim() != ndim:
+            expected = "N×C×H×W" if ndim == 4 else f"{ndim}-D"
+            raise ValueError(f"`{label}` must be {expected}, got shape {tuple(item.shape)}")
+        if item.shape[0] == 0:
+            raise ValueError(f"`{label}` must hold at least one example")
+        if not bool(torch.isfinite(item).all()):
+            raise ValueError(f"`{label}` contains NaN or inf values")
+        if item.shape[0] != items[0].shape[0]:
+            raise ValueError(f"all `{name}` tensors must share the batch size, got {[t.shape[0] for t in items]}")
+    return tuple(items), was_tuple
+
+
+def format_output(values: Tuple[Tensor, ...], was_tuple: bool) -> TensorOrTuple:
+    """Undo :func:`format_inputs`: a tuple back to a tuple, a single tensor back to a tensor."""
+    return values if was_tuple else values[0]
+
+
+def format_additional_args(additional_forward_args: Any) -> Tuple[Any, ...]:
+    """Captum's convention: ``None`` → no extra arguments, a tuple → several, anything else → one."""
+    if additional_forward_args is None:
+        return ()
+    if isinstance(additional_forward_args, tuple):
+        return additional_forward_args
+    return (additional_forward_args,)
+
+
+def _target_list(target: Any, n: int) -> List[Any]:
+    if isinstance(target, Tensor):
+        if target.is_floating_point() or target.dtype == torch.bool:
+            raise TypeError(f"`target` must hold integer class indices, got dtype {target.dtype}")
+        if target.dim() == 0:
+            return [int(target)] * n
+        if target.dim() == 1 and target.shape[0] == n:
+            return [int(t) for t in target.tolist()]
+        raise ValueError(f"`target` tensor must be a scalar or hold one index per example ({n}), got shape "
+                         f"{tuple(target.shape)}")
+    if isinstance(target, list):
+        if len(target) != n:
+            raise ValueError(f"`target` list must hold one entry per example ({n}), got {len(target)}")
+        return list(target)
+    return [target] * n
+
+
+def select_targets(output: Tensor, target: Any) -> Tuple[Tensor, Tensor]:
+    """Pick each example's target score from a model output, following Captum's ``TargetType``.
+
+    ``None`` means the predicted class (argmax) for ``N×K`` outputs, and the output itself for ``N``-vector (or
+    ``N×1``) outputs. An ``int`` (or a tuple for outputs with more than two dimensions) applies to every example; a
+    tensor or list gives one per example.
+
+    Returns:
+        ``(scores, flat_index)``: the ``N`` selected scores (differentiable) and their ``N`` indices into the
+        flattened per-example output.
+
+    Raises:
+        TypeError / ValueError: a target that is not an index, or lies outside the output.
+    """
+    if not isinstance(output, Tensor) or output.dim() == 0:
+        raise TypeError("the model must return a tensor with a batch dimension")
+    n = output.shape[0]
+    flat = output.reshape(n, -1)
+    per_example = output.shape[1:]
+    if target is None:
+        if flat.shape[1] == 1:
+            index = torch.zeros(n, dtype=torch.long, device=output.device)
+        elif output.dim() == 2:
+            index = flat.detach().argmax(dim=1)
+        else:
+            raise ValueError(f"`target` is required for outputs shaped {tuple(output.shape)}")
+        return flat.gather(1, index[:, None])[:, 0], index
+    flat_index = []
+    for i, item in enumerate(_target_list(target, n)):
+        where = f"`target`" if not isinstance(target, (list, Tensor)) else f"`target[{i}]`"
+        coords = item if isinstance(item, tuple) else (item,)
+        if isinstance(item, bool) or not all(isinstance(c, int) and not isinstance(c, bool) for c in coords):
+            raise TypeError(f"{where} must be an int (or a tuple of ints), got {item!r}")
+        if len(coords) != len(per_example):
+            raise ValueError(f"{where} = {item!r} needs {len(per_example)} index(es) for per-example output shape "
+                             f"{tuple(per_example)}")
+        for c, size in zip(coords, per_example):
+            if not 0 <= c < size:
+                raise ValueError(f"{where} = {item!r} is out of range for per-example output shape "
+                                 f"{tuple(per_example)}")
+        offset = 0
+        for c, size in zip(coords, per_example):
+            offset = offset * size + c
+        flat_index.append(offset)
+    index = torch.tensor(flat_index, dtype=torch.long, device=output.device)
+    return flat.gather(1, index[:, None])[:, 0], index
+
+
+@contextmanager
+def preserved_module_state(module: Any) -> Iterator[None]:
+    """Restore every submodule's train/eval flag and every parameter's ``requires_grad`` on exit.
+
+    A no-op for plain callables. The restore runs in ``finally``, so an exception inside the block leaves the model
+    exactly as it was found.
+    """
+    if not isinstance(module, nn.Module):
+        yield
+        return
+    modes = [(m, m.training) for m in module.modules()]
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+        for p, requires_grad in flags:
+            p.requires_grad_(requires_grad)
+
+
+@contextmanager
+def hook_handles() -> Iterator[List[RemovableHandle]]:
+    """Yield a list to collect hook handles in; every handle is removed on exit, also after an exception."""
+    handles: List[RemovableHandle] = []
+    try:
+        yield handles
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def capture_output(handles: List[RemovableHandle], layer: nn.Module) -> List[Tensor]:
+    """Register a forward hook on ``layer`` that appends its output to the returned list."""
+    if not isinstance(layer, nn.Module):
+        raise TypeError(f"`layer` must be an nn.Module, got {type(layer).__name__}")
+    store: List[Tensor] = []
+
+    def hook(_module: nn.Module, _inputs: Tuple[Any, ...], output: Any) -> None:
+        if not isinstance(output, Tensor):
+            raise TypeError(f"layer {type(layer).__name__} must output a single tensor, got {type(output).__name__}")
+        store.append(output)
+
+    handles.append(layer.register_forward_hook(hook))
+    return store
+
+
+def iter_batches(n: int, batch_size: int) -> Iterator[slice]:
+    """Slices ``[0, b), [b, 2b), …`` covering ``range(n)``."""
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+def check_batch_size(batch_size: Any, name: str = "batch_size") -> int:
+    """A positive int, or raise ``TypeError`` / ``ValueError`` naming ``name``."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"`{name}` must be an int, got {type(batch_size).__name__}")
+    if batch_size < 1:
+        raise ValueError(f"`{name}` must be >= 1, got {batch_size}")
+    return batch_size
+
+
+def run_forward(forward_func: Callable[..., Any], inputs: Sequence[Tensor], extra_args: Tuple[Any, ...]) -> Tensor:
+    """Call ``forward_func(*inputs, *extra_args)`` and check that it returned a tensor."""
+    output = forward_func(*inputs, *extra_args)
+    if not isinstance(output, Tensor):
+        raise TypeError(f"the model must return a tensor, got {type(output).__name__}")
+    return output

@@ -1,0 +1,4 @@
+"""Attribution methods, one per seed paper, each a Captum ``Attribution`` subclass."""
+from captum_ext.attr.sensitivity_bbox import SensitivityBBox
+
+__all__ = ["SensitivityBBox"]
