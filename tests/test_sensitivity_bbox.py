@@ -145,7 +145,7 @@ def test_state_dict_round_trip_through_weights_only_load(tmp_path):
 def test_boxes_are_valid_and_inside_the_image_whatever_the_map(seed, n, h, w, scale):
     gen = torch.Generator().manual_seed(seed)
     sb = SensitivityBBox(tiny_cnn(seed % 5), grid_size=3)
-    sb.load_state_dict({"version": 1, "grid_size": 3, "channel_reduction": "max", "sigma": 2.0, "power": 4.0,
+    sb.load_state_dict({"version": 1, "grid_size": 3, "channel_reduction": "max", "sigma": 4.0, "power": 4.0,
                         "ridge": 0.0, "weight": scale * torch.randn(9, 4, generator=gen, dtype=torch.float64),
                         "bias": scale * torch.randn(4, generator=gen, dtype=torch.float64)})
     images = torch.randn(n, 3, h, w, generator=gen)
@@ -245,3 +245,12 @@ def test_learned_boxes_beat_the_centre_box_on_zoo_scenes():
     cam = metrics.corloc(sb.cam_boxes(scenes.normalize(test.images), target=test.labels), test.boxes)
     assert baseline < 0.15
     assert learned > 0.5 and cam > 0.5
+
+
+def test_fit_attributions_equals_fit_on_the_images():
+    images, boxes, _ = synthetic_problem(40, seed=6)
+    from_images = SensitivityBBox(half_square_energy, grid_size=2).fit(images, boxes)
+    from_maps = SensitivityBBox(half_square_energy, grid_size=2).fit_attributions(images.abs(), boxes)
+    torch.testing.assert_close(from_images.state_dict()["weight"], from_maps.state_dict()["weight"])
+    with pytest.raises(ValueError, match="same length"):
+        from_maps.fit_attributions(images, boxes[:3])

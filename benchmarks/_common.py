@@ -1,0 +1,66 @@
+"""Helpers shared by the benchmark scripts: environment record, timing, result files."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def environment() -> Dict[str, Any]:
+    """Machine and library versions, recorded next to every result."""
+    import captum
+    import torchvision
+
+    import captum_ext
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "captum": captum.__version__,
+        "captum_ext": captum_ext.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(calls: Dict[str, Callable[[], Any]], repeats: int = 10, warmup: int = 2,
+                     device: torch.device = torch.device("cpu")) -> Dict[str, float]:
+    """Median wall-clock seconds of each call, measured in alternation so load changes hit all of them alike."""
+    for _ in range(warmup):
+        for fn in calls.values():
+            fn()
+    samples: Dict[str, List[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def write_results(name: str, record: Dict[str, Any], markdown: str, out_dir: Path = RESULTS) -> None:
+    """Write ``<name>.json`` and ``<name>.md`` under ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out_dir / f"{name}.md").write_text(markdown)
+    print(f"wrote {out_dir / (name + '.json')} and {name}.md")
