@@ -38,6 +38,47 @@ def _axis(ax: Optional["object"]) -> "object":
     return ax if ax is not None else plt.gca()
 
 
+def draw_boxes(
+    boxes: ArrayLike,
+    ax: Optional["object"] = None,
+    color: str = "red",
+    linewidth: float = 1.2,
+    labels: Optional[Sequence[str]] = None,
+) -> "object":
+    """Draw ``(x1, y1, x2, y2)`` boxes (exclusive right/bottom edges, pixel units) on an image axes.
+
+    Box edges are drawn on pixel borders: a box ``(0, 0, 1, 1)`` outlines exactly the top-left pixel of an image
+    shown with ``imshow``.
+
+    Args:
+        boxes: ``N×4`` or a single length-4 box.
+        ax: matplotlib axes (default: the current axes).
+        color: edge colour.
+        linewidth: edge width in points.
+        labels: optional text per box, written above its top-left corner.
+
+    Returns:
+        The axes.
+
+    Example::
+
+        >>> import matplotlib.pyplot as plt
+        >>> ax = draw_boxes([[2, 2, 10, 8]], plt.figure().gca(), color="lime", labels=["digit"])
+    """
+    from matplotlib.patches import Rectangle
+
+    ax = _axis(ax)
+    array = np.asarray(boxes.detach().cpu() if isinstance(boxes, Tensor) else boxes, dtype=np.float64)
+    array = array.reshape(-1, 4) if array.size else np.zeros((0, 4))
+    if labels is not None and len(labels) != len(array):
+        raise ValueError(f"`labels` must hold one entry per box ({len(array)}), got {len(labels)}")
+    for k, (x1, y1, x2, y2) in enumerate(array.tolist()):
+        ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, ec=color, lw=linewidth))
+        if labels is not None:
+            ax.text(x1, y1 - 1.5, str(labels[k]), color=color, fontsize=8, fontweight="bold")
+    return ax
+
+
 def show_scene(batch: SceneBatch, index: int, ax: Optional["object"] = None, boxes: bool = True) -> "object":
     """Draw one scene with its ground truth: object-of-interest box (lime), other digits' boxes (yellow), the ROI
     mask outline in ``"roi"`` mode, and the label(s) as title.
@@ -57,8 +98,6 @@ def show_scene(batch: SceneBatch, index: int, ax: Optional["object"] = None, box
         >>> from captum_ext.datasets import scenes
         >>> ax = show_scene(scenes.make_scenes(1, mode="multi"), 0, plt.figure().gca())
     """
-    from matplotlib.patches import Rectangle
-
     ax = _axis(ax)
     ax.imshow(to_hwc(batch.images[index]))
     if batch.mode == "roi":
@@ -67,11 +106,8 @@ def show_scene(batch: SceneBatch, index: int, ax: Optional["object"] = None, box
         for k, label in enumerate(batch.object_labels[index].tolist()):
             if label < 0:
                 continue
-            x1, y1, x2, y2 = batch.object_boxes[index, k].tolist()
             colour = "lime" if k == 0 or batch.mode == "multi" else "yellow"
-            ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, ec=colour, lw=1.2))
-            if batch.mode == "multi":
-                ax.text(x1, y1 - 1.5, str(label), color=colour, fontsize=8, fontweight="bold")
+            draw_boxes(batch.object_boxes[index, k], ax, colour, labels=[str(label)] if batch.mode == "multi" else None)
     present = batch.object_labels[index][batch.object_labels[index] >= 0].tolist()
     title = f"classes {sorted(present)}" if batch.mode == "multi" else f"label {int(batch.labels[index])}"
     if batch.mode == "roi":

@@ -38,6 +38,24 @@ def test_plot_attribution_and_grids():
 def test_demo_writes_pngs(tmp_path, capsys):
     assert cli.main(["demo", "--out", str(tmp_path)]) == 0
     written = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert written == ["ground_ellipses.png", "ground_scenes.png", "saliency_scenes_vgg.png"]
+    assert written == ["ground_ellipses.png", "ground_scenes.png", "saliency_scenes_vgg.png",
+                       "sensitivity_bbox_scenes_vgg.png"]
     assert all((tmp_path / name).stat().st_size > 10_000 for name in written)
     assert str(tmp_path.resolve()) in capsys.readouterr().out
+
+
+def test_draw_boxes_outlines_pixel_borders():
+    import matplotlib.pyplot as plt
+    import pytest
+    import torch
+
+    from captum_ext.visualization import draw_boxes
+
+    fig = plt.figure()
+    ax = draw_boxes(torch.tensor([[0.0, 0.0, 1.0, 1.0], [2.0, 3.0, 6.0, 5.0]]), fig.gca(), labels=["a", "b"])
+    rects = [p.get_bbox().bounds for p in ax.patches]
+    assert rects == [(-0.5, -0.5, 1.0, 1.0), (1.5, 2.5, 4.0, 2.0)]
+    assert [t.get_text() for t in ax.texts] == ["a", "b"]
+    with pytest.raises(ValueError, match="labels"):
+        draw_boxes([[0, 0, 1, 1]], fig.gca(), labels=["a", "b"])
+    plt.close(fig)

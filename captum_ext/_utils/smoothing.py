@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -17,19 +16,30 @@ def gaussian_kernel1d(sigma: float, truncate: float = 4.0, dtype: torch.dtype = 
     return (kernel / kernel.sum()).to(dtype=dtype, device=device)
 
 
+def gaussian_band_matrix(size: int, sigma: float, truncate: float = 4.0, dtype: torch.dtype = torch.float32,
+                         device: "torch.device | None" = None) -> Tensor:
+    """``size×size`` matrix ``K`` with ``K[i, j] = g(j - i)``: ``K @ x`` blurs ``x`` along its first axis with zero
+    padding (the truncated Gaussian ``g`` of :func:`gaussian_kernel1d`)."""
+    kernel = gaussian_kernel1d(sigma, truncate, dtype=torch.float64)
+    radius = kernel.numel() // 2
+    index = torch.arange(size)
+    offset = index[None, :] - index[:, None]
+    band = torch.where(offset.abs() <= radius, kernel[(offset + radius).clamp(0, 2 * radius)],
+                       torch.zeros((), dtype=torch.float64))
+    return band.to(dtype=dtype, device=device)
+
+
 def gaussian_blur(maps: Tensor, sigma: float, truncate: float = 4.0) -> Tensor:
     """Blur ``N×C×H×W`` maps with an isotropic Gaussian, separably, with zero padding.
 
     Zero padding means mass near the border is not mirrored back into the image: a single count at a pixel
     spreads exactly as the Gaussian would on an infinite canvas, cut at the edge. ``sigma <= 0`` returns the maps
-    unchanged.
+    unchanged. Implemented as two banded matrix products (``K_h · X · K_wᵀ``), which on CPU is an order of
+    magnitude faster than single-channel convolutions.
     """
     if sigma <= 0:
         return maps
-    n, c, h, w = maps.shape
-    kernel = gaussian_kernel1d(sigma, truncate, dtype=maps.dtype, device=maps.device)
-    radius = kernel.numel() // 2
-    flat = maps.reshape(n * c, 1, h, w)
-    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0)), kernel.view(1, 1, 1, -1))
-    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius)), kernel.view(1, 1, -1, 1))
-    return flat.reshape(n, c, h, w)
+    height, width = maps.shape[-2:]
+    rows = gaussian_band_matrix(height, sigma, truncate, maps.dtype, maps.device)
+    cols = gaussian_band_matrix(width, sigma, truncate, maps.dtype, maps.device)
+    return rows @ maps @ cols.T
