@@ -1,0 +1,5 @@
+"""Trainable models of the seed papers (``torch.nn.Module`` subclasses)."""
+from captum_ext.models import ellipse_regression
+from captum_ext.models.self_supervised_attention import LossParts, SelfSupervisedAttentionRegressor
+
+__all__ = ["LossParts", "SelfSupervisedAttentionRegressor", "ellipse_regression"]

@@ -1,0 +1,150 @@
+"""Training, scoring and shipped weights of :class:`SelfSupervisedAttentionRegressor` on the three ellipse datasets.
+
+The targets follow the paper: dataset 1 regresses the ellipse's inclination — as ``(cos 2θ, sin 2θ)``, because an
+axis angle is 180°-periodic — and datasets 2 and 3 the ``(x, y)`` intersection of the two major axes in pixels.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import torch
+from torch import Tensor
+
+from captum_ext._utils.training import train_epochs
+from captum_ext.datasets.ellipses import (
+    OBJECT_FRACTION,
+    EllipseBatch,
+    angle_to_cos_sin,
+    angular_error,
+    cos_sin_to_angle,
+)
+from captum_ext.models.self_supervised_attention import SelfSupervisedAttentionRegressor
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+#: Training settings of the shipped weights (``captum-ext train-regressor`` defaults).
+DEFAULT_EPOCHS = {1: 12, 2: 30, 3: 12}
+
+
+def _check_dataset(dataset: Any) -> int:
+    if dataset not in (1, 2, 3):
+        raise ValueError(f"`dataset` must be 1, 2 or 3, got {dataset!r}")
+    return int(dataset)
+
+
+def regression_targets(batch: EllipseBatch) -> Tensor:
+    """``N×2`` training targets: ``(cos 2θ, sin 2θ)`` for dataset 1, the ``(x, y)`` intersection otherwise."""
+    if batch.dataset == 1:
+        return angle_to_cos_sin(batch.targets)
+    return batch.targets.to(torch.float32)
+
+
+def decode(params: Tensor, dataset: int) -> Tensor:
+    """The model's ``N×2`` output in the dataset's units: degrees in ``[0, 180)`` (dataset 1) or ``(x, y)``."""
+    return cos_sin_to_angle(params) if _check_dataset(dataset) == 1 else params
+
+
+def errors(params: Tensor, batch: EllipseBatch) -> Tensor:
+    """Per-image error: angular error in degrees (dataset 1) or Euclidean distance in pixels (datasets 2, 3)."""
+    if batch.dataset == 1:
+        return angular_error(decode(params, 1), batch.targets)
+    return (params - batch.targets).norm(dim=1)
+
+
+def attention_iou(attention: Tensor, masks: Tensor, threshold: float = 0.5) -> Tensor:
+    """Per-image IoU of ``attention >= threshold`` with the ellipse mask(s)."""
+    predicted = attention >= threshold
+    truth = masks.bool()
+    inter = (predicted & truth).flatten(1).sum(1).double()
+    union = (predicted | truth).flatten(1).sum(1).double()
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+
+
+def new_model(dataset: int, **kwargs: Any) -> SelfSupervisedAttentionRegressor:
+    """A fresh model for a dataset: two outputs, one channel, ``S_R = 1 − object fraction`` (0.95 or 0.90)."""
+    dataset = _check_dataset(dataset)
+    kwargs.setdefault("area_target", 1.0 - OBJECT_FRACTION[dataset])
+    return SelfSupervisedAttentionRegressor(out_features=2, in_channels=1, **kwargs)
+
+
+@torch.no_grad()
+def predict(model: SelfSupervisedAttentionRegressor, images: Tensor, batch_size: int = 500) -> Dict[str, Tensor]:
+    """``params`` and ``attention`` for many images, in eval mode, in batches."""
+    model.eval()
+    params, attention = [], []
+    for start in range(0, images.shape[0], batch_size):
+        p, w = model(images[start : start + batch_size])
+        params.append(p)
+        attention.append(w)
+    return {"params": torch.cat(params), "attention": torch.cat(attention)}
+
+
+def evaluate(model: SelfSupervisedAttentionRegressor, batch: EllipseBatch) -> Dict[str, float]:
+    """Mean error (degrees or pixels), median error and mean attention IoU on a batch."""
+    out = predict(model, batch.images)
+    err = errors(out["params"], batch)
+    return {"mean_error": float(err.mean()), "median_error": float(err.median()),
+            "attention_iou": float(attention_iou(out["attention"], batch.masks).mean())}
+
+
+def fit(
+    model: SelfSupervisedAttentionRegressor,
+    batch: EllipseBatch,
+    epochs: int,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    seed: int = 0,
+    show_progress: bool = True,
+    attention: bool = True,
+    checkpoint: Optional[Union[str, Path]] = None,
+) -> List[Dict[str, float]]:
+    """Train ``model`` on an ellipse batch with eq. 1; returns the per-epoch mean loss parts.
+
+    Args:
+        model: a :class:`SelfSupervisedAttentionRegressor` with two outputs.
+        batch: training data from :func:`captum_ext.datasets.ellipses.make_ellipses`.
+        epochs, batch_size, lr, seed: training settings (AdamW with a one-cycle schedule, seeded).
+        show_progress: show a progress bar.
+        attention: ``False`` trains only the regressor on the supervised term (the ablation without the
+            attention branch).
+        checkpoint: if given, the model's ``state_dict`` is saved there after every epoch.
+    """
+    targets = regression_targets(batch)
+    model.set_target_normalization(targets.mean(0), targets.std(0).clamp_min(1e-6))
+
+    def batch_loss(index: Tensor) -> Dict[str, Tensor]:
+        images, wanted = batch.images[index], targets[index]
+        if not attention:
+            standardised = (wanted - model.target_mean) / model.target_scale
+            supervised = ((model.regressor(images) - standardised) ** 2).sum(1).mean()
+            return {"total": supervised, "supervised": supervised}
+        return model.loss(images, wanted, return_parts=True)._asdict()
+
+    def save(epoch: int, parts: Dict[str, float]) -> None:
+        if checkpoint is not None:
+            torch.save(model.state_dict(), checkpoint)
+
+    return train_epochs(model, len(batch), batch_loss, epochs, batch_size=batch_size, lr=lr, seed=seed,
+                        show_progress=show_progress, desc=f"ellipses ds{batch.dataset}", on_epoch_end=save)
+
+
+def weights_path(dataset: int) -> Path:
+    """Where the shipped weights of a dataset live."""
+    return WEIGHTS_DIR / f"ellipses_ds{_check_dataset(dataset)}.pt"
+
+
+def load_pretrained(dataset: int, device: Union[str, torch.device] = "cpu") -> SelfSupervisedAttentionRegressor:
+    """The shipped model for an ellipse dataset (eval mode), loaded with ``weights_only=True``."""
+    path = weights_path(dataset)
+    if not path.exists():
+        raise FileNotFoundError(f"no shipped weights at {path}; train them with `captum-ext train-regressor`")
+    model = new_model(dataset)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.to(device).eval()
+
+
+def training_record(dataset: int) -> Dict[str, Any]:
+    """The JSON record written next to the shipped weights (settings and held-out results)."""
+    return json.loads(weights_path(dataset).with_suffix(".json").read_text())

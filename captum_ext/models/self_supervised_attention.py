@@ -1,0 +1,285 @@
+"""SelfSupervisedAttentionRegressor: CNN regression plus an attention map learned without labels (Li & Shimada,
+seed 000)."""
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from captum_ext._utils.validation import check_in_choices
+
+NOISE_KINDS = ("gaussian", "uniform", "images")
+
+
+class LossParts(NamedTuple):
+    """The three terms of eq. 1 (already weighted) and their sum, each a scalar tensor (batch mean)."""
+
+    total: Tensor
+    supervised: Tensor  # a · ‖F(I) − P‖²
+    noisy: Tensor  # b · ‖F(I′) − P‖²
+    area: Tensor  # c · (Area(R) − S_R)²
+
+
+class CoordinateChannels(nn.Module):
+    """Append two channels holding each pixel's normalised ``x`` and ``y`` in ``[-1, 1]`` (CoordConv, Liu et al.
+    2018): a position target (the axes' intersection) is then a simple function of the features."""
+
+    def forward(self, images: Tensor) -> Tensor:
+        n, _, h, w = images.shape
+        ys = torch.linspace(-1.0, 1.0, h, device=images.device, dtype=images.dtype)
+        xs = torch.linspace(-1.0, 1.0, w, device=images.device, dtype=images.dtype)
+        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+        coords = torch.stack([grid_x, grid_y]).expand(n, 2, h, w)
+        return torch.cat([images, coords], dim=1)
+
+
+def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(),
+        nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(),
+    )
+
+
+def regressor_cnn(in_channels: int, out_features: int, width: int = 32, coordinates: bool = True) -> nn.Sequential:
+    """The supervised part F: conv blocks (width, 2·width, 4·width) with max-pooling, adaptive average pooling to
+    4×4 (any input size), and a two-layer head."""
+    extra = 2 if coordinates else 0
+    return nn.Sequential(
+        *([CoordinateChannels()] if coordinates else []),
+        _conv_block(in_channels + extra, width), nn.MaxPool2d(2),
+        _conv_block(width, 2 * width), nn.MaxPool2d(2),
+        _conv_block(2 * width, 4 * width), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+        nn.Linear(16 * 4 * width, 8 * width), nn.ReLU(), nn.Linear(8 * width, out_features),
+    )
+
+
+class AttentionNet(nn.Module):
+    """The unsupervised part: a small encoder–decoder (two down-samplings, skip connections) giving one logit per
+    pixel. Its receptive field (about 40 px) covers a whole ellipse, so it can tell ellipses from circles by shape.
+    Works for any input size."""
+
+    def __init__(self, in_channels: int, width: int = 16) -> None:
+        super().__init__()
+        self.enc1 = _conv_block(in_channels, width)
+        self.enc2 = _conv_block(width, 2 * width)
+        self.bottom = _conv_block(2 * width, 4 * width)
+        self.dec2 = _conv_block(6 * width, 2 * width)
+        self.dec1 = _conv_block(3 * width, width)
+        self.head = nn.Conv2d(width, 1, 1)
+
+    def forward(self, images: Tensor) -> Tensor:
+        e1 = self.enc1(images)
+        e2 = self.enc2(F.max_pool2d(e1, 2, ceil_mode=True))
+        b = self.bottom(F.max_pool2d(e2, 2, ceil_mode=True))
+        d2 = self.dec2(torch.cat([F.interpolate(b, size=e2.shape[-2:], mode="bilinear", align_corners=False), e2], 1))
+        d1 = self.dec1(torch.cat([F.interpolate(d2, size=e1.shape[-2:], mode="bilinear", align_corners=False), e1], 1))
+        return self.head(d1)
+
+
+def _check_unit_interval(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"`{name}` must be a number, got {type(value).__name__}")
+    if not 0.0 < float(value) < 1.0:
+        raise ValueError(f"`{name}` must lie strictly between 0 and 1, got {value}")
+    return float(value)
+
+
+class SelfSupervisedAttentionRegressor(nn.Module):
+    r"""CNN regression with an attention map learned without any mask labels (Li & Shimada, *Discovery of image
+    pixels highly contributing to CNN regression*).
+
+    Two parts, as in the paper's Figure 2: a supervised regressor ``F`` (image → parameters) and an attention
+    network giving ``W = sigmoid(·) ∈ [0, 1]`` per pixel, with ``R = 1 − W`` the "background". Training minimises
+    eq. 1, per image:
+
+    .. math::
+        a\,\|F(I) - P\|^2 + b\,\|F(I') - P\|^2 + c\,(\mathrm{Area}(R) - S_R)^2, \qquad I' = I + R \odot N
+
+    with ``N`` a fresh random noise image and ``Area(R)`` the mean of ``R``. The regressor must give the same answer
+    when the background is disturbed, and only a fraction ``1 − S_R`` of the image may be protected, so ``W``
+    learns to cover exactly the pixels the parameters depend on — the object.
+
+    Noise kinds (``noise``): ``"gaussian"`` (``N ~ 𝒩(0, noise_scale²)``), ``"uniform"``
+    (``N ~ U[-noise_scale, noise_scale]``), or ``"images"``: the background is *replaced* by another image of the
+    batch, ``N = I_other − I`` (so ``I' = W ⊙ I + R ⊙ I_other``); ``noise_scale`` is unused then.
+
+    Targets are compared in standardised units: :meth:`set_target_normalization` (called by the training helper
+    with the training set's mean and standard deviation) stores ``mean`` and ``scale``, the network predicts
+    ``(P − mean) / scale`` and :meth:`forward` returns parameters in the targets' own units. This only rescales the
+    squared errors of eq. 1 per output.
+
+    Args:
+        out_features (int): number of regressed parameters (2 for an ``(x, y)`` point or ``(cos 2θ, sin 2θ)``).
+        in_channels (int, optional): image channels. Default: 1.
+        area_target (float, optional): ``S_R``, the background share of the image, in ``(0, 1)``. The paper uses
+            0.95 for an object covering 5 % of the image. Default: 0.95.
+        loss_weights (tuple of 3 floats, optional): ``(a, b, c)`` of eq. 1. Default: ``(1, 1, 1)``.
+        noise (str, optional): ``"gaussian"``, ``"uniform"`` or ``"images"``. Default: ``"gaussian"``.
+        noise_scale (float, optional): standard deviation (gaussian) or half-width (uniform) of the noise, in
+            image intensity units. Default: 0.5.
+        width (int, optional): channel width of the regressor (the attention net uses half). Default: 32.
+        regressor (nn.Module, optional): your own ``F`` (``N×C×H×W → N×out_features``), replacing the default.
+        attention_net (nn.Module, optional): your own attention network (``N×C×H×W → N×1×H×W`` logits).
+
+    Example::
+
+        >>> import torch
+        >>> from captum_ext import SelfSupervisedAttentionRegressor
+        >>> model = SelfSupervisedAttentionRegressor(out_features=2, in_channels=1, area_target=0.95)
+        >>> images, targets = torch.rand(4, 1, 32, 32), torch.rand(4, 2)
+        >>> params, attention = model(images)
+        >>> params.shape, attention.shape
+        (torch.Size([4, 2]), torch.Size([4, 1, 32, 32]))
+        >>> parts = model.loss(images, targets, return_parts=True)
+        >>> bool(torch.isclose(parts.total, parts.supervised + parts.noisy + parts.area))
+        True
+    """
+
+    def __init__(
+        self,
+        out_features: int,
+        in_channels: int = 1,
+        area_target: float = 0.95,
+        loss_weights: Sequence[float] = (1.0, 1.0, 1.0),
+        noise: str = "gaussian",
+        noise_scale: float = 0.5,
+        width: int = 32,
+        regressor: Optional[nn.Module] = None,
+        attention_net: Optional[nn.Module] = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("out_features", out_features), ("in_channels", in_channels), ("width", width)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int, got {value!r}")
+        self.area_target = _check_unit_interval(area_target, "area_target")
+        weights = tuple(loss_weights)
+        if len(weights) != 3 or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0
+                                        for w in weights):
+            raise ValueError(f"`loss_weights` must be three non-negative numbers (a, b, c), got {loss_weights!r}")
+        check_in_choices(noise, "noise", NOISE_KINDS)
+        if isinstance(noise_scale, bool) or not isinstance(noise_scale, (int, float)) or not noise_scale > 0:
+            raise ValueError(f"`noise_scale` must be a positive number, got {noise_scale!r}")
+        self.out_features = out_features
+        self.in_channels = in_channels
+        self.loss_weights: Tuple[float, float, float] = tuple(float(w) for w in weights)  # type: ignore[assignment]
+        self.noise = noise
+        self.noise_scale = float(noise_scale)
+        self.regressor = regressor if regressor is not None else regressor_cnn(in_channels, out_features, width)
+        self.attention_net = attention_net if attention_net is not None else AttentionNet(in_channels, width // 2)
+        self.register_buffer("target_mean", torch.zeros(out_features))
+        self.register_buffer("target_scale", torch.ones(out_features))
+
+    # ----------------------------------------------------------------------------------------------------------------
+
+    def _check_images(self, images: Any) -> Tensor:
+        if not isinstance(images, Tensor):
+            raise TypeError(f"`images` must be a torch.Tensor, got {type(images).__name__}")
+        if images.dim() != 4:
+            raise ValueError(f"`images` must be N×C×H×W, got shape {tuple(images.shape)}")
+        if images.shape[1] != self.in_channels:
+            raise ValueError(f"`images` must have {self.in_channels} channel(s) (in_channels), got {images.shape[1]}")
+        if not images.is_floating_point():
+            raise TypeError(f"`images` must be a floating-point tensor, got {images.dtype}")
+        if not bool(torch.isfinite(images).all()):
+            raise ValueError("`images` contains NaN or inf values")
+        return images
+
+    def _check_targets(self, targets: Any, n: int) -> Tensor:
+        if not isinstance(targets, Tensor):
+            raise TypeError(f"`targets` must be a torch.Tensor, got {type(targets).__name__}")
+        if targets.dim() == 1 and self.out_features == 1:
+            targets = targets[:, None]
+        if targets.dim() != 2 or targets.shape[1] != self.out_features:
+            raise ValueError(f"`targets` must be N×{self.out_features} (out_features), got shape "
+                             f"{tuple(targets.shape)}")
+        if targets.shape[0] != n:
+            raise ValueError(f"`targets` must hold one row per image ({n}), got {targets.shape[0]}")
+        if not bool(torch.isfinite(targets).all()):
+            raise ValueError("`targets` contains NaN or inf values")
+        return targets
+
+    def set_target_normalization(self, mean: Union[Tensor, Sequence[float]], scale: Union[Tensor, Sequence[float]]
+                                 ) -> None:
+        """Store the targets' mean and scale (standard deviation); see the class docstring."""
+        mean_t = torch.as_tensor(mean, dtype=self.target_mean.dtype).reshape(-1)
+        scale_t = torch.as_tensor(scale, dtype=self.target_scale.dtype).reshape(-1)
+        if mean_t.numel() != self.out_features or scale_t.numel() != self.out_features:
+            raise ValueError(f"`mean` and `scale` must hold {self.out_features} values (out_features)")
+        if not bool((scale_t > 0).all()) or not bool(torch.isfinite(mean_t).all()):
+            raise ValueError("`scale` must be positive and `mean` finite")
+        self.target_mean.copy_(mean_t)
+        self.target_scale.copy_(scale_t)
+
+    # ----------------------------------------------------------------------------------------------------------------
+
+    def attention(self, images: Tensor) -> Tensor:
+        """The attention map ``W`` (``N×1×H×W`` in ``[0, 1]``, object ≈ 1)."""
+        logits = self.attention_net(self._check_images(images))
+        if logits.shape[0] != images.shape[0] or logits.shape[1:] != (1, *images.shape[-2:]):
+            raise ValueError(f"`attention_net` must return N×1×H×W logits, got shape {tuple(logits.shape)}")
+        return torch.sigmoid(logits)
+
+    def regress(self, images: Tensor) -> Tensor:
+        """``F(images)`` in the targets' units (``N×out_features``), without the attention branch."""
+        standardised = self.regressor(self._check_images(images))
+        return standardised * self.target_scale + self.target_mean
+
+    def forward(self, images: Tensor) -> Tuple[Tensor, Tensor]:
+        """Return ``(params N×out_features, attention W N×1×H×W)``."""
+        return self.regress(images), self.attention(images)
+
+    def make_noise(self, images: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        """A noise image ``N`` for each image, of the configured kind (``"images"``: ``I_other − I``)."""
+        if self.noise == "gaussian":
+            return self.noise_scale * torch.randn(images.shape, generator=generator, device=images.device,
+                                                  dtype=images.dtype)
+        if self.noise == "uniform":
+            unit = torch.rand(images.shape, generator=generator, device=images.device, dtype=images.dtype)
+            return self.noise_scale * (2.0 * unit - 1.0)
+        if images.shape[0] < 2:
+            raise ValueError('noise="images" needs a batch of at least two images')
+        shift = int(torch.randint(1, images.shape[0], (1,), generator=generator))
+        return torch.roll(images, shifts=shift, dims=0) - images
+
+    def disturb(self, images: Tensor, noise: Optional[Tensor] = None, generator: Optional[torch.Generator] = None
+                ) -> Tuple[Tensor, Tensor]:
+        """Return ``(I′, R)``: the image with noise on its background, ``I′ = I + R ⊙ N``, and ``R = 1 − W``."""
+        images = self._check_images(images)
+        if noise is None:
+            noise = self.make_noise(images, generator)
+        elif not isinstance(noise, Tensor) or noise.shape != images.shape:
+            shape = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
+            raise ValueError(f"`noise` must be a tensor shaped like `images` {tuple(images.shape)}, got {shape}")
+        background = 1.0 - self.attention(images)
+        return images + background * noise, background
+
+    def loss(self, images: Tensor, targets: Tensor, noise: Optional[Tensor] = None,
+             generator: Optional[torch.Generator] = None, return_parts: bool = False
+             ) -> Union[Tensor, LossParts]:
+        r"""Eq. 1 averaged over the batch.
+
+        Args:
+            images (Tensor): ``N×C×H×W`` images.
+            targets (Tensor): ``N×out_features`` true parameters ``P``.
+            noise (Tensor, optional): the noise image ``N`` (default: :meth:`make_noise`).
+            generator (torch.Generator, optional): random source for the default noise.
+            return_parts (bool, optional): return :class:`LossParts` (total and the three weighted terms) instead
+                of the total only. Default: False.
+
+        Returns:
+            Tensor or LossParts: the scalar loss (or its parts).
+        """
+        images = self._check_images(images)
+        targets = self._check_targets(targets, images.shape[0]).to(images.dtype)
+        disturbed, background = self.disturb(images, noise, generator)
+        both = self.regressor(torch.cat([images, disturbed]))
+        wanted = (targets - self.target_mean) / self.target_scale
+        clean_pred, noisy_pred = both[: images.shape[0]], both[images.shape[0]:]
+        a, b, c = self.loss_weights
+        supervised = a * ((clean_pred - wanted) ** 2).sum(dim=1).mean()
+        noisy = b * ((noisy_pred - wanted) ** 2).sum(dim=1).mean()
+        area = c * ((background.flatten(1).mean(dim=1) - self.area_target) ** 2).mean()
+        total = supervised + noisy + area
+        return LossParts(total, supervised, noisy, area) if return_parts else total
