@@ -117,13 +117,16 @@ def show_scene(batch: SceneBatch, index: int, ax: Optional["object"] = None, box
     return ax
 
 
-def show_ellipses(batch: EllipseBatch, index: int, ax: Optional["object"] = None) -> "object":
+def show_ellipses(batch: EllipseBatch, index: int, ax: Optional["object"] = None,
+                  prediction: Optional[ArrayLike] = None) -> "object":
     """Draw one ellipse sample: image, mask outline (cyan), major axes (green) and the target as title / red cross.
 
     Args:
         batch: samples from :func:`captum_ext.datasets.ellipses.make_ellipses`.
         index: which sample to draw.
         ax: matplotlib axes (default: the current axes).
+        prediction: an estimate to draw in blue, as in the paper's figures: an angle in degrees (dataset 1, drawn
+            as an axis through the ellipse centre) or an ``(x, y)`` point (datasets 2 and 3).
 
     Returns:
         The axes.
@@ -144,12 +147,23 @@ def show_ellipses(batch: EllipseBatch, index: int, ax: Optional["object"] = None
                                        batch.angles[index].tolist()):
         dx, dy = a * np.cos(np.radians(theta)), -a * np.sin(np.radians(theta))
         ax.plot([cx - dx, cx + dx], [cy - dy, cy + dy], color="lime", lw=1)
+    estimate = None if prediction is None else np.asarray(
+        prediction.detach().cpu() if isinstance(prediction, Tensor) else prediction, dtype=np.float64).ravel()
     if batch.dataset == 1:
-        ax.set_title(f"θ = {float(batch.targets[index]):.0f}°", fontsize=8)
+        title = f"θ = {float(batch.targets[index]):.0f}°"
+        if estimate is not None:
+            (cx, cy), (a, _) = batch.centers[index, 0].tolist(), batch.semi_axes[index, 0].tolist()
+            dx, dy = 1.3 * a * np.cos(np.radians(estimate[0])), -1.3 * a * np.sin(np.radians(estimate[0]))
+            ax.plot([cx - dx, cx + dx], [cy - dy, cy + dy], color="deepskyblue", lw=1, ls="--")
+            title += f", est. {estimate[0]:.0f}°"
     else:
         x, y = batch.targets[index].tolist()
         ax.plot([x], [y], "r+", ms=8, mew=1.5)
-        ax.set_title(f"({x:.1f}, {y:.1f})", fontsize=8)
+        title = f"({x:.1f}, {y:.1f})"
+        if estimate is not None:
+            ax.plot([estimate[0]], [estimate[1]], "x", color="deepskyblue", ms=6, mew=1.5)
+            title += f"\nest. ({estimate[0]:.1f}, {estimate[1]:.1f})"
+    ax.set_title(title, fontsize=8)
     ax.set_xlim(0, batch.size)
     ax.set_ylim(batch.size, 0)
     ax.set_axis_off()

@@ -13,3 +13,4 @@ def test_readme_python_examples_run(capsys):
         exec(compile(block, str(README), "exec"), namespace)
     out = capsys.readouterr().out
     assert "pointing game:" in out and "CAM-box CorLoc:" in out and "learned-box CorLoc:" in out
+    assert "mean error (px):" in out

@@ -145,7 +145,8 @@ def preserved_module_state(module: Any) -> Iterator[None]:
         for m, training in modes:
             m.training = training
         for p, requires_grad in flags:
-            p.requires_grad_(requires_grad)
+            if p.requires_grad != requires_grad:
+                p.requires_grad_(requires_grad)
 
 
 @contextmanager

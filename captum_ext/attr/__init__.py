@@ -1,4 +1,5 @@
 """Attribution methods, one per seed paper, each a Captum ``Attribution`` subclass."""
+from captum_ext.attr.node_backtrack import NodeBacktrack
 from captum_ext.attr.sensitivity_bbox import SensitivityBBox
 
-__all__ = ["SensitivityBBox"]
+__all__ = ["NodeBacktrack", "SensitivityBBox"]

@@ -1,0 +1,328 @@
+"""NodeBacktrack: exact paths on hand-built nets, every supported op, properties over random models, errors."""
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from captum_ext import NodeBacktrack, zoo
+
+
+def set_weights(layer: nn.Module, weight, bias=None) -> nn.Module:
+    with torch.no_grad():
+        layer.weight.copy_(torch.as_tensor(weight, dtype=torch.float32).view_as(layer.weight))
+        if layer.bias is not None:
+            layer.bias.copy_(torch.zeros_like(layer.bias) if bias is None else torch.as_tensor(bias))
+    return layer
+
+
+def fc_net() -> nn.Module:
+    """x (3 values as a 3×1×1 image) → Linear(3→2) → ReLU → Linear(2→2)."""
+    return nn.Sequential(
+        nn.Flatten(), set_weights(nn.Linear(3, 2), [[1, -1, 2], [0, 1, 1]]), nn.ReLU(),
+        set_weights(nn.Linear(2, 2), [[1, 1], [-1, 2]]),
+    ).eval()
+
+
+FC_INPUT = torch.tensor([1.0, 2.0, 1.0]).view(1, 3, 1, 1)  # hidden = relu([1, 3]), output = [4, 5]
+
+
+def test_fc_all_positive_rule_by_hand():
+    # Output 0 ← h0 (1·1 > 0) and h1 (3·1 > 0); h0 ← x0 (1), x2 (2) [x1: -2]; h1 ← x1 (2), x2 (1) [x0: 0].
+    hits = NodeBacktrack(fc_net()).attribute(FC_INPUT, target=0)
+    assert hits.view(-1).tolist() == [1.0, 1.0, 2.0]
+    # Output 1 ← h1 only (h0·(-1) < 0); h1 ← x1, x2.
+    assert NodeBacktrack(fc_net()).attribute(FC_INPUT, target=1).view(-1).tolist() == [0.0, 1.0, 1.0]
+
+
+def test_fc_top_n_rule_and_bias_option_by_hand():
+    # Top-1: output 0 ← h1 (3 > 1) ← x1 (2 > 1).
+    hits = NodeBacktrack(fc_net(), fc_rule="top_n", fc_top_n=1).attribute(FC_INPUT, target=0)
+    assert hits.view(-1).tolist() == [0.0, 1.0, 0.0]
+    # With the paper's "W * A + b", a bias of -1.5 on h0 removes x0 (1 - 1.5 < 0) but keeps x2 (2 - 1.5 > 0).
+    net = fc_net()
+    with torch.no_grad():
+        net[1].bias.copy_(torch.tensor([-1.5, 0.0]))
+    with_bias = NodeBacktrack(net, include_bias=True).attribute(torch.tensor([3.0, 2.0, 1.0]).view(1, 3, 1, 1), 0)
+    # h = relu([3 - 2 + 2 - 1.5, 0 + 2 + 1]) = [1.5, 3]; h0 ← x0 (3 - 1.5 > 0), x2 (2 - 1.5 > 0); h1 ← x1, x2
+    assert with_bias.view(-1).tolist() == [1.0, 1.0, 2.0]
+    net[1].bias.data = torch.tensor([-3.5, 0.0])
+    out = NodeBacktrack(net, include_bias=True).attribute(torch.tensor([5.0, 0.0, 1.0]).view(1, 3, 1, 1), 0)
+    # h = relu([5 + 2 - 3.5, 1]) = [3.5, 1]; h0: [5, 0, 2] - 3.5 → only x0; h1: [0, 0, 1] → x2
+    assert out.view(-1).tolist() == [1.0, 0.0, 1.0]
+
+
+def conv_pool_net() -> nn.Module:
+    """conv(2→1, 3×3, pad 1) → ReLU → max-pool 2 → flatten → Linear(4→1) reading the bottom-right cell."""
+    kernel = torch.zeros(1, 2, 3, 3)
+    kernel[0, 0] = 1.0  # channel 0: sum over the window
+    kernel[0, 1, 1, 1] = 1.0  # channel 1: the centre only
+    return nn.Sequential(
+        set_weights(nn.Conv2d(2, 1, 3, padding=1), kernel), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        set_weights(nn.Linear(4, 1), [0, 0, 0, 1]),
+    ).eval()
+
+
+def conv_pool_input() -> torch.Tensor:
+    x = torch.zeros(1, 2, 4, 4)
+    x[0, 0, 1, 1] = 5.0
+    x[0, 1, 2, 2] = 1.0
+    x[0, 1, 3, 0] = 2.0
+    return x  # conv output: 5 on rows/cols 0-2, 6 at (2, 2), 2 at (3, 0)
+
+
+def test_conv_and_max_pool_by_hand():
+    # FC (fed by a spatial map): argmax of a·W → pooled cell (1, 1); pool → conv output (2, 2) = 6;
+    # conv: channel sums in the window are 5 (ch 0) and 1 (ch 1) → ch 0, its largest contribution at (1, 1).
+    hits = NodeBacktrack(conv_pool_net()).attribute(conv_pool_input())
+    expected = torch.zeros(1, 2, 4, 4)
+    expected[0, 0, 1, 1] = 1.0
+    assert torch.equal(hits, expected)
+    # Alg. 2 line 8 (every channel with a positive sum): channel 1 too, at its only contribution (2, 2).
+    both = NodeBacktrack(conv_pool_net(), conv_rule="positive").attribute(conv_pool_input())
+    expected[0, 1, 2, 2] = 1.0
+    assert torch.equal(both, expected)
+
+
+class ShiftSum(nn.Module):
+    """Two shifted copies of a 1×1×1×3 input added (a residual-style join) or concatenated, then a readout."""
+
+    def __init__(self, join: str) -> None:
+        super().__init__()
+        self.join = join
+        self.left = set_weights(nn.Conv2d(1, 1, (1, 3), padding=(0, 1), bias=False), [1, 0, 0])  # y[i] = x[i-1]
+        self.right = set_weights(nn.Conv2d(1, 1, (1, 3), padding=(0, 1), bias=False), [0, 0, 1])  # y[i] = x[i+1]
+        width = 3 if join == "add" else 6
+        readout = torch.zeros(width)
+        readout[1 if join == "add" else 4] = 1.0  # add: the middle; cat: the middle of the *right* copy
+        self.fc = set_weights(nn.Linear(width, 1, bias=False), readout)
+
+    def forward(self, x):
+        a, b = self.left(x), self.right(x)
+        joined = a + b if self.join == "add" else torch.cat([a, b], dim=1)
+        return self.fc(torch.flatten(joined, 1))
+
+
+@pytest.mark.parametrize("values, expected_pixel", [([4.0, 0.0, 1.0], 0), ([1.0, 0.0, 4.0], 2)])
+def test_residual_add_follows_the_larger_branch(values, expected_pixel):
+    x = torch.tensor(values).view(1, 1, 1, 3)
+    hits = NodeBacktrack(ShiftSum("add").eval()).attribute(x, target=0)
+    expected = torch.zeros(1, 1, 1, 3)
+    expected[0, 0, 0, expected_pixel] = 1.0
+    assert torch.equal(hits, expected)
+
+
+def test_channel_cat_routes_to_the_right_input():
+    hits = NodeBacktrack(ShiftSum("cat").eval()).attribute(torch.tensor([4.0, 0.0, 1.0]).view(1, 1, 1, 3), target=0)
+    assert hits.view(-1).tolist() == [0.0, 0.0, 1.0]  # the right copy at the middle reads x[2]
+
+
+class Functional(nn.Module):
+    """Functional ops, depthwise/strided/dilated convs, BatchNorm, padding, avg and adaptive pooling, mean."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 6, 3, stride=2, padding=1)
+        self.bn = nn.BatchNorm2d(6)
+        self.depthwise = nn.Conv2d(6, 6, 3, padding=2, dilation=2, groups=6)
+        self.pad = nn.ZeroPad2d((1, 0, 1, 0))
+        self.grouped = nn.Conv2d(6, 4, 2, groups=2)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.stem(x)))
+        x = F.leaky_relu(self.depthwise(x), 0.1)
+        x = F.avg_pool2d(self.grouped(self.pad(x)), 2, ceil_mode=True)
+        x = torch.relu(x)
+        pooled = torch.cat([F.adaptive_max_pool2d(x, 1).flatten(1), x.mean(dim=(2, 3))], dim=1)
+        return self.fc(F.dropout(pooled, 0.5, training=self.training))
+
+
+def random_model(kind: str, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    if kind == "functional":
+        model = Functional()
+        with torch.no_grad():
+            model.bn.running_mean.uniform_(-0.5, 0.5)
+            model.bn.running_var.uniform_(0.5, 2.0)
+            model.bn.weight.uniform_(-1.0, 1.0)  # negative scales flip contributions: the fold must handle them
+        return model.eval()
+    if kind == "vgg":
+        return nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(3), nn.Flatten(), nn.Linear(54, 8), nn.ReLU(), nn.Dropout(), nn.Linear(8, 4),
+        ).eval()
+    return torchvision.models.resnet18(num_classes=4).eval()
+
+
+@settings(max_examples=12, deadline=None)
+@given(kind=st.sampled_from(["functional", "vgg", "resnet"]), seed=st.integers(0, 10_000),
+       n=st.integers(1, 3), size=st.integers(9, 20))
+def test_properties_over_random_models(kind, seed, n, size):
+    model = random_model(kind, seed)
+    flags = [(m, m.training) for m in model.modules()]
+    x = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    nb = NodeBacktrack(model)
+    hits = nb.attribute(x)
+    assert hits.shape == x.shape
+    assert bool((hits >= 0).all()) and torch.equal(hits, hits.round())
+    # (a path may end early: a node with no positive contribution has no predecessor, so hits can be all zero)
+    single = torch.cat([nb.attribute(x[i : i + 1]) for i in range(n)])
+    assert torch.equal(hits, single)  # batch invariance
+    assert torch.equal(hits, nb.attribute(x))  # determinism
+    density = nb.saliency(x, sigma=1.0)
+    assert density.shape == (n, 1, size, size)
+    assert bool((density >= 0).all() and (density <= 1).all())
+    reached = (hits.flatten(1).sum(1) > 0).float()
+    torch.testing.assert_close(density.flatten(1).amax(1), reached)
+    assert [(m, m.training) for m in model.modules()] == flags
+    assert all(len(m._forward_hooks) == 0 and len(m._forward_pre_hooks) == 0 for m in model.modules())
+
+
+def test_batchnorm_fold_agrees_with_an_explicitly_folded_model():
+    from captum_ext._utils.folding import fold_conv_bn
+
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.uniform_(-1, 1)
+    head = [nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 3)]
+    with_bn = nn.Sequential(conv, bn, *head).eval()
+    folded = nn.Sequential(fold_conv_bn(conv, bn), *head).eval()
+    x = torch.randn(4, 3, 8, 8)
+    assert torch.equal(NodeBacktrack(with_bn).attribute(x), NodeBacktrack(folded).attribute(x))
+
+
+def test_points_and_density():
+    nb = NodeBacktrack(conv_pool_net())
+    hits, points = nb.attribute(conv_pool_input(), return_points=True)
+    assert len(points) == 1 and points[0].tolist() == [[1.0, 1.0, 1.0]]  # (y, x, count)
+    density = nb.saliency(conv_pool_input(), sigma=1.0)
+    assert float(density[0, 0, 1, 1]) == 1.0 and float(density[0, 0, 3, 3]) < 0.05
+    mask = nb.saliency_mask(conv_pool_input(), sigma=1.0, threshold=0.5)
+    assert mask.dtype == torch.bool and bool(mask[0, 0, 1, 1]) and not bool(mask[0, 0, 3, 3])
+
+
+def test_model_left_as_found_after_an_exception():
+    class Exploding(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 3)
+            self.fc = nn.Linear(2, 2)
+
+        def forward(self, x):
+            return self.fc(F.adaptive_avg_pool2d(F.relu(self.conv(x)), 1).flatten(1))
+
+    model = Exploding().eval()
+    model.conv.bias.requires_grad_(False)
+    nb = NodeBacktrack(model)
+
+    def explode(*_):
+        raise RuntimeError("injected")
+
+    handle = model.fc.register_forward_hook(explode)
+    try:
+        with pytest.raises(RuntimeError, match="injected"):
+            nb.attribute(torch.randn(1, 3, 6, 6))
+    finally:
+        handle.remove()
+    assert not model.training and not model.conv.bias.requires_grad and model.conv.weight.requires_grad
+
+
+def test_train_mode_model_is_explained_in_eval_mode_and_restored():
+    model = random_model("functional", 1).train()
+    x = torch.randn(2, 3, 12, 12)
+    running = model.bn.running_mean.clone()
+    hits = NodeBacktrack(model).attribute(x)
+    assert model.training and torch.equal(model.bn.running_mean, running)
+    assert torch.equal(hits, NodeBacktrack(model.eval()).attribute(x))
+
+
+@pytest.mark.parametrize(
+    "model, words",
+    [
+        (nn.Sequential(nn.Conv2d(3, 2, 3), nn.Sigmoid(), nn.Flatten(), nn.Linear(8, 2)), "Sigmoid"),
+        (nn.Sequential(nn.Conv2d(3, 2, 3), nn.Upsample(scale_factor=2), nn.Flatten(), nn.Linear(8, 2)), "Upsample"),
+    ],
+)
+def test_unsupported_layers_are_named(model, words):
+    with pytest.raises(NotImplementedError, match=words):
+        NodeBacktrack(model)
+
+
+def test_unsupported_functional_op_is_named():
+    class Gated(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 3)
+            self.fc = nn.Linear(2, 2)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.fc((y * torch.sigmoid(y)).mean(dim=(2, 3)))
+
+    with pytest.raises(NotImplementedError, match="sigmoid|mul"):
+        NodeBacktrack(Gated())
+
+
+def test_untraceable_model_gets_a_clear_error():
+    class Branchy(nn.Module):
+        def forward(self, x):
+            return x.flatten(1) if x.sum() > 0 else -x.flatten(1)
+
+    with pytest.raises(ValueError, match="torch.fx cannot trace"):
+        NodeBacktrack(Branchy())
+
+
+@pytest.mark.parametrize(
+    "inputs, target, error, words",
+    [
+        (torch.randn(3, 4, 4), None, ValueError, "N×C×H×W"),
+        (torch.full((1, 2, 4, 4), float("nan")), None, ValueError, "NaN"),
+        (conv_pool_input(), 1, ValueError, "out of range"),
+        (conv_pool_input(), [0, 0], ValueError, "one entry per example"),
+    ],
+)
+def test_bad_input(inputs, target, error, words):
+    with pytest.raises(error, match=words):
+        NodeBacktrack(conv_pool_net()).attribute(inputs, target=target)
+
+
+@pytest.mark.parametrize("kwargs, words", [({"fc_rule": "all"}, "fc_rule"), ({"conv_rule": "min"}, "conv_rule"),
+                                           ({"fc_top_n": 0}, "fc_top_n")])
+def test_bad_options(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        NodeBacktrack(conv_pool_net(), **kwargs)
+
+
+@pytest.mark.parametrize("builder", [torchvision.models.vgg16, torchvision.models.vgg19,
+                                     torchvision.models.resnet18, torchvision.models.resnet50])
+def test_torchvision_models_with_random_weights(builder):
+    torch.manual_seed(0)
+    model = builder(weights=None, num_classes=10).eval()
+    x = torch.randn(2, 3, 64, 64)
+    hits = NodeBacktrack(model).attribute(x, target=[1, 7])
+    assert hits.shape == x.shape and bool((hits.sum((1, 2, 3)) > 0).all())
+
+
+@pytest.mark.parametrize("name", ["scenes_vgg", "scenes_resnet", "scenes_vgg_multilabel"])
+def test_zoo_models(name):
+    from captum_ext.datasets import scenes
+
+    batch = scenes.make_scenes(4, mode="single", split="test", seed=3)
+    hits = NodeBacktrack(zoo.load(name)).attribute(scenes.normalize(batch.images), target=batch.labels)
+    assert bool((hits.sum((1, 2, 3)) > 0).all())
+
+
+def test_efficientnet_lite0_traces_and_backtracks():
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from captum_ext.zoo.efficientnet import load_efficientnet_lite0
+
+    model = load_efficientnet_lite0()
+    x = torch.randn(1, 3, 224, 224)
+    hits = NodeBacktrack(model).attribute(x)
+    assert hits.shape == x.shape and float(hits.sum()) > 0
