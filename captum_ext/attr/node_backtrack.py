@@ -392,7 +392,7 @@ class NodeBacktrack(Attribution):
         while True:
             if values[current].dim() == 4:
                 return values[current].shape[-2:].numel() > 1
-            if current.op == "placeholder" or self._rule_for(current) is not self._identity:
+            if current.op == "placeholder" or self._rule_for(current) != self._identity:
                 return False
             current = self._first_input(current)
 
