@@ -222,6 +222,52 @@ def plot_attribution(
     return ax
 
 
+def plot_points(
+    points: ArrayLike,
+    image: ArrayLike,
+    ax: "object",
+    density: Optional[ArrayLike] = None,
+    color: str = "red",
+    size: float = 6.0,
+    title: Optional[str] = None,
+) -> "object":
+    """Backtracked pixels (e.g. :meth:`captum_ext.NodeBacktrack.points_from_hits`) over their image, optionally on
+    top of a density map blended with Captum's ``visualize_image_attr``.
+
+    Args:
+        points: ``K×2`` ``(y, x)`` or ``K×3`` ``(y, x, count)`` pixel coordinates; marker area grows with the count.
+        image: ``C×H×W`` image in [0, 1].
+        ax: matplotlib axes.
+        density: optional ``1×H×W`` / ``H×W`` map drawn first as a blended heat map.
+        color: marker colour.
+        size: marker area for a count of 1.
+        title: axes title.
+
+    Returns:
+        The axes.
+
+    Example::
+
+        >>> import matplotlib.pyplot as plt
+        >>> import torch
+        >>> ax = plot_points(torch.tensor([[3.0, 4.0, 2.0]]), torch.rand(3, 8, 8), plt.figure().gca())
+    """
+    array = np.asarray(points.detach().cpu() if isinstance(points, Tensor) else points, dtype=np.float64)
+    array = array.reshape(-1, array.shape[-1]) if array.size else np.zeros((0, 3))
+    if array.shape[1] not in (2, 3):
+        raise ValueError(f"`points` must be K×2 (y, x) or K×3 (y, x, count), got shape {array.shape}")
+    if density is not None:
+        plot_attribution(density, image, ax, method="blended_heat_map", sign="absolute_value", title=title)
+    else:
+        ax.imshow(to_hwc(image))
+        if title:
+            ax.set_title(title, fontsize=8)
+    counts = array[:, 2] if array.shape[1] == 3 else np.ones(len(array))
+    ax.scatter(array[:, 1], array[:, 0], s=size * np.sqrt(counts), c=color, marker="o", linewidths=0)
+    ax.set_axis_off()
+    return ax
+
+
 def _grid(indices: Sequence[int], cols: int, draw: Callable[[int, "object"], object]) -> "object":
     rows = (len(indices) + cols - 1) // cols
     fig, axes = grid_figure(rows, cols)

@@ -39,7 +39,8 @@ def test_demo_writes_pngs(tmp_path, capsys):
     assert cli.main(["demo", "--out", str(tmp_path)]) == 0
     written = sorted(p.name for p in tmp_path.glob("*.png"))
     assert written == ["attention_regressor_ellipses.png", "ground_ellipses.png", "ground_scenes.png",
-                       "saliency_scenes_vgg.png", "sensitivity_bbox_scenes_vgg.png"]
+                       "node_backtrack_scenes_vgg.png", "saliency_scenes_vgg.png",
+                       "sensitivity_bbox_scenes_vgg.png"]
     assert all((tmp_path / name).stat().st_size > 10_000 for name in written)
     assert str(tmp_path.resolve()) in capsys.readouterr().out
 
@@ -58,4 +59,21 @@ def test_draw_boxes_outlines_pixel_borders():
     assert [t.get_text() for t in ax.texts] == ["a", "b"]
     with pytest.raises(ValueError, match="labels"):
         draw_boxes([[0, 0, 1, 1]], fig.gca(), labels=["a", "b"])
+    plt.close(fig)
+
+
+def test_plot_points_draws_one_marker_per_point():
+    import matplotlib.pyplot as plt
+    import pytest
+    import torch
+
+    from captum_ext.visualization import plot_points
+
+    fig = plt.figure()
+    ax = plot_points(torch.tensor([[1.0, 2.0, 1.0], [3.0, 0.0, 4.0]]), torch.rand(3, 5, 5), fig.gca(),
+                     density=torch.rand(1, 5, 5))
+    offsets = ax.collections[-1].get_offsets()
+    assert offsets.tolist() == [[2.0, 1.0], [0.0, 3.0]]  # (x, y) for matplotlib
+    with pytest.raises(ValueError, match="points"):
+        plot_points(torch.zeros(2, 4), torch.rand(3, 5, 5), fig.gca())
     plt.close(fig)
