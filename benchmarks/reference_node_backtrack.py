@@ -12,13 +12,13 @@ import torch
 from torch import Tensor, nn
 
 
+@torch.no_grad()
 def backtrack_loop(model: nn.Sequential, image: Tensor, target: int, fc_rule: str = "positive",
                    conv_rule: str = "max") -> Tensor:
     """Hits (shaped like ``image``, ``1×C×H×W``) for one image, one node at a time."""
-    with torch.no_grad():
-        acts = [image[0]]
-        for layer in model:
-            acts.append(layer(acts[-1][None])[0])
+    acts = [image[0]]
+    for layer in model:
+        acts.append(layer(acts[-1][None].clone())[0])  # clone: in-place ReLUs must not overwrite stored values
     kept: Dict[Tuple[int, ...], float] = {(target,): 1.0}
     for index in reversed(range(len(model))):
         layer, a = model[index], acts[index]
@@ -34,8 +34,11 @@ def backtrack_loop(model: nn.Sequential, image: Tensor, target: int, fc_rule: st
                 add(tuple(int(v) for v in torch.unravel_index(torch.tensor(node[0]), a.shape)), count)
             elif isinstance(layer, nn.Linear):
                 contrib = a * layer.weight[node[0]]
-                if a.dim() == 1 and index > 0 and isinstance(model[index - 1], nn.Flatten) and \
-                        acts[index - 1][0].numel() > acts[index - 1].shape[0]:
+                source = index - 1  # look through dropout/ReLU for a flatten of a spatial map
+                while source > 0 and isinstance(model[source], (nn.Dropout, nn.ReLU)):
+                    source -= 1
+                if a.dim() == 1 and isinstance(model[source], nn.Flatten) and \
+                        acts[source][0].numel() > 1:  # a C×H×W map with H·W > 1
                     add((int(contrib.argmax()),), count)  # fed by a spatial map: one argmax
                     continue
                 candidates = [j for j in range(a.shape[0]) if float(contrib[j]) > 0]

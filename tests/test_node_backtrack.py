@@ -353,3 +353,44 @@ def test_vectorised_equals_a_per_node_loop(seed, rule):
     hits = NodeBacktrack(model, conv_rule=rule).attribute(x, target=[0, 2])
     for i, target in enumerate([0, 2]):
         assert torch.equal(hits[i : i + 1], backtrack_loop(model, x[i : i + 1], target, conv_rule=rule))
+
+
+class Block(nn.Module):
+    """A torchvision-style residual block: ``out += identity`` then an in-place ReLU."""
+
+    def __init__(self, inplace: bool) -> None:
+        super().__init__()
+        self.inplace = inplace
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.relu = nn.ReLU(inplace=inplace)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        out = self.conv(x)
+        if self.inplace:
+            out += x
+        else:
+            out = out + x
+        out = self.relu(out)
+        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+def test_inplace_ops_do_not_corrupt_the_recorded_values():
+    torch.manual_seed(0)
+    inplace, plain = Block(True).eval(), Block(False).eval()
+    plain.load_state_dict(inplace.state_dict())
+    x = torch.randn(3, 3, 8, 8)
+    assert torch.equal(NodeBacktrack(inplace).attribute(x), NodeBacktrack(plain).attribute(x))
+    assert inplace.relu.inplace  # the user's module is untouched
+
+
+def test_vectorised_equals_the_loop_on_the_trained_zoo_vgg():
+    from captum_ext.datasets import scenes
+
+    backtrack_loop = _reference()
+    vgg = zoo.load("scenes_vgg")
+    flat = nn.Sequential(*vgg.features, *vgg.classifier).eval()  # in-place ReLUs, dropout between flatten and FC
+    batch = scenes.make_scenes(1, split="test", seed=8)
+    x = scenes.normalize(batch.images)
+    assert torch.equal(NodeBacktrack(flat).attribute(x, target=batch.labels),
+                       backtrack_loop(flat, x, int(batch.labels[0])))

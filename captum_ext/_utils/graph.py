@@ -6,7 +6,7 @@ submodules, and recording runs it through an :class:`torch.fx.Interpreter` — n
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
 import torch.fx as fx
@@ -31,34 +31,89 @@ def trace(model: Callable[..., Any], name: str = "model") -> fx.GraphModule:
         # Traced in eval mode: Python-level `self.training` checks are frozen into the graph at trace time.
         with preserved_module_state(model):
             model.eval()
-            return fx.symbolic_trace(model)
+            traced = fx.symbolic_trace(model)
     except Exception as err:  # fx raises many exception types for untraceable code
         raise ValueError(f"torch.fx cannot trace `{name}` ({type(model).__name__}): {type(err).__name__}: {err}. "
                          "Graph-walking methods need a model without data-dependent Python control flow.") from err
+    return without_inplace_ops(traced)
+
+
+def _functional_twin(module: nn.Module) -> "Tuple[Callable[..., Any], Dict[str, Any]] | None":
+    """An out-of-place functional call equivalent to an in-place activation/dropout module (eval mode)."""
+    if isinstance(module, nn.ReLU):
+        return F.relu, {}
+    if isinstance(module, nn.ReLU6):
+        return F.relu6, {}
+    if isinstance(module, nn.LeakyReLU):
+        return F.leaky_relu, {"negative_slope": module.negative_slope}
+    if isinstance(module, nn.Hardtanh):
+        return F.hardtanh, {"min_val": module.min_val, "max_val": module.max_val}
+    if isinstance(module, (nn.Dropout, nn.Dropout2d)):
+        return F.dropout, {"p": module.p, "training": False}
+    return None
+
+
+def without_inplace_ops(graph_module: fx.GraphModule) -> fx.GraphModule:
+    """Rewrite in-place operations of a traced graph as out-of-place ones, so that every recorded value stays as
+    it was computed (``out += identity`` followed by ``ReLU(inplace=True)`` would otherwise overwrite the values a
+    graph walk compares). Only the graph changes: the modules are shared, not modified."""
+    changed = False
+    for node in list(graph_module.graph.nodes):
+        if node.op == "call_module":
+            module = graph_module.get_submodule(str(node.target))
+            twin = _functional_twin(module) if getattr(module, "inplace", False) else None
+            if twin is not None:
+                function, kwargs = twin
+                with graph_module.graph.inserting_after(node):
+                    replacement = graph_module.graph.call_function(function, (node.args[0],), kwargs)
+                node.replace_all_uses_with(replacement)
+                graph_module.graph.erase_node(node)
+                changed = True
+        elif node.op == "call_function" and node.target is operator.iadd:
+            node.target = operator.add
+            changed = True
+        elif node.op == "call_method" and node.target in ("add_", "relu_", "clamp_"):
+            node.target = str(node.target)[:-1]
+            changed = True
+        elif node.op == "call_function" and node.kwargs.get("inplace", False):
+            node.kwargs = {**node.kwargs, "inplace": False}
+            changed = True
+    if changed:
+        graph_module.graph.lint()
+        graph_module.recompile()
+    return graph_module
 
 
 class _Recorder(fx.Interpreter):
-    """Run a GraphModule and keep every node's output."""
+    """Run a GraphModule and keep the outputs of the ``keep`` nodes; every other tensor output is kept as a
+    storage-free ``meta`` tensor (shape and dtype only), and freed as soon as the graph no longer needs it."""
 
-    def __init__(self, module: fx.GraphModule) -> None:
-        super().__init__(module, garbage_collect_values=False)
+    def __init__(self, module: fx.GraphModule, keep: Optional[Set[fx.Node]]) -> None:
+        super().__init__(module, garbage_collect_values=True)
+        self.keep = keep
         self.values: Dict[fx.Node, Any] = {}
 
     def run_node(self, n: fx.Node) -> Any:
         result = super().run_node(n)
-        self.values[n] = result
+        if isinstance(result, Tensor) and self.keep is not None and n not in self.keep:
+            self.values[n] = torch.empty_like(result, device="meta")
+        else:
+            self.values[n] = result
         return result
 
 
-def record(graph_module: fx.GraphModule, args: Sequence[Any]) -> Tuple[Any, Dict[fx.Node, Any]]:
+def record(graph_module: fx.GraphModule, args: Sequence[Any], keep: Optional[Set[fx.Node]] = None
+           ) -> Tuple[Any, Dict[fx.Node, Any]]:
     """Run ``graph_module(*args)`` in eval mode without gradients; return ``(output, {node: value})``.
 
-    Eval mode (restored afterwards, also on error) keeps BatchNorm on its running statistics — which is what the
-    BatchNorm fold assumes — and leaves those statistics untouched.
+    With ``keep``, only those nodes' values are stored (others as ``meta`` tensors: shape without data), which
+    bounds the memory of a graph walk to the activations it reads. Eval mode (restored afterwards, also on error)
+    keeps BatchNorm on its running statistics — which is what the BatchNorm fold assumes — and leaves those
+    statistics untouched.
     """
     from captum_ext._utils.attribution import preserved_module_state
 
-    recorder = _Recorder(graph_module)
+    recorder = _Recorder(graph_module, keep)
     with torch.no_grad(), preserved_module_state(graph_module):
         graph_module.eval()
         output = recorder.run(*args)

@@ -154,6 +154,12 @@ class NodeBacktrack(Attribution):
         self.include_bias = bool(include_bias)
         self.deduplicate = bool(deduplicate)
         self._check_supported()
+        # Only the inputs of rules that read activations (conv, linear, pooling, add) are stored during the
+        # forward pass; everything else is kept as shape-only meta tensors.
+        self._needed_values = {parent for node in self.graph_module.graph.nodes
+                               if node.op not in ("placeholder", "output", "get_attr")
+                               and self._rule_for(node) in (self._conv, self._linear, self._pool, self._add)
+                               for parent in G.tensor_args(node)}
 
     # ----------------------------------------------------------------------------------------------------------------
     # Public API
@@ -319,13 +325,14 @@ class NodeBacktrack(Attribution):
             return None
         return None
 
+    @torch.no_grad()
     def _backtrack(self, inputs: Tuple[Tensor, ...], target: Any, extra: Tuple[Any, ...]) -> Tuple[Tensor, ...]:
         placeholders = [n for n in self.graph_module.graph.nodes if n.op == "placeholder"]
         args = (*inputs, *extra)
         if len(args) > len(placeholders):
             raise ValueError(f"the model takes {len(placeholders)} argument(s), got {len(args)} (inputs plus "
                              f"additional_forward_args)")
-        output, values = G.record(self.graph_module, args)
+        output, values = G.record(self.graph_module, args, keep=self._needed_values)
         if not isinstance(output, Tensor):
             raise NotImplementedError(f"NodeBacktrack needs a model returning one tensor, got {type(output).__name__}")
         _, flat_target = select_targets(output, target)
@@ -347,8 +354,8 @@ class NodeBacktrack(Attribution):
             numel = value[0].numel()
             if node.op == "placeholder":
                 merged = _merge(parts, numel, deduplicate=False)  # count every kept first-layer node's arrival
-                counts = torch.zeros(value.numel(), dtype=torch.float64, device=value.device)
-                counts.index_add_(0, merged.batch * numel + merged.flat, merged.count.to(value.device))
+                counts = torch.zeros(value.numel(), dtype=torch.float64, device=device)  # value may be meta
+                counts.index_add_(0, merged.batch * numel + merged.flat, merged.count.to(device))
                 hits[node] = counts.view(value.shape)
                 continue
             rule = self._rule_for(node)
@@ -410,25 +417,54 @@ class NodeBacktrack(Attribution):
             raise NotImplementedError(f"{G.describe(node, self.graph_module)}: linear layers on inputs shaped "
                                       f"{tuple(activations.shape)} are not supported (need N×features)")
         spatial = self._feeds_from_spatial(parent, values)
+        use_bias = self.include_bias and bias is not None
+        # Inputs that are zero in every image contribute exactly 0: leave them out of the products (post-ReLU
+        # activations are mostly zero). Exact: a positive best beats every zero; other rows are redone in full.
+        columns = None
+        if not use_bias:
+            active = (activations != 0).any(dim=0).nonzero()[:, 0]
+            if active.numel() < activations.shape[1]:
+                columns = active
+                compact = activations.index_select(1, columns)
         batches, flats, counts = [], [], []
-        features = activations.shape[1]
-        for part in _chunks(len(sel), features):
+        # The positive rules can keep thousands of inputs per node: accumulate path counts densely per image
+        # (images × inputs) instead of listing every (node, input) pair.
+        width = activations.shape[1] if columns is None else columns.numel()
+        dense = None if spatial else torch.zeros(activations.shape[0], width, dtype=torch.float64,
+                                                 device=activations.device)
+        for part in _chunks(len(sel), activations.shape[1]):  # full rows of the weight are gathered first
             b, i, c = sel.batch[part], sel.flat[part], sel.count[part]
-            contrib = activations[b] * weight[i]  # kept nodes × features
-            if self.include_bias and bias is not None:
-                contrib = contrib + bias[i][:, None]
+            if columns is not None:
+                contrib = compact.index_select(0, b).mul_(weight.index_select(0, i).index_select(1, columns))
+            else:
+                contrib = activations.index_select(0, b).mul_(weight.index_select(0, i))
+                if use_bias:
+                    contrib += bias[i][:, None]
             if spatial:
-                j = contrib.argmax(dim=1)
+                if contrib.shape[1] == 0:
+                    best_value = torch.zeros(len(b), dtype=contrib.dtype, device=contrib.device)
+                    j = torch.zeros(len(b), dtype=torch.long, device=contrib.device)
+                else:
+                    best_value, j = contrib.max(dim=1)
+                    if columns is not None:
+                        j = columns[j]
+                if columns is not None:
+                    redo = (best_value <= 0).nonzero()[:, 0]
+                    if redo.numel():
+                        full = activations.index_select(0, b[redo]) * weight.index_select(0, i[redo])
+                        j[redo] = full.argmax(dim=1)
                 batches.append(b), flats.append(j), counts.append(c)
                 continue
             positive = contrib > 0
-            if self.fc_rule == "top_n":
-                k = min(self.fc_top_n, features)
-                top = contrib.topk(k, dim=1).indices
-                chosen = torch.zeros_like(positive).scatter_(1, top, True)
-                positive &= chosen
-            rows, cols = positive.nonzero(as_tuple=True)
-            batches.append(b[rows]), flats.append(cols), counts.append(c[rows])
+            if self.fc_rule == "top_n" and contrib.shape[1]:
+                top = contrib.topk(min(self.fc_top_n, contrib.shape[1]), dim=1).indices
+                positive &= torch.zeros_like(positive).scatter_(1, top, True)
+            assert dense is not None
+            dense.index_add_(0, b, positive.to(torch.float64) * c[:, None])
+        if dense is not None:
+            rows, cols = dense.nonzero(as_tuple=True)
+            batches, counts = [rows], [dense[rows, cols]]
+            flats = [cols if columns is None else columns[cols]]
         return [(parent, _Selection(torch.cat(batches), torch.cat(flats), torch.cat(counts)))]
 
     def _conv_parameters(self, node: fx.Node, values: Dict[fx.Node, Any]) -> Dict[str, Any]:
@@ -489,7 +525,7 @@ class NodeBacktrack(Attribution):
             contrib = flat_in[index] * weight[co] * inside[:, None].to(flat_in.dtype)
             sums = contrib.sum(dim=(2, 3))  # P×Cg
             if self.include_bias and bias is not None:
-                sums = sums + bias[co][:, None] / c_group  # the bias spread over the receptive field's channels
+                sums = sums + bias[co][:, None] * (kh * kw)  # the paper's W * A + b, summed over x and y
             if self.conv_rule == "max":
                 rows = torch.arange(len(b), device=f.device)
                 cols = sums.argmax(dim=1)
