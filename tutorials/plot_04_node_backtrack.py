@@ -50,7 +50,7 @@ plt.show()
 # %%
 # Scores against the object masks
 # -------------------------------
-# The same metrics for NodeBacktrack's density and for Captum's Saliency (|gradient|, blurred the same way). The
+# The same metrics for NodeBacktrack's density and for Captum's Saliency (absolute gradient, blurred the same way). The
 # full comparison -- GuidedBackprop and Grad-CAM too, blur and threshold chosen on validation data -- is
 # ``python benchmarks/bench_node_backtrack.py``.
 from captum_ext._utils.smoothing import gaussian_blur  # noqa: E402
