@@ -1,0 +1,190 @@
+"""MultiLayerClassDiffSaliency: hand-checked maps, batched = per-class gradients, guided ReLUs, properties, errors."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from captum_ext import MultiLayerClassDiffSaliency, zoo
+from captum_ext._utils.guided import guided_relu
+
+
+class LinearReadout(nn.Module):
+    """A 1×1 conv layer followed by a linear readout: ∂y_c/∂A = W_c exactly, whatever the input."""
+
+    def __init__(self, readout: torch.Tensor) -> None:
+        super().__init__()
+        self.layer = nn.Conv2d(1, 2, 1, bias=False)
+        self.fc = nn.Linear(2 * 3 * 3, readout.shape[0], bias=False)
+        with torch.no_grad():
+            self.layer.weight.fill_(1.0)
+            self.fc.weight.copy_(readout)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.layer(x), 1))
+
+
+def readout_weights() -> torch.Tensor:
+    torch.manual_seed(0)
+    return torch.randn(3, 18)
+
+
+def expected_map(m: torch.Tensor, alpha: float = 3.0) -> torch.Tensor:
+    return torch.tanh(alpha * m / m.max())
+
+
+def layer_saliency(weights: torch.Tensor, c: int) -> torch.Tensor:
+    return weights[c].view(2, 3, 3).abs().amax(0)  # max over channels of |∂y_c/∂A|
+
+
+def test_single_class_equals_tanh_normalised_max_abs_layer_gradient():
+    weights = readout_weights()
+    model = LinearReadout(weights).eval()
+    ms = MultiLayerClassDiffSaliency(model, [model.layer])
+    out = ms.attribute(torch.randn(1, 1, 3, 3), target=1, candidates=[1])
+    torch.testing.assert_close(out[0, 0], expected_map(layer_saliency(weights, 1)))
+
+
+def test_subtraction_by_hand_uses_the_batched_gradients_of_every_candidate():
+    weights = readout_weights()
+    model = LinearReadout(weights).eval()
+    ms = MultiLayerClassDiffSaliency(model, [model.layer])
+    out = ms.attribute(torch.randn(1, 1, 3, 3), target=0, candidates=[0, 1, 2])
+    m0, m1, m2 = (layer_saliency(weights, c) for c in range(3))
+    diff = (m0 - m1).clamp_min(0) + (m0 - m2).clamp_min(0)
+    torch.testing.assert_close(out[0, 0], expected_map(diff))
+    # class-order invariance of the candidate list
+    torch.testing.assert_close(ms.attribute(torch.randn(1, 1, 3, 3), target=0, candidates=[2, 0, 1]), out)
+
+
+class TwoReLUNet(nn.Module):
+    def __init__(self, functional: bool) -> None:
+        super().__init__()
+        self.functional = functional
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x):
+        x = self.conv1(x)
+        x = F.relu(x) if self.functional else self.relu(x)
+        x = self.conv2(x)
+        x = torch.relu(x) if self.functional else self.relu(x)  # the module is reused here
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+def test_guided_backprop_covers_functional_and_reused_relus():
+    torch.manual_seed(1)
+    module_net = TwoReLUNet(functional=False).eval()
+    functional_net = TwoReLUNet(functional=True).eval()
+    functional_net.load_state_dict(module_net.state_dict())
+    x = torch.randn(2, 3, 8, 8)
+    a = MultiLayerClassDiffSaliency(module_net, [module_net.conv1])
+    b = MultiLayerClassDiffSaliency(functional_net, [functional_net.conv1])
+    assert a.guided_relu_count == b.guided_relu_count == 2
+    guided_a = a.attribute(x, target=3, candidates=[3])
+    torch.testing.assert_close(guided_a, b.attribute(x, target=3, candidates=[3]))
+    plain = a.attribute(x, target=3, candidates=[3], guided=False)
+    assert not torch.allclose(guided_a, plain)
+
+
+def test_guided_relu_gradient():
+    x = torch.tensor([-1.0, 2.0, 3.0], requires_grad=True)
+    y = guided_relu(x)
+    (g,) = torch.autograd.grad(y, x, grad_outputs=torch.tensor([5.0, -4.0, 1.0]))
+    assert y.tolist() == [0.0, 2.0, 3.0] and g.tolist() == [0.0, 0.0, 1.0]
+
+
+def random_fcn(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2), nn.Conv2d(6, 8, 3, padding=1),
+        nn.ReLU(), nn.Conv2d(8, 5, 1), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+    ).eval()
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 3), size=st.integers(6, 16),
+       scales=st.sampled_from([(1.0,), (1.0, 1.5), (0.8, 1.2)]))
+def test_properties(seed, n, size, scales):
+    model = random_fcn(seed)
+    flags = [(m, m.training) for m in model.modules()]
+    ms = MultiLayerClassDiffSaliency(model, [model[0], model[3]])
+    x = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    target = [int(t) for t in torch.randint(0, 5, (n,), generator=torch.Generator().manual_seed(seed))]
+    maps, details = ms.attribute(x, target=target, scales=scales, min_candidates=3, return_details=True)
+    assert maps.shape == (n, 1, size, size)
+    assert bool((maps >= 0).all() and (maps <= 1).all())
+    assert details["layer_maps"].shape == (len(scales), 2, n, 1, size, size)
+    assert all(c[0] == t and len(c) >= 3 for c, t in zip(details["candidates"], target))
+    singles = torch.cat([ms.attribute(x[i : i + 1], target=target[i], scales=scales, min_candidates=3)
+                         for i in range(n)])
+    torch.testing.assert_close(maps, singles, atol=1e-5, rtol=1e-4)  # batch invariance
+    alone = ms.attribute(x, target=target, candidates=[[t] for t in target], scales=scales)
+    unsubtracted = ms.attribute(x, target=target, candidates=[[t] for t in target], scales=scales, subtract=False)
+    torch.testing.assert_close(alone, unsubtracted)  # a single candidate means no subtraction
+    assert [(m, m.training) for m in model.modules()] == flags
+    assert all(len(m._forward_hooks) == 0 and len(m._backward_hooks) == 0 for m in model.modules())
+
+
+def test_state_restored_after_an_exception():
+    model = random_fcn(0)
+    ms = MultiLayerClassDiffSaliency(model, [model[0]])
+    model[3].weight.requires_grad_(False)
+
+    def explode(*_):
+        raise RuntimeError("injected")
+
+    handle = model[5].register_forward_hook(explode)
+    try:
+        with pytest.raises(RuntimeError, match="injected"):
+            ms.attribute(torch.randn(1, 3, 8, 8), target=0)
+    finally:
+        handle.remove()
+    assert not model.training and not model[3].weight.requires_grad and model[0].weight.requires_grad
+
+
+def test_zoo_multilabel_scene():
+    from captum_ext.datasets import scenes
+
+    model = zoo.load("scenes_vgg_multilabel")
+    batch = scenes.make_scenes(4, mode="multi", split="test", seed=2)
+    ms = MultiLayerClassDiffSaliency(model, [model.features[10], model.features[12]])
+    maps = ms.attribute(scenes.normalize(batch.images), target=batch.object_labels[:, 0].tolist(),
+                        scales=(1.0, 1.2))
+    assert maps.shape == (4, 1, 64, 64) and bool((maps.flatten(1).amax(1) > 0.5).all())
+
+
+@pytest.mark.parametrize(
+    "call, error, words",
+    [
+        (lambda m, x: MultiLayerClassDiffSaliency(m, [nn.Conv2d(1, 1, 1)]), ValueError, "not a submodule"),
+        (lambda m, x: MultiLayerClassDiffSaliency(m, []), ValueError, "non-empty"),
+        (lambda m, x: MultiLayerClassDiffSaliency(m, [m[0]]).attribute(x, target=0, candidates=[1, 2]),
+         ValueError, "not among"),
+        (lambda m, x: MultiLayerClassDiffSaliency(m, [m[0]]).attribute(x * float("nan"), target=0), ValueError,
+         "NaN"),
+        (lambda m, x: MultiLayerClassDiffSaliency(m, [m[0]]).attribute(x, target=9), ValueError, "out of range"),
+        (lambda m, x: MultiLayerClassDiffSaliency(m, [m[0]]).attribute(x, target=0, scales=(0.0,)), ValueError,
+         "scales"),
+        (lambda m, x: MultiLayerClassDiffSaliency(m, [m[0]]).attribute(x, target=0, alpha=-1.0), ValueError,
+         "alpha"),
+    ],
+)
+def test_bad_input(call, error, words):
+    with pytest.raises(error, match=words):
+        call(random_fcn(0), torch.randn(2, 3, 8, 8))
+
+
+def test_scales_on_a_fixed_size_model_raise_a_clear_error():
+    model = zoo.load("scenes_vgg")  # flatten + Linear(4096, …): 64×64 only
+    ms = MultiLayerClassDiffSaliency(model, [model.features[10]], multi_label=False)
+    x = torch.randn(1, 3, 64, 64)
+    assert ms.attribute(x, target=0).shape == (1, 1, 64, 64)
+    with pytest.raises(ValueError, match="does not accept inputs scaled"):
+        ms.attribute(x, target=0, scales=(1.0, 1.2))
+    assert math.isfinite(float(ms.attribute(x, target=0).sum()))
