@@ -188,3 +188,17 @@ def test_scales_on_a_fixed_size_model_raise_a_clear_error():
     with pytest.raises(ValueError, match="does not accept inputs scaled"):
         ms.attribute(x, target=0, scales=(1.0, 1.2))
     assert math.isfinite(float(ms.attribute(x, target=0).sum()))
+
+
+def test_batched_candidate_gradients_equal_per_class_gradients():
+    model = random_fcn(3)
+    ms = MultiLayerClassDiffSaliency(model, [model[0], model[3]])
+    x = torch.randn(2, 3, 10, 10)
+    candidates = [[1, 0, 4], [2, 3, 4]]
+    _, batched = ms.attribute(x, target=[1, 2], candidates=candidates, scales=(1.0, 1.3), return_details=True)
+    for slot in range(3):
+        classes = [c[slot] for c in candidates]
+        _, alone = ms.attribute(x, target=classes, candidates=[[c] for c in classes], scales=(1.0, 1.3),
+                                return_details=True)
+        slot_maps = batched["class_maps"][:, :, slot]
+        torch.testing.assert_close(slot_maps, alone["class_maps"][:, :, 0], atol=1e-6, rtol=1e-5)

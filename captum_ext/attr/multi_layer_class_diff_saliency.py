@@ -207,7 +207,8 @@ class MultiLayerClassDiffSaliency(GradientAttribution):
             score_threshold (float, optional): probability above which a class is a candidate. Default: 0.5.
             min_candidates (int, optional): top up candidates to this many classes (target included). Default: 4.
             return_details (bool, optional): also return a dict with ``"layer_maps"`` (``S×L×N×1×H×W``, each
-                ``tanh(α·M̃/max M̃)``) and ``"candidates"``. Default: False.
+                ``tanh(α·M̃/max M̃)``), ``"class_maps"`` (``S×L×K×N×1×H×W``: the up-sampled ``M`` of every
+                candidate slot ``k``, the target first; unused slots are zero) and ``"candidates"``. Default: False.
 
         Returns:
             Tensor: ``N×1×H×W`` maps in ``[0, 1]`` (or ``(maps, details)``).
@@ -248,11 +249,11 @@ class MultiLayerClassDiffSaliency(GradientAttribution):
                 for k, c in enumerate(classes_i):
                     one_hot[k, i, c] = 1.0
                     valid[k, i] = True
-            layer_maps = []
+            layer_maps, class_maps = [], []
             for scores, layer_values in runs:
                 grads = torch.autograd.grad(scores, layer_values, grad_outputs=one_hot, is_grads_batched=True,
                                             allow_unused=True)
-                per_layer = []
+                per_layer, raw_layers = [], []
                 for grad, value in zip(grads, layer_values):
                     if grad is None:
                         raise ValueError("a listed layer does not influence the class scores")
@@ -262,11 +263,15 @@ class MultiLayerClassDiffSaliency(GradientAttribution):
                     up = F.interpolate(saliency.flatten(0, 1)[:, None], size=(height, width), mode="bilinear",
                                        align_corners=False).view(slots, n, 1, height, width)
                     per_layer.append(self._combine(up.detach(), valid, subtract, float(alpha)))
+                    if return_details:
+                        raw_layers.append(up.detach())
                 layer_maps.append(torch.stack(per_layer))
+                if return_details:
+                    class_maps.append(torch.stack(raw_layers))
         stacked = torch.stack(layer_maps)  # S×L×N×1×H×W
         maps = stacked.mean(dim=(0, 1))
         if return_details:
-            return maps, {"layer_maps": stacked, "candidates": chosen}
+            return maps, {"layer_maps": stacked, "class_maps": torch.stack(class_maps), "candidates": chosen}
         return maps
 
     @staticmethod
