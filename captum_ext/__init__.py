@@ -5,6 +5,6 @@ Public names are re-exported here as they land; ``datasets``, ``metrics`` and ``
 from captum_ext import datasets, metrics, zoo
 from captum_ext._version import __version__
 from captum_ext.attr import MultiLayerClassDiffSaliency, NodeBacktrack, SensitivityBBox
-from captum_ext.models import SelfSupervisedAttentionRegressor
+from captum_ext.models import ROIAttentionResNet, SelfSupervisedAttentionRegressor
 
-__all__ = ["MultiLayerClassDiffSaliency", "NodeBacktrack", "SelfSupervisedAttentionRegressor", "SensitivityBBox", "__version__", "datasets", "metrics", "zoo"]
+__all__ = ["MultiLayerClassDiffSaliency", "NodeBacktrack", "ROIAttentionResNet", "SelfSupervisedAttentionRegressor", "SensitivityBBox", "__version__", "datasets", "metrics", "zoo"]

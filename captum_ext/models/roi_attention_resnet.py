@@ -1,0 +1,135 @@
+"""ROIAttentionResNet: a ResNet that takes an ROI mask through a side branch merged as an attention map (Eppel,
+*Classifying a specific image region using CNNs with an ROI mask as input*, seed 002)."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+
+from captum_ext._utils.validation import check_in_choices
+
+MERGE_POINTS = ("first", "layer1", "layer2", "layer3", "layer4", "all")
+MODES = ("add", "mul")
+HARD = (None, "image", "first")
+DEPTHS = (18, 34, 50, 101, 152)
+_STAGES = ("layer1", "layer2", "layer3", "layer4")
+
+
+def _stage_channels(backbone: torchvision.models.ResNet) -> Dict[str, int]:
+    channels = {"first": backbone.conv1.out_channels}
+    for name in _STAGES:
+        last_block = getattr(backbone, name)[-1]
+        conv = getattr(last_block, "conv3", None)  # Bottleneck blocks end in conv3, BasicBlocks in conv2
+        channels[name] = (last_block.conv2 if conv is None else conv).out_channels
+    return channels
+
+
+class ROIAttentionResNet(nn.Module):
+    r"""A torchvision ResNet classifying the region selected by a mask (Eppel).
+
+    The mask enters through one ``Conv2d(1 → C, 3, padding=1)`` per merge point, applied to the mask resized
+    (bilinear) to that point's feature map and merged into the features by addition or multiplication:
+
+    * ``merge="first"``: after ``conv1``, before ``bn1`` (the paper's best variant); ``"layer1"`` … ``"layer4"``:
+      the output of that stage (the paper's "third block" is ``"layer3"``); ``"all"``: every one of these.
+    * ``mode="add"``: ``x + conv(mask)`` with weight = bias = 0 at initialisation; ``mode="mul"``:
+      ``x · conv(mask)`` with weight 0 and bias 1. Either way the untrained branch is an exact identity, so a
+      pretrained backbone starts unchanged.
+    * ``hard="image"`` / ``hard="first"``: the paper's baselines without a branch — the normalised image, or the
+      ``conv1`` output, multiplied by the mask (background blacked out).
+
+    The backbone is any torchvision ResNet: built from ``depth`` (random weights; loading weights is the caller's,
+    as in torchvision) or passed in, e.g. with your own pretrained weights.
+
+    Args:
+        num_classes (int, optional): output classes (ignored when ``backbone`` is given). Default: 1000.
+        depth (int, optional): 18, 34, 50, 101 or 152. Default: 50.
+        merge (str, optional): ``"first"``, ``"layer1"`` … ``"layer4"`` or ``"all"``. Default: ``"first"``.
+        mode (str, optional): ``"add"`` or ``"mul"``. Default: ``"add"``.
+        hard (str, optional): ``None`` (attention branch), ``"image"`` or ``"first"`` (hard baselines). Default: None.
+        backbone (torchvision.models.ResNet, optional): use this ResNet instead of building one.
+
+    Example::
+
+        >>> import torch
+        >>> from captum_ext import ROIAttentionResNet
+        >>> net = ROIAttentionResNet(num_classes=10, depth=18, merge="first", mode="add").eval()
+        >>> images, masks = torch.randn(2, 3, 64, 64), torch.zeros(2, 1, 64, 64)
+        >>> masks[:, :, 20:40, 20:40] = 1
+        >>> net(images, masks).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        depth: int = 50,
+        merge: str = "first",
+        mode: str = "add",
+        hard: Optional[str] = None,
+        backbone: Optional[torchvision.models.ResNet] = None,
+    ) -> None:
+        super().__init__()
+        check_in_choices(merge, "merge", MERGE_POINTS)
+        check_in_choices(mode, "mode", MODES)
+        check_in_choices(hard, "hard", HARD)
+        if backbone is None:
+            check_in_choices(depth, "depth", DEPTHS)
+            if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+                raise ValueError(f"`num_classes` must be a positive int, got {num_classes!r}")
+            backbone = getattr(torchvision.models, f"resnet{depth}")(weights=None, num_classes=num_classes)
+        elif not isinstance(backbone, torchvision.models.ResNet):
+            raise TypeError(f"`backbone` must be a torchvision.models.ResNet, got {type(backbone).__name__}")
+        self.backbone = backbone
+        self.merge, self.mode, self.hard = merge, mode, hard
+        points: List[str] = [] if hard is not None else (["first", *_STAGES] if merge == "all" else [merge])
+        channels = _stage_channels(backbone)
+        self.branches = nn.ModuleDict({point: self._branch(channels[point]) for point in points})
+
+    def _branch(self, channels: int) -> nn.Conv2d:
+        conv = nn.Conv2d(1, channels, 3, padding=1)
+        nn.init.zeros_(conv.weight)
+        nn.init.constant_(conv.bias, 1.0 if self.mode == "mul" else 0.0)  # identity at initialisation
+        return conv
+
+    @staticmethod
+    def _check(images: Any, masks: Any) -> None:
+        for name, value in (("images", images), ("masks", masks)):
+            if not isinstance(value, Tensor):
+                raise TypeError(f"`{name}` must be a torch.Tensor, got {type(value).__name__}")
+            if value.dim() != 4:
+                raise ValueError(f"`{name}` must be N×C×H×W, got shape {tuple(value.shape)}")
+            if not bool(torch.isfinite(value.float()).all()):
+                raise ValueError(f"`{name}` contains NaN or inf values")
+        if images.shape[1] != 3:
+            raise ValueError(f"`images` must have 3 channels, got {images.shape[1]}")
+        if masks.shape[1] != 1 or masks.shape[0] != images.shape[0] or masks.shape[-2:] != images.shape[-2:]:
+            raise ValueError(f"`masks` must be N×1×H×W matching `images` {tuple(images.shape)}, got "
+                             f"{tuple(masks.shape)}")
+
+    def _merge_at(self, point: str, features: Tensor, mask: Tensor) -> Tensor:
+        if point not in self.branches:
+            return features
+        resized = F.interpolate(mask, size=features.shape[-2:], mode="bilinear", align_corners=False)
+        attention = self.branches[point](resized)
+        return features + attention if self.mode == "add" else features * attention
+
+    def forward(self, images: Tensor, masks: Tensor) -> Tensor:
+        """Logits ``N×num_classes`` for ``images`` (``N×3×H×W``, normalised) and ROI ``masks`` (``N×1×H×W`` in
+        ``{0, 1}`` or ``[0, 1]``)."""
+        self._check(images, masks)
+        mask = masks.to(images.dtype)
+        net = self.backbone
+        if self.hard == "image":
+            images = images * mask
+        x = net.conv1(images)
+        if self.hard == "first":
+            x = x * F.interpolate(mask, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        x = self._merge_at("first", x, mask)
+        x = net.maxpool(net.relu(net.bn1(x)))
+        for stage in _STAGES:
+            x = self._merge_at(stage, getattr(net, stage)(x), mask)
+        return net.fc(torch.flatten(net.avgpool(x), 1))

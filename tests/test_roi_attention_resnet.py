@@ -1,0 +1,135 @@
+"""ROIAttentionResNet: identity at initialisation, gradients into the branch, hard baselines, Captum interop."""
+import pytest
+import torch
+import torchvision
+from captum.attr import IntegratedGradients, Saliency
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from captum_ext import ROIAttentionResNet
+
+VARIANTS = [(merge, mode) for merge in ("first", "layer1", "layer2", "layer3", "layer4", "all")
+            for mode in ("add", "mul")]
+
+
+def backbone(depth: int = 18, seed: int = 0) -> torchvision.models.ResNet:
+    torch.manual_seed(seed)
+    net = getattr(torchvision.models, f"resnet{depth}")(weights=None, num_classes=5)
+    with torch.no_grad():  # non-trivial BN statistics, so that identity is a real check
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+def inputs(n: int = 2, size: int = 48, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randn(n, 3, size, size, generator=gen)
+    masks = (torch.rand(n, 1, size, size, generator=gen) > 0.7).float()
+    return images, masks
+
+
+@pytest.mark.parametrize("merge, mode", VARIANTS)
+@pytest.mark.parametrize("depth", [18, 50])
+def test_untrained_branch_is_an_exact_identity(merge, mode, depth):
+    plain = backbone(depth)
+    net = ROIAttentionResNet(backbone=plain, merge=merge, mode=mode).eval()
+    images, masks = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(net(images, masks), plain(images), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("merge, mode", VARIANTS)
+def test_gradients_reach_every_branch(merge, mode):
+    net = ROIAttentionResNet(backbone=backbone(), merge=merge, mode=mode).train()
+    images, masks = inputs()
+    net(images, masks).sum().backward()
+    assert len(net.branches) == (5 if merge == "all" else 1)
+    for branch in net.branches.values():
+        assert branch.weight.grad is not None and float(branch.weight.grad.abs().sum()) > 0
+
+
+@pytest.mark.parametrize("hard", ["image", "first"])
+def test_hard_attention_with_all_ones_masks_is_the_plain_backbone(hard):
+    plain = backbone()
+    net = ROIAttentionResNet(backbone=plain, hard=hard).eval()
+    images, _ = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(net(images, torch.ones(2, 1, 48, 48)), plain(images))
+        blacked = net(images, torch.zeros(2, 1, 48, 48))
+    assert len(net.branches) == 0
+    assert not torch.allclose(blacked, plain(images))
+
+
+def test_hard_image_blacks_out_the_background_of_the_normalised_image():
+    plain = backbone()
+    net = ROIAttentionResNet(backbone=plain, hard="image").eval()
+    images, masks = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(net(images, masks), plain(images * masks))
+
+
+@settings(max_examples=10, deadline=None)
+@given(n=st.integers(1, 3), height=st.integers(17, 41), width=st.integers(17, 41), seed=st.integers(0, 100),
+       merge=st.sampled_from(["first", "layer3", "all"]), mode=st.sampled_from(["add", "mul"]))
+def test_shapes_odd_sizes_and_batch_invariance(n, height, width, seed, merge, mode):
+    net = ROIAttentionResNet(backbone=backbone(seed=seed), merge=merge, mode=mode).eval()
+    with torch.no_grad():  # a trained-looking branch: random weights
+        for branch in net.branches.values():
+            branch.weight.normal_(0, 0.1)
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randn(n, 3, height, width, generator=gen)
+    masks = torch.rand(n, 1, height, width, generator=gen)
+    with torch.no_grad():
+        out = net(images, masks)
+        singles = torch.cat([net(images[i : i + 1], masks[i : i + 1]) for i in range(n)])
+    assert out.shape == (n, 5)
+    torch.testing.assert_close(out, singles, atol=1e-5, rtol=1e-5)
+
+
+def test_state_dict_round_trip(tmp_path):
+    net = ROIAttentionResNet(num_classes=4, depth=18, merge="all", mode="mul").eval()
+    with torch.no_grad():
+        for branch in net.branches.values():
+            branch.weight.normal_()
+    torch.save(net.state_dict(), tmp_path / "roi.pt")
+    restored = ROIAttentionResNet(num_classes=4, depth=18, merge="all", mode="mul").eval()
+    restored.load_state_dict(torch.load(tmp_path / "roi.pt", weights_only=True))
+    images, masks = inputs()
+    with torch.no_grad():
+        assert torch.equal(net(images, masks), restored(images, masks))
+
+
+def test_captum_attribution_to_the_image_and_to_image_and_mask():
+    net = ROIAttentionResNet(backbone=backbone(), merge="first").eval()
+    images, masks = inputs()
+    to_image = IntegratedGradients(net).attribute(images, additional_forward_args=(masks,), target=1, n_steps=8)
+    assert to_image.shape == images.shape
+    both = Saliency(net).attribute((images, masks), target=1)
+    assert isinstance(both, tuple) and both[0].shape == images.shape and both[1].shape == masks.shape
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, words",
+    [({"merge": "layer5"}, ValueError, "merge"), ({"mode": "concat"}, ValueError, "mode"),
+     ({"hard": "all"}, ValueError, "hard"), ({"depth": 20}, ValueError, "depth"),
+     ({"backbone": torch.nn.Linear(2, 2)}, TypeError, "backbone"), ({"num_classes": 0}, ValueError, "num_classes")],
+)
+def test_bad_constructor_arguments(kwargs, error, words):
+    with pytest.raises(error, match=words):
+        ROIAttentionResNet(**{"depth": 18, **kwargs})
+
+
+@pytest.mark.parametrize(
+    "images, masks, error, words",
+    [(torch.randn(2, 3, 32, 32), torch.ones(2, 1, 16, 16), ValueError, "masks"),
+     (torch.randn(2, 1, 32, 32), torch.ones(2, 1, 32, 32), ValueError, "3 channels"),
+     (torch.randn(2, 3, 32, 32), torch.ones(3, 1, 32, 32), ValueError, "masks"),
+     (torch.full((1, 3, 32, 32), float("nan")), torch.ones(1, 1, 32, 32), ValueError, "NaN"),
+     (torch.randn(3, 32, 32), torch.ones(1, 32, 32), ValueError, "N×C×H×W")],
+)
+def test_bad_forward_input(images, masks, error, words):
+    net = ROIAttentionResNet(backbone=backbone()).eval()
+    with pytest.raises(error, match=words):
+        net(images, masks)
