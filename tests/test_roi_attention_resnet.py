@@ -133,3 +133,19 @@ def test_bad_forward_input(images, masks, error, words):
     net = ROIAttentionResNet(backbone=backbone()).eval()
     with pytest.raises(error, match=words):
         net(images, masks)
+
+
+def test_short_seeded_training_lowers_the_loss_and_evaluates_by_roi_size():
+    from captum_ext.datasets import scenes
+    from captum_ext.models import roi_training
+
+    batch = scenes.make_scenes(96, mode="roi", split="train", seed=0)
+    torch.manual_seed(0)
+    model = ROIAttentionResNet(num_classes=10, depth=18, merge="first")
+    history = roi_training.fit(model, batch, epochs=3, batch_size=32, lr=3e-3, show_progress=False)
+    assert history[-1]["total"] < history[0]["total"]
+    result = roi_training.evaluate(model, batch)
+    assert int(result.counts.sum()) == 96
+    assert "|" in result.to_markdown()
+    with pytest.raises(ValueError, match="mode='roi'"):
+        roi_training.evaluate(model, scenes.make_scenes(4, mode="single", seed=0))

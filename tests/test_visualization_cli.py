@@ -78,3 +78,14 @@ def test_plot_points_draws_one_marker_per_point():
     with pytest.raises(ValueError, match="points"):
         plot_points(torch.zeros(2, 4), torch.rand(3, 5, 5), fig.gca())
     plt.close(fig)
+
+
+def test_train_roi_command_writes_weights_and_binned_results(tmp_path, capsys):
+    import json
+
+    assert cli.main(["train-roi", "--depth", "18", "--epochs", "1", "--n-train", "32", "--n-test", "32",
+                     "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "roi_first_add.json").read_text())
+    assert record["n_test"] == 32 and sum(record["counts"]) == 32
+    assert (tmp_path / "roi_first_add.pt").exists()
+    assert "test accuracy" in capsys.readouterr().out
