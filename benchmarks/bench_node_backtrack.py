@@ -17,7 +17,6 @@ measured as the peak resident-set growth of a fresh subprocess.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import subprocess
 import sys

@@ -39,7 +39,6 @@ Example::
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Callable, Iterator, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -50,6 +49,7 @@ from torch import Tensor
 from torchvision.ops import box_iou as _tv_box_iou
 
 from captum_ext._utils.boxes import boxes_to_masks, masks_to_boxes
+from captum_ext._utils.validation import check_scalar as _check_scalar
 from captum_ext._utils.validation import as_tensor, check_boxes, check_same_length, check_tensor
 
 __all__ = [
@@ -84,33 +84,6 @@ _BOX_CHUNK = 32
 # --------------------------------------------------------------------------------------------------------------------
 # Input checks (private)
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def _check_scalar(
-    value: object,
-    name: str,
-    *,
-    low: Optional[float] = None,
-    high: Optional[float] = None,
-    low_open: bool = False,
-    integer: bool = False,
-) -> float:
-    """Return ``value`` as a finite float (or int) inside ``[low, high]`` (``(low, high]`` with ``low_open``)."""
-    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex():
-        value = value.item()
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a real number, got {type(value).__name__}")
-    if integer and not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be an integer, got {type(value).__name__}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(f"`{name}` must be finite, got {number}")
-    if low is not None and (number < low or (low_open and number == low)):
-        bound = f"> {low}" if low_open else f">= {low}"
-        raise ValueError(f"`{name}` must be {bound}, got {value}")
-    if high is not None and number > high:
-        raise ValueError(f"`{name}` must be <= {high}, got {value}")
-    return int(value) if integer else number
 
 
 def _check_maps(value: TensorLike, name: str) -> Tensor:

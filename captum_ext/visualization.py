@@ -16,13 +16,18 @@ from captum_ext.datasets.scenes import SceneBatch
 ArrayLike = Union[Tensor, np.ndarray]
 
 
+def _numpy(value: ArrayLike, dtype: Optional[type] = None) -> np.ndarray:
+    """A tensor (any device) or array-like as a numpy array."""
+    return np.asarray(value.detach().cpu().numpy() if isinstance(value, Tensor) else value, dtype=dtype)
+
+
 def to_hwc(image: ArrayLike) -> np.ndarray:
     """One image as an ``H×W×C`` float numpy array (accepts ``C×H×W``/``1×C×H×W`` tensors or arrays, ``H×W``).
 
     Raises:
         ValueError: if ``image`` is not 2-D or a single (possibly batched) 3-D image with 1 or 3 channels first.
     """
-    array = image.detach().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
+    array = _numpy(image)
     if array.ndim == 4 and array.shape[0] == 1:
         array = array[0]
     if array.ndim == 2:
@@ -68,7 +73,7 @@ def draw_boxes(
     from matplotlib.patches import Rectangle
 
     ax = _axis(ax)
-    array = np.asarray(boxes.detach().cpu() if isinstance(boxes, Tensor) else boxes, dtype=np.float64)
+    array = _numpy(boxes, np.float64)
     array = array.reshape(-1, 4) if array.size else np.zeros((0, 4))
     if labels is not None and len(labels) != len(array):
         raise ValueError(f"`labels` must hold one entry per box ({len(array)}), got {len(labels)}")
@@ -147,8 +152,7 @@ def show_ellipses(batch: EllipseBatch, index: int, ax: Optional["object"] = None
                                        batch.angles[index].tolist()):
         dx, dy = a * np.cos(np.radians(theta)), -a * np.sin(np.radians(theta))
         ax.plot([cx - dx, cx + dx], [cy - dy, cy + dy], color="lime", lw=1)
-    estimate = None if prediction is None else np.asarray(
-        prediction.detach().cpu() if isinstance(prediction, Tensor) else prediction, dtype=np.float64).ravel()
+    estimate = None if prediction is None else _numpy(prediction, np.float64).ravel()
     if batch.dataset == 1:
         title = f"θ = {float(batch.targets[index]):.0f}°"
         if estimate is not None:
@@ -252,7 +256,7 @@ def plot_points(
         >>> import torch
         >>> ax = plot_points(torch.tensor([[3.0, 4.0, 2.0]]), torch.rand(3, 8, 8), plt.figure().gca())
     """
-    array = np.asarray(points.detach().cpu() if isinstance(points, Tensor) else points, dtype=np.float64)
+    array = _numpy(points, np.float64)
     array = array.reshape(-1, array.shape[-1]) if array.size else np.zeros((0, 3))
     if array.shape[1] not in (2, 3):
         raise ValueError(f"`points` must be K×2 (y, x) or K×3 (y, x, count), got shape {array.shape}")

@@ -394,3 +394,10 @@ def test_vectorised_equals_the_loop_on_the_trained_zoo_vgg():
     x = scenes.normalize(batch.images)
     assert torch.equal(NodeBacktrack(flat).attribute(x, target=batch.labels),
                        backtrack_loop(flat, x, int(batch.labels[0])))
+
+
+@pytest.mark.parametrize("hits, sigma, error, words", [(torch.zeros(4, 4), None, ValueError, "hits"),
+                                                        (torch.zeros(1, 1, 4, 4), -1.0, ValueError, "sigma")])
+def test_density_from_hits_rejects_bad_input(hits, sigma, error, words):
+    with pytest.raises(error, match=words):
+        NodeBacktrack.density_from_hits(hits, sigma)

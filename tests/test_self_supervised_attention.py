@@ -201,3 +201,10 @@ def test_ellipse_helpers_score_exact_predictions_as_perfect():
     assert float(er.errors(er.regression_targets(batch2), batch2).max()) == 0.0
     assert bool((er.attention_iou(batch2.masks.float(), batch2.masks) == 1).all())
     assert bool((er.attention_iou(1 - batch2.masks.float(), batch2.masks) == 0).all())
+
+
+@pytest.mark.parametrize("call", [lambda: er.load_pretrained(4), lambda: er.new_model(0), lambda: er.decode(
+    torch.zeros(1, 2), 5)])
+def test_ellipse_helpers_reject_unknown_datasets(call):
+    with pytest.raises(ValueError, match="dataset"):
+        call()

@@ -7,11 +7,13 @@ are written once here against the public conventions (``TargetType``, tuple-in/t
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, List, Sequence, Tuple, Union
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
+
+from captum_ext._utils.validation import check_scalar
 
 TensorOrTuple = Union[Tensor, Tuple[Tensor, ...]]
 
@@ -79,6 +81,24 @@ def _target_list(target: Any, n: int) -> List[Any]:
     return [target] * n
 
 
+def _class_indices(target: Any, n: int, classes: int, device: torch.device) -> Optional[Tensor]:
+    """Fast path for ``N×K`` outputs: an int, integer tensor or list of ints as ``N`` indices, range-checked at
+    once; ``None`` for anything else (tuples, mixed lists), which the general path handles and reports."""
+    if isinstance(target, int) and not isinstance(target, bool):
+        index = torch.full((n,), target, dtype=torch.long)
+    elif isinstance(target, Tensor) and not target.is_floating_point() and target.dtype != torch.bool and (
+            target.dim() == 0 or target.shape == (n,)):
+        index = target.reshape(-1).expand(n).to(torch.long)
+    elif isinstance(target, list) and len(target) == n and all(
+            isinstance(t, int) and not isinstance(t, bool) for t in target):
+        index = torch.tensor(target, dtype=torch.long)
+    else:
+        return None
+    if bool(((index < 0) | (index >= classes)).any()):
+        return None  # the general path names the offending entry
+    return index.to(device)
+
+
 def select_targets(output: Tensor, target: Any) -> Tuple[Tensor, Tensor]:
     """Pick each example's target score from a model output, following Captum's ``TargetType``.
 
@@ -106,9 +126,13 @@ def select_targets(output: Tensor, target: Any) -> Tuple[Tensor, Tensor]:
         else:
             raise ValueError(f"`target` is required for outputs shaped {tuple(output.shape)}")
         return flat.gather(1, index[:, None])[:, 0], index
+    if output.dim() == 2:
+        index = _class_indices(target, n, output.shape[1], output.device)
+        if index is not None:
+            return flat.gather(1, index[:, None])[:, 0], index
     flat_index = []
     for i, item in enumerate(_target_list(target, n)):
-        where = f"`target`" if not isinstance(target, (list, Tensor)) else f"`target[{i}]`"
+        where = "`target`" if not isinstance(target, (list, Tensor)) else f"`target[{i}]`"
         coords = item if isinstance(item, tuple) else (item,)
         if isinstance(item, bool) or not all(isinstance(c, int) and not isinstance(c, bool) for c in coords):
             raise TypeError(f"{where} must be an int (or a tuple of ints), got {item!r}")
@@ -183,11 +207,7 @@ def iter_batches(n: int, batch_size: int) -> Iterator[slice]:
 
 def check_batch_size(batch_size: Any, name: str = "batch_size") -> int:
     """A positive int, or raise ``TypeError`` / ``ValueError`` naming ``name``."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-        raise TypeError(f"`{name}` must be an int, got {type(batch_size).__name__}")
-    if batch_size < 1:
-        raise ValueError(f"`{name}` must be >= 1, got {batch_size}")
-    return batch_size
+    return check_scalar(batch_size, name, low=1, integer=True)
 
 
 def run_forward(forward_func: Callable[..., Any], inputs: Sequence[Tensor], extra_args: Tuple[Any, ...]) -> Tensor:

@@ -159,6 +159,3 @@ def tensor_args(node: fx.Node) -> List[fx.Node]:
     found += [a for a in node.kwargs.values() if isinstance(a, fx.Node)]
     return found
 
-
-def is_tensor(value: Any) -> bool:
-    return isinstance(value, Tensor)

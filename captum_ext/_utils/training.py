@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import random
-from typing import Callable, Dict, List, Mapping, Optional
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ def train_epochs(
     seed: int = 0,
     show_progress: bool = True,
     desc: str = "training",
-    on_epoch_end: Optional[Callable[[int, Dict[str, float]], None]] = None,
+    checkpoint: Optional[Union[str, Path]] = None,
 ) -> List[Dict[str, float]]:
     """Train ``model`` for ``epochs`` passes over ``n`` examples in shuffled mini-batches.
 
@@ -42,7 +43,7 @@ def train_epochs(
         seed: seeds Python, numpy and torch, and the shuffling.
         show_progress: show a progress bar (one per run, with the running loss).
         desc: progress bar label.
-        on_epoch_end: called with ``(epoch, mean_parts)`` after each epoch (e.g. to save a checkpoint).
+        checkpoint: if given, the model's ``state_dict`` is saved there after every epoch.
 
     Returns:
         One dict per epoch with the mean of each logged part.
@@ -74,8 +75,8 @@ def train_epochs(
                     bar.set_postfix(epoch=epoch + 1, loss=f"{float(parts['total'].detach()):.4f}")
                 mean_parts = {key: value / n for key, value in sums.items()}
                 history.append(mean_parts)
-                if on_epoch_end is not None:
-                    on_epoch_end(epoch, mean_parts)
+                if checkpoint is not None:
+                    torch.save(model.state_dict(), checkpoint)
     finally:
         model.eval()
     return history

@@ -1,6 +1,8 @@
 """Argument checks that raise clear ``TypeError`` / ``ValueError`` messages naming the argument."""
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -89,3 +91,34 @@ def check_in_choices(value: object, name: str, choices: Sequence[object]) -> Non
     """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
     if value not in choices:
         raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}")
+
+
+def check_scalar(
+    value: object,
+    name: str,
+    *,
+    low: Optional[float] = None,
+    high: Optional[float] = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    integer: bool = False,
+) -> float:
+    """Return ``value`` as a finite float (or int, with ``integer``) inside ``[low, high]``; ``low_open`` /
+    ``high_open`` exclude the bound. Raises ``TypeError`` for a non-number and ``ValueError`` naming ``name`` for a
+    value out of range."""
+    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex():
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number, got {type(value).__name__}")
+    if integer and not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be an integer, got {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"`{name}` must be finite, got {number}")
+    if low is not None and (number < low or (low_open and number == low)):
+        bound = f"> {low}" if low_open else f">= {low}"
+        raise ValueError(f"`{name}` must be {bound}, got {value}")
+    if high is not None and (number > high or (high_open and number == high)):
+        bound = f"< {high}" if high_open else f"<= {high}"
+        raise ValueError(f"`{name}` must be {bound}, got {value}")
+    return int(value) if integer else number

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import torch
 import torch.fx as fx
@@ -19,6 +19,7 @@ from captum_ext._utils.attribution import (
     select_targets,
 )
 from captum_ext._utils.guided import with_guided_relus
+from captum_ext._utils.validation import check_scalar
 
 
 class _LayerCapture(fx.Interpreter):
@@ -212,15 +213,25 @@ class MultiLayerClassDiffSaliency(GradientAttribution):
 
         Returns:
             Tensor: ``N×1×H×W`` maps in ``[0, 1]`` (or ``(maps, details)``).
+
+        Example::
+
+            >>> import torch
+            >>> from torch import nn
+            >>> from captum_ext import MultiLayerClassDiffSaliency
+            >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 1),
+            ...                       nn.AdaptiveMaxPool2d(1), nn.Flatten()).eval()
+            >>> ms = MultiLayerClassDiffSaliency(model, [model[0], model[2]])
+            >>> maps, details = ms.attribute(torch.rand(2, 3, 8, 8), target=[0, 3], candidates=[[0, 1], [3, 4]],
+            ...                              scales=(1.0, 1.5), return_details=True)
+            >>> maps.shape, details["layer_maps"].shape
+            (torch.Size([2, 1, 8, 8]), torch.Size([2, 2, 2, 1, 8, 8]))
         """
         (images,), _ = format_inputs(inputs)
         scale_values = _check_scales(scales)
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-            raise ValueError(f"`alpha` must be a positive number, got {alpha!r}")
-        if not 0.0 <= float(score_threshold) <= 1.0:
-            raise ValueError(f"`score_threshold` must lie in [0, 1], got {score_threshold}")
-        if isinstance(min_candidates, bool) or not isinstance(min_candidates, int) or min_candidates < 1:
-            raise ValueError(f"`min_candidates` must be a positive int, got {min_candidates!r}")
+        alpha = check_scalar(alpha, "alpha", low=0.0, low_open=True)
+        score_threshold = check_scalar(score_threshold, "score_threshold", low=0.0, high=1.0)
+        min_candidates = check_scalar(min_candidates, "min_candidates", low=1, integer=True)
         extra = format_additional_args(additional_forward_args)
         n, _, height, width = images.shape
         with torch.enable_grad(), preserved_module_state(self._plain):
@@ -242,13 +253,10 @@ class MultiLayerClassDiffSaliency(GradientAttribution):
             chosen = self._candidates([scores for scores, _ in runs], target_index, candidates,
                                       float(score_threshold), min_candidates)
             slots = max(len(c) for c in chosen)
-            classes = runs[0][0].shape[1]
-            one_hot = torch.zeros(slots, n, classes, device=images.device, dtype=runs[0][0].dtype)
-            valid = torch.zeros(slots, n, dtype=torch.bool, device=images.device)
-            for i, classes_i in enumerate(chosen):
-                for k, c in enumerate(classes_i):
-                    one_hot[k, i, c] = 1.0
-                    valid[k, i] = True
+            slot_classes = torch.tensor([c + [-1] * (slots - len(c)) for c in chosen], device=images.device).T
+            valid = slot_classes >= 0  # K×N: which candidate slots are used
+            one_hot = F.one_hot(slot_classes.clamp_min(0), runs[0][0].shape[1]).to(runs[0][0].dtype)
+            one_hot = one_hot * valid[..., None]  # K×N×C, one backward direction per slot
             layer_maps, class_maps = [], []
             for scores, layer_values in runs:
                 grads = torch.autograd.grad(scores, layer_values, grad_outputs=one_hot, is_grads_batched=True,

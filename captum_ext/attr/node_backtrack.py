@@ -2,7 +2,6 @@
 *How you see me*, seed 001), generalised to any ``torch.fx``-traceable CNN."""
 from __future__ import annotations
 
-import math
 import operator
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -22,8 +21,9 @@ from captum_ext._utils.attribution import (
     format_output,
     select_targets,
 )
+from captum_ext._utils.folding import fold_bn
 from captum_ext._utils.smoothing import gaussian_blur
-from captum_ext._utils.validation import check_in_choices
+from captum_ext._utils.validation import check_in_choices, check_scalar
 
 FC_RULES = ("positive", "top_n")
 CONV_RULES = ("max", "positive")
@@ -144,8 +144,7 @@ class NodeBacktrack(Attribution):
     ) -> None:
         check_in_choices(fc_rule, "fc_rule", FC_RULES)
         check_in_choices(conv_rule, "conv_rule", CONV_RULES)
-        if isinstance(fc_top_n, bool) or not isinstance(fc_top_n, int) or fc_top_n < 1:
-            raise ValueError(f"`fc_top_n` must be a positive int, got {fc_top_n!r}")
+        check_scalar(fc_top_n, "fc_top_n", low=1, integer=True)
         self.graph_module = G.trace(model)
         super().__init__(model)
         self.fc_rule = fc_rule
@@ -186,6 +185,17 @@ class NodeBacktrack(Attribution):
         Returns:
             Tensor or tuple of Tensor: shaped like ``inputs``, float, integer-valued and ``>= 0``: the number of
             backtracked paths ending at each input element. With ``return_points``: ``(hits, points)``.
+
+        Example::
+
+            >>> import torch
+            >>> from torch import nn
+            >>> from captum_ext import NodeBacktrack
+            >>> model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            ...                       nn.Linear(8, 3)).eval()
+            >>> hits, points = NodeBacktrack(model).attribute(torch.rand(2, 1, 4, 4), target=0, return_points=True)
+            >>> hits.shape, len(points), points[0].shape[1]
+            (torch.Size([2, 1, 4, 4]), 2, 3)
         """
         formatted, was_tuple = format_inputs(inputs)
         hits = self._backtrack(formatted, target, format_additional_args(additional_forward_args))
@@ -210,6 +220,17 @@ class NodeBacktrack(Attribution):
         Returns:
             Tensor: ``N×1×H×W`` densities, each image's maximum scaled to 1 (an image without backtracked pixels
             gives zeros).
+
+        Example::
+
+            >>> import torch
+            >>> from torch import nn
+            >>> from captum_ext import NodeBacktrack
+            >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+            ...                       nn.Flatten(), nn.Linear(4, 2)).eval()
+            >>> density = NodeBacktrack(model).saliency(torch.rand(2, 3, 16, 16), target=1, sigma=2.0)
+            >>> density.shape, bool(density.max() <= 1)
+            (torch.Size([2, 1, 16, 16]), True)
         """
         formatted, _ = format_inputs(inputs)
         hits = self._backtrack(formatted, target, format_additional_args(additional_forward_args))[0]
@@ -224,8 +245,7 @@ class NodeBacktrack(Attribution):
         threshold: float = 0.5,
     ) -> Tensor:
         """Binary saliency: :meth:`saliency` ``>= threshold`` (``N×1×H×W`` bool)."""
-        if not 0.0 <= float(threshold) <= 1.0:
-            raise ValueError(f"`threshold` must lie in [0, 1], got {threshold}")
+        check_scalar(threshold, "threshold", low=0.0, high=1.0)
         return self.saliency(inputs, target, additional_forward_args, sigma) >= threshold
 
     @staticmethod
@@ -234,9 +254,7 @@ class NodeBacktrack(Attribution):
         if not isinstance(hits, Tensor) or hits.dim() != 4:
             raise ValueError(f"`hits` must be an N×C×H×W tensor, got {getattr(hits, 'shape', type(hits))}")
         height, width = hits.shape[-2:]
-        blur = max(height, width) / 32.0 if sigma is None else float(sigma)
-        if not blur >= 0 or math.isinf(blur):
-            raise ValueError(f"`sigma` must be a finite number >= 0, got {sigma}")
+        blur = max(height, width) / 32.0 if sigma is None else check_scalar(sigma, "sigma", low=0.0)
         density = gaussian_blur(hits.sum(dim=1, keepdim=True).to(torch.float32), blur)
         peak = density.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None, None]
         return density / peak
@@ -487,13 +505,7 @@ class NodeBacktrack(Attribution):
         weight, bias = params["weight"], params["bias"]
         users = list(node.users)
         if len(users) == 1 and users[0].op == "call_module" and isinstance(self._module(users[0]), nn.BatchNorm2d):
-            bn = self._module(users[0])
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else \
-                1.0 / torch.sqrt(bn.running_var + bn.eps)
-            shift = bn.bias if bn.affine else torch.zeros_like(scale)
-            weight = weight * scale[:, None, None, None]
-            base = bias if bias is not None else torch.zeros_like(scale)
-            bias = (base - bn.running_mean) * scale + shift
+            weight, bias = fold_bn(weight, bias, self._module(users[0]))
         params["weight"], params["bias"] = weight.detach(), None if bias is None else bias.detach()
         return params
 
@@ -676,7 +688,7 @@ class NodeBacktrack(Attribution):
         parent = self._first_input(node)
         if node.op == "call_module":
             module = self._module(node)
-            left, right, top, bottom = module.padding
+            left, _, top, _ = module.padding
             if isinstance(module, nn.ConstantPad2d) and module.value != 0:
                 raise NotImplementedError(f"{G.describe(node, self.graph_module)}: only zero padding is supported")
         else:
@@ -686,8 +698,8 @@ class NodeBacktrack(Attribution):
             if mode != "constant" or (value not in (None, 0, 0.0)) or len(pad) not in (2, 4):
                 raise NotImplementedError(f"{G.describe(node, self.graph_module)}: only zero padding of the last "
                                           f"two dimensions is supported")
-            left, right = pad[0], pad[1]
-            top, bottom = (pad[2], pad[3]) if len(pad) == 4 else (0, 0)
+            left = pad[0]
+            top = pad[2] if len(pad) == 4 else 0
         inp, out = values[parent], values[node]
         height, width = inp.shape[-2:]
         h_out, w_out = out.shape[-2:]

@@ -25,7 +25,7 @@ from captum_ext._utils.attribution import (
     select_targets,
 )
 from captum_ext._utils.smoothing import gaussian_blur
-from captum_ext._utils.validation import check_boxes, check_in_choices
+from captum_ext._utils.validation import check_boxes, check_in_choices, check_scalar
 
 _STATE_VERSION = 1
 _CHANNEL_REDUCTIONS = ("max", "mean", "sum")
@@ -33,13 +33,12 @@ _DEFAULT_RIDGE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 Batch = Union[Tuple[Tensor, Tensor], Tuple[Tensor, Tensor, Any]]
 
 
-def _check_positive(value: Any, name: str, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"`{name}` must be a number, got {type(value).__name__}")
-    if not (value >= 0 if allow_zero else value > 0) or value != value or value == float("inf"):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"`{name}` must be finite and {bound}, got {value}")
-    return float(value)
+def _per_image(target: Any, n: int) -> bool:
+    """Whether ``target`` holds one entry per image (a list or 1-D tensor), checking that it holds ``n``."""
+    per_image = isinstance(target, list) or (isinstance(target, Tensor) and target.dim() == 1)
+    if per_image and len(target) != n:
+        raise ValueError(f"`target` must hold one entry per image ({n}), got {len(target)}")
+    return per_image
 
 
 def _order_and_clip(boxes: Tensor, width: int, height: int) -> Tensor:
@@ -119,16 +118,15 @@ class SensitivityBBox(GradientAttribution):
         if not callable(forward_func):
             raise TypeError(f"`forward_func` must be callable (an nn.Module or function), got "
                             f"{type(forward_func).__name__}")
-        if isinstance(grid_size, bool) or not isinstance(grid_size, int) or grid_size < 1:
-            raise ValueError(f"`grid_size` must be a positive int, got {grid_size!r}")
+        check_scalar(grid_size, "grid_size", low=1, integer=True)
         check_in_choices(channel_reduction, "channel_reduction", _CHANNEL_REDUCTIONS)
         if activation_layer is not None and not isinstance(activation_layer, nn.Module):
             raise TypeError(f"`activation_layer` must be an nn.Module, got {type(activation_layer).__name__}")
         super().__init__(forward_func)
         self.grid_size = grid_size
         self.channel_reduction = channel_reduction
-        self.sigma = _check_positive(sigma, "sigma", allow_zero=True)
-        self.power = _check_positive(power, "power")
+        self.sigma = check_scalar(sigma, "sigma", low=0.0)
+        self.power = check_scalar(power, "power", low=0.0, low_open=True)
         self.activation_layer = activation_layer
         self.ridge: Optional[float] = None
         self._stats: Optional[Dict[str, Tensor]] = None
@@ -271,6 +269,18 @@ class SensitivityBBox(GradientAttribution):
 
         Raises:
             RuntimeError: if called before :meth:`fit` / :meth:`load_state_dict`.
+
+        Example::
+
+            >>> import torch
+            >>> from captum_ext import SensitivityBBox, zoo
+            >>> from captum_ext.datasets import scenes
+            >>> train, test = scenes.make_scenes(64, seed=0), scenes.make_scenes(3, split="test", seed=1)
+            >>> sb = SensitivityBBox(zoo.load("scenes_vgg"))
+            >>> sb = sb.fit(scenes.normalize(train.images), train.boxes, target=train.labels)
+            >>> boxes = sb.predict_boxes(scenes.normalize(test.images), target=test.labels)
+            >>> boxes.shape, bool((boxes[:, 2:] >= boxes[:, :2]).all())
+            (torch.Size([3, 4]), True)
         """
         if self._weight is None:
             raise RuntimeError("SensitivityBBox is not fitted: call fit(...) or load_state_dict(...) first")
@@ -301,6 +311,15 @@ class SensitivityBBox(GradientAttribution):
 
         Returns:
             Tensor: ``N×4`` float32 boxes ``(x1, y1, x2, y2)``.
+
+        Example::
+
+            >>> import torch
+            >>> from captum_ext import SensitivityBBox, zoo
+            >>> from captum_ext.datasets import scenes
+            >>> batch = scenes.make_scenes(2, split="test", seed=1)
+            >>> SensitivityBBox(zoo.load("scenes_vgg")).cam_boxes(scenes.normalize(batch.images)).shape
+            torch.Size([2, 4])
         """
         images = self._single_input(inputs)
         sens = self.attribute(images, target=target, additional_forward_args=additional_forward_args)
@@ -310,7 +329,7 @@ class SensitivityBBox(GradientAttribution):
                                     sigma: Optional[float] = None) -> Tensor:
         """:meth:`cam_boxes` for maps you already have (``N×C×H×W``)."""
         attributions = self._check_attributions(attributions)
-        blur = self.sigma if sigma is None else _check_positive(sigma, "sigma", allow_zero=True)
+        blur = self.sigma if sigma is None else check_scalar(sigma, "sigma", low=0.0)
         maps = gaussian_blur(self._reduce_channels(attributions.to(torch.float32)), blur)
         return metrics.boxes_from_saliency(maps, threshold=threshold)
 
@@ -330,15 +349,10 @@ class SensitivityBBox(GradientAttribution):
                            batch_size: Optional[int]) -> Iterator[Tensor]:
         n = images.shape[0]
         size = n if batch_size is None else check_batch_size(batch_size)
-        if target is not None and not isinstance(target, (int, tuple)):
-            target_list = target.tolist() if isinstance(target, Tensor) and target.dim() == 1 else target
-            if isinstance(target_list, list) and len(target_list) != n:
-                raise ValueError(f"`target` must hold one entry per image ({n}), got {len(target_list)}")
+        per_image = _per_image(target, n)
         for part in iter_batches(n, size):
-            part_target = target
-            if isinstance(target, list) or (isinstance(target, Tensor) and target.dim() == 1):
-                part_target = target[part]
-            yield self.attribute(images[part], target=part_target, additional_forward_args=additional_forward_args)
+            yield self.attribute(images[part], target=target[part] if per_image else target,
+                                 additional_forward_args=additional_forward_args)
 
     def _batches(self, inputs: Any, boxes: Any, target: Any, batch_size: int) -> Tuple[Iterable[Batch], Optional[int]]:
         if isinstance(inputs, tuple) and inputs and all(isinstance(t, Tensor) for t in inputs):
@@ -352,14 +366,11 @@ class SensitivityBBox(GradientAttribution):
                 raise ValueError(f"`inputs` and `boxes` must have the same length, got {images.shape[0]} and "
                                  f"{box_tensor.shape[0]}")
             n = images.shape[0]
-            if isinstance(target, list) and len(target) != n:
-                raise ValueError(f"`target` must hold one entry per image ({n}), got {len(target)}")
+            per_image = _per_image(target, n)
 
             def sliced() -> Iterator[Batch]:
                 for part in iter_batches(n, batch_size):
-                    part_target = target[part] if isinstance(target, list) or (
-                        isinstance(target, Tensor) and target.dim() == 1) else target
-                    yield images[part], box_tensor[part], part_target
+                    yield images[part], box_tensor[part], target[part] if per_image else target
 
             return sliced(), (n + batch_size - 1) // batch_size
         if boxes is not None:
@@ -414,8 +425,21 @@ class SensitivityBBox(GradientAttribution):
 
         Returns:
             SensitivityBBox: ``self``, fitted.
+
+        Example::
+
+            >>> import torch
+            >>> from captum_ext import SensitivityBBox, zoo
+            >>> from captum_ext.datasets import scenes
+            >>> train = scenes.make_scenes(64, split="train", seed=0)
+            >>> sb = SensitivityBBox(zoo.load("scenes_vgg"))
+            >>> sb = sb.fit(scenes.normalize(train.images), train.boxes, target=train.labels, batch_size=32)
+            >>> loader = [(scenes.normalize(train.images[i : i + 32]), train.boxes[i : i + 32],
+            ...            train.labels[i : i + 32]) for i in (0, 32)]   # e.g. a DataLoader
+            >>> sb.fit(loader).ridge
+            0.1
         """
-        penalty = _check_positive(ridge, "ridge", allow_zero=True)
+        penalty = check_scalar(ridge, "ridge", low=0.0)
         batch_size = check_batch_size(batch_size)
         batches, total = self._batches(inputs, boxes, target, batch_size)
         pairs = self._accumulate(batches, target, additional_forward_args, total, show_progress, "SensitivityBBox.fit")
@@ -435,7 +459,7 @@ class SensitivityBBox(GradientAttribution):
         Returns:
             SensitivityBBox: ``self``, fitted.
         """
-        penalty = _check_positive(ridge, "ridge", allow_zero=True)
+        penalty = check_scalar(ridge, "ridge", low=0.0)
         attributions = self._check_attributions(attributions)
         box_tensor = check_boxes(boxes, "boxes")
         if box_tensor.shape[0] != attributions.shape[0]:
@@ -515,7 +539,7 @@ class SensitivityBBox(GradientAttribution):
             raise RuntimeError("SensitivityBBox is not fitted: call fit(...) first; select_ridge re-solves it")
         if len(candidates) == 0:
             raise ValueError("`candidates` must hold at least one ridge penalty")
-        penalties = [_check_positive(c, "candidates", allow_zero=True) for c in candidates]
+        penalties = [check_scalar(c, "candidates", low=0.0) for c in candidates]
         batch_size = check_batch_size(batch_size)
         batches, total = self._batches(inputs, boxes, target, batch_size)
         parts = list(self._accumulate(batches, target, additional_forward_args, total, show_progress,
@@ -536,7 +560,20 @@ class SensitivityBBox(GradientAttribution):
     # ----------------------------------------------------------------------------------------------------------------
 
     def state_dict(self) -> Dict[str, Any]:
-        """The fitted map and its statistics as plain tensors and numbers (safe for ``weights_only=True``)."""
+        """The fitted map and its statistics as plain tensors and numbers (safe for ``weights_only=True``).
+
+        Example::
+
+            >>> import io, torch
+            >>> from captum_ext import SensitivityBBox
+            >>> sb = SensitivityBBox(lambda x: (x ** 2).flatten(1).sum(1), grid_size=2)
+            >>> sb = sb.fit(torch.rand(8, 1, 4, 4), torch.tensor([[0.0, 0.0, 2.0, 2.0]] * 8))
+            >>> buffer = io.BytesIO(); torch.save(sb.state_dict(), buffer); _ = buffer.seek(0)
+            >>> restored = SensitivityBBox(sb.forward_func, grid_size=2)
+            >>> restored = restored.load_state_dict(torch.load(buffer, weights_only=True))
+            >>> restored.ridge == sb.ridge
+            True
+        """
         if self._stats is None or self._weight is None or self._bias is None or self.ridge is None:
             raise RuntimeError("SensitivityBBox is not fitted: nothing to save")
         state: Dict[str, Any] = {

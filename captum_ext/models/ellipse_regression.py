@@ -129,12 +129,8 @@ def fit(
             return {"total": supervised, "supervised": supervised}
         return model.loss(images, wanted, return_parts=True)._asdict()
 
-    def save(epoch: int, parts: Dict[str, float]) -> None:
-        if checkpoint is not None:
-            torch.save(model.state_dict(), checkpoint)
-
     return train_epochs(model, len(batch), batch_loss, epochs, batch_size=batch_size, lr=lr, seed=seed,
-                        show_progress=show_progress, desc=f"ellipses ds{batch.dataset}", on_epoch_end=save)
+                        show_progress=show_progress, desc=f"ellipses ds{batch.dataset}", checkpoint=checkpoint)
 
 
 def weights_path(dataset: int) -> Path:
@@ -143,7 +139,17 @@ def weights_path(dataset: int) -> Path:
 
 
 def load_pretrained(dataset: int, device: Union[str, torch.device] = "cpu") -> SelfSupervisedAttentionRegressor:
-    """The shipped model for an ellipse dataset (eval mode), loaded with ``weights_only=True``."""
+    """The shipped model for an ellipse dataset (eval mode), loaded with ``weights_only=True``.
+
+    Example::
+
+        >>> from captum_ext.datasets import ellipses
+        >>> from captum_ext.models import ellipse_regression
+        >>> model = ellipse_regression.load_pretrained(2)
+        >>> result = ellipse_regression.evaluate(model, ellipses.make_ellipses(50, dataset=2, seed=9))
+        >>> sorted(result)
+        ['attention_iou', 'mean_error', 'median_error']
+    """
     path = weights_path(dataset)
     if not path.exists():
         raise FileNotFoundError(f"no shipped weights at {path}; train them with `captum-ext train-regressor`")

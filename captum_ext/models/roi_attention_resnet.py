@@ -119,7 +119,23 @@ class ROIAttentionResNet(nn.Module):
 
     def forward(self, images: Tensor, masks: Tensor) -> Tensor:
         """Logits ``N×num_classes`` for ``images`` (``N×3×H×W``, normalised) and ROI ``masks`` (``N×1×H×W`` in
-        ``{0, 1}`` or ``[0, 1]``)."""
+        ``{0, 1}`` or ``[0, 1]``).
+
+        Raises:
+            TypeError / ValueError: non-tensors, wrong ranks or channel counts, masks not matching the images,
+            NaN or inf.
+
+        Example::
+
+            >>> import torch
+            >>> from captum.attr import IntegratedGradients
+            >>> from captum_ext import ROIAttentionResNet
+            >>> net = ROIAttentionResNet(num_classes=3, depth=18, merge="layer3", mode="mul").eval()
+            >>> images, masks = torch.randn(1, 3, 32, 32), torch.ones(1, 1, 32, 32)
+            >>> IntegratedGradients(net).attribute(images, additional_forward_args=(masks,), target=0,
+            ...                                    n_steps=4).shape
+            torch.Size([1, 3, 32, 32])
+        """
         self._check(images, masks)
         mask = masks.to(images.dtype)
         net = self.backbone

@@ -51,13 +51,9 @@ def fit(
         loss = F.cross_entropy(model(images[index], masks[index]), batch.labels[index])
         return {"total": loss}
 
-    def save(epoch: int, parts: Dict[str, float]) -> None:
-        if checkpoint is not None:
-            torch.save(model.state_dict(), checkpoint)
-
     return train_epochs(model, len(batch), batch_loss, epochs, batch_size=batch_size, lr=lr, seed=seed,
                         show_progress=show_progress, desc=f"ROI {model.merge}/{model.mode}/{model.hard}",
-                        on_epoch_end=save)
+                        checkpoint=checkpoint)
 
 
 @torch.no_grad()
@@ -71,6 +67,19 @@ def predict(model: ROIAttentionResNet, batch: SceneBatch, batch_size: int = 256)
 
 
 def evaluate(model: ROIAttentionResNet, batch: SceneBatch, bin_edges=ROI_BINS_64) -> metrics.BinnedAccuracy:
-    """Accuracy binned by ROI size (class-mean and per-image), :func:`captum_ext.metrics.binned_accuracy`."""
+    """Accuracy binned by ROI size (class-mean and per-image), :func:`captum_ext.metrics.binned_accuracy`.
+
+    Example::
+
+        >>> import torch
+        >>> from captum_ext import ROIAttentionResNet
+        >>> from captum_ext.datasets import scenes
+        >>> from captum_ext.models import roi_training
+        >>> batch = scenes.make_scenes(16, mode="roi", seed=0)
+        >>> net = ROIAttentionResNet(num_classes=10, depth=18)
+        >>> history = roi_training.fit(net, batch, epochs=1, batch_size=8, show_progress=False)
+        >>> int(roi_training.evaluate(net, batch).counts.sum())
+        16
+    """
     logits = predict(model, batch)
     return metrics.binned_accuracy(logits, batch.labels, batch.roi_sizes, bin_edges=bin_edges)

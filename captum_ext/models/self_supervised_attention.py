@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captum_ext._utils.validation import check_in_choices
+from captum_ext._utils.validation import check_in_choices, check_scalar
 
 NOISE_KINDS = ("gaussian", "uniform", "images")
 
@@ -78,14 +78,6 @@ class AttentionNet(nn.Module):
         return self.head(d1)
 
 
-def _check_unit_interval(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"`{name}` must be a number, got {type(value).__name__}")
-    if not 0.0 < float(value) < 1.0:
-        raise ValueError(f"`{name}` must lie strictly between 0 and 1, got {value}")
-    return float(value)
-
-
 class SelfSupervisedAttentionRegressor(nn.Module):
     r"""CNN regression with an attention map learned without any mask labels (Li & Shimada, *Discovery of image
     pixels highly contributing to CNN regression*).
@@ -153,14 +145,14 @@ class SelfSupervisedAttentionRegressor(nn.Module):
         for name, value in (("out_features", out_features), ("in_channels", in_channels), ("width", width)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive int, got {value!r}")
-        self.area_target = _check_unit_interval(area_target, "area_target")
+        self.area_target = check_scalar(area_target, "area_target", low=0.0, high=1.0, low_open=True,
+                                        high_open=True)
         weights = tuple(loss_weights)
         if len(weights) != 3 or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0
                                         for w in weights):
             raise ValueError(f"`loss_weights` must be three non-negative numbers (a, b, c), got {loss_weights!r}")
         check_in_choices(noise, "noise", NOISE_KINDS)
-        if isinstance(noise_scale, bool) or not isinstance(noise_scale, (int, float)) or not noise_scale > 0:
-            raise ValueError(f"`noise_scale` must be a positive number, got {noise_scale!r}")
+        check_scalar(noise_scale, "noise_scale", low=0.0, low_open=True)
         self.out_features = out_features
         self.in_channels = in_channels
         self.loss_weights: Tuple[float, float, float] = tuple(float(w) for w in weights)  # type: ignore[assignment]
@@ -245,7 +237,17 @@ class SelfSupervisedAttentionRegressor(nn.Module):
 
     def disturb(self, images: Tensor, noise: Optional[Tensor] = None, generator: Optional[torch.Generator] = None
                 ) -> Tuple[Tensor, Tensor]:
-        """Return ``(I′, R)``: the image with noise on its background, ``I′ = I + R ⊙ N``, and ``R = 1 − W``."""
+        """Return ``(I′, R)``: the image with noise on its background, ``I′ = I + R ⊙ N``, and ``R = 1 − W``.
+
+        Example::
+
+            >>> import torch
+            >>> from captum_ext import SelfSupervisedAttentionRegressor
+            >>> model = SelfSupervisedAttentionRegressor(2, width=8).eval()
+            >>> disturbed, background = model.disturb(torch.rand(2, 1, 16, 16))
+            >>> disturbed.shape, bool(((background >= 0) & (background <= 1)).all())
+            (torch.Size([2, 1, 16, 16]), True)
+        """
         images = self._check_images(images)
         if noise is None:
             noise = self.make_noise(images, generator)
@@ -270,6 +272,16 @@ class SelfSupervisedAttentionRegressor(nn.Module):
 
         Returns:
             Tensor or LossParts: the scalar loss (or its parts).
+
+        Example::
+
+            >>> import torch
+            >>> from captum_ext import SelfSupervisedAttentionRegressor
+            >>> model = SelfSupervisedAttentionRegressor(2, width=8)
+            >>> parts = model.loss(torch.rand(4, 1, 16, 16), torch.rand(4, 2), return_parts=True)
+            >>> parts.total.backward()
+            >>> sorted(parts._fields)
+            ['area', 'noisy', 'supervised', 'total']
         """
         images = self._check_images(images)
         targets = self._check_targets(targets, images.shape[0]).to(images.dtype)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import copy
 from typing import List, Sequence
 
-import torch
 from torch import Tensor, nn
 
 from captum_ext._utils.folding import fold_conv_bn
