@@ -1,0 +1,217 @@
+"""ROIAttentionResNet reproduction (seed 002) on the ROI digit scenes, plus the forward-time ratio.
+
+    python benchmarks/bench_roi_attention.py [--quick] [--fresh] [--out-dir benchmarks/results]
+
+Two regimes, each training the paper's six variants — soft attention merged after conv1 by addition
+(``first/add``) and by multiplication (``first/mul``), at the third stage (``layer3/add``), at every stage
+(``all/add``), and the hard baselines that black out the background of the normalised image (``hard image``) or of
+the conv1 output (``hard first``) — with one identical budget (data, epochs, batch size, learning rate, seed):
+
+* ``scratch``: a randomly initialised torchvision ResNet-18.
+* ``pretrained``: the paper's regime. The paper fine-tunes an ImageNet-pretrained ResNet; here the same ResNet-18
+  is first trained on whole-scene classification of ``"single"`` scenes (one digit among clutter, no mask) and
+  every variant is fine-tuned from that backbone.
+
+Why ResNet-18: a ResNet-50 epoch on 2 CPU cores takes ~4× longer, and twelve runs must fit in about an hour.
+Test scenes are held-out digit instances (``split="test"``). Accuracy is binned by ROI pixel count with
+:data:`captum_ext.datasets.scenes.ROI_BINS_64`, class-mean and per-image, as in the paper's Tables 1-4.
+
+Each finished run is cached as JSON under ``<out-dir>/roi_runs/`` and skipped on a re-run (``--fresh`` ignores the
+cache), so an interrupted benchmark resumes where it stopped. The speed part times ROIAttentionResNet-50 (merge
+first, and merge all for reference) against torchvision's resnet50 on the same 8×3×224×224 batch.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from _common import RESULTS, environment, time_interleaved, write_results
+from captum_ext import ROIAttentionResNet
+from captum_ext._utils.training import train_epochs
+from captum_ext.datasets import scenes
+from captum_ext.models import roi_training
+
+#: (label, merge, mode, hard) in the paper's Figure 3 / Tables order.
+VARIANTS: Tuple[Tuple[str, str, str, Optional[str]], ...] = (
+    ("first/add", "first", "add", None),
+    ("first/mul", "first", "mul", None),
+    ("layer3/add", "layer3", "add", None),
+    ("all/add", "all", "add", None),
+    ("hard image", "first", "add", "image"),
+    ("hard first", "first", "add", "first"),
+)
+PAPER = {"first/add": 0.83, "hard image": 0.70}  # COCO, per-image accuracy over all sizes (paper Table 1)
+TARGET_GAP = 0.10  # first-layer attention minus image blackout on the smallest-ROI bin
+
+
+def settings(quick: bool) -> Dict[str, Any]:
+    if quick:
+        return {"n_pretrain": 1500, "pretrain_epochs": 2, "n_train": 1500, "n_test": 600, "epochs": 2,
+                "batch_size": 64, "lr_scratch": 2e-3, "lr_finetune": 1e-3, "seed": 0}
+    return {"n_pretrain": 8000, "pretrain_epochs": 6, "n_train": 6000, "n_test": 2000, "epochs": 6,
+            "batch_size": 64, "lr_scratch": 2e-3, "lr_finetune": 1e-3, "seed": 0}
+
+
+def pretrain_backbone(cfg: Dict[str, Any], path: Path) -> Dict[str, Any]:
+    """Train a ResNet-18 on whole-scene classification of ``"single"`` scenes; save its state_dict to ``path``."""
+    torch.manual_seed(cfg["seed"])
+    net = torchvision.models.resnet18(weights=None, num_classes=scenes.NUM_CLASSES)
+    train = scenes.make_scenes(cfg["n_pretrain"], mode="single", split="train", seed=cfg["seed"] + 10)
+    test = scenes.make_scenes(1000, mode="single", split="test", seed=cfg["seed"] + 11)
+    images = scenes.normalize(train.images)
+
+    def batch_loss(index: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return {"total": F.cross_entropy(net(images[index]), train.labels[index])}
+
+    start = time.perf_counter()
+    history = train_epochs(net, len(train), batch_loss, cfg["pretrain_epochs"], batch_size=cfg["batch_size"],
+                           lr=cfg["lr_scratch"], seed=cfg["seed"], desc="pretrain single scenes")
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        accuracy = float((net(scenes.normalize(test.images)).argmax(1) == test.labels).float().mean())
+    torch.save(net.state_dict(), path)
+    return {"train_seconds": seconds, "single_scene_test_accuracy": accuracy, "loss": history}
+
+
+def run_variant(label: str, merge: str, mode: str, hard: Optional[str], regime: str, cfg: Dict[str, Any],
+                backbone_path: Optional[Path], train: scenes.SceneBatch, test: scenes.SceneBatch) -> Dict[str, Any]:
+    torch.manual_seed(cfg["seed"])
+    backbone = torchvision.models.resnet18(weights=None, num_classes=scenes.NUM_CLASSES)
+    if backbone_path is not None:
+        backbone.load_state_dict(torch.load(backbone_path, map_location="cpu", weights_only=True))
+    model = ROIAttentionResNet(backbone=backbone, merge=merge, mode=mode, hard=hard)
+    start = time.perf_counter()
+    lr = cfg["lr_finetune"] if regime == "pretrained" else cfg["lr_scratch"]
+    history = roi_training.fit(model, train, epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=lr,
+                               seed=cfg["seed"])
+    seconds = time.perf_counter() - start
+    result = roi_training.evaluate(model, test)
+    return {"variant": label, "regime": regime, "merge": merge, "mode": mode, "hard": hard, "lr": lr,
+            "train_seconds": seconds, "loss": history,
+            "overall_per_image": result.overall_per_image, "overall_class_mean": result.overall_class_mean,
+            "edges": result.edges.tolist(), "counts": result.counts.tolist(),
+            "per_image": result.per_image.tolist(), "class_mean": result.class_mean.tolist()}
+
+
+def speed() -> Dict[str, Any]:
+    torch.manual_seed(0)
+    images, masks = torch.randn(8, 3, 224, 224), (torch.rand(8, 1, 224, 224) > 0.5).float()
+    plain = torchvision.models.resnet50(weights=None).eval()
+    first = ROIAttentionResNet(depth=50, merge="first").eval()
+    every = ROIAttentionResNet(depth=50, merge="all").eval()
+    with torch.no_grad():
+        times = time_interleaved({
+            "torchvision resnet50": lambda: plain(images),
+            "ROIAttentionResNet-50 first": lambda: first(images, masks),
+            "ROIAttentionResNet-50 all": lambda: every(images, masks),
+        }, repeats=15, warmup=2)
+    base = times["torchvision resnet50"]
+    return {"batch": list(images.shape), "seconds": times,
+            "ratio_first": times["ROIAttentionResNet-50 first"] / base,
+            "ratio_all": times["ROIAttentionResNet-50 all"] / base, "target_ratio": 1.03}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small data and 2 epochs (minutes, not an hour)")
+    parser.add_argument("--fresh", action="store_true", help="ignore cached runs")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    cfg = settings(args.quick)
+    cache = args.out_dir / ("roi_runs_quick" if args.quick else "roi_runs")
+    cache.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench_roi_"))
+
+    train = scenes.make_scenes(cfg["n_train"], mode="roi", split="train", seed=cfg["seed"])
+    test = scenes.make_scenes(cfg["n_test"], mode="roi", split="test", seed=cfg["seed"] + 1)
+    runs: List[Dict[str, Any]] = []
+    backbone_path = work / "pretrained_resnet18.pt"
+    pretrain: Optional[Dict[str, Any]] = None
+    for regime in ("pretrained", "scratch"):
+        for label, merge, mode, hard in VARIANTS:
+            cached = cache / f"{regime}_{label.replace('/', '_').replace(' ', '_')}.json"
+            if cached.exists() and not args.fresh:
+                record = json.loads(cached.read_text())
+                if record.get("settings") == cfg:
+                    runs.append(record)
+                    print(f"cached: {regime} {label} {record['overall_per_image']:.3f}")
+                    continue
+            if regime == "pretrained" and pretrain is None:
+                pretrain = pretrain_backbone(cfg, backbone_path)
+                (cache / "pretrain.json").write_text(json.dumps({**pretrain, "settings": cfg}, indent=2) + "\n")
+            record = run_variant(label, merge, mode, hard, regime, cfg,
+                                 backbone_path if regime == "pretrained" else None, train, test)
+            record["settings"] = cfg
+            cached.write_text(json.dumps(record, indent=2) + "\n")
+            runs.append(record)
+            print(f"{regime} {label}: {record['overall_per_image']:.3f} in {record['train_seconds']:.0f} s")
+    if pretrain is None and (cache / "pretrain.json").exists():
+        pretrain = json.loads((cache / "pretrain.json").read_text())
+    record = {"environment": environment(), "quick": args.quick, "settings": cfg, "paper": PAPER,
+              "target_gap_smallest_bin": TARGET_GAP, "pretrain": pretrain, "runs": runs, "speed": speed(),
+              "total_seconds": time.perf_counter() - started}
+    write_results("roi_attention" + ("_quick" if args.quick else ""), record, to_markdown(record), args.out_dir)
+
+
+def _pct(value: float) -> str:
+    return "-" if value != value else f"{100 * value:.1f}"
+
+
+def to_markdown(r: Dict[str, Any]) -> str:
+    cfg = r["settings"]
+    lines = [
+        "# ROIAttentionResNet (seed 002): ROI classification by ROI size",
+        "",
+        f"ResNet-18, ROI digit scenes 64×64 (context_prob 0.9), {cfg['n_train']} training / {cfg['n_test']} held-out "
+        f"test scenes, {cfg['epochs']} epochs per variant, batch {cfg['batch_size']}, seed {cfg['seed']}. "
+        "Accuracy in percent; `cm` = class-mean, `img` = per-image. Bins are ROI pixel counts.",
+        "",
+    ]
+    if r["pretrain"]:
+        p = r["pretrain"]
+        lines += [f"Pretrained regime: the backbone was first trained {cfg['pretrain_epochs']} epochs on "
+                  f"{cfg['n_pretrain']} whole `single` scenes ({p['train_seconds'] / 60:.1f} min; single-scene test "
+                  f"accuracy {_pct(p['single_scene_test_accuracy'])}%), then fine-tuned per variant at lr "
+                  f"{cfg['lr_finetune']}; scratch runs use lr {cfg['lr_scratch']}.", ""]
+    for regime in ("pretrained", "scratch"):
+        runs = [run for run in r["runs"] if run["regime"] == regime]
+        if not runs:
+            continue
+        edges, counts = runs[0]["edges"], runs[0]["counts"]
+        bins = [f"{int(lo)}–{int(hi) - 1}" for lo, hi in zip(edges[:-1], edges[1:])]
+        lines += [f"## {regime}", "",
+                  "| variant | all img | all cm | " + " | ".join(f"{b} px (n={c})" for b, c in zip(bins, counts))
+                  + " | train time |",
+                  "|---|---:|---:|" + "---:|" * len(bins) + "---:|"]
+        for run in runs:
+            cells = [f"{_pct(i)} / {_pct(c)}" for i, c in zip(run["per_image"], run["class_mean"])]
+            lines.append(f"| {run['variant']} | **{_pct(run['overall_per_image'])}** | "
+                         f"{_pct(run['overall_class_mean'])} | " + " | ".join(cells)
+                         + f" | {run['train_seconds'] / 60:.1f} min |")
+        by = {run["variant"]: run for run in runs}
+        if "first/add" in by and "hard image" in by:
+            gap = by["first/add"]["per_image"][0] - by["hard image"]["per_image"][0]
+            gap_all = by["first/add"]["overall_per_image"] - by["hard image"]["overall_per_image"]
+            lines += ["", f"Bin cells are `img / cm`. first/add − hard image: smallest bin {100 * gap:+.1f} points "
+                          f"(target ≥ {100 * r['target_gap_smallest_bin']:.0f}), all sizes {100 * gap_all:+.1f} "
+                          "points. Paper (COCO): first 83% vs image blackout 70%.", ""]
+    s = r["speed"]
+    lines += ["## Forward time", "",
+              f"Batch {s['batch']}, eval mode, no grad, median of interleaved runs: torchvision resnet50 "
+              f"{s['seconds']['torchvision resnet50'] * 1000:.0f} ms; ROIAttentionResNet-50 merge first "
+              f"**{s['ratio_first']:.3f}×** (target ≤ {s['target_ratio']}×), merge all {s['ratio_all']:.3f}×.", "",
+              f"Environment: {r['environment']}", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
