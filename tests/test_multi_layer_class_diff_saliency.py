@@ -121,12 +121,21 @@ def test_properties(seed, n, size, scales):
     assert bool((maps >= 0).all() and (maps <= 1).all())
     assert details["layer_maps"].shape == (len(scales), 2, n, 1, size, size)
     assert all(c[0] == t and len(c) >= 3 for c, t in zip(details["candidates"], target))
+    # subtraction never adds evidence: each eq. 2 term max(M_c - M_c', 0) <= M_c, so the sum over the K-1 others is
+    # at most (K-1)·M_c, and the support of every normalised layer map lies inside the target's raw support
+    raw, subtracted = details["class_maps"][:, :, 0], details["subtracted_maps"]
+    others = torch.tensor([len(c) - 1 for c in details["candidates"]], dtype=raw.dtype).view(1, 1, n, 1, 1, 1)
+    assert bool((subtracted <= others * raw * (1 + 1e-6)).all())
+    assert bool((details["layer_maps"][raw == 0] == 0).all())
     singles = torch.cat([ms.attribute(x[i : i + 1], target=target[i], scales=scales, min_candidates=3)
                          for i in range(n)])
     torch.testing.assert_close(maps, singles, atol=1e-5, rtol=1e-4)  # batch invariance
     alone = ms.attribute(x, target=target, candidates=[[t] for t in target], scales=scales)
     unsubtracted = ms.attribute(x, target=target, candidates=[[t] for t in target], scales=scales, subtract=False)
     torch.testing.assert_close(alone, unsubtracted)  # a single candidate means no subtraction
+    _, alone_details = ms.attribute(x, target=target, candidates=[[t] for t in target], scales=scales,
+                                    return_details=True)
+    torch.testing.assert_close(alone_details["subtracted_maps"], alone_details["class_maps"][:, :, 0])
     assert [(m, m.training) for m in model.modules()] == flags
     assert all(len(m._forward_hooks) == 0 and len(m._backward_hooks) == 0 for m in model.modules())
 

@@ -209,7 +209,13 @@ class MultiLayerClassDiffSaliency(GradientAttribution):
             min_candidates (int, optional): top up candidates to this many classes (target included). Default: 4.
             return_details (bool, optional): also return a dict with ``"layer_maps"`` (``S×L×N×1×H×W``, each
                 ``tanh(α·M̃/max M̃)``), ``"class_maps"`` (``S×L×K×N×1×H×W``: the up-sampled ``M`` of every
-                candidate slot ``k``, the target first; unused slots are zero) and ``"candidates"``. Default: False.
+                candidate slot ``k``, the target first; unused slots are zero), ``"subtracted_maps"``
+                (``S×L×N×1×H×W``: eq. 2's ``M̃`` before normalisation, ``M`` of the target when nothing is
+                subtracted) and ``"candidates"``. Default: False.
+
+        Subtraction never adds evidence: every term ``max(M^c − M^{c'}, 0)`` is at most ``M^c``, so ``M̃`` is at
+        most ``(K−1)·M^c`` at every pixel and zero wherever ``M^c`` is. The *normalised* map can still rise at a
+        pixel, because eq. 3 divides by the new, smaller peak.
 
         Returns:
             Tensor: ``N×1×H×W`` maps in ``[0, 1]`` (or ``(maps, details)``).
@@ -257,11 +263,11 @@ class MultiLayerClassDiffSaliency(GradientAttribution):
             valid = slot_classes >= 0  # K×N: which candidate slots are used
             one_hot = F.one_hot(slot_classes.clamp_min(0), runs[0][0].shape[1]).to(runs[0][0].dtype)
             one_hot = one_hot * valid[..., None]  # K×N×C, one backward direction per slot
-            layer_maps, class_maps = [], []
+            layer_maps, class_maps, subtracted_maps = [], [], []
             for scores, layer_values in runs:
                 grads = torch.autograd.grad(scores, layer_values, grad_outputs=one_hot, is_grads_batched=True,
                                             allow_unused=True)
-                per_layer, raw_layers = [], []
+                per_layer, raw_layers, subtracted_layers = [], [], []
                 for grad, value in zip(grads, layer_values):
                     if grad is None:
                         raise ValueError("a listed layer does not influence the class scores")
@@ -270,21 +276,28 @@ class MultiLayerClassDiffSaliency(GradientAttribution):
                         raise ValueError(f"layer outputs must be N×C×H×W feature maps, got {tuple(value.shape)}")
                     up = F.interpolate(saliency.flatten(0, 1)[:, None], size=(height, width), mode="bilinear",
                                        align_corners=False).view(slots, n, 1, height, width)
-                    per_layer.append(self._combine(up.detach(), valid, subtract, float(alpha)))
+                    subtracted, normalised = self._combine(up.detach(), valid, subtract, float(alpha))
+                    per_layer.append(normalised)
                     if return_details:
                         raw_layers.append(up.detach())
+                        subtracted_layers.append(subtracted)
                 layer_maps.append(torch.stack(per_layer))
                 if return_details:
                     class_maps.append(torch.stack(raw_layers))
+                    subtracted_maps.append(torch.stack(subtracted_layers))
         stacked = torch.stack(layer_maps)  # S×L×N×1×H×W
         maps = stacked.mean(dim=(0, 1))
         if return_details:
-            return maps, {"layer_maps": stacked, "class_maps": torch.stack(class_maps), "candidates": chosen}
+            return maps, {"layer_maps": stacked, "class_maps": torch.stack(class_maps),
+                          "subtracted_maps": torch.stack(subtracted_maps), "candidates": chosen}
         return maps
 
     @staticmethod
-    def _combine(maps: Tensor, valid: Tensor, subtract: bool, alpha: float) -> Tensor:
-        """Eq. 2 (subtraction over valid slots 1…K−1) and the tanh normalisation; ``maps`` is K×N×1×H×W."""
+    def _combine(maps: Tensor, valid: Tensor, subtract: bool, alpha: float) -> Tuple[Tensor, Tensor]:
+        """Eq. 2 (subtraction over valid slots 1…K−1) and the tanh normalisation; ``maps`` is K×N×1×H×W.
+
+        Returns ``M̃`` (``M`` itself without subtraction) and ``tanh(α·M̃/max M̃)``, both N×1×H×W.
+        """
         target = maps[0]
         if subtract and maps.shape[0] > 1:
             others = valid[1:, :, None, None, None]
@@ -292,4 +305,5 @@ class MultiLayerClassDiffSaliency(GradientAttribution):
             has_other = valid[1:].any(dim=0)[:, None, None, None]
             target = torch.where(has_other, differences.sum(dim=0), target)
         peak = target.flatten(1).amax(dim=1)[:, None, None, None]
-        return torch.where(peak > 0, torch.tanh(alpha * target / peak.clamp_min(1e-30)), torch.zeros_like(target))
+        normalised = torch.where(peak > 0, torch.tanh(alpha * target / peak.clamp_min(1e-30)), torch.zeros_like(target))
+        return target, normalised
