@@ -32,7 +32,6 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import average_precision_score
 from torch import nn
-from torchvision.ops import roi_align
 from tqdm import tqdm
 
 import captum_ext
@@ -82,18 +81,11 @@ def backbone(model: nn.Module) -> nn.Module:
     return nn.Sequential(model.conv1, model.bn1, model.relu, model.layers)
 
 
-def digit_crops(batch: scenes.SceneBatch, generator: torch.Generator, side: int = 32) -> torch.Tensor:
-    """``side×side`` crops centred (±4 px jitter) on each scene's object of interest, normalised."""
-    centres = (batch.boxes[:, :2] + batch.boxes[:, 2:]) / 2 + (torch.rand(len(batch), 2, generator=generator) - 0.5) * 8
-    rois = torch.cat([torch.arange(len(batch))[:, None].float(), centres - side / 2, centres + side / 2], dim=1)
-    return scenes.normalize(roi_align(batch.images, rois, output_size=(side, side), aligned=True))
-
-
 def pretrain_on_crops(model: nn.Module, steps: int, batch_size: int, lr: float, seed: int) -> float:
     """Stage 1: backbone + temporary GAP/linear head on digit crops; returns the last smoothed loss."""
     data = scenes.make_scenes(8000, mode="single", split="train", seed=seed * 1000 + 999)
     generator = torch.Generator().manual_seed(seed)
-    inputs, labels = digit_crops(data, generator), data.labels
+    inputs, labels = scenes.digit_crops(data, jitter=4.0, generator=generator), data.labels
     trunk = backbone(model)
     with torch.no_grad():
         channels = trunk(inputs[:2]).shape[1]

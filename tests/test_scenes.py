@@ -147,3 +147,21 @@ def test_bad_input(kwargs, match):
     args = {"n": 2, **kwargs}
     with pytest.raises(ValueError, match=match):
         scenes.make_scenes(**args)
+
+
+def test_digit_crops_are_centred_on_the_object_of_interest():
+    import dataclasses
+
+    batch = scenes.make_scenes(6, mode="single", seed=3)
+    crops = scenes.digit_crops(batch, side=16, jitter=3.0, generator=torch.Generator().manual_seed(0))
+    assert crops.shape == (6, 3, 16, 16) and bool(torch.isfinite(crops).all())
+    # crop the object's own mask instead of the image: a centred 48×48 crop holds all of the object's pixels
+    mask_images = batch.masks.float().expand(-1, 3, -1, -1)
+    crops = scenes.denormalize(scenes.digit_crops(dataclasses.replace(batch, images=mask_images), side=48, jitter=0.0))
+    inside = (batch.boxes[:, :2] > 0).all(1) & (batch.boxes[:, 2:] < 64).all(1)  # roi_align repeats edge pixels
+    assert int(inside.sum()) >= 3
+    torch.testing.assert_close(crops[inside, 0].sum(dim=(1, 2)), batch.roi_sizes[inside].float(), rtol=1e-4, atol=1e-3)
+    with pytest.raises(TypeError, match="batch"):
+        scenes.digit_crops(batch.images)
+    with pytest.raises(ValueError, match="side"):
+        scenes.digit_crops(batch, side=0)

@@ -440,6 +440,35 @@ def denormalize(images: Tensor) -> Tensor:
     return images * std + mean
 
 
+def digit_crops(batch: SceneBatch, side: int = 32, jitter: float = 4.0,
+                generator: Optional[torch.Generator] = None) -> Tensor:
+    """Normalised ``side×side`` crops centred on each scene's object of interest, for curriculum pretraining.
+
+    Trained on whole 64×64 scenes from scratch, a CNN sits at chance for tens of thousands of samples: it must find
+    the digit among clutter before any gradient tells it what a digit is. A first stage on these crops teaches it
+    to read digits, after which scene training takes off at once (``scripts/train_zoo.py``).
+
+    Args:
+        batch: scenes of any mode; the crop follows ``batch.boxes`` (the object of interest).
+        side: crop side in pixels (bilinear ``roi_align``; parts outside the image are zero before normalising).
+        jitter: the centre moves uniformly by up to ±``jitter`` pixels per axis.
+        generator: random generator for the jitter.
+
+    Returns:
+        Tensor: ``N×3×side×side``, normalised with :func:`normalize`.
+    """
+    from torchvision.ops import roi_align
+
+    if not isinstance(batch, SceneBatch):
+        raise TypeError(f"`batch` must be a SceneBatch, got {type(batch).__name__}")
+    if isinstance(side, bool) or not isinstance(side, int) or side < 1:
+        raise ValueError(f"`side` must be a positive int, got {side!r}")
+    offsets = (torch.rand(len(batch), 2, generator=generator) * 2 - 1) * float(jitter)
+    centres = (batch.boxes[:, :2] + batch.boxes[:, 2:]) / 2 + offsets
+    rois = torch.cat([torch.arange(len(batch))[:, None].float(), centres - side / 2, centres + side / 2], dim=1)
+    return normalize(roi_align(batch.images, rois, output_size=(side, side), aligned=True))
+
+
 _standardise = normalize  # the Dataset's `normalize` flag shadows the function name
 
 
