@@ -7,7 +7,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
@@ -56,6 +56,14 @@ def time_interleaved(calls: Dict[str, Callable[[], Any]], repeats: int = 10, war
             _sync(device)
             samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def results_dir(out_dir: Optional[Path], quick: bool) -> Path:
+    """Where a benchmark writes: ``out_dir`` if given, else ``results/`` (full runs) or ``results/quick/``, so a
+    quick run never overwrites the committed full results."""
+    if out_dir is not None:
+        return out_dir
+    return RESULTS / "quick" if quick else RESULTS
 
 
 def write_results(name: str, record: Dict[str, Any], markdown: str, out_dir: Path = RESULTS) -> None:

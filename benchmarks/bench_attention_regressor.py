@@ -21,7 +21,7 @@ from typing import Any, Dict
 
 import torch
 
-from _common import RESULTS, environment, write_results
+from _common import environment, results_dir, write_results
 from captum_ext.datasets import ellipses
 from captum_ext.models import ellipse_regression as er
 
@@ -42,8 +42,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="ablations with a quarter of the epochs")
     parser.add_argument("--retrain", action="store_true", help="train the attention models here too")
-    parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="default: benchmarks/results, or benchmarks/results/quick with --quick")
     args = parser.parse_args()
+    args.out_dir = results_dir(args.out_dir, args.quick)
     started = time.perf_counter()
     rows: Dict[int, Dict[str, Any]] = {}
     work = Path(tempfile.mkdtemp(prefix="bench_regressor_"))

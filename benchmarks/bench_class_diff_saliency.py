@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from captum.attr import GuidedBackprop, LayerAttribution, LayerGradCam, LayerGradientXActivation, Saliency
 from torch import Tensor, nn
 
-from _common import RESULTS, environment, time_interleaved, write_results
+from _common import environment, results_dir, time_interleaved, write_results
 from captum_ext import MultiLayerClassDiffSaliency, metrics, zoo
 from captum_ext._utils.guided import guided_relu
 from captum_ext.datasets import scenes
@@ -152,8 +152,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="150 scenes, 2 timing repeats")
     parser.add_argument("--seed", type=int, default=4040)
-    parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="default: benchmarks/results, or benchmarks/results/quick with --quick")
     args = parser.parse_args()
+    args.out_dir = results_dir(args.out_dir, args.quick)
     started = time.perf_counter()
     record: Dict[str, Any] = {"environment": environment(), "quick": args.quick, "seed": args.seed,
                               "target": TARGET}

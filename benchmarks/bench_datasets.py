@@ -1,48 +1,54 @@
-"""Generation speed of the benchmark ground: seconds for 10,000 samples of every dataset and scene mode.
+"""Generation speed of the benchmark ground: seconds per 10,000 samples of every dataset and scene mode.
 
-    python benchmarks/bench_datasets.py [--n 10000] [--out benchmarks/results/datasets.json]
+    python benchmarks/bench_datasets.py [--quick] [--n 10000] [--out-dir benchmarks/results]
 
-Each generator is warmed up first (one-off caches: photo bank, up-sampled digits), then timed once.
+Each generator is warmed up first (one-off caches: photo bank, up-sampled digits), then timed once on ``--n``
+samples (1,000 with ``--quick``); the table reports seconds scaled to 10,000 samples.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import time
 from pathlib import Path
+from typing import Any, Dict, Optional
 
-import torch
-
+from _common import environment, results_dir, write_results
 from captum_ext.datasets import ellipses, scenes
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=10_000)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "datasets.json")
+    parser.add_argument("--quick", action="store_true", help="1,000 samples per generator")
+    parser.add_argument("--n", type=int, default=None, help="samples per generator (default 10,000)")
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="default: benchmarks/results, or benchmarks/results/quick with --quick")
     args = parser.parse_args()
-    rows = {}
+    out_dir = results_dir(args.out_dir, args.quick)
+    n: int = args.n or (1_000 if args.quick else 10_000)
+    rows: Dict[str, float] = {}
     for dataset in (1, 2, 3):
         ellipses.make_ellipses(300, dataset=dataset, seed=99)
         start = time.perf_counter()
-        ellipses.make_ellipses(args.n, dataset=dataset, seed=0)
+        ellipses.make_ellipses(n, dataset=dataset, seed=0)
         rows[f"ellipses_ds{dataset}"] = time.perf_counter() - start
     for mode in scenes.MODES:
         scenes.make_scenes(300, mode=mode, seed=99)
         start = time.perf_counter()
-        scenes.make_scenes(args.n, mode=mode, seed=0)
+        scenes.make_scenes(n, mode=mode, seed=0)
         rows[f"scenes_{mode}"] = time.perf_counter() - start
-    for name, seconds in rows.items():
-        print(f"{name:<18} {args.n} samples in {seconds:6.2f} s")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    record = {
-        "n": args.n, "seconds": rows, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(), "load_average_at_end": os.getloadavg(),
-    }
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    record: Dict[str, Any] = {"environment": environment(), "quick": args.quick, "n": n, "seconds": rows,
+                              "load_average_at_end": os.getloadavg()}
+    write_results("datasets", record, to_markdown(record), out_dir)
+
+
+def to_markdown(r: Dict[str, Any], per: Optional[int] = 10_000) -> str:
+    lines = ["# Benchmark ground: generation speed", "",
+             f"Measured on {r['n']} samples per generator after a warm-up, scaled to {per:,}.", "",
+             f"| generator | seconds per {per:,} |", "|---|---:|"]
+    for name, seconds in r["seconds"].items():
+        lines.append(f"| {name} | {seconds * per / r['n']:.1f} |")
+    return "\n".join(lines + ["", f"Environment: {r['environment']}", ""])
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import torch
 from captum.attr import GuidedBackprop, LayerAttribution, LayerGradCam, Saliency
 from torch import Tensor, nn
 
-from _common import RESULTS, environment, time_interleaved, write_results
+from _common import environment, results_dir, time_interleaved, write_results
 from captum_ext import NodeBacktrack, metrics, zoo
 from captum_ext._utils.smoothing import gaussian_blur
 from captum_ext.datasets import scenes
@@ -173,8 +173,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="300/500 scenes, fewer timing repeats")
     parser.add_argument("--seed", type=int, default=3030)
-    parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="default: benchmarks/results, or benchmarks/results/quick with --quick")
     args = parser.parse_args()
+    args.out_dir = results_dir(args.out_dir, args.quick)
     n_val, n_test = (200, 300) if args.quick else (500, 1000)
     started = time.perf_counter()
     record: Dict[str, Any] = {"environment": environment(), "quick": args.quick, "seed": args.seed,

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from _common import RESULTS, environment, time_interleaved, write_results
+from _common import environment, results_dir, time_interleaved, write_results
 from captum_ext import ROIAttentionResNet
 from captum_ext._utils.training import train_epochs
 from captum_ext.datasets import scenes
@@ -135,11 +135,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small data and 2 epochs (minutes, not an hour)")
     parser.add_argument("--fresh", action="store_true", help="ignore cached runs")
-    parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="default: benchmarks/results, or benchmarks/results/quick with --quick")
     args = parser.parse_args()
+    args.out_dir = results_dir(args.out_dir, args.quick)
     started = time.perf_counter()
     cfg = settings(args.quick)
-    cache = args.out_dir / ("roi_runs_quick" if args.quick else "roi_runs")
+    cache = args.out_dir / "roi_runs"
     cache.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench_roi_"))
 
@@ -171,7 +173,7 @@ def main() -> None:
     record = {"environment": environment(), "quick": args.quick, "settings": cfg, "paper": PAPER,
               "target_gap_smallest_bin": TARGET_GAP, "pretrain": pretrain, "runs": runs, "speed": speed(),
               "total_seconds": time.perf_counter() - started}
-    write_results("roi_attention" + ("_quick" if args.quick else ""), record, to_markdown(record), args.out_dir)
+    write_results("roi_attention", record, to_markdown(record), args.out_dir)
 
 
 def _pct(value: float) -> str:

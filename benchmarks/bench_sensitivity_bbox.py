@@ -32,7 +32,7 @@ import torchvision
 from captum.attr import LayerAttribution, LayerGradCam, Saliency
 from torch import Tensor
 
-from _common import RESULTS, environment, time_interleaved, write_results
+from _common import environment, results_dir, time_interleaved, write_results
 from captum_ext import SensitivityBBox, metrics, zoo
 from captum_ext.datasets import scenes
 
@@ -78,8 +78,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1000/300/500 images instead of 4000/1000/2000")
     parser.add_argument("--seed", type=int, default=2024)
-    parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="default: benchmarks/results, or benchmarks/results/quick with --quick")
     args = parser.parse_args()
+    args.out_dir = results_dir(args.out_dir, args.quick)
     n_train, n_val, n_test = (1000, 300, 500) if args.quick else (4000, 1000, 2000)
     torch.manual_seed(args.seed)
     started = time.perf_counter()
