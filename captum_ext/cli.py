@@ -184,6 +184,39 @@ def _attention_regressor_figure(out: Path, seed: int) -> List[Path]:
     return [_save(fig, out / "attention_regressor_ellipses.png")]
 
 
+def _roi_attention_figure(out: Path, seed: int) -> List[Path]:
+    from captum.attr import IntegratedGradients
+
+    from captum_ext import ROIAttentionResNet
+    from captum_ext.datasets import scenes
+    from captum_ext.models import roi_training
+    from captum_ext.visualization import grid_figure, plot_attribution, show_scene
+
+    torch.manual_seed(seed)
+    train = scenes.make_scenes(1200, mode="roi", split="train", seed=seed + 2000)
+    test = scenes.make_scenes(300, mode="roi", split="test", seed=seed)
+    model = ROIAttentionResNet(num_classes=scenes.NUM_CLASSES, depth=18, merge="first", mode="add")
+    start = time.time()
+    roi_training.fit(model, train, epochs=2, seed=seed, show_progress=False)
+    result = roi_training.evaluate(model, test)
+    print(f"  ROIAttentionResNet-18 (first/add), trained here for {time.time() - start:.0f}s on 1200 ROI scenes: "
+          f"accuracy {result.overall_per_image:.3f} on 300 held-out scenes (short run; see "
+          "benchmarks/results/roi_attention.md for full training)")
+    x, m = scenes.normalize(test.images[:6]), test.masks[:6].float()
+    with torch.no_grad():
+        predicted = model(x, m).argmax(1)
+    image_ig, mask_ig = IntegratedGradients(model).attribute(
+        (x, m), baselines=(torch.zeros_like(x), torch.zeros_like(m)), target=predicted, n_steps=16)
+    fig, axes = grid_figure(3, 6, cell=2.0)
+    for col in range(6):
+        show_scene(test, col, axes[0, col])
+        axes[0, col].set_title(f"label {int(test.labels[col])}, predicted {int(predicted[col])}", fontsize=8)
+        plot_attribution(image_ig[col], test.images[col], axes[1, col], method="heat_map", title="IG: image")
+        plot_attribution(mask_ig[col], test.images[col], axes[2, col], method="heat_map", title="IG: mask")
+    fig.suptitle("ROIAttentionResNet: ROI outline, Integrated Gradients to the image and to the mask", fontsize=10)
+    return [_save(fig, out / "roi_attention_scenes.png")]
+
+
 def demo(out: Path, seed: int = 0) -> List[Path]:
     """Write the demo figures to ``out`` and return their paths."""
     import matplotlib
@@ -193,7 +226,7 @@ def demo(out: Path, seed: int = 0) -> List[Path]:
     start = time.time()
     paths = (_ground_figures(out, seed) + _saliency_figure(out, seed) + _node_backtrack_figure(out, seed)
              + _class_diff_figure(out, seed) + _sensitivity_bbox_figure(out, seed)
-             + _attention_regressor_figure(out, seed))
+             + _attention_regressor_figure(out, seed) + _roi_attention_figure(out, seed))
     print(f"  done in {time.time() - start:.1f}s")
     return paths
 
