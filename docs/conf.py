@@ -38,12 +38,14 @@ extensions = [
     "sphinx.ext.viewcode",
     "sphinx_gallery.gen_gallery",
     "matplotlib.sphinxext.plot_directive",
+    "myst_parser",  # renders the Markdown benchmark report (benchmarks/results/REPORT.md)
 ]
 
 templates_path: list = []
 exclude_patterns = ["_build", "_generated", "Thumbs.db", ".DS_Store", "auto_tutorials/*.ipynb", "auto_tutorials/*.py",
                     "auto_tutorials/*.zip"]
-source_suffix = {".rst": "restructuredtext"}
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+myst_enable_extensions = ["colon_fence"]
 root_doc = "index"
 language = "en"
 
