@@ -6,6 +6,8 @@
                                     train SelfSupervisedAttentionRegressor on an ellipse dataset
     captum-ext train-roi [--merge first] [--mode add] [--hard image|first] [--depth 18] [--backbone PT] [--out DIR]
                                     train ROIAttentionResNet on the ROI scenes, report accuracy by ROI size
+    captum-ext bench [--quick] [--only NAME ...] [--out-dir DIR]
+                                    run the benchmarks (from a source checkout) and write the reproduction report
 """
 from __future__ import annotations
 
@@ -263,6 +265,75 @@ def _train_roi(args: argparse.Namespace) -> None:
     print(result.to_markdown())
 
 
+#: benchmark name → script, in the order ``captum-ext bench`` runs them (cheapest first).
+BENCHMARKS = {
+    "datasets": "bench_datasets.py",
+    "node_backtrack": "bench_node_backtrack.py",
+    "sensitivity_bbox": "bench_sensitivity_bbox.py",
+    "class_diff_saliency": "bench_class_diff_saliency.py",
+    "attention_regressor": "bench_attention_regressor.py",
+    "roi_attention": "bench_roi_attention.py",
+}
+
+
+def find_benchmarks(bench_dir: Optional[Path] = None) -> Path:
+    """The ``benchmarks/`` folder of a source checkout: ``bench_dir``, ``./benchmarks``, or next to the package.
+
+    Raises:
+        FileNotFoundError: none of them holds ``report.py`` (the benchmarks ship with the repository, not the wheel).
+    """
+    import captum_ext
+
+    candidates = ([bench_dir] if bench_dir is not None else
+                  [Path.cwd() / "benchmarks", Path(captum_ext.__file__).resolve().parents[1] / "benchmarks"])
+    for candidate in candidates:
+        if (candidate / "report.py").is_file():
+            return candidate.resolve()
+    raise FileNotFoundError(
+        f"no benchmarks folder (with report.py) at {', '.join(str(c) for c in candidates)}; the benchmark scripts "
+        "live in the source repository: run from a clone, or pass --bench-dir")
+
+
+def bench(quick: bool = False, only: Optional[List[str]] = None, bench_dir: Optional[Path] = None,
+          out_dir: Optional[Path] = None) -> int:
+    """Run the benchmark scripts one after another, then write the Markdown report; returns the exit status.
+
+    Each script runs in its own process with this interpreter (``--quick`` passed through), writes
+    ``<out-dir>/<name>.json`` and ``.md``; ``report.py`` then writes ``<out-dir>/REPORT.md`` and the plots. A log of
+    what ran, for how long and with which exit status goes to ``<out-dir>/bench_run.json``.
+    """
+    import json
+    import subprocess
+
+    folder = find_benchmarks(bench_dir)
+    names = list(BENCHMARKS) if not only else only
+    unknown = [name for name in names if name not in BENCHMARKS]
+    if unknown:
+        raise ValueError(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
+    results = Path(out_dir).resolve() if out_dir is not None else folder / "results" / ("quick" if quick else "")
+    results.mkdir(parents=True, exist_ok=True)
+    log = []
+    started = time.time()
+    for step, name in enumerate(names, start=1):
+        command = [sys.executable, str(folder / BENCHMARKS[name]), "--out-dir", str(results)]
+        if quick:
+            command.append("--quick")
+        print(f"[{step}/{len(names)}] {name}: {' '.join(command[1:])}", flush=True)
+        begin = time.time()
+        status = subprocess.run(command, cwd=folder).returncode
+        log.append({"benchmark": name, "seconds": round(time.time() - begin, 1), "exit_status": status})
+        print(f"[{step}/{len(names)}] {name}: {'done' if status == 0 else f'FAILED ({status})'} in "
+              f"{time.time() - begin:.0f}s (total {time.time() - started:.0f}s)", flush=True)
+    report = subprocess.run([sys.executable, str(folder / "report.py"), "--results-dir", str(results)], cwd=folder)
+    (results / "bench_run.json").write_text(json.dumps(
+        {"quick": quick, "total_seconds": round(time.time() - started, 1), "runs": log}, indent=2) + "\n")
+    print(f"report: {results / 'REPORT.md'}")
+    failed = [entry["benchmark"] for entry in log if entry["exit_status"] != 0]
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    return 1 if failed or report.returncode != 0 else 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="captum-ext", description="captum_ext command line")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -293,7 +364,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     roi_parser.add_argument("--n-test", type=int, default=2000)
     roi_parser.add_argument("--seed", type=int, default=0)
     roi_parser.add_argument("--out", type=Path, default=Path("captum_ext_roi"), help="output folder")
+    bench_parser = commands.add_parser("bench", help="run the benchmarks and write the reproduction report")
+    bench_parser.add_argument("--quick", action="store_true",
+                              help="smaller data and fewer repeats (under 10 minutes on 2 CPU cores)")
+    bench_parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=None,
+                              help="run only these benchmarks")
+    bench_parser.add_argument("--bench-dir", type=Path, default=None,
+                              help="the repository's benchmarks/ folder (default: ./benchmarks)")
+    bench_parser.add_argument("--out-dir", type=Path, default=None,
+                              help="default: benchmarks/results, or benchmarks/results/quick with --quick")
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        return bench(args.quick, args.only, args.bench_dir, args.out_dir)
     if args.command == "train-roi":
         _train_roi(args)
     if args.command == "train-regressor":
