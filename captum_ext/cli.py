@@ -6,6 +6,8 @@
                                     train SelfSupervisedAttentionRegressor on an ellipse dataset
     captum-ext train-roi [--merge first] [--mode add] [--hard image|first] [--depth 18] [--backbone PT] [--out DIR]
                                     train ROIAttentionResNet on the ROI scenes, report accuracy by ROI size
+    captum-ext explain IMAGE [--model efficientnet_lite0|ZOO_NAME|torchvision:NAME --weights PT] [--method all]
+                                    explain your own image with the captum_ext methods (and Captum Saliency)
     captum-ext bench [--quick] [--only NAME ...] [--out-dir DIR]
                                     run the benchmarks (from a source checkout) and write the reproduction report
 """
@@ -265,6 +267,23 @@ def _train_roi(args: argparse.Namespace) -> None:
     print(result.to_markdown())
 
 
+def _explain(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from captum_ext import explain
+
+    methods = list(explain.METHODS) if args.method == "all" else [args.method]
+    loaded = explain.load_model(args.model, args.weights)
+    result = explain.explain(explain.read_image(args.image), loaded, methods, target=args.target)
+    out = args.out or args.image.with_name(f"{args.image.stem}_explained.png")
+    _save(explain.figure(result, loaded, methods), out)
+    print(f"{loaded.name}: " + ", ".join(f"{name} {score:.3f}" for name, score in result["top"]))
+    print(f"explained class {result['target']} ({loaded.class_names[result['target']]}) with {', '.join(methods)}")
+    print(f"wrote {out.resolve()}")
+    return 0
+
+
 #: benchmark name → script, in the order ``captum-ext bench`` runs them (cheapest first).
 BENCHMARKS = {
     "datasets": "bench_datasets.py",
@@ -373,7 +392,18 @@ def main(argv: Optional[List[str]] = None) -> int:
                               help="the repository's benchmarks/ folder (default: ./benchmarks)")
     bench_parser.add_argument("--out-dir", type=Path, default=None,
                               help="default: benchmarks/results, or benchmarks/results/quick with --quick")
+    explain_parser = commands.add_parser("explain", help="explain your own image with a captum_ext method")
+    explain_parser.add_argument("image", type=Path, help="image file (PNG, JPEG, ...)")
+    explain_parser.add_argument("--model", default="efficientnet_lite0",
+                                help="a zoo name, 'efficientnet_lite0' (default) or 'torchvision:<name>' with --weights")
+    explain_parser.add_argument("--weights", type=Path, default=None, help="state_dict file for a torchvision model")
+    explain_parser.add_argument("--method", default="all", choices=("all", "saliency", "node_backtrack", "class_diff",
+                                                                    "sensitivity"))
+    explain_parser.add_argument("--target", type=int, default=None, help="class index (default: the top class)")
+    explain_parser.add_argument("--out", type=Path, default=None, help="PNG to write (default: <image>_explained.png)")
     args = parser.parse_args(argv)
+    if args.command == "explain":
+        return _explain(args)
     if args.command == "bench":
         return bench(args.quick, args.only, args.bench_dir, args.out_dir)
     if args.command == "train-roi":

