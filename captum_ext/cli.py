@@ -261,7 +261,15 @@ def _overview_sheet(out: Path, paths: List[Path]) -> List[Path]:
 
 
 def demo(out: Path, seed: int = 0) -> List[Path]:
-    """Write the demo figures to ``out`` and return their paths."""
+    """Write the demo figures (``captum-ext demo``) to ``out`` and return their paths.
+
+    Args:
+        out (Path): output folder, created if needed.
+        seed (int, optional): seed of the generated scenes and the short ROI training. Default: 0.
+
+    Returns:
+        list of Path: the PNG files written, ``overview_all_methods.png`` (every figure on one sheet) last.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -338,6 +346,13 @@ BENCHMARKS = {
 def find_benchmarks(bench_dir: Optional[Path] = None) -> Path:
     """The ``benchmarks/`` folder of a source checkout: ``bench_dir``, ``./benchmarks``, or next to the package.
 
+    Args:
+        bench_dir (Path, optional): the folder to use. Default: search ``./benchmarks``, then the folder beside an
+            editable install of the package.
+
+    Returns:
+        Path: the resolved folder, which holds ``report.py`` and the ``bench_*.py`` scripts.
+
     Raises:
         FileNotFoundError: none of them holds ``report.py`` (the benchmarks ship with the repository, not the wheel).
     """
@@ -360,6 +375,21 @@ def bench(quick: bool = False, only: Optional[List[str]] = None, bench_dir: Opti
     Each script runs in its own process with this interpreter (``--quick`` passed through), writes
     ``<out-dir>/<name>.json`` and ``.md``; ``report.py`` then writes ``<out-dir>/REPORT.md`` and the plots. A log of
     what ran, for how long and with which exit status goes to ``<out-dir>/bench_run.json``.
+
+    Args:
+        quick (bool, optional): pass ``--quick`` to every script (under 10 minutes in all on 2 CPU cores).
+            Default: False.
+        only (list of str, optional): names from :data:`BENCHMARKS` to run. Default: all of them.
+        bench_dir (Path, optional): see :func:`find_benchmarks`.
+        out_dir (Path, optional): where results go. Default: ``benchmarks/results`` (``results/quick`` with
+            ``quick``).
+
+    Returns:
+        int: 0 if every script and the report succeeded, else 1.
+
+    Raises:
+        FileNotFoundError: no benchmarks folder (see :func:`find_benchmarks`).
+        ValueError: an unknown name in ``only``.
     """
     import json
     import subprocess
@@ -394,6 +424,14 @@ def bench(quick: bool = False, only: Optional[List[str]] = None, bench_dir: Opti
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the ``captum-ext`` command.
+
+    Args:
+        argv (list of str, optional): the arguments. Default: ``sys.argv[1:]``.
+
+    Returns:
+        int: the exit status.
+    """
     parser = argparse.ArgumentParser(prog="captum-ext", description="captum_ext command line")
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser("demo", help="write demo figures (PNG) to a folder")

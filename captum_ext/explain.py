@@ -43,7 +43,18 @@ class LoadedModel:
 
 
 def read_image(path: Union[str, Path]) -> Tensor:
-    """Read an image file (PNG, JPEG, ...) as a ``1×3×H×W`` float tensor in [0, 1] (alpha dropped, gray → RGB)."""
+    """Read an image file (PNG, JPEG, ...) as a ``1×3×H×W`` float tensor in [0, 1] (alpha dropped, gray → RGB).
+
+    Args:
+        path (str or Path): the image file.
+
+    Returns:
+        Tensor: ``1×3×H×W`` float32 in [0, 1].
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a readable image.
+    """
     from skimage import io
 
     path = Path(path)
@@ -65,7 +76,18 @@ def _normalise(batch: Tensor, mean: Sequence[float], std: Sequence[float]) -> Te
 def default_layers(model: nn.Module, count: int = 6) -> List[nn.Module]:
     """Up to ``count`` layers, evenly spaced over the second half of the network's ``torch.nn`` convolutions (or,
     if it has none, of its BatchNorms): intermediate layers as in Shimoda & Yanai, which ``torch.fx`` keeps as leaf
-    modules."""
+    modules.
+
+    Args:
+        model (nn.Module): the classifier.
+        count (int, optional): at most this many layers. Default: 6.
+
+    Returns:
+        list of nn.Module: the layers, in the order they appear in ``model``.
+
+    Raises:
+        ValueError: the model has no ``nn.Conv2d`` or ``nn.BatchNorm2d``.
+    """
     def standard(kind: type) -> List[nn.Module]:
         return [m for m in model.modules() if type(m) is kind]
 
@@ -90,6 +112,9 @@ def load_model(spec: str, weights: Optional[Union[str, Path]] = None) -> LoadedM
     Args:
         spec: the model (see the module docstring).
         weights: a ``state_dict`` file; required for torchvision models, not allowed otherwise.
+
+    Returns:
+        LoadedModel: the model in eval mode with its preprocessing, class names and class_diff layers.
 
     Raises:
         ValueError: unknown ``spec``, missing or unexpected ``weights``, weights that do not fit the model.
@@ -175,6 +200,18 @@ def explain(image: Tensor, loaded: LoadedModel, methods: Sequence[str], target: 
     Returns:
         dict with ``"inputs"`` (the preprocessed batch), ``"target"``, ``"top"`` (list of ``(name, score)``) and
         one ``N×1×H×W`` map per method (``"sensitivity_box"`` as well for ``sensitivity``).
+
+    Raises:
+        ValueError: an unknown method, or ``target`` outside the model's classes.
+
+    Example::
+
+        >>> import torch
+        >>> from captum_ext import explain
+        >>> loaded = explain.load_model("scenes_vgg")
+        >>> result = explain.explain(torch.rand(1, 3, 80, 80), loaded, ["saliency", "node_backtrack"], target=3)
+        >>> result["node_backtrack"].shape, result["target"]
+        (torch.Size([1, 1, 64, 64]), 3)
     """
     from captum.attr import Saliency
 
@@ -218,7 +255,16 @@ TITLES = {"saliency": "Captum Saliency", "node_backtrack": "NodeBacktrack densit
 
 
 def figure(result: Dict[str, object], loaded: LoadedModel, methods: Sequence[str]) -> "object":
-    """A one-row figure: the (preprocessed) image with the top classes, then one panel per method."""
+    """A one-row figure: the (preprocessed) image with the top classes, then one panel per method.
+
+    Args:
+        result (dict): from :func:`explain`.
+        loaded (LoadedModel): the model it was computed with (for class names).
+        methods (sequence of str): the methods of ``result`` to draw, in order.
+
+    Returns:
+        matplotlib.figure.Figure: the figure (save or show it).
+    """
     import matplotlib.pyplot as plt
 
     from captum_ext.visualization import draw_boxes, plot_attribution

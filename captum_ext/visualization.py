@@ -24,6 +24,15 @@ def _numpy(value: ArrayLike, dtype: Optional[type] = None) -> np.ndarray:
 def to_hwc(image: ArrayLike) -> np.ndarray:
     """One image as an ``H×W×C`` float numpy array (accepts ``C×H×W``/``1×C×H×W`` tensors or arrays, ``H×W``).
 
+    Args:
+        image (Tensor or numpy.ndarray): one image, channels first: ``C×H×W`` or ``1×C×H×W`` with ``C`` = 1 or 3,
+            or a grayscale ``H×W``. Tensors may be on any device and may require grad (they are detached and
+            moved to the CPU).
+
+    Returns:
+        numpy.ndarray: ``H×W×C`` float32 array, channels last (``H×W×1`` for an ``H×W`` input), as Captum's
+        ``visualize_image_attr`` expects. Values are not rescaled.
+
     Raises:
         ValueError: if ``image`` is not 2-D or a single (possibly batched) 3-D image with 1 or 3 channels first.
     """

@@ -13,6 +13,7 @@ MODULES = [
     "captum_ext.models.ellipse_regression",
     "captum_ext.models.roi_training",
     "captum_ext.visualization",
+    "captum_ext.explain",
 ]
 
 

@@ -429,13 +429,30 @@ def _scene_stats(images: Tensor) -> Tuple[Tensor, Tensor]:
 
 
 def normalize(images: Tensor) -> Tensor:
-    """Standardise ``N×3×H×W`` scene images in [0, 1] with :data:`SCENE_MEAN` / :data:`SCENE_STD`."""
+    """Standardise ``N×3×H×W`` scene images in [0, 1] with :data:`SCENE_MEAN` / :data:`SCENE_STD`.
+
+    Args:
+        images (Tensor): ``N×3×H×W`` floating-point RGB images in ``[0, 1]`` (e.g. ``SceneBatch.images``), on any
+            device.
+
+    Returns:
+        Tensor: ``(images − SCENE_MEAN) / SCENE_STD`` per channel, same shape, dtype and device (what the zoo
+        models expect).
+    """
     mean, std = _scene_stats(images)
     return (images - mean) / std
 
 
 def denormalize(images: Tensor) -> Tensor:
-    """Inverse of :func:`normalize`."""
+    """Inverse of :func:`normalize`.
+
+    Args:
+        images (Tensor): ``N×3×H×W`` floating-point images standardised with :func:`normalize`, on any device.
+
+    Returns:
+        Tensor: ``images · SCENE_STD + SCENE_MEAN`` per channel, same shape, dtype and device (back in ``[0, 1]``
+        for normalised scenes; not clipped).
+    """
     mean, std = _scene_stats(images)
     return images * std + mean
 

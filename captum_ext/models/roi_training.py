@@ -37,11 +37,22 @@ def fit(
     """Train with cross-entropy on ROI scenes (AdamW, one-cycle schedule, seeded); returns per-epoch mean loss.
 
     Args:
-        model: the network (any merge/mode/hard variant).
-        batch: ROI scenes; images are normalised with :func:`captum_ext.datasets.scenes.normalize`.
-        epochs, batch_size, lr, seed: training settings.
-        show_progress: show a progress bar.
-        checkpoint: if given, the ``state_dict`` is saved there after every epoch.
+        model (ROIAttentionResNet): the network (any merge/mode/hard variant); it is left in eval mode.
+        batch (SceneBatch): ROI scenes; images are normalised with :func:`captum_ext.datasets.scenes.normalize`.
+        epochs (int): passes over ``batch``.
+        batch_size (int, optional): scenes per optimisation step. Default: 64.
+        lr (float, optional): peak learning rate of the one-cycle schedule. Default: 2e-3.
+        seed (int, optional): seeds Python, numpy and torch, and the shuffling. Default: 0.
+        show_progress (bool, optional): show a progress bar. Default: True.
+        checkpoint (str or Path, optional): if given, the ``state_dict`` is saved there after every epoch.
+            Default: None.
+
+    Returns:
+        list of dict: one dict per epoch, ``{"total": mean cross-entropy over the epoch's scenes}``.
+
+    Raises:
+        ValueError: if ``batch`` does not come from ``make_scenes(mode="roi")``, or ``epochs`` or ``batch_size``
+            is below 1.
     """
     _check_roi(batch)
     images = normalize(batch.images)
@@ -58,7 +69,23 @@ def fit(
 
 @torch.no_grad()
 def predict(model: ROIAttentionResNet, batch: SceneBatch, batch_size: int = 256) -> Tensor:
-    """Logits ``N×C`` in eval mode, in batches."""
+    """Logits ``N×C`` in eval mode, in batches.
+
+    Gradients are not tracked; the images are normalised with :func:`captum_ext.datasets.scenes.normalize` and
+    the ROI masks passed as float.
+
+    Args:
+        model (ROIAttentionResNet): the network; it is switched to (and left in) eval mode, and must be on the CPU,
+            where the batch's tensors are.
+        batch (SceneBatch): ROI scenes from ``make_scenes(mode="roi")``, images in ``[0, 1]`` (not normalised).
+        batch_size (int, optional): scenes per forward pass. Default: 256.
+
+    Returns:
+        Tensor: ``N×C`` logits, ``C = num_classes`` of ``model``.
+
+    Raises:
+        ValueError: if ``batch`` does not come from ``make_scenes(mode="roi")``.
+    """
     _check_roi(batch)
     model.eval()
     images, masks = normalize(batch.images), batch.masks.float()
@@ -68,6 +95,14 @@ def predict(model: ROIAttentionResNet, batch: SceneBatch, batch_size: int = 256)
 
 def evaluate(model: ROIAttentionResNet, batch: SceneBatch, bin_edges=ROI_BINS_64) -> metrics.BinnedAccuracy:
     """Accuracy binned by ROI size (class-mean and per-image), :func:`captum_ext.metrics.binned_accuracy`.
+
+    Args:
+        model (ROIAttentionResNet): the network (put in eval mode).
+        batch (SceneBatch): ROI scenes from ``make_scenes(mode="roi")``.
+        bin_edges (sequence of int, optional): ROI pixel-count bin edges. Default: :data:`ROI_BINS_64`.
+
+    Returns:
+        BinnedAccuracy: per-bin counts, class-mean and per-image accuracy, and the overall values.
 
     Example::
 

@@ -44,7 +44,21 @@ def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
 
 def regressor_cnn(in_channels: int, out_features: int, width: int = 32, coordinates: bool = True) -> nn.Sequential:
     """The supervised part F: conv blocks (width, 2·width, 4·width) with max-pooling, adaptive average pooling to
-    4×4 (any input size), and a two-layer head."""
+    4×4 (any input size), and a two-layer head.
+
+    Each block is two 3×3 conv → BatchNorm → ReLU layers; the first two blocks are followed by 2×2 max-pooling, so
+    inputs need ``H, W >= 4``. The head is ``Linear(64·width, 8·width)``, ReLU, ``Linear(8·width, out_features)``.
+
+    Args:
+        in_channels (int): image channels ``C``.
+        out_features (int): number of regressed parameters.
+        width (int, optional): channels of the first block (the others use 2·width and 4·width). Default: 32.
+        coordinates (bool, optional): prepend :class:`CoordinateChannels`, two extra input channels holding each
+            pixel's normalised ``x`` and ``y`` in ``[-1, 1]`` (CoordConv). Default: True.
+
+    Returns:
+        nn.Sequential: a freshly initialised network mapping ``N×C×H×W`` images to ``N×out_features`` outputs.
+    """
     extra = 2 if coordinates else 0
     return nn.Sequential(
         *([CoordinateChannels()] if coordinates else []),

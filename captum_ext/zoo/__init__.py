@@ -56,7 +56,11 @@ ZOO: Dict[str, ZooEntry] = {
 
 
 def available() -> List[str]:
-    """Names of the zoo models."""
+    """Names of the zoo models.
+
+    Returns:
+        list of str: the names :func:`load` accepts, sorted.
+    """
     return sorted(ZOO)
 
 
@@ -67,13 +71,38 @@ def _entry(name: str) -> ZooEntry:
 
 
 def weights_path(name: str) -> Path:
-    """Path of the shipped ``state_dict`` of ``name``."""
+    """Path of the shipped ``state_dict`` of ``name``.
+
+    Args:
+        name (str): one of :func:`available`.
+
+    Returns:
+        Path: ``captum_ext/zoo/weights/{name}.pt`` (the file is not required to exist; :func:`load` checks).
+
+    Raises:
+        ValueError: if ``name`` is not a zoo model.
+    """
     _entry(name)
     return WEIGHTS_DIR / f"{name}.pt"
 
 
 def info(name: str) -> Dict[str, object]:
-    """Training record of ``name``: held-out metrics, data sizes, epochs, seed, time, library versions."""
+    """Training record of ``name``: held-out metrics, data sizes, epochs, seed, time, library versions.
+
+    Args:
+        name (str): one of :func:`available`.
+
+    Returns:
+        dict: the JSON record ``captum_ext/zoo/weights/{name}.json`` written by ``scripts/train_zoo.py``, with keys
+        ``"name"``, ``"description"``, ``"scene_mode"``, ``"held_out"`` (test-split size, seed and metrics:
+        ``"accuracy"`` for single-label models; ``"mAP"``, ``"exact_set_accuracy"`` and ``"label_accuracy@0.5"``
+        for multi-label ones), ``"training"`` (settings and time), ``"history"`` (per-epoch loss and accuracy),
+        ``"versions"`` and ``"command"``.
+
+    Raises:
+        ValueError: if ``name`` is not a zoo model.
+        FileNotFoundError: if the record does not exist.
+    """
     _entry(name)
     path = WEIGHTS_DIR / f"{name}.json"
     if not path.exists():

@@ -145,6 +145,14 @@ def untie_reused_modules(model: nn.Module) -> torch.fx.GraphModule:
     parameters or buffers are left shared (copying them would untie weights). The result computes exactly the
     same function and keeps ``model``'s train/eval mode.
 
+    Args:
+        model (nn.Module): a module that ``torch.fx.symbolic_trace`` can trace (e.g. EfficientNet-Lite0); it is
+            not modified, but the result shares its submodules (only the added copies are new).
+
+    Returns:
+        torch.fx.GraphModule: the traced model, in which every ``call_module`` node of a parameter-free module
+        (e.g. ``nn.ReLU6``) targets its own module.
+
     Raises:
         TypeError: if ``model`` is not an ``nn.Module``.
     """
@@ -178,7 +186,11 @@ def _imagenet_classes() -> Tuple[str, ...]:
 
 
 def imagenet_classes() -> List[str]:
-    """The 1000 ImageNet-1k class names in logit order (from torchvision's bundled metadata; no download)."""
+    """The 1000 ImageNet-1k class names in logit order (from torchvision's bundled metadata; no download).
+
+    Returns:
+        list of str: 1000 names; index ``i`` names logit ``i``.
+    """
     return list(_imagenet_classes())
 
 

@@ -28,6 +28,18 @@ def fold_batch_norm(features: nn.Sequential) -> nn.Sequential:
 
     The zoo trains its VGGs with BatchNorm (a plain stack this deep barely leaves chance level on the scenes) and
     ships them folded: plain conv/ReLU/max-pool nets, the architecture node backtracking was designed for.
+
+    Args:
+        features (nn.Sequential): a layer stack (e.g. a zoo VGG's ``features``); BatchNorms must track running
+            statistics, which the folded convolutions use (eval-mode semantics).
+
+    Returns:
+        nn.Sequential: a new stack with one ``Conv2d`` (with bias) per folded pair; the other layers are the same
+        module objects as in ``features`` (not copies).
+
+    Raises:
+        ValueError: if a ``BatchNorm2d`` does not directly follow a ``Conv2d``, has no running statistics or does
+            not match the convolution's output channels.
     """
     layers: List[nn.Module] = []
     for layer in features:
@@ -45,6 +57,17 @@ def without_batch_norm(model: nn.Module) -> nn.Module:
 
     Its ``state_dict`` loads into the same class built with ``batch_norm=False`` (the layer indices match). The model
     must be in eval mode semantics: running statistics are used.
+
+    Args:
+        model (nn.Module): a model with a ``features`` ``nn.Sequential``, e.g. :class:`SceneVGG` or
+            :class:`SceneVGGFCN`; it is not modified.
+
+    Returns:
+        nn.Module: a deep copy of ``model`` whose ``features`` is :func:`fold_batch_norm` of ``model.features``
+        (so the layers it does not fold, e.g. ReLU and max-pool, are shared with ``model``).
+
+    Raises:
+        ValueError: from :func:`fold_batch_norm`, if ``features`` cannot be folded.
     """
     plain = copy.deepcopy(model)
     plain.features = fold_batch_norm(model.features)
