@@ -110,6 +110,25 @@ def test_captum_attribution_to_the_image_and_to_image_and_mask():
     assert isinstance(both, tuple) and both[0].shape == images.shape and both[1].shape == masks.shape
 
 
+def test_integrated_gradients_on_image_and_mask_satisfies_completeness():
+    torch.manual_seed(3)
+    net = ROIAttentionResNet(backbone=backbone(), merge="all", mode="add").eval()
+    with torch.no_grad():  # a trained-looking branch, so that the mask really contributes
+        for conv in net.branches.values():
+            conv.weight.normal_(0, 0.3)
+            conv.bias.normal_(0, 0.1)
+    images, masks = inputs(n=2, size=40)
+    baselines = (torch.zeros_like(images), torch.zeros_like(masks))
+    (to_image, to_mask), delta = IntegratedGradients(net).attribute(
+        (images, masks), baselines=baselines, target=2, n_steps=128, return_convergence_delta=True)
+    with torch.no_grad():
+        change = net(images, masks)[:, 2] - net(*baselines)[:, 2]
+    total = to_image.sum(dim=(1, 2, 3)) + to_mask.sum(dim=(1, 2, 3))
+    torch.testing.assert_close(total, change, atol=0.02 * float(change.abs().max()) + 1e-3, rtol=0.0)
+    assert bool((delta.abs() <= 0.02 * change.abs().max() + 1e-3).all())
+    assert float(to_mask.abs().sum()) > 0  # the mask is attributed, not only the image
+
+
 @pytest.mark.parametrize(
     "kwargs, error, words",
     [({"merge": "layer5"}, ValueError, "merge"), ({"mode": "concat"}, ValueError, "mode"),
