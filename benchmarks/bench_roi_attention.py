@@ -125,7 +125,7 @@ def speed(repeats: int = 15) -> Dict[str, Any]:
             "torchvision resnet50": lambda: plain(images),
             "ROIAttentionResNet-50 first": lambda: first(images, masks),
             "ROIAttentionResNet-50 all": lambda: every(images, masks),
-        }, repeats=repeats, warmup=2)
+        }, repeats=repeats, warmup=3)
     base = times["torchvision resnet50"]
     return {"batch": list(images.shape), "seconds": times,
             "ratio_first": times["ROIAttentionResNet-50 first"] / base,
@@ -175,7 +175,7 @@ def main() -> None:
         pretrain = json.loads((cache / "pretrain.json").read_text())
     record = {"environment": environment(), "quick": args.quick, "settings": cfg, "paper": PAPER,
               "target_gap_smallest_bin": TARGET_GAP, "pretrain": pretrain, "runs": runs,
-              "speed": speed(cfg.get("speed_repeats", 15)),
+              "speed": speed(cfg.get("speed_repeats", 30)),
               "total_seconds": time.perf_counter() - started}
     write_results("roi_attention", record, to_markdown(record), args.out_dir)
 
