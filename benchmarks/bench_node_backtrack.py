@@ -171,25 +171,27 @@ def loop_speed(n_images: int) -> Dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="300/500 scenes, fewer timing repeats")
+    parser.add_argument("--quick", action="store_true",
+                        help="100/200 scenes, one timing repeat, no memory measurement")
     parser.add_argument("--seed", type=int, default=3030)
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="default: benchmarks/results, or benchmarks/results/quick with --quick")
     args = parser.parse_args()
     args.out_dir = results_dir(args.out_dir, args.quick)
-    n_val, n_test = (200, 300) if args.quick else (500, 1000)
+    n_val, n_test = (100, 200) if args.quick else (500, 1000)
     started = time.perf_counter()
     record: Dict[str, Any] = {"environment": environment(), "quick": args.quick, "seed": args.seed,
                               "paper": PAPER, "n_val": n_val, "n_test": n_test}
     record["scenes_vgg"] = reproduce("scenes_vgg", lambda m: m.features[13], n_val, n_test, args.seed)
     record["scenes_resnet"] = reproduce("scenes_resnet", lambda m: m.layers[-1], n_val, n_test, args.seed)
     print(json.dumps(record["scenes_vgg"], indent=1))
-    repeats = 2 if args.quick else 3
+    repeats = 1 if args.quick else 3
     record["speed"] = {name: speed(name, repeats) for name in ("vgg16", "resnet50")}
-    record["loop_reference"] = loop_speed(2 if args.quick else 4)
-    record["memory_mib"] = {name: {what: peak_mib(name, what) for what in ("forward", "forward_grad", "saliency",
-                                                                             "node_backtrack")}
-                            for name in ("vgg16", "resnet50")}
+    record["loop_reference"] = loop_speed(1 if args.quick else 4)
+    # memory needs one fresh process per measurement (8 of them): full runs only
+    record["memory_mib"] = None if args.quick else {
+        name: {what: peak_mib(name, what) for what in ("forward", "forward_grad", "saliency", "node_backtrack")}
+        for name in ("vgg16", "resnet50")}
     record["total_seconds"] = time.perf_counter() - started
     write_results("node_backtrack", record, to_markdown(record), args.out_dir)
 
@@ -223,11 +225,14 @@ def to_markdown(r: Dict[str, Any]) -> str:
     loop = r["loop_reference"]
     lines += ["", f"Per-node Python loop (the paper's algorithms, literally) on scenes_vgg, {loop['images']} images: "
                   f"{loop['loop_s']:.1f} s against {loop['vectorised_s']:.3f} s vectorised — "
-                  f"{loop['speedup']:.0f}× faster; identical hits: {loop['identical_hits']}.", "",
-              "## Peak memory (resident-set growth of a fresh process, MiB)", "",
-              "| model | forward (no grad) | forward (grad) | Captum Saliency | NodeBacktrack | NodeBacktrack / "
-              "forward (grad) |", "|---|---|---|---|---|---|"]
-    for name, m in r["memory_mib"].items():
+                  f"{loop['speedup']:.0f}× faster; identical hits: {loop['identical_hits']}.", ""]
+    if r["memory_mib"] is None:
+        lines += ["Peak memory: not measured in a quick run."]
+    else:
+        lines += ["## Peak memory (resident-set growth of a fresh process, MiB)", "",
+                  "| model | forward (no grad) | forward (grad) | Captum Saliency | NodeBacktrack | NodeBacktrack / "
+                  "forward (grad) |", "|---|---|---|---|---|---|"]
+    for name, m in (r["memory_mib"] or {}).items():
         lines.append(f"| {name} | {m['forward']:.0f} | {m['forward_grad']:.0f} | {m['saliency']:.0f} | "
                      f"{m['node_backtrack']:.0f} | {m['node_backtrack'] / max(m['forward_grad'], 1e-9):.2f}× |")
     lines += ["", f"Environment: {r['environment']}", ""]

@@ -76,13 +76,13 @@ def best_cam(sb: SensitivityBBox, val_maps: Tensor, val_boxes: Tensor,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="1000/300/500 images instead of 4000/1000/2000")
+    parser.add_argument("--quick", action="store_true", help="600/200/300 images instead of 4000/1000/2000")
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="default: benchmarks/results, or benchmarks/results/quick with --quick")
     args = parser.parse_args()
     args.out_dir = results_dir(args.out_dir, args.quick)
-    n_train, n_val, n_test = (1000, 300, 500) if args.quick else (4000, 1000, 2000)
+    n_train, n_val, n_test = (600, 200, 300) if args.quick else (4000, 1000, 2000)
     torch.manual_seed(args.seed)
     started = time.perf_counter()
 

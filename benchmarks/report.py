@@ -72,7 +72,7 @@ def node_backtrack(r: Dict[str, Any], plots: Path) -> Tuple[List[Row], List[Row]
     speed = [{"what": f"NodeBacktrack / Captum Saliency, {net}", "target": "≤ 1.5× (stretch ≤ 1×)",
               "measured": f"{r['speed'][net]['ratio_vs_saliency']:.2f}×",
               "met": _yes(r["speed"][net]["ratio_vs_saliency"] <= 1.5)} for net in ("vgg16", "resnet50")]
-    for net, mem in r["memory_mib"].items():
+    for net, mem in (r["memory_mib"] or {}).items():
         ratio = mem["node_backtrack"] / mem["forward_grad"]
         speed.append({"what": f"NodeBacktrack peak memory / forward with grad, {net}", "target": "≤ 1.5×",
                       "measured": f"{ratio:.2f}×", "met": _yes(ratio <= 1.5)})

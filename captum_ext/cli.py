@@ -392,6 +392,7 @@ def bench(quick: bool = False, only: Optional[List[str]] = None, bench_dir: Opti
         ValueError: an unknown name in ``only``.
     """
     import json
+    import os
     import subprocess
 
     folder = find_benchmarks(bench_dir)
@@ -409,7 +410,7 @@ def bench(quick: bool = False, only: Optional[List[str]] = None, bench_dir: Opti
             command.append("--quick")
         print(f"[{step}/{len(names)}] {name}: {' '.join(command[1:])}", flush=True)
         begin = time.time()
-        status = subprocess.run(command, cwd=folder).returncode
+        status = subprocess.run(command, cwd=folder, env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
         log.append({"benchmark": name, "seconds": round(time.time() - begin, 1), "exit_status": status})
         print(f"[{step}/{len(names)}] {name}: {'done' if status == 0 else f'FAILED ({status})'} in "
               f"{time.time() - begin:.0f}s (total {time.time() - started:.0f}s)", flush=True)
