@@ -1,6 +1,7 @@
 """Helpers shared by the benchmark scripts: environment record, timing, result files."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -64,6 +65,22 @@ def results_dir(out_dir: Optional[Path], quick: bool) -> Path:
     if out_dir is not None:
         return out_dir
     return RESULTS / "quick" if quick else RESULTS
+
+
+def benchmark_parser(description: str, quick_help: str) -> argparse.ArgumentParser:
+    """The command line every benchmark shares: ``--quick`` and ``--out-dir``; scripts add their own options."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="default: benchmarks/results, or benchmarks/results/quick with --quick")
+    return parser
+
+
+def parse_benchmark_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse the command line and resolve ``out_dir`` with :func:`results_dir`."""
+    args = parser.parse_args()
+    args.out_dir = results_dir(args.out_dir, args.quick)
+    return args
 
 
 def write_results(name: str, record: Dict[str, Any], markdown: str, out_dir: Path = RESULTS) -> None:

@@ -12,7 +12,6 @@ supervised term alone with the same data and epochs — with how far each model'
 """
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
@@ -21,7 +20,7 @@ from typing import Any, Dict
 
 import torch
 
-from _common import environment, results_dir, write_results
+from _common import benchmark_parser, environment, parse_benchmark_args, write_results
 from captum_ext.datasets import ellipses
 from captum_ext.models import ellipse_regression as er
 
@@ -39,13 +38,9 @@ def score(model: Any, dataset: int, n: int, seed: int) -> Dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="ablations and the short run with one epoch")
+    parser = benchmark_parser(__doc__, "ablations and the short run with one epoch")
     parser.add_argument("--retrain", action="store_true", help="train the attention models here too")
-    parser.add_argument("--out-dir", type=Path, default=None,
-                        help="default: benchmarks/results, or benchmarks/results/quick with --quick")
-    args = parser.parse_args()
-    args.out_dir = results_dir(args.out_dir, args.quick)
+    args = parse_benchmark_args(parser)
     started = time.perf_counter()
     rows: Dict[int, Dict[str, Any]] = {}
     work = Path(tempfile.mkdtemp(prefix="bench_regressor_"))

@@ -21,10 +21,8 @@ the measurement: one batched backward over K candidates also runs more efficient
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import time
-from pathlib import Path
 from typing import Any, Dict
 
 import torch
@@ -32,7 +30,7 @@ import torch.nn.functional as F
 from captum.attr import GuidedBackprop, LayerAttribution, LayerGradCam, LayerGradientXActivation, Saliency
 from torch import Tensor, nn
 
-from _common import environment, results_dir, time_interleaved, write_results
+from _common import benchmark_parser, environment, parse_benchmark_args, time_interleaved, write_results
 from captum_ext import MultiLayerClassDiffSaliency, metrics, zoo
 from captum_ext._utils.guided import guided_relu
 from captum_ext.datasets import scenes
@@ -149,13 +147,9 @@ def speed(repeats: int) -> Dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="80 scenes, 1 timing repeat")
+    parser = benchmark_parser(__doc__, "80 scenes, 1 timing repeat")
     parser.add_argument("--seed", type=int, default=4040)
-    parser.add_argument("--out-dir", type=Path, default=None,
-                        help="default: benchmarks/results, or benchmarks/results/quick with --quick")
-    args = parser.parse_args()
-    args.out_dir = results_dir(args.out_dir, args.quick)
+    args = parse_benchmark_args(parser)
     started = time.perf_counter()
     record: Dict[str, Any] = {"environment": environment(), "quick": args.quick, "seed": args.seed,
                               "target": TARGET}

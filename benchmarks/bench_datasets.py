@@ -7,24 +7,18 @@ samples (1,000 with ``--quick``); the table reports seconds scaled to 10,000 sam
 """
 from __future__ import annotations
 
-import argparse
 import os
 import time
-from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
-from _common import environment, results_dir, write_results
+from _common import benchmark_parser, environment, parse_benchmark_args, write_results
 from captum_ext.datasets import ellipses, scenes
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="1,000 samples per generator")
+    parser = benchmark_parser(__doc__, "1,000 samples per generator")
     parser.add_argument("--n", type=int, default=None, help="samples per generator (default 10,000)")
-    parser.add_argument("--out-dir", type=Path, default=None,
-                        help="default: benchmarks/results, or benchmarks/results/quick with --quick")
-    args = parser.parse_args()
-    out_dir = results_dir(args.out_dir, args.quick)
+    args = parse_benchmark_args(parser)
     n: int = args.n or (1_000 if args.quick else 10_000)
     rows: Dict[str, float] = {}
     for dataset in (1, 2, 3):
@@ -39,10 +33,10 @@ def main() -> None:
         rows[f"scenes_{mode}"] = time.perf_counter() - start
     record: Dict[str, Any] = {"environment": environment(), "quick": args.quick, "n": n, "seconds": rows,
                               "load_average_at_end": os.getloadavg()}
-    write_results("datasets", record, to_markdown(record), out_dir)
+    write_results("datasets", record, to_markdown(record), args.out_dir)
 
 
-def to_markdown(r: Dict[str, Any], per: Optional[int] = 10_000) -> str:
+def to_markdown(r: Dict[str, Any], per: int = 10_000) -> str:
     lines = ["# Benchmark ground: generation speed", "",
              f"Measured on {r['n']} samples per generator after a warm-up, scaled to {per:,}.", "",
              f"| generator | seconds per {per:,} |", "|---|---:|"]

@@ -16,7 +16,6 @@ measured as the peak resident-set growth of a fresh subprocess.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import torch
 from captum.attr import GuidedBackprop, LayerAttribution, LayerGradCam, Saliency
 from torch import Tensor, nn
 
-from _common import environment, results_dir, time_interleaved, write_results
+from _common import benchmark_parser, environment, parse_benchmark_args, time_interleaved, write_results
 from captum_ext import NodeBacktrack, metrics, zoo
 from captum_ext._utils.smoothing import gaussian_blur
 from captum_ext.datasets import scenes
@@ -170,14 +169,9 @@ def loop_speed(n_images: int) -> Dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="100/200 scenes, one timing repeat, no memory measurement")
+    parser = benchmark_parser(__doc__, "100/200 scenes, one timing repeat, no memory measurement")
     parser.add_argument("--seed", type=int, default=3030)
-    parser.add_argument("--out-dir", type=Path, default=None,
-                        help="default: benchmarks/results, or benchmarks/results/quick with --quick")
-    args = parser.parse_args()
-    args.out_dir = results_dir(args.out_dir, args.quick)
+    args = parse_benchmark_args(parser)
     n_val, n_test = (100, 200) if args.quick else (500, 1000)
     started = time.perf_counter()
     record: Dict[str, Any] = {"environment": environment(), "quick": args.quick, "seed": args.seed,

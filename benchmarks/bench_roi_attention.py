@@ -22,7 +22,6 @@ first, and merge all for reference) against torchvision's resnet50 on the same 8
 """
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
@@ -33,7 +32,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from _common import environment, results_dir, time_interleaved, write_results
+from _common import benchmark_parser, environment, parse_benchmark_args, time_interleaved, write_results
 from captum_ext import ROIAttentionResNet
 from captum_ext._utils.training import train_epochs
 from captum_ext.datasets import scenes
@@ -133,13 +132,9 @@ def speed(repeats: int = 15) -> Dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small data and 2 epochs (minutes, not an hour)")
+    parser = benchmark_parser(__doc__, "small data and 2 epochs (minutes, not an hour)")
     parser.add_argument("--fresh", action="store_true", help="ignore cached runs")
-    parser.add_argument("--out-dir", type=Path, default=None,
-                        help="default: benchmarks/results, or benchmarks/results/quick with --quick")
-    args = parser.parse_args()
-    args.out_dir = results_dir(args.out_dir, args.quick)
+    args = parse_benchmark_args(parser)
     started = time.perf_counter()
     cfg = settings(args.quick)
     cache = args.out_dir / "roi_runs"
@@ -197,7 +192,8 @@ def to_markdown(r: Dict[str, Any]) -> str:
     if r["pretrain"]:
         p = r["pretrain"]
         lines += [f"Pretrained regime: the backbone was first trained {cfg['crop_epochs']} epochs on digit crops "
-                  f"and {cfg['pretrain_epochs']} epochs on {cfg['n_pretrain']} whole `single` scenes ({p['train_seconds'] / 60:.1f} min; single-scene test "
+                  f"and {cfg['pretrain_epochs']} epochs on {cfg['n_pretrain']} whole `single` scenes "
+                  f"({p['train_seconds'] / 60:.1f} min; single-scene test "
                   f"accuracy {_pct(p['single_scene_test_accuracy'])}%), then fine-tuned per variant at lr "
                   f"{cfg['lr_finetune']}; scratch runs use lr {cfg['lr_scratch']}.", ""]
     for regime in ("pretrained", "scratch"):

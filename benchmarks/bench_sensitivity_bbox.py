@@ -21,10 +21,8 @@ and fitting time per 1,000 training images.
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import time
-from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import torch
@@ -32,7 +30,7 @@ import torchvision
 from captum.attr import LayerAttribution, LayerGradCam, Saliency
 from torch import Tensor
 
-from _common import environment, results_dir, time_interleaved, write_results
+from _common import benchmark_parser, environment, parse_benchmark_args, time_interleaved, write_results
 from captum_ext import SensitivityBBox, metrics, zoo
 from captum_ext.datasets import scenes
 
@@ -75,13 +73,9 @@ def best_cam(sb: SensitivityBBox, val_maps: Tensor, val_boxes: Tensor,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="600/200/300 images instead of 4000/1000/2000")
+    parser = benchmark_parser(__doc__, "600/200/300 images instead of 4000/1000/2000")
     parser.add_argument("--seed", type=int, default=2024)
-    parser.add_argument("--out-dir", type=Path, default=None,
-                        help="default: benchmarks/results, or benchmarks/results/quick with --quick")
-    args = parser.parse_args()
-    args.out_dir = results_dir(args.out_dir, args.quick)
+    args = parse_benchmark_args(parser)
     n_train, n_val, n_test = (600, 200, 300) if args.quick else (4000, 1000, 2000)
     torch.manual_seed(args.seed)
     started = time.perf_counter()

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from captum_ext._utils.images import as_image_batch, resize, resize_shorter_and_crop
+from captum_ext._utils.images import as_image_batch, normalize, resize, resize_shorter_and_crop
 
 METHODS: Tuple[str, ...] = ("saliency", "node_backtrack", "class_diff", "sensitivity")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -67,12 +67,6 @@ def read_image(path: Union[str, Path]) -> Tensor:
     return as_image_batch(array)
 
 
-def _normalise(batch: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    m = torch.tensor(mean, dtype=batch.dtype).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=batch.dtype).view(1, 3, 1, 1)
-    return (batch - m) / s
-
-
 def default_layers(model: nn.Module, count: int = 6) -> List[nn.Module]:
     """Up to ``count`` layers, evenly spaced over the second half of the network's ``torch.nn`` convolutions (or,
     if it has none, of its BatchNorms): intermediate layers as in Shimoda & Yanai, which ``torch.fx`` keeps as leaf
@@ -115,6 +109,14 @@ def load_model(spec: str, weights: Optional[Union[str, Path]] = None) -> LoadedM
 
     Returns:
         LoadedModel: the model in eval mode with its preprocessing, class names and class_diff layers.
+
+    Example::
+
+        >>> import torch
+        >>> from captum_ext import explain
+        >>> loaded = explain.load_model("scenes_vgg_multilabel")
+        >>> loaded.multi_label, len(loaded.class_names), loaded.preprocess(torch.rand(1, 3, 100, 120)).shape
+        (True, 10, torch.Size([1, 3, 64, 64]))
 
     Raises:
         ValueError: unknown ``spec``, missing or unexpected ``weights``, weights that do not fit the model.
@@ -174,7 +176,7 @@ def load_model(spec: str, weights: Optional[Union[str, Path]] = None) -> LoadedM
             names = [str(c) for c in range(classes)]
 
         def preprocess_imagenet(batch: Tensor) -> Tensor:
-            return _normalise(resize_shorter_and_crop(batch, 256, 224), IMAGENET_MEAN, IMAGENET_STD).contiguous()
+            return normalize(resize_shorter_and_crop(batch, 256, 224), IMAGENET_MEAN, IMAGENET_STD)
 
         return LoadedModel(model, preprocess_imagenet, names, default_layers(model), False, f"torchvision {name}")
     raise ValueError(f"unknown `model` {spec!r}: use a zoo name {zoo.available()}, 'efficientnet_lite0' or "

@@ -14,6 +14,7 @@ MODULES = [
     "captum_ext.models.roi_training",
     "captum_ext.visualization",
     "captum_ext.explain",
+    "captum_ext.datasets.scenes",
 ]
 
 

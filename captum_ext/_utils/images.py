@@ -2,7 +2,7 @@
 to an ``N×3×H×W`` float batch in [0, 1], antialiased resizing, shorter-side resize + centre crop."""
 from __future__ import annotations
 
-from typing import Any, Tuple
+from typing import Any, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -82,3 +82,11 @@ def resize_shorter_and_crop(batch: Tensor, shorter: int, size: int) -> Tensor:
     top = int(round((out_hw[0] - size) / 2.0))
     left = int(round((out_hw[1] - size) / 2.0))
     return batch[:, :, top:top + size, left:left + size]
+
+
+def normalize(batch: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """Per-channel ``(batch − mean) / std`` of an ``N×3×H×W`` batch, contiguous, on the batch's device and dtype."""
+    shape = (1, len(mean), 1, 1)
+    m = torch.tensor(mean, dtype=batch.dtype, device=batch.device).view(shape)
+    s = torch.tensor(std, dtype=batch.dtype, device=batch.device).view(shape)
+    return ((batch - m) / s).contiguous()

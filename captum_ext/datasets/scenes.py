@@ -473,6 +473,14 @@ def digit_crops(batch: SceneBatch, side: int = 32, jitter: float = 4.0,
 
     Returns:
         Tensor: ``N×3×side×side``, normalised with :func:`normalize`.
+
+    Example::
+
+        >>> import torch
+        >>> from captum_ext.datasets import scenes
+        >>> batch = scenes.make_scenes(4, mode="single", seed=0)
+        >>> scenes.digit_crops(batch, generator=torch.Generator().manual_seed(0)).shape
+        torch.Size([4, 3, 32, 32])
     """
     from torchvision.ops import roi_align
 

@@ -61,7 +61,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from captum_ext._utils.images import as_image_batch, resize, resize_shorter_and_crop
+from captum_ext._utils.images import as_image_batch, normalize, resize, resize_shorter_and_crop
 
 __all__ = [
     "EFFICIENTNET_INPUT_SIZE",
@@ -234,6 +234,4 @@ def efficientnet_preprocess(
         batch = resize_shorter_and_crop(batch, size + 32, size)
     else:
         batch = resize(batch, (size, size))
-    mean = torch.tensor(EFFICIENTNET_MEAN, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
-    std = torch.tensor(EFFICIENTNET_STD, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
-    return ((batch - mean) / std).contiguous()
+    return normalize(batch, EFFICIENTNET_MEAN, EFFICIENTNET_STD)
