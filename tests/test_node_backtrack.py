@@ -245,7 +245,7 @@ def test_train_mode_model_is_explained_in_eval_mode_and_restored():
 @pytest.mark.parametrize(
     "model, words",
     [
-        (nn.Sequential(nn.Conv2d(3, 2, 3), nn.Sigmoid(), nn.Flatten(), nn.Linear(8, 2)), "Sigmoid"),
+        (nn.Sequential(nn.Conv2d(3, 8, 3), nn.PixelShuffle(2), nn.Flatten(), nn.Linear(8, 2)), "PixelShuffle"),
         (nn.Sequential(nn.Conv2d(3, 2, 3), nn.Upsample(scale_factor=2), nn.Flatten(), nn.Linear(8, 2)), "Upsample"),
     ],
 )

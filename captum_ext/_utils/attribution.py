@@ -6,6 +6,7 @@ are written once here against the public conventions (``TargetType``, tuple-in/t
 """
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -199,12 +200,6 @@ def capture_output(handles: List[RemovableHandle], layer: nn.Module) -> List[Ten
     return store
 
 
-def iter_batches(n: int, batch_size: int) -> Iterator[slice]:
-    """Slices ``[0, b), [b, 2b), …`` covering ``range(n)``."""
-    for start in range(0, n, batch_size):
-        yield slice(start, min(start + batch_size, n))
-
-
 def check_batch_size(batch_size: Any, name: str = "batch_size") -> int:
     """A positive int, or raise ``TypeError`` / ``ValueError`` naming ``name``."""
     return check_scalar(batch_size, name, low=1, integer=True)
@@ -216,3 +211,80 @@ def run_forward(forward_func: Callable[..., Any], inputs: Sequence[Tensor], extr
     if not isinstance(output, Tensor):
         raise TypeError(f"the model must return a tensor, got {type(output).__name__}")
     return output
+
+
+def model_module(forward_func: Any) -> Optional[nn.Module]:
+    """The ``nn.Module`` behind ``forward_func``: the module itself, or the owner of a bound method such as
+    ``regressor.regress``; ``None`` for plain functions."""
+    if isinstance(forward_func, nn.Module):
+        return forward_func
+    owner = getattr(forward_func, "__self__", None)
+    return owner if isinstance(owner, nn.Module) else None
+
+
+@contextmanager
+def eval_mode(forward_func: Any) -> Iterator[None]:
+    """Run the block with the model behind ``forward_func`` in eval mode (BatchNorm on its running statistics,
+    which then stay untouched; dropout off), restoring every flag afterwards, also after an exception."""
+    module = model_module(forward_func)
+    with preserved_module_state(module):
+        if module is not None:
+            module.eval()
+        yield
+
+
+def parameter_dtype(forward_func: Any) -> Optional[torch.dtype]:
+    """The floating dtype of the model's first floating parameter or buffer (``None`` if it has none)."""
+    module = model_module(forward_func)
+    if module is None:
+        return None
+    for tensor in (*module.parameters(), *module.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return None
+
+
+def to_model_dtype(inputs: Tuple[Tensor, ...], forward_func: Any) -> Tuple[Tensor, ...]:
+    """Cast floating inputs to the model's parameter dtype (a float64 or float16 batch for a float32 model);
+    callers return their results in the inputs' own dtype, as Captum does."""
+    dtype = parameter_dtype(forward_func)
+    if dtype is None:
+        return inputs
+    return tuple(x.to(dtype) if x.is_floating_point() and x.dtype != dtype else x for x in inputs)
+
+
+class ModelInputError(ValueError, RuntimeError):
+    """The model could not run on the given inputs (shape, channels, size or dtype). A ``ValueError`` naming the
+    argument, and still a ``RuntimeError`` for code that caught torch's original error."""
+
+
+# Messages of torch errors caused by the inputs' shape, channel count, size or dtype.
+_INPUT_ERROR_PATTERNS = re.compile(r"size|shape|channels|mat1 and mat2|too small|dtype|scalar type|Expected",
+                                   re.IGNORECASE)
+
+
+@contextmanager
+def explained_model_errors(inputs: Sequence[Tensor], name: str = "inputs") -> Iterator[None]:
+    """Re-raise a ``RuntimeError`` from deep inside the model's forward pass that the inputs caused (a wrong
+    channel count, an image smaller than the network accepts, …) as a :class:`ModelInputError` naming the argument
+    and its shapes. Other errors pass through unchanged."""
+    try:
+        yield
+    except RuntimeError as err:
+        if isinstance(err, ModelInputError) or "out of memory" in str(err).lower() or \
+                not _INPUT_ERROR_PATTERNS.search(str(err)):
+            raise
+        shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
+        raise ModelInputError(f"the model could not run on `{name}` shaped {shapes}: {err}. Check the number of "
+                              f"channels, and that the images are at least as large as the network accepts (and "
+                              f"of the size its fixed-size layers expect).") from err
+
+
+def expand_per_example(values: Any, n: int, name: str) -> Any:
+    """A list holding one entry per example of a batch that Captum expanded by repetition (``NoiseTunnel``,
+    ``captum.metrics``: each example repeated ``k`` times in place) is repeated the same way; anything else is
+    returned unchanged for the caller to check."""
+    if isinstance(values, (list, tuple)) and 0 < len(values) < n and n % len(values) == 0:
+        repeats = n // len(values)
+        return [entry for entry in values for _ in range(repeats)]
+    return values

@@ -14,13 +14,38 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def trace(model: Callable[..., Any], name: str = "model") -> fx.GraphModule:
-    """Symbolically trace ``model`` (an ``nn.Module``; an existing ``GraphModule`` is used as is).
+def unwrap_model(model: Any, name: str = "model") -> Any:
+    """The plain ``nn.Module`` behind a ``torch.compile`` wrapper; TorchScript modules are refused with advice.
 
     Raises:
-        TypeError: ``model`` is not an ``nn.Module``.
+        TypeError: ``model`` is a TorchScript module (``torch.jit.script`` / ``torch.jit.trace``), which
+            ``torch.fx`` cannot read.
+    """
+    original = getattr(model, "_orig_mod", None)
+    if isinstance(model, nn.Module) and isinstance(original, nn.Module):  # torch.compile's OptimizedModule
+        return original
+    if isinstance(model, torch.jit.ScriptModule):
+        raise TypeError(f"`{name}` is a TorchScript module ({type(model).__name__}), which graph-walking methods "
+                        "cannot read: pass the original nn.Module that was given to torch.jit.script / "
+                        "torch.jit.trace")
+    return model
+
+
+def module_fingerprint(model: nn.Module) -> Tuple[Tuple[str, int], ...]:
+    """Names and identities of every submodule: it changes when a submodule is replaced, added or removed, which
+    makes a trace taken earlier stale."""
+    return tuple((name, id(module)) for name, module in model.named_modules())
+
+
+def trace(model: Callable[..., Any], name: str = "model") -> fx.GraphModule:
+    """Symbolically trace ``model`` (an ``nn.Module``; an existing ``GraphModule`` is used as is; a
+    ``torch.compile`` wrapper is unwrapped).
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``, or is a TorchScript module.
         ValueError: ``torch.fx`` cannot trace it (data-dependent control flow, …), with fx's reason.
     """
+    model = unwrap_model(model, name)
     if isinstance(model, fx.GraphModule):
         return model
     if not isinstance(model, nn.Module):
@@ -34,8 +59,22 @@ def trace(model: Callable[..., Any], name: str = "model") -> fx.GraphModule:
             traced = fx.symbolic_trace(model)
     except Exception as err:  # fx raises many exception types for untraceable code
         raise ValueError(f"torch.fx cannot trace `{name}` ({type(model).__name__}): {type(err).__name__}: {err}. "
-                         "Graph-walking methods need a model without data-dependent Python control flow.") from err
+                         "Graph-walking methods need a model without data-dependent Python control flow (input "
+                         "checks in forward can be skipped while tracing with "
+                         "`torch.fx._symbolic_trace.is_fx_tracing()`).") from err
     return without_inplace_ops(traced)
+
+
+def replace_node(graph_module: fx.GraphModule, node: fx.Node, function: Callable[..., Any], args: Tuple[Any, ...],
+                 kwargs: Optional[Dict[str, Any]] = None) -> fx.Node:
+    """Replace ``node`` by a ``call_function`` node; the new node keeps the old one's metadata, and a replaced
+    module call stays recorded as that module (so layer look-ups still find it)."""
+    with graph_module.graph.inserting_after(node):
+        replacement = graph_module.graph.call_function(function, args, kwargs or {})
+    replacement.meta = dict(node.meta)  # a module call's own entry is already on its module stack
+    node.replace_all_uses_with(replacement)
+    graph_module.graph.erase_node(node)
+    return replacement
 
 
 def _functional_twin(module: nn.Module) -> "Tuple[Callable[..., Any], Dict[str, Any]] | None":
@@ -64,10 +103,7 @@ def without_inplace_ops(graph_module: fx.GraphModule) -> fx.GraphModule:
             twin = _functional_twin(module) if getattr(module, "inplace", False) else None
             if twin is not None:
                 function, kwargs = twin
-                with graph_module.graph.inserting_after(node):
-                    replacement = graph_module.graph.call_function(function, (node.args[0],), kwargs)
-                node.replace_all_uses_with(replacement)
-                graph_module.graph.erase_node(node)
+                replace_node(graph_module, node, function, (node.args[0],), kwargs)
                 changed = True
         elif node.op == "call_function" and node.target is operator.iadd:
             node.target = operator.add
@@ -138,15 +174,22 @@ def describe(node: fx.Node, graph_module: fx.GraphModule) -> str:
 
 ELEMENTWISE_MODULES: Tuple[type, ...] = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Dropout, nn.Dropout2d, nn.Identity, nn.BatchNorm2d, nn.BatchNorm1d,
+    nn.Sigmoid, nn.Tanh,
 )
 ELEMENTWISE_FUNCTIONS: Tuple[Callable[..., Any], ...] = (
-    F.relu, torch.relu, F.relu6, F.leaky_relu, F.dropout, F.dropout2d, F.hardtanh, torch.clamp,
+    F.relu, torch.relu, F.relu6, F.leaky_relu, F.dropout, F.dropout2d, F.hardtanh, torch.clamp, torch.sigmoid,
+    torch.tanh,
 )
-ELEMENTWISE_METHODS = ("relu", "relu_", "contiguous", "clone", "clamp", "clamp_")
+ELEMENTWISE_METHODS = ("relu", "relu_", "contiguous", "clone", "clamp", "clamp_", "to", "float", "type_as",
+                       "sigmoid", "tanh")
 RESHAPE_FUNCTIONS: Tuple[Callable[..., Any], ...] = (torch.flatten, torch.reshape)
 RESHAPE_METHODS = ("view", "reshape", "flatten")
 ADD_FUNCTIONS: Tuple[Callable[..., Any], ...] = (operator.add, operator.iadd, torch.add)
 ADD_METHODS = ("add", "add_")
+# Products, quotients and differences, supported when one operand is a constant for the attribution.
+SCALE_FUNCTIONS: Tuple[Callable[..., Any], ...] = (operator.mul, torch.mul, operator.truediv, torch.div, operator.sub,
+                                                   torch.sub)
+SCALE_METHODS = ("mul", "div", "sub")
 CAT_FUNCTIONS: Tuple[Callable[..., Any], ...] = (torch.cat, torch.concat) if hasattr(torch, "concat") else (torch.cat,)
 MAX_POOL_FUNCTIONS: Tuple[Callable[..., Any], ...] = (F.max_pool2d,)
 AVG_POOL_FUNCTIONS: Tuple[Callable[..., Any], ...] = (F.avg_pool2d,)
@@ -159,3 +202,66 @@ def tensor_args(node: fx.Node) -> List[fx.Node]:
     found += [a for a in node.kwargs.values() if isinstance(a, fx.Node)]
     return found
 
+
+
+def is_metadata(node: fx.Node) -> bool:
+    """Nodes computing sizes, shapes, dtypes or devices (``x.size(0)``, ``x.shape[1]``, ``x.dtype``), which carry no
+    activations."""
+    if node.op == "call_method":
+        return node.target in ("size", "dim")
+    if node.op == "call_function" and node.target is getattr:
+        return True
+    if node.op == "call_function" and node.target is operator.getitem:
+        source = node.args[0]
+        return isinstance(source, fx.Node) and is_metadata(source)
+    return False
+
+
+def dependent_nodes(graph_module: fx.GraphModule, sources: Sequence[fx.Node]) -> Set[fx.Node]:
+    """The nodes whose values depend on ``sources`` (placeholders) through data, not only through shapes.
+
+    Everything else is a constant for an attribution to ``sources``: parameters, buffers, coordinate grids
+    (``torch.linspace``), and whatever is computed from ``additional_forward_args`` alone.
+    """
+    dependent: Set[fx.Node] = set(sources)
+    for node in graph_module.graph.nodes:
+        if node in dependent or node.op in ("placeholder", "get_attr", "output") or is_metadata(node):
+            continue
+        if any(parent in dependent for parent in node.all_input_nodes):
+            dependent.add(node)
+    return dependent
+
+
+def _stack_calls(node: fx.Node) -> Dict[str, str]:
+    """``{call key: module path}`` of the modules a node was traced inside (a module called twice has two keys)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return {str(key): str(value[0]) if isinstance(value, tuple) else str(key) for key, value in stack.items()}
+
+
+def module_calls(graph_module: fx.GraphModule, path: str) -> List[Tuple[fx.Node, fx.Node]]:
+    """``(input, output)`` nodes of every call of the submodule at ``path`` in a traced graph.
+
+    Works for leaf modules (a ``Conv2d``) and for containers that tracing inlined (a ResNet stage, a
+    ``BasicBlock``), through the module stack fx records on every node; in-place activations rewritten as
+    functions keep their module's record.
+
+    Raises:
+        ValueError: a call of the module does not take exactly one tensor in or give exactly one tensor out.
+    """
+    calls: Dict[str, List[fx.Node]] = {}
+    for node in graph_module.graph.nodes:
+        for key, module_path in _stack_calls(node).items():
+            if module_path == path:
+                calls.setdefault(key, []).append(node)
+    found = []
+    for key, inside in calls.items():
+        members = set(inside)
+        tensors = [n for n in inside if not is_metadata(n)]
+        outputs = [n for n in tensors if any(user not in members for user in n.users)]
+        inputs = {parent for n in tensors for parent in n.all_input_nodes
+                  if parent not in members and parent.op != "get_attr" and not is_metadata(parent)}
+        if len(outputs) != 1 or len(inputs) != 1:
+            raise ValueError(f"module `{path}` must take one tensor and return one tensor in the traced graph; "
+                             f"found {len(inputs)} input(s) and {len(outputs)} output(s)")
+        found.append((next(iter(inputs)), outputs[0]))
+    return found

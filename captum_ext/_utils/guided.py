@@ -15,6 +15,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from captum_ext._utils.graph import replace_node
+
 
 class GuidedReLU(torch.autograd.Function):
     """ReLU forward; backward passes only positive gradients through positive activations.
@@ -65,10 +67,7 @@ def with_guided_relus(graph_module: fx.GraphModule) -> Tuple[fx.GraphModule, int
     count = 0
     for node in list(guided.graph.nodes):
         if is_relu(node, guided):
-            with guided.graph.inserting_after(node):
-                replacement = guided.graph.call_function(guided_relu, (node.args[0],))
-            node.replace_all_uses_with(replacement)
-            guided.graph.erase_node(node)
+            replace_node(guided, node, guided_relu, (node.args[0],))
             count += 1
     guided.graph.lint()
     guided.recompile()

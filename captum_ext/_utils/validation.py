@@ -122,3 +122,15 @@ def check_scalar(
         bound = f"< {high}" if high_open else f"<= {high}"
         raise ValueError(f"`{name}` must be {bound}, got {value}")
     return int(value) if integer else number
+
+
+def is_tracing() -> bool:
+    """Whether a ``torch.fx`` / TorchScript trace or a ``torch.compile`` capture is running: input checks in a
+    ``forward`` must then stand aside, since they read concrete values the trace does not have."""
+    from torch.fx import _symbolic_trace
+
+    # Newer torch splits fx's own tracing from torch.export's; both hand forward symbolic values.
+    fx_tracing = getattr(_symbolic_trace, "is_fx_symbolic_tracing", None) or _symbolic_trace.is_fx_tracing
+    compiling = getattr(torch, "compiler", None)
+    dynamo = bool(compiling is not None and hasattr(compiling, "is_compiling") and compiling.is_compiling())
+    return fx_tracing() or torch.jit.is_tracing() or torch.jit.is_scripting() or dynamo

@@ -19,11 +19,11 @@ from captum_ext._utils.attribution import (
     format_inputs,
     format_output,
     hook_handles,
-    iter_batches,
     preserved_module_state,
     run_forward,
     select_targets,
 )
+from captum_ext._utils.chunking import iter_batches
 from captum_ext._utils.smoothing import gaussian_blur
 from captum_ext._utils.validation import check_boxes, check_in_choices, check_scalar
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captum_ext._utils.validation import check_in_choices, check_scalar
+from captum_ext._utils.validation import check_in_choices, check_scalar, is_tracing
 
 NOISE_KINDS = ("gaussian", "uniform", "images")
 
@@ -179,7 +179,11 @@ class SelfSupervisedAttentionRegressor(nn.Module):
 
     # ----------------------------------------------------------------------------------------------------------------
 
-    def _check_images(self, images: Any) -> Tensor:
+    def _check_images(self, images: Any, finite: bool = False) -> Tensor:
+        # Shape checks cost nothing; the NaN scan (a device synchronisation) runs only where asked (the loss).
+        # Everything is skipped while a graph is traced (torch.fx, TorchScript), which has no concrete values.
+        if is_tracing():
+            return images
         if not isinstance(images, Tensor):
             raise TypeError(f"`images` must be a torch.Tensor, got {type(images).__name__}")
         if images.dim() != 4:
@@ -188,7 +192,7 @@ class SelfSupervisedAttentionRegressor(nn.Module):
             raise ValueError(f"`images` must have {self.in_channels} channel(s) (in_channels), got {images.shape[1]}")
         if not images.is_floating_point():
             raise TypeError(f"`images` must be a floating-point tensor, got {images.dtype}")
-        if not bool(torch.isfinite(images).all()):
+        if finite and not bool(torch.isfinite(images).all()):
             raise ValueError("`images` contains NaN or inf values")
         return images
 
@@ -223,7 +227,7 @@ class SelfSupervisedAttentionRegressor(nn.Module):
     def attention(self, images: Tensor) -> Tensor:
         """The attention map ``W`` (``N×1×H×W`` in ``[0, 1]``, object ≈ 1)."""
         logits = self.attention_net(self._check_images(images))
-        if logits.shape[0] != images.shape[0] or logits.shape[1:] != (1, *images.shape[-2:]):
+        if not is_tracing() and (logits.shape[0] != images.shape[0] or logits.shape[1:] != (1, *images.shape[-2:])):
             raise ValueError(f"`attention_net` must return N×1×H×W logits, got shape {tuple(logits.shape)}")
         return torch.sigmoid(logits)
 
@@ -297,7 +301,7 @@ class SelfSupervisedAttentionRegressor(nn.Module):
             >>> sorted(parts._fields)
             ['area', 'noisy', 'supervised', 'total']
         """
-        images = self._check_images(images)
+        images = self._check_images(images, finite=True)
         targets = self._check_targets(targets, images.shape[0]).to(images.dtype)
         disturbed, background = self.disturb(images, noise, generator)
         both = self.regressor(torch.cat([images, disturbed]))
