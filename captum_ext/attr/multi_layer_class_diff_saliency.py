@@ -1,4 +1,4 @@
-"""MultiLayerClassDiffSaliency: multi-layer, class-subtracted, multi-scale saliency (Shimoda & Yanai, seed 003)."""
+"""MultiLayerClassDiffSaliency: multi-layer, class-subtracted, multi-scale saliency (Shimoda & Yanai)."""
 from __future__ import annotations
 
 import math
@@ -13,31 +13,34 @@ from torch import Tensor, nn
 
 from captum_ext._utils import graph as G
 from captum_ext._utils.attribution import (
+    TensorOrTuple,
+    eval_mode,
+    expand_per_example,
+    explained_model_errors,
     format_additional_args,
     format_inputs,
-    preserved_module_state,
+    format_output,
     select_targets,
+    to_model_dtype,
 )
 from captum_ext._utils.guided import with_guided_relus
 from captum_ext._utils.validation import check_scalar
 
 
 class _LayerCapture(fx.Interpreter):
-    """Run a GraphModule (with autograd) and keep the inputs or outputs of chosen nodes."""
+    """Run a GraphModule (with autograd) and keep the values of chosen nodes."""
 
-    def __init__(self, module: fx.GraphModule, nodes: Sequence[str], inputs: bool) -> None:
+    def __init__(self, module: fx.GraphModule, nodes: Sequence[str]) -> None:
         super().__init__(module)
-        self.wanted = {name: k for k, name in enumerate(nodes)}
-        self.inputs = inputs
+        self.wanted: Dict[str, List[int]] = {}
+        for k, name in enumerate(nodes):
+            self.wanted.setdefault(name, []).append(k)
         self.captured: Dict[int, Tensor] = {}
 
     def run_node(self, n: fx.Node) -> Any:
-        if self.inputs and n.name in self.wanted:
-            args, _ = self.fetch_args_kwargs_from_env(n)
-            self.captured[self.wanted[n.name]] = args[0]
         result = super().run_node(n)
-        if not self.inputs and n.name in self.wanted:
-            self.captured[self.wanted[n.name]] = result
+        for k in self.wanted.get(n.name, ()):
+            self.captured[k] = result
         return result
 
 
@@ -69,7 +72,10 @@ class MultiLayerClassDiffSaliency(GradientAttribution):
 
     Guided backpropagation is a rewrite of the traced graph: module, functional (``F.relu``, ``torch.relu``),
     reused and in-place ReLUs are all guided (Captum's ``GuidedBackprop`` misses the functional ones). The model must
-    be ``torch.fx``-traceable; it is never modified and no hooks are registered.
+    be ``torch.fx``-traceable (a ``torch.compile`` wrapper is unwrapped); it is never modified and no hooks are
+    registered. Replacing a submodule after construction is noticed: the model is traced again on the next call.
+    Inputs in another floating dtype than the model's (float64, float16) are cast to it; the maps come back in
+    the inputs' dtype. A model returning a tuple is explained through its first element.
 
     Scores: a model returning ``N×C`` scores is used as is; a fully convolutional one returning ``N×C×h×w`` score
     maps is globally max-pooled, as in the authors' code. Candidate classes are chosen per image by
@@ -78,7 +84,9 @@ class MultiLayerClassDiffSaliency(GradientAttribution):
 
     Args:
         model (nn.Module): the classifier, in eval mode.
-        layers (sequence of nn.Module): submodules of ``model``, each called once per forward pass.
+        layers (sequence of nn.Module): submodules of ``model``, each called once per forward pass: single layers
+            or containers (a ResNet stage or block, as passed to Captum's ``LayerGradCam``) with one tensor in and
+            one out.
         multi_label (bool, optional): sigmoid (True) or softmax (False) probabilities for candidate selection.
             Default: True.
 
@@ -99,43 +107,67 @@ class MultiLayerClassDiffSaliency(GradientAttribution):
     def __init__(self, model: nn.Module, layers: Sequence[nn.Module], multi_label: bool = True) -> None:
         if isinstance(layers, nn.Module) or not isinstance(layers, (list, tuple)) or len(layers) == 0:
             raise ValueError("`layers` must be a non-empty list of submodules of `model`")
-        plain = G.trace(model)
+        for index, layer in enumerate(layers):
+            if not isinstance(layer, nn.Module):
+                raise TypeError(f"`layers[{index}]` must be an nn.Module, got {type(layer).__name__}")
         super().__init__(model)
         self.layers = list(layers)
         self.multi_label = bool(multi_label)
-        self._plain = plain
-        self._guided, self.guided_relu_count = with_guided_relus(plain)
-        self._layer_nodes = [self._node_of(layer, index) for index, layer in enumerate(self.layers)]
+        self._trace()
 
-    def _node_of(self, layer: nn.Module, index: int) -> str:
-        if not isinstance(layer, nn.Module):
-            raise TypeError(f"`layers[{index}]` must be an nn.Module, got {type(layer).__name__}")
-        names = [name for name, module in self.forward_func.named_modules() if module is layer]
+    def _trace(self) -> None:
+        """(Re-)trace the model, build its guided twin and find every layer's input and output in both graphs."""
+        self._model = G.unwrap_model(self.forward_func)
+        self._plain = G.trace(self._model)
+        self._guided, self.guided_relu_count = with_guided_relus(self._plain)
+        self._fingerprint = G.module_fingerprint(self._model)
+        paths = [self._path_of(layer, index) for index, layer in enumerate(self.layers)]
+        self._layer_nodes = {graph: [self._call_of(graph, path, index) for index, path in enumerate(paths)]
+                             for graph in ("plain", "guided")}
+
+    def _refresh(self) -> None:
+        """Re-trace when a submodule was replaced since the last trace, so the current model is explained."""
+        if G.module_fingerprint(self._model) != self._fingerprint:
+            self._trace()
+
+    def _path_of(self, layer: nn.Module, index: int) -> str:
+        names = [name for name, module in self._model.named_modules() if module is layer and name]
         if not names:
             raise ValueError(f"`layers[{index}]` ({type(layer).__name__}) is not a submodule of the model")
-        nodes = [n.name for n in self._plain.graph.nodes
-                 if n.op == "call_module" and self._plain.get_submodule(str(n.target)) is layer]
-        if len(nodes) != 1:
-            why = "is never called as a module in the traced forward pass (in-place activations are rewritten " \
-                  "as functions: pick the layer before it)" if not nodes else f"is called {len(nodes)} times"
-            raise ValueError(f"`layers[{index}]` (`{names[0]}`) {why}; each layer must be called exactly once")
-        return nodes[0]
+        return names[0]
+
+    def _call_of(self, graph: str, path: str, index: int) -> Tuple[str, str]:
+        """Names of the ``(input, output)`` nodes of the layer's single call in the plain or guided graph."""
+        module = self._plain if graph == "plain" else self._guided
+        try:
+            calls = G.module_calls(module, path)
+        except ValueError as err:
+            raise ValueError(f"`layers[{index}]` (`{path}`): {err}") from None
+        if len(calls) != 1:
+            why = "is never called in the traced forward pass" if not calls else f"is called {len(calls)} times"
+            raise ValueError(f"`layers[{index}]` (`{path}`) {why}; each layer must be called exactly once")
+        return calls[0][0].name, calls[0][1].name
 
     # ----------------------------------------------------------------------------------------------------------------
 
-    def _run(self, guided: bool, images: Tensor, extra: Tuple[Any, ...], to_input: bool
+    def _run(self, guided: bool, inputs: Tuple[Tensor, ...], extra: Tuple[Any, ...], to_input: bool
              ) -> Tuple[Tensor, List[Tensor]]:
-        module = self._guided if guided else self._plain
-        capture = _LayerCapture(module, self._layer_nodes, to_input)
-        leaf = images.detach().requires_grad_(True)  # every downstream value is in the autograd graph
-        output = capture.run(leaf, *extra)
+        graph = "guided" if guided else "plain"
+        nodes = [pair[0] if to_input else pair[1] for pair in self._layer_nodes[graph]]
+        capture = _LayerCapture(self._guided if guided else self._plain, nodes)
+        # every downstream value is in the autograd graph
+        leaves = tuple(x.detach().requires_grad_(True) if x.is_floating_point() else x for x in inputs)
+        with explained_model_errors(inputs):
+            output = capture.run(*leaves, *extra)
+        if isinstance(output, (tuple, list)) and output:
+            output = output[0]  # a model returning (prediction, extras…) is explained through its first element
         if not isinstance(output, Tensor):
             raise TypeError(f"the model must return a tensor, got {type(output).__name__}")
         if output.dim() == 4:  # fully convolutional: class score maps → global max pooling
             output = output.amax(dim=(2, 3))
         if output.dim() != 2:
             raise ValueError(f"the model must return N×C scores or N×C×h×w score maps, got {tuple(output.shape)}")
-        layers = [capture.captured[k] for k in range(len(self._layer_nodes))]
+        layers = [capture.captured[k] for k in range(len(nodes))]
         return output, layers
 
     def _candidates(self, scores: List[Tensor], target: Tensor, candidates: Any, threshold: float,
@@ -148,6 +180,8 @@ class MultiLayerClassDiffSaliency(GradientAttribution):
                 raise TypeError("`candidates` must be a list of class lists (one per image) or one list for all")
             per_image = list(candidates) if candidates and isinstance(candidates[0], (list, tuple)) else \
                 [list(candidates)] * n
+            # NoiseTunnel and captum.metrics repeat every image in place; their lists follow the same way.
+            per_image = expand_per_example(per_image, n, "candidates")
             if len(per_image) != n:
                 raise ValueError(f"`candidates` must hold one list per image ({n}), got {len(per_image)}")
             result = []
@@ -176,35 +210,42 @@ class MultiLayerClassDiffSaliency(GradientAttribution):
     @log_usage()
     def attribute(
         self,
-        inputs: Tensor,
-        target: Any,
+        inputs: TensorOrTuple,
+        target: Any = None,
+        additional_forward_args: Any = None,
+        attribute_to_layer_input: bool = False,
+        *,
         candidates: Any = None,
         scales: Sequence[float] = (1.0,),
         alpha: float = 3.0,
         guided: bool = True,
         subtract: bool = True,
-        attribute_to_layer_input: bool = False,
-        additional_forward_args: Any = None,
         score_threshold: float = 0.5,
         min_candidates: int = 4,
         return_details: bool = False,
-    ) -> Union[Tensor, Tuple[Tensor, Dict[str, Any]]]:
+    ) -> Union[TensorOrTuple, Tuple[TensorOrTuple, Dict[str, Any]]]:
         r"""Class saliency maps.
 
+        The first four arguments are Captum's, in Captum's order (as :class:`~captum.attr.LayerGradCam`); the
+        method's own options are keyword-only.
+
         Args:
-            inputs (Tensor): ``N×C×H×W`` images, preprocessed as the model expects.
-            target (int, Tensor or list): the class to explain per image (Captum ``TargetType``; ``None`` = the
-                top-scoring class).
+            inputs (Tensor or tuple of Tensor): ``N×C×H×W`` images, preprocessed as the model expects (a tuple for
+                multi-input models; every 4-D input is rescaled with ``scales``).
+            target (int, Tensor or list, optional): the class to explain per image (Captum ``TargetType``).
+                Default: ``None``, the top-scoring class.
+            additional_forward_args (Any, optional): extra model arguments, after the inputs.
+            attribute_to_layer_input (bool, optional): differentiate with respect to each layer's input (the
+                authors' code) instead of its output. Default: False.
             candidates (list, optional): per image, the candidate classes (must include the target), or one list
-                for all images. Default: chosen by ``score_threshold`` / ``min_candidates``.
+                for all images. A per-image list for a batch that Captum's ``NoiseTunnel`` or ``captum.metrics``
+                expanded (each image repeated in place) is repeated the same way. Default: chosen by
+                ``score_threshold`` / ``min_candidates``.
             scales (sequence of float, optional): input scale ratios (paper: ``(1, 1.2, 1.4, 1.6)``); scales other
                 than 1 need a model that accepts other input sizes. Default: ``(1.0,)``.
             alpha (float, optional): ``α`` of eq. 3. Default: 3.
             guided (bool, optional): guided backpropagation through ReLUs. Default: True.
             subtract (bool, optional): eq. 2 subtraction of the other candidates' maps. Default: True.
-            attribute_to_layer_input (bool, optional): differentiate with respect to each layer's input (the
-                authors' code) instead of its output. Default: False.
-            additional_forward_args (Any, optional): extra model arguments.
             score_threshold (float, optional): probability above which a class is a candidate. Default: 0.5.
             min_candidates (int, optional): top up candidates to this many classes (target included). Default: 4.
             return_details (bool, optional): also return a dict with ``"layer_maps"`` (``S×L×N×1×H×W``, each
@@ -218,7 +259,9 @@ class MultiLayerClassDiffSaliency(GradientAttribution):
         pixel, because eq. 3 divides by the new, smaller peak.
 
         Returns:
-            Tensor: ``N×1×H×W`` maps in ``[0, 1]`` (or ``(maps, details)``).
+            Tensor or tuple of Tensor: ``N×1×H×W`` maps in ``[0, 1]``; for a tuple of inputs, a tuple with the map
+            resized to each input's ``H×W`` (tuple in, tuple out, as Captum). With ``return_details``:
+            ``(maps, details)``, the details at the first input's size.
 
         Example::
 
@@ -233,33 +276,34 @@ class MultiLayerClassDiffSaliency(GradientAttribution):
             >>> maps.shape, details["layer_maps"].shape
             (torch.Size([2, 1, 8, 8]), torch.Size([2, 2, 2, 1, 8, 8]))
         """
-        (images,), _ = format_inputs(inputs)
+        formatted, was_tuple = format_inputs(inputs)
         scale_values = _check_scales(scales)
         alpha = check_scalar(alpha, "alpha", low=0.0, low_open=True)
         score_threshold = check_scalar(score_threshold, "score_threshold", low=0.0, high=1.0)
         min_candidates = check_scalar(min_candidates, "min_candidates", low=1, integer=True)
         extra = format_additional_args(additional_forward_args)
-        n, _, height, width = images.shape
-        with torch.enable_grad(), preserved_module_state(self._plain):
-            self._plain.eval()
+        self._refresh()
+        model_inputs = to_model_dtype(formatted, self._model)
+        n, _, height, width = formatted[0].shape
+        with torch.enable_grad(), eval_mode(self._plain):
             runs = []
             for scale in scale_values:
-                scaled = images if scale == 1.0 else F.interpolate(
-                    images, size=(max(1, round(height * scale)), max(1, round(width * scale))), mode="bilinear",
-                    align_corners=False)
+                scaled = model_inputs if scale == 1.0 else tuple(F.interpolate(
+                    x, size=(max(1, round(x.shape[-2] * scale)), max(1, round(x.shape[-1] * scale))),
+                    mode="bilinear", align_corners=False) for x in model_inputs)
                 try:
                     runs.append(self._run(guided, scaled, extra, attribute_to_layer_input))
-                except RuntimeError as err:
+                except (RuntimeError, ValueError) as err:
                     if scale == 1.0:
                         raise
                     raise ValueError(f"the model does not accept inputs scaled by {scale} "
-                                     f"({tuple(scaled.shape[-2:])}): {err}. Multi-scale maps need a model with "
+                                     f"({tuple(scaled[0].shape[-2:])}): {err}. Multi-scale maps need a model with "
                                      f"adaptive pooling or a fully convolutional head; use scales=(1.0,)") from err
             _, target_index = select_targets(runs[0][0], target)
             chosen = self._candidates([scores for scores, _ in runs], target_index, candidates,
                                       float(score_threshold), min_candidates)
             slots = max(len(c) for c in chosen)
-            slot_classes = torch.tensor([c + [-1] * (slots - len(c)) for c in chosen], device=images.device).T
+            slot_classes = torch.tensor([c + [-1] * (slots - len(c)) for c in chosen], device=formatted[0].device).T
             valid = slot_classes >= 0  # K×N: which candidate slots are used
             one_hot = F.one_hot(slot_classes.clamp_min(0), runs[0][0].shape[1]).to(runs[0][0].dtype)
             one_hot = one_hot * valid[..., None]  # K×N×C, one backward direction per slot
@@ -287,10 +331,13 @@ class MultiLayerClassDiffSaliency(GradientAttribution):
                     subtracted_maps.append(torch.stack(subtracted_layers))
         stacked = torch.stack(layer_maps)  # S×L×N×1×H×W
         maps = stacked.mean(dim=(0, 1))
+        per_input = tuple((maps if x.shape[-2:] == maps.shape[-2:] or x.dim() != 4 else F.interpolate(
+            maps, size=x.shape[-2:], mode="bilinear", align_corners=False)).to(x.dtype) for x in formatted)
+        result = format_output(per_input, was_tuple)
         if return_details:
-            return maps, {"layer_maps": stacked, "class_maps": torch.stack(class_maps),
-                          "subtracted_maps": torch.stack(subtracted_maps), "candidates": chosen}
-        return maps
+            return result, {"layer_maps": stacked, "class_maps": torch.stack(class_maps),
+                            "subtracted_maps": torch.stack(subtracted_maps), "candidates": chosen}
+        return result
 
     @staticmethod
     def _combine(maps: Tensor, valid: Tensor, subtract: bool, alpha: float) -> Tuple[Tensor, Tensor]:

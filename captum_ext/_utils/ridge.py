@@ -1,0 +1,85 @@
+"""Closed-form ridge regression from sufficient statistics (``XᵀX``, ``Xᵀy``, sums, count).
+
+The statistics add up over batches, so a training set larger than memory is fitted batch by batch, and statistics
+gathered in several processes sum to those of one process. Several penalties are solved from the same statistics
+without touching the data again.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+STATISTICS = ("count", "x_sum", "y_sum", "xtx", "xty")
+
+
+class RidgeRegression:
+    """Ridge regression ``y ≈ x W + b`` in float64 on the CPU, the intercept unpenalised.
+
+    Args:
+        in_features (int): length of ``x``.
+        out_features (int): length of ``y``.
+
+    Example::
+
+        >>> import torch
+        >>> from captum_ext._utils.ridge import RidgeRegression
+        >>> x = torch.rand(50, 3, dtype=torch.float64)
+        >>> ridge = RidgeRegression(3, 1).accumulate(x, x @ torch.tensor([[1.0], [2.0], [3.0]], dtype=torch.float64))
+        >>> _ = ridge.solve(0.0)
+        >>> torch.allclose(ridge.weight[:, 0], torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+        True
+    """
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        self.in_features = in_features
+        self.out_features = out_features
+        self.stats: Dict[str, Tensor] = {
+            "count": torch.zeros((), dtype=torch.float64),
+            "x_sum": torch.zeros(in_features, dtype=torch.float64),
+            "y_sum": torch.zeros(out_features, dtype=torch.float64),
+            "xtx": torch.zeros(in_features, in_features, dtype=torch.float64),
+            "xty": torch.zeros(in_features, out_features, dtype=torch.float64),
+        }
+        self.weight: Optional[Tensor] = None  # in×out
+        self.bias: Optional[Tensor] = None  # out
+        self.penalty: Optional[float] = None
+
+    def accumulate(self, features: Tensor, targets: Tensor) -> "RidgeRegression":
+        """Add one batch (``B×in`` features, ``B×out`` targets) to the statistics; returns ``self``."""
+        features = features.detach().to("cpu", torch.float64)
+        targets = targets.detach().to("cpu", torch.float64)
+        self.stats["count"] += features.shape[0]
+        self.stats["x_sum"] += features.sum(dim=0)
+        self.stats["y_sum"] += targets.sum(dim=0)
+        self.stats["xtx"] += features.T @ features
+        self.stats["xty"] += features.T @ targets
+        return self
+
+    def solution(self, penalty: float) -> Tuple[Tensor, Tensor]:
+        """``(W, b)`` for a penalty relative to the mean feature variance (so it does not depend on the number of
+        features); the statistics are left unchanged."""
+        stats = self.stats
+        n = stats["count"]
+        mean_x, mean_y = stats["x_sum"] / n, stats["y_sum"] / n
+        # Centred statistics: the intercept is not penalised.
+        cxx = stats["xtx"] - n * torch.outer(mean_x, mean_x)
+        cxy = stats["xty"] - n * torch.outer(mean_x, mean_y)
+        dim = cxx.shape[0]
+        scale = (torch.trace(cxx) / dim).clamp_min(1e-300)
+        regulariser = (penalty * scale + 1e-12 * scale) * torch.eye(dim, dtype=torch.float64)
+        weight = torch.linalg.solve(cxx + regulariser, cxy)
+        return weight, mean_y - mean_x @ weight
+
+    def solve(self, penalty: float) -> "RidgeRegression":
+        """Solve for ``penalty`` and keep the solution; returns ``self``."""
+        self.weight, self.bias = self.solution(penalty)
+        self.penalty = float(penalty)
+        return self
+
+    def predict(self, features: Tensor) -> Tensor:
+        """``features @ W + b`` in float64 on the features' device."""
+        if self.weight is None or self.bias is None:
+            raise RuntimeError("the regression is not solved yet")
+        return features.to(torch.float64) @ self.weight.to(features.device) + self.bias.to(features.device)

@@ -1,0 +1,60 @@
+"""Saving and loading SensitivityBBox's fitted linear map: plain tensors and numbers, safe for
+``torch.load(..., weights_only=True)``, checked against the feature settings of the instance that loads them."""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import torch
+from torch import Tensor
+
+from captum_ext._utils.ridge import RidgeRegression
+
+STATE_VERSION = 1
+FEATURE_SETTINGS = ("grid_size", "channel_reduction", "sigma", "power")
+
+
+def box_map_state(settings: Dict[str, Any], regression: RidgeRegression) -> Dict[str, Any]:
+    """The state of a solved regression with the feature ``settings`` it was fitted under."""
+    if regression.weight is None or regression.bias is None or regression.penalty is None:
+        raise RuntimeError("SensitivityBBox is not fitted: nothing to save")
+    state: Dict[str, Any] = {"version": STATE_VERSION, **{k: settings[k] for k in FEATURE_SETTINGS},
+                             "ridge": regression.penalty, "weight": regression.weight.clone(),
+                             "bias": regression.bias.clone()}
+    state.update({f"stats.{k}": v.clone() for k, v in regression.stats.items()})
+    return state
+
+
+def load_box_map_state(state: Any, settings: Dict[str, Any], out_features: int = 4) -> RidgeRegression:
+    """A solved regression from :func:`box_map_state`'s output.
+
+    Raises:
+        TypeError: ``state`` is not a dict.
+        ValueError: a missing key, another format version, feature settings that differ from ``settings``, or
+            weights of the wrong shape.
+    """
+    if not isinstance(state, dict):
+        raise TypeError(f"`state` must be a dict from state_dict(), got {type(state).__name__}")
+    required = ["version", *FEATURE_SETTINGS, "ridge", "weight", "bias"]
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise ValueError(f"`state` is missing keys {missing}")
+    if state["version"] != STATE_VERSION:
+        raise ValueError(f"`state` has format version {state['version']}, expected {STATE_VERSION}")
+    for key in FEATURE_SETTINGS:
+        if state[key] != settings[key]:
+            raise ValueError(f"`state` was fitted with {key}={state[key]!r}, this instance has "
+                             f"{key}={settings[key]!r}")
+    dim = settings["grid_size"] ** 2
+    weight, bias = state["weight"], state["bias"]
+    if not isinstance(weight, Tensor) or weight.shape != (dim, out_features) or not isinstance(bias, Tensor) or \
+            bias.shape != (out_features,):
+        raise ValueError(f"`state` weight/bias must be {dim}×{out_features} and {out_features} tensors")
+    regression = RidgeRegression(dim, out_features)
+    stats = {k[len("stats."):]: v.to(torch.float64).cpu().clone() for k, v in state.items()
+             if k.startswith("stats.")}
+    if stats:
+        regression.stats.update(stats)
+    regression.weight = weight.to(torch.float64).cpu().clone()
+    regression.bias = bias.to(torch.float64).cpu().clone()
+    regression.penalty = float(state["ridge"])
+    return regression
