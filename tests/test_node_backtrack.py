@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from captum_ext import NodeBacktrack, zoo
+from captum_ext.testing import backtrack_loop
 
 
 def set_weights(layer: nn.Module, weight, bias=None) -> nn.Module:
@@ -328,22 +329,10 @@ def test_efficientnet_lite0_traces_and_backtracks():
     assert hits.shape == x.shape and float(hits.sum()) > 0
 
 
-def _reference():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "reference_node_backtrack.py"
-    spec = importlib.util.spec_from_file_location("reference_node_backtrack", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.backtrack_loop
-
-
 @settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 10_000), rule=st.sampled_from(["max", "positive"]))
 def test_vectorised_equals_a_per_node_loop(seed, rule):
     """An independent, literal per-node implementation of Algorithms 1-3 gives the same hits."""
-    backtrack_loop = _reference()
     torch.manual_seed(seed)
     model = nn.Sequential(
         nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
@@ -387,7 +376,6 @@ def test_inplace_ops_do_not_corrupt_the_recorded_values():
 def test_vectorised_equals_the_loop_on_the_trained_zoo_vgg():
     from captum_ext.datasets import scenes
 
-    backtrack_loop = _reference()
     vgg = zoo.load("scenes_vgg")
     flat = nn.Sequential(*vgg.features, *vgg.classifier).eval()  # in-place ReLUs, dropout between flatten and FC
     batch = scenes.make_scenes(1, split="test", seed=8)

@@ -1,4 +1,5 @@
-"""A straightforward per-node Python loop implementation of node backtracking (the paper's Algorithms 1–3).
+"""A straightforward per-node Python loop implementation of node backtracking (Gandikota & Mishra, Algorithms
+1–3).
 
 Used two ways: as an independent check of the vectorised :class:`captum_ext.NodeBacktrack` (the tests compare
 both on random VGG-style nets) and as the "per-node loop" baseline of the speed benchmark. It handles
