@@ -1,4 +1,4 @@
-"""NodeBacktrack reproduction (seed 001) and speed/memory benchmark.
+"""NodeBacktrack reproduction (Gandikota & Mishra) and speed/memory benchmark.
 
     python benchmarks/bench_node_backtrack.py [--quick] [--out-dir benchmarks/results]
 
@@ -11,7 +11,7 @@ then the test set gives: max-F (β² = 0.3), IoU of the thresholded map with the
 
 Speed and memory, same batch, one run: NodeBacktrack.attribute / Captum Saliency on torchvision VGG16 and
 ResNet-50 (random weights; 224×224, batch 8), the vectorised walk versus a literal per-node Python loop
-(``reference_node_backtrack.py``) on the zoo VGG, and peak memory of NodeBacktrack / of a forward pass, each
+(``captum_ext.testing.backtrack_loop``) on the zoo VGG, and peak memory of NodeBacktrack / of a forward pass, each
 measured as the peak resident-set growth of a fresh subprocess.
 """
 from __future__ import annotations
@@ -20,7 +20,6 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable, Dict
 
 import torch
@@ -150,8 +149,7 @@ def speed(model_name: str, repeats: int) -> Dict[str, float]:
 
 
 def loop_speed(n_images: int) -> Dict[str, float]:
-    sys.path.insert(0, str(Path(__file__).parent))
-    from reference_node_backtrack import backtrack_loop
+    from captum_ext.testing import backtrack_loop
 
     vgg = zoo.load("scenes_vgg")
     flat = nn.Sequential(*vgg.features, *vgg.classifier).eval()
@@ -192,7 +190,7 @@ def main() -> None:
 
 def to_markdown(r: Dict[str, Any]) -> str:
     lines = [
-        "# NodeBacktrack (seed 001): saliency reproduction, speed and memory",
+        "# NodeBacktrack (Gandikota & Mishra): saliency reproduction, speed and memory",
         "",
         f"Held-out single-object scenes, {r['n_val']} validation / {r['n_test']} test, seed {r['seed']}; every "
         "method explains the true class; blur sigma (by max-F) and mask threshold (by IoU) chosen per method on "
