@@ -389,3 +389,73 @@ def test_vectorised_equals_the_loop_on_the_trained_zoo_vgg():
 def test_density_from_hits_rejects_bad_input(hits, sigma, error, words):
     with pytest.raises(error, match=words):
         NodeBacktrack.density_from_hits(hits, sigma)
+
+
+class _Resize(nn.Module):
+    """x → F.interpolate → flatten → Linear reading one output pixel (weight one-hot)."""
+
+    def __init__(self, size: int, mode: str, pixel: int) -> None:
+        super().__init__()
+        self.size, self.mode = size, mode
+        self.fc = set_weights(nn.Linear(size * size, 1), F.one_hot(torch.tensor(pixel), size * size).float())
+
+    def forward(self, x):
+        y = F.interpolate(x, size=(self.size, self.size), mode=self.mode,
+                          **({} if self.mode == "nearest" else {"align_corners": False}))
+        return self.fc(y.flatten(1))
+
+
+def test_resize_rules_by_hand():
+    # nearest 2×2 → 4×4: output (3, 3) reads source (floor(3·2/4), floor(3·2/4)) = (1, 1)
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).view(1, 1, 2, 2)
+    hits = NodeBacktrack(_Resize(4, "nearest", 15).eval()).attribute(x, target=0)
+    assert hits.view(-1).tolist() == [0.0, 0.0, 0.0, 1.0]
+    # bilinear 2×2 → 3×3: output (0, 1) reads row 0 only and columns 0, 1 with weights ½, ½: the larger value wins
+    for values, expected in (([1.0, 0.0, 0.0, 5.0], [1.0, 0.0, 0.0, 0.0]), ([1.0, 3.0, 0.0, 5.0], [0.0, 1.0, 0.0, 0.0])):
+        hits = NodeBacktrack(_Resize(3, "bilinear", 1).eval()).attribute(torch.tensor(values).view(1, 1, 2, 2), 0)
+        assert hits.view(-1).tolist() == expected
+
+
+class _ScaledByConstants(nn.Module):
+    """conv → × buffer → + buffer (broadcast) → − 1 → ÷ 2 → flatten → Linear: constants keep the conv's nodes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = set_weights(nn.Conv2d(1, 1, 1), torch.ones(1))
+        self.register_buffer("gain", torch.full((1, 1, 1, 1), 3.0))
+        self.register_buffer("offset", torch.tensor([0.5]))
+        self.fc = set_weights(nn.Linear(4, 1), [0.0, 0.0, 1.0, 0.0])
+
+    def forward(self, x):
+        return self.fc((((self.conv(x) * self.gain + self.offset) - 1) / 2).flatten(1))
+
+
+def test_products_and_sums_with_constants_keep_the_attributed_node():
+    hits = NodeBacktrack(_ScaledByConstants().eval()).attribute(torch.rand(1, 1, 2, 2) + 1, target=0)
+    assert hits.view(-1).tolist() == [0.0, 0.0, 1.0, 0.0]
+
+
+def test_product_of_two_attributed_values_is_refused_at_construction():
+    class Squared(nn.Module):
+        def forward(self, x):
+            return (x * x).flatten(1)
+
+    with pytest.raises(NotImplementedError, match="additional_forward_args"):
+        NodeBacktrack(Squared())
+
+
+def test_a_mask_given_as_additional_argument_is_a_constant():
+    class Masked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = set_weights(nn.Linear(4, 1), [1.0, 1.0, 1.0, 1.0])
+
+        def forward(self, x, mask):
+            return self.fc((x * mask).flatten(1))
+
+    x, mask = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 1, 2, 2), torch.tensor([1.0, 0.0, 1.0, 0.0]).view(1, 1, 2, 2)
+    # The linear layer reads a flattened map: one node, the argmax of A ⊙ W = x·mask = [1, 0, 3, 0] (not x's 4)
+    hits = NodeBacktrack(Masked().eval()).attribute(x, target=0, additional_forward_args=(mask,))
+    assert hits.view(-1).tolist() == [0.0, 0.0, 1.0, 0.0]
+    ones = torch.ones_like(mask)
+    assert NodeBacktrack(Masked().eval()).attribute(x, 0, (ones,)).view(-1).tolist() == [0.0, 0.0, 0.0, 1.0]

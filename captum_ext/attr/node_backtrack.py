@@ -51,8 +51,13 @@ class NodeBacktrack(Attribution):
     * **Max-pooling**: the argmax inside the window. **Average / adaptive pooling** (and ``mean`` over ``H, W``):
       the argmax of the contribution in the window (equal weights: the largest activation).
     * **Residual add**: the branch with the larger value at the node. **Channel cat**: the input the channel came
-      from. **Zero padding**: positions inside the image. ReLU-family, dropout, BatchNorm, flatten/view/reshape:
-      the same node.
+      from. **Zero padding**: positions inside the image. **Resizing** (``F.interpolate``, nearest or bilinear):
+      the source pixel with the largest weighted contribution. ReLU-family, sigmoid, tanh, dropout, BatchNorm,
+      flatten/view/reshape: the same node.
+    * **Constants**: values that do not depend on the attributed ``inputs`` — parameters, buffers, coordinate grids
+      (``torch.linspace``), and everything computed from ``additional_forward_args`` alone (an ROI mask) — end a
+      path. Adding, multiplying by, dividing by or subtracting a constant keeps the node of the other operand; a
+      product of two attributed values raises ``NotImplementedError``.
 
     A kept node with no positive contribution under the positive rules has no predecessor: its path ends there, and
     an image whose every path ends early gets all-zero hits.
@@ -61,12 +66,15 @@ class NodeBacktrack(Attribution):
     result counts, for every input element, how many kept first-layer nodes backtracked to it. With
     ``deduplicate=False`` every path is counted separately.
 
-    The model is traced once with ``torch.fx`` (never modified, no hooks); any operation outside the list above
-    raises ``NotImplementedError`` naming it, so a map is never silently wrong. Everything is vectorised over the
-    kept nodes and the batch.
+    The model is traced with ``torch.fx`` (never modified, no hooks; a ``torch.compile`` wrapper is unwrapped); any
+    operation on a path outside the list above raises ``NotImplementedError`` naming it, so a map is never silently
+    wrong. Replacing a submodule after construction is noticed: the model is traced again on the next call.
+    Everything is vectorised over the kept nodes and the batch. Inputs in another floating dtype than the model's
+    are cast to it, and the hits come back in the inputs' dtype.
 
     Args:
-        model (nn.Module): the network, in eval mode, returning ``N×K`` scores.
+        model (nn.Module): the network, returning ``N×K`` scores (or a tuple whose first element holds them);
+            it runs in eval mode, restored afterwards.
         fc_rule (str, optional): ``"positive"`` or ``"top_n"``. Default: ``"positive"``.
         fc_top_n (int, optional): ``n`` for ``fc_rule="top_n"``. Default: 5.
         conv_rule (str, optional): ``"max"`` or ``"positive"``. Default: ``"max"``.
