@@ -342,3 +342,35 @@ def test_bad_dataset_arguments_raise():
         E.angle_to_cos_sin("45")
     with pytest.raises(ValueError, match="`centers`"):
         E.intersect_major_axes(torch.zeros(3, 2), torch.zeros(3, 2))
+
+
+# -------------------------------------------------------------------------------------------------------------
+# module split: public API and the private rasteriser
+# -------------------------------------------------------------------------------------------------------------
+def test_public_api_unchanged_after_split():
+    from captum_ext import datasets
+
+    assert E.__all__ == ["EllipseBatch", "EllipseDataset", "GAP", "OBJECT_FRACTION", "PAPER_SPLITS",
+                         "angle_to_cos_sin", "angular_error", "cos_sin_to_angle", "intersect_major_axes",
+                         "make_ellipses"]
+    for name in E.__all__:
+        assert hasattr(E, name), name
+    assert E.GAP == 2 and datasets.ellipses is E and datasets.make_ellipses is E.make_ellipses
+    assert E.EllipseBatch.__module__ == "captum_ext.datasets.ellipses"
+
+
+def test_rasterisation_hand_values():
+    from captum_ext.datasets._ellipse_raster import dilate, disk_masks, ellipse_masks
+
+    one = np.array([4.0])
+    horizontal = ellipse_masks(one, one, np.array([3.0]), np.array([1.0]), np.array([0.0]), 8)[0]
+    expected = np.zeros((8, 8), dtype=bool)
+    expected[3:5, 1:7] = True  # centres 1.5..6.5 are within 2.6 px of x = 4 on rows y = 3.5, 4.5
+    np.testing.assert_array_equal(horizontal, expected)
+    vertical = ellipse_masks(one, one, np.array([3.0]), np.array([1.0]), np.array([90.0]), 8)[0]
+    np.testing.assert_array_equal(vertical, expected.T)
+    disk = disk_masks(one, one, np.array([1.0]), 8)[0]
+    assert disk.sum() == 4 and disk[3:5, 3:5].all()
+    point = np.zeros((1, 5, 5), dtype=bool)
+    point[0, 2, 2] = True
+    assert dilate(point, 1)[0].sum() == 9 and dilate(point, 2)[0].all() and point.sum() == 1

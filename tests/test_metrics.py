@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import doctest
+import importlib
 import math
+import pkgutil
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from captum_ext import metrics
+from captum_ext.metrics import _batching
 from captum_ext.metrics import (
     PAPER_ROI_BINS,
     BinnedAccuracy,
@@ -82,18 +85,40 @@ def two_batches(draw, non_empty=True):
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def _metric_modules():
+    """The package and every submodule (the examples live where each function is defined)."""
+    names = [info.name for info in pkgutil.iter_modules(metrics.__path__, "captum_ext.metrics.")]
+    return [metrics] + [importlib.import_module(name) for name in sorted(names)]
+
+
 def test_docstring_examples_run():
-    result = doctest.testmod(metrics, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 10 and result.failed == 0
+    attempted = 0
+    for module in _metric_modules():
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.failed == 0, module.__name__
+        attempted += result.attempted
+    assert attempted > 10
 
 
-def test_reexports_box_helpers():
+# The public API of the single-file ``captum_ext/metrics.py`` that the package replaced: all still importable.
+_PUBLIC_API = [
+    "PAPER_ROI_BINS", "BinnedAccuracy", "FMeasure", "binned_accuracy", "box_iou", "boxes_from_saliency",
+    "boxes_to_masks", "corloc", "energy_pointing_game", "mae", "mask_iou", "masks_to_boxes", "pointing_game",
+    "saliency_fmeasure",
+]
+
+
+def test_public_api_unchanged_and_reexports_box_helpers():
     from captum_ext._utils import boxes as _boxes
 
     assert metrics.masks_to_boxes is _boxes.masks_to_boxes
     assert metrics.boxes_to_masks is _boxes.boxes_to_masks
-    for name in metrics.__all__:
+    assert sorted(metrics.__all__) == sorted(_PUBLIC_API)
+    for name in _PUBLIC_API:
         assert hasattr(metrics, name)
+    assert metrics.PAPER_ROI_BINS == (0, 1000, 2000, 4000, 8000, 16000, 32000, 64000, 128000, 256000, 500000,
+                                      1000000)
+    assert metrics.binned_accuracy.__defaults__[0] is metrics.PAPER_ROI_BINS
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -136,7 +161,7 @@ def test_corloc_mini_batch():
         torch.tensor([[0.0, 0, 10, 20]]),                        # IoU exactly 0.5 -> hit
         torch.tensor([[5.0, 0, 15, 10]]),                        # IoU 1/3 -> miss
         torch.tensor([[50.0, 50, 60, 60], [1, 1, 10, 10]]),      # second box IoU 0.81 -> hit
-        torch.zeros(0, 4),                                       # no ground truth -> miss
+        torch.tensor([[0.0, 0, 0, 0], [20, 0, 30, 10]]),         # zero-area padding next to a real box -> miss
     ]
     assert corloc(pred, gt) == 0.5
     assert corloc(pred, gt, reduce=False).tolist() == [True, False, True, False]
@@ -151,7 +176,7 @@ def test_corloc_tensor_gt_forms():
     gt3 = torch.stack([gt2, gt2.flip(0)], dim=1)                 # N×2×4: image 1 gets a matching second box
     assert corloc(pred, gt3, reduce=False).tolist() == [True, True]
     assert corloc(pred.numpy(), [[0, 0, 10, 10], [5, 0, 15, 10]], reduce=False).tolist() == [True, False]
-    assert corloc(pred, [[0, 0, 10, 10], []], reduce=False).tolist() == [True, False]
+    assert corloc(pred, [[0, 0, 10, 10], [[0, 0, 0, 0], [0, 0, 5, 10]]], reduce=False).tolist() == [True, True]
 
 
 def test_corloc_many_images_across_blocks():
@@ -170,7 +195,7 @@ def test_corloc_perfect_predictions(b):
 
 
 @FAST
-@given(boxes(min_size=2, max_size=6), boxes(min_size=2, max_size=6), st.integers(1, 5))
+@given(boxes(min_size=2, max_size=6), boxes(min_size=2, max_size=6, positive=True), st.integers(1, 5))
 def test_corloc_batch_invariance(pred, gt, split):
     n = min(pred.shape[0], gt.shape[0])
     pred, gt = pred[:n], gt[:n]
@@ -294,7 +319,7 @@ def test_energy_perfect_map_is_one(masks):
 
 
 @FAST
-@given(two_batches(non_empty=False))
+@given(two_batches())
 def test_energy_batch_invariance_and_range(pair):
     a, b = pair
     whole = energy_pointing_game(torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]]), reduce=False)
@@ -428,7 +453,8 @@ def test_chunked_metrics_agree_with_single_chunk(monkeypatch):
     masks[:, 0, 0] = True
     expected = (saliency_fmeasure(saliency, masks), mae(saliency, masks, reduce=False),
                 energy_pointing_game(saliency, masks, reduce=False))
-    monkeypatch.setattr(metrics, "_CHUNK_ELEMENTS", 50)  # one image (42 px) per chunk
+    monkeypatch.setattr(_batching, "CHUNK_ELEMENTS", 50)  # one image (42 px) per chunk
+    assert len(_batching.chunks(5, 42)) == 5
     got = (saliency_fmeasure(saliency, masks), mae(saliency, masks, reduce=False),
            energy_pointing_game(saliency, masks, reduce=False))
     torch.testing.assert_close(got[0].precision, expected[0].precision)
@@ -444,21 +470,22 @@ def test_chunked_metrics_agree_with_single_chunk(monkeypatch):
 
 def test_mask_iou_hand_values():
     pred = torch.tensor([[[1, 1], [0, 0]], [[0, 0], [0, 0]], [[1, 1], [1, 1]], [[0, 0], [0, 1]]])
-    gt = torch.tensor([[[1, 0], [0, 0]], [[0, 0], [0, 0]], [[0, 1], [1, 0]], [[1, 0], [0, 0]]])
-    assert mask_iou(pred, gt).tolist() == [0.5, 1.0, 0.5, 0.0]
-    assert mask_iou(pred.numpy().astype(np.float32), gt.bool(), reduce=True) == pytest.approx(0.5)
+    gt = torch.tensor([[[1, 0], [0, 0]], [[0, 1], [0, 0]], [[0, 1], [1, 0]], [[1, 0], [0, 0]]])
+    assert mask_iou(pred, gt).tolist() == [0.5, 0.0, 0.5, 0.0]  # an empty prediction is valid and scores 0
+    assert mask_iou(pred.numpy().astype(np.float32), gt.bool(), reduce=True) == pytest.approx(0.25)
 
 
 @FAST
-@given(mask_batch())
+@given(mask_batch(non_empty=True))
 def test_mask_iou_perfect(masks):
     assert bool((mask_iou(masks, masks) == 1).all())
 
 
 @FAST
-@given(mask_batch(), st.data())
+@given(mask_batch(non_empty=True), st.data())
 def test_mask_iou_symmetric_bounded_batch_invariant(a, data):
     b = torch.from_numpy(data.draw(hnp.arrays(np.bool_, tuple(a.shape))))
+    b[:, 0, 0] = True  # non-empty, so each batch may serve as ground truth
     ab = mask_iou(a, b)
     assert torch.equal(ab, mask_iou(b, a))
     assert bool(((ab >= 0) & (ab <= 1)).all())
@@ -607,15 +634,78 @@ def test_map_metrics_reject_bad_input(func, saliency, masks, exc, match):
         func(saliency, masks)
 
 
-def test_empty_masks_rejected_where_undefined():
-    empty = _M.clone()
-    empty[1] = False
-    with pytest.raises(ValueError, match="masks"):
-        pointing_game(_S, empty)
-    with pytest.raises(ValueError, match="masks"):
-        saliency_fmeasure(_S, empty)
-    assert energy_pointing_game(_S, empty, reduce=False)[1] == 0.0  # defined: nothing inside
-    mae(_S, empty)
+# Regression: energy_pointing_game used to score an image with an empty mask as 0 and average it in, while
+# pointing_game and saliency_fmeasure raised. Every metric now rejects empty ground truth the same way.
+_EMPTY_SECOND = _M.clone()
+_EMPTY_SECOND[1] = False
+
+
+@pytest.mark.parametrize("func,name", [
+    (lambda m: pointing_game(_S, m), "masks"),
+    (lambda m: pointing_game(_S, m, labels=[0, 1], reduce=False), "masks"),
+    (lambda m: energy_pointing_game(_S, m), "masks"),
+    (lambda m: energy_pointing_game(_S, m, reduce=False), "masks"),
+    (lambda m: saliency_fmeasure(_S, m), "masks"),
+    (lambda m: mae(_S, m), "masks"),
+    (lambda m: mask_iou(_M, m), "gt_masks"),
+])
+def test_empty_ground_truth_mask_raises_naming_argument_and_index(func, name):
+    with pytest.raises(ValueError, match=rf"^`{name}` must hold at least one foreground pixel per image; "
+                                         r"empty at image index\(es\) \[1\]$"):
+        func(_EMPTY_SECOND)
+    with pytest.raises(ValueError, match=r"index\(es\) \[0, 1\]$"):
+        func(torch.zeros_like(_M))
+    with pytest.raises(ValueError, match=r"index\(es\) \[1\]$"):  # 0/1 and N×1×H×W masks too
+        func(_EMPTY_SECOND[:, None].to(torch.uint8))
+
+
+def test_energy_pointing_game_no_longer_averages_in_empty_masks():
+    saliency = torch.tensor([[[1.0, 3.0], [0.0, 0.0]], [[1.0, 1.0], [1.0, 1.0]]])
+    masks = torch.tensor([[[0, 1], [0, 0]], [[0, 0], [0, 0]]], dtype=torch.bool)
+    assert energy_pointing_game(saliency[:1], masks[:1]) == 0.75  # the valid image alone
+    with pytest.raises(ValueError, match=r"`masks`.*\[1\]"):
+        energy_pointing_game(saliency, masks)  # used to return (0.75 + 0) / 2 = 0.375
+
+
+def test_empty_predictions_are_valid():
+    # The rule is about ground truth only: an empty prediction is a valid, wrong answer.
+    assert mask_iou(torch.zeros_like(_M), _M).tolist() == [0.0, 0.0]
+    assert energy_pointing_game(torch.zeros_like(_S), _M, reduce=False).tolist() == [0.0, 0.0]
+    assert corloc(torch.zeros(2, 4), _B, reduce=False).tolist() == [False, False]
+
+
+@pytest.mark.parametrize("gt,index", [
+    ([_B[0], torch.zeros(0, 4)], 1),                                  # no box at all
+    ([[], _B[1]], 0),                                                 # an empty list
+    ([_B[0], torch.tensor([[0.0, 0, 0, 0], [2, 2, 2, 5]])], 1),       # only zero-area boxes
+    (torch.tensor([[0.0, 0, 2, 2], [3, 3, 3, 3]]), 1),                # N×4 tensor form
+    (torch.tensor([[[0.0, 0, 2, 0]], [[0, 0, 1, 1]]]), 0),            # N×M×4 tensor form
+])
+def test_corloc_empty_ground_truth_region_raises_naming_index(gt, index):
+    with pytest.raises(ValueError, match=rf"^`gt_boxes` must hold at least one box of positive area per pair; "
+                                         rf"none at index\(es\) \[{index}\]$"):
+        corloc(_B, gt)
+
+
+@pytest.mark.parametrize("a,b,name", [
+    (_B.bool(), _B, "boxes1"),
+    (_B, _B.bool(), "boxes2"),
+    (_B, _B.numpy().astype(bool), "boxes2"),
+    ([[True, False, True, True]], _B, "boxes1"),
+])
+def test_box_iou_rejects_bool_boxes(a, b, name):
+    with pytest.raises(TypeError, match=rf"^`{name}` must hold numeric box coordinates, got dtype torch.bool$"):
+        box_iou(a, b)
+
+
+@pytest.mark.parametrize("pred,gt,name", [
+    (_B.bool(), _B, "pred_boxes"),
+    (_B, _B.bool(), "gt_boxes"),
+    (_B, [_B[0], _B[1].bool()], r"gt_boxes\[1\]"),
+])
+def test_corloc_rejects_bool_boxes(pred, gt, name):
+    with pytest.raises(TypeError, match=rf"^`{name}` must hold numeric box coordinates"):
+        corloc(pred, gt)
 
 
 @pytest.mark.parametrize("kwargs,exc,match", [

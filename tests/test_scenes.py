@@ -9,7 +9,8 @@ from torch.utils.data import DataLoader
 
 from captum_ext._utils.boxes import masks_to_boxes
 from captum_ext.datasets import scenes
-from captum_ext.datasets.scenes import CONTEXT_PALETTE, _alpha, _digits_at
+from captum_ext.datasets import _digit_glyphs as glyphs
+from captum_ext.datasets.scenes import CONTEXT_PALETTE
 
 
 @pytest.fixture(scope="module", params=scenes.MODES)
@@ -57,10 +58,10 @@ def test_labels_match_pasted_digit(batch):
         x1, y1, x2, y2 = batch.object_boxes[i, k].int().tolist()
         crop = batch.object_masks[i, k, y1:y2, x1:x2].numpy()
         source = int(batch.object_sources[i, k])
-        position = int(np.flatnonzero(scenes._digits("all")[2] == source)[0])
+        position = int(np.flatnonzero(glyphs.digits("all")[2] == source)[0])
         found = False
         for side in range(5, 60):
-            glyph = _alpha(_digits_at("all", side)[position]) >= 0.5
+            glyph = glyphs.alpha(glyphs.digits_at("all", side)[position]) >= 0.5
             ys, xs = np.nonzero(glyph)
             if ys.size and glyph[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].shape == crop.shape:
                 found |= np.array_equal(glyph[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1], crop)
@@ -90,6 +91,12 @@ def test_multi_mode_distinct_classes_and_targets():
         assert set(torch.nonzero(target).flatten().tolist()) == set(present.tolist())
     assert torch.equal(batch.class_masks(), batch.object_masks[:, 0])
     assert all(torch.equal(b, ob[:1]) for b, ob in zip(batch.class_boxes(), batch.object_boxes))
+    absent = torch.tensor([next(c for c in range(10) if c not in labels.tolist()) for labels in batch.object_labels])
+    assert not bool(batch.class_masks(absent).any()) and all(b.shape == (0, 4) for b in batch.class_boxes(absent))
+    with pytest.raises(ValueError, match="`classes`"):
+        batch.class_masks(torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="`classes`"):
+        batch.class_boxes([0])
 
 
 def _plate_colour(image: torch.Tensor, box: torch.Tensor) -> np.ndarray:
@@ -113,6 +120,32 @@ def test_roi_context_carries_class_information(context_prob, low, high):
 def test_roi_sizes_span_small_to_large():
     sizes = scenes.make_scenes(300, mode="roi", seed=6).roi_sizes.float()
     assert float(sizes.quantile(0.1)) < 25 and float(sizes.quantile(0.9)) > 300
+
+
+def test_public_api_unchanged_after_split():
+    # scenes.py was split into private modules; everything it offered is still reachable from `scenes`.
+    from captum_ext import datasets
+
+    for name in ("CONTEXT_PALETTE", "DEFAULT_CLUTTER", "MODES", "NUM_CLASSES", "ROI_BINS_64", "SCENE_MEAN",
+                 "SCENE_STD", "SPLITS", "SceneBatch", "SceneDataset", "denormalize", "digit_crops", "make_scenes",
+                 "normalize"):
+        assert hasattr(scenes, name), name
+    assert datasets.scenes is scenes and datasets.make_scenes is scenes.make_scenes
+    assert datasets.SceneBatch is scenes.SceneBatch and scenes.SceneBatch.__module__ == "captum_ext.datasets.scenes"
+    assert scenes.NUM_CLASSES == 10 and CONTEXT_PALETTE.shape == (10, 3) and CONTEXT_PALETTE.dtype == np.float32
+
+
+def test_normalize_hand_values_and_round_trip():
+    images = torch.zeros(2, 3, 1, 2)
+    images[0, :, 0, 0] = torch.tensor(scenes.SCENE_MEAN)                   # the mean pixel -> 0
+    images[1, :, 0, 1] = torch.tensor(scenes.SCENE_MEAN) + torch.tensor(scenes.SCENE_STD)  # mean + std -> 1
+    out = scenes.normalize(images)
+    assert out.shape == images.shape and out.dtype == torch.float32 and out.is_contiguous()
+    torch.testing.assert_close(out[0, :, 0, 0], torch.zeros(3))
+    torch.testing.assert_close(out[1, :, 0, 1], torch.ones(3))
+    torch.testing.assert_close(out[0, 0, 0, 1], torch.tensor(-0.4841 / 0.2729))  # a black pixel
+    torch.testing.assert_close(scenes.denormalize(out), images)
+    assert scenes.normalize(images.double()).dtype == torch.float64
 
 
 def test_dataset_wrapper_and_normalisation():

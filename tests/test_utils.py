@@ -1,9 +1,11 @@
-"""Private helpers: argument validation and the box convention."""
+"""Private helpers: argument validation, the box convention, box IoU, map normalisation, image standardisation."""
 import numpy as np
 import pytest
 import torch
 
-from captum_ext._utils.boxes import boxes_to_masks, masks_to_boxes
+from captum_ext._utils.boxes import box_areas, box_iou_matrix, boxes_to_masks, masks_to_boxes
+from captum_ext._utils.images import denormalize, normalize
+from captum_ext._utils.maps import mask_iou_rows, max_normalise, minmax_normalise, safe_div
 from captum_ext._utils.validation import check_boxes, check_in_choices, check_same_length, check_tensor
 
 
@@ -38,3 +40,40 @@ def test_box_convention_exclusive_edges_round_trip():
     boxes = masks_to_boxes(masks)
     assert boxes.tolist() == [[2.0, 1.0, 5.0, 3.0], [6.0, 4.0, 7.0, 5.0], [0.0, 0.0, 0.0, 0.0]]
     assert torch.equal(boxes_to_masks(boxes, 6, 7), masks)
+
+
+def test_box_iou_matrix_hand_values_and_degenerate_boxes():
+    a = torch.tensor([[0.0, 0, 10, 10], [0, 0, 0, 0]])
+    b = torch.tensor([[5.0, 0, 15, 10], [0, 0, 0, 0], [0, 0, 10, 10]])
+    iou = box_iou_matrix(a, b)
+    torch.testing.assert_close(iou, torch.tensor([[1 / 3, 0.0, 1.0], [0.0, 0.0, 0.0]]))  # 0/0 -> 0, not NaN
+    assert box_areas(b).tolist() == [100.0, 0.0, 100.0]
+
+
+def test_minmax_normalise_per_image():
+    maps = torch.tensor([[[4.0, 2.0], [0.0, 0.0]], [[5.0, 5.0], [5.0, 5.0]], [[-1.0, 1.0], [0.0, 3.0]]])
+    out = minmax_normalise(maps)
+    assert out.dtype == torch.float64 and out.shape == maps.shape
+    assert out.tolist() == [[[1.0, 0.5], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]], [[0.0, 0.5], [0.25, 1.0]]]
+    assert torch.equal(minmax_normalise(maps.flatten(1)), out.flatten(1))  # rows of a flattened batch alike
+
+
+def test_max_normalise_keeps_zero_level():
+    maps = torch.tensor([[[[4.0, 2.0], [0.0, 1.0]]], [[[0.0, 0.0], [0.0, 0.0]]]])  # N×1×H×W
+    out = max_normalise(maps)
+    assert out.shape == maps.shape and out.dtype == torch.float32
+    assert out.tolist() == [[[[1.0, 0.5], [0.0, 0.25]]], [[[0.0, 0.0], [0.0, 0.0]]]]  # all-zero map stays zero
+
+
+def test_safe_div_and_mask_iou_rows():
+    assert safe_div(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 0.0, 4.0])).tolist() == [0.5, 0.0, 0.75]
+    pred = torch.tensor([[[1, 1], [0, 0]], [[0, 0], [0, 0]], [[1, 0], [0, 0]]], dtype=torch.bool)
+    truth = torch.tensor([[[1, 0], [0, 0]], [[0, 0], [0, 0]], [[0, 0], [0, 1]]], dtype=torch.bool)
+    assert mask_iou_rows(pred, truth).tolist() == [0.5, 1.0, 0.0]  # both empty -> 1
+
+
+def test_image_normalize_round_trip():
+    batch = torch.tensor([[[[0.5]], [[0.0]], [[1.0]]]])
+    out = normalize(batch, (0.5, 0.5, 0.5), (0.25, 0.5, 2.0))
+    assert out.flatten().tolist() == [0.0, -1.0, 0.25]
+    torch.testing.assert_close(denormalize(out, (0.5, 0.5, 0.5), (0.25, 0.5, 2.0)), batch)

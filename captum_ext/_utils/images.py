@@ -1,5 +1,6 @@
-"""Image loading helpers shared by the EfficientNet loader and ``captum-ext explain``: any array or tensor layout
-to an ``N×3×H×W`` float batch in [0, 1], antialiased resizing, shorter-side resize + centre crop."""
+"""Image helpers shared by the EfficientNet loader, ``captum-ext explain`` and the scene datasets: any array or
+tensor layout to an ``N×3×H×W`` float batch in [0, 1], antialiased resizing, shorter-side resize + centre crop, and
+the project's one per-channel standardisation (:func:`normalize`, :func:`denormalize`)."""
 from __future__ import annotations
 
 from typing import Any, Sequence, Tuple
@@ -84,9 +85,39 @@ def resize_shorter_and_crop(batch: Tensor, shorter: int, size: int) -> Tensor:
     return batch[:, :, top:top + size, left:left + size]
 
 
-def normalize(batch: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    """Per-channel ``(batch − mean) / std`` of an ``N×3×H×W`` batch, contiguous, on the batch's device and dtype."""
+def _channel_stats(batch: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tuple[Tensor, Tensor]:
+    """``mean`` and ``std`` as ``1×C×1×1`` tensors on the batch's device and dtype."""
     shape = (1, len(mean), 1, 1)
     m = torch.tensor(mean, dtype=batch.dtype, device=batch.device).view(shape)
     s = torch.tensor(std, dtype=batch.dtype, device=batch.device).view(shape)
+    return m, s
+
+
+def normalize(batch: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """Per-channel ``(batch − mean) / std`` of an ``N×C×H×W`` batch, contiguous, on the batch's device and dtype.
+
+    Args:
+        batch (Tensor): ``N×C×H×W`` (or ``C×H×W``) floating images.
+        mean (sequence of float): ``C`` channel means.
+        std (sequence of float): ``C`` channel standard deviations.
+
+    Returns:
+        Tensor: the standardised batch (``N×C×H×W``).
+    """
+    m, s = _channel_stats(batch, mean, std)
     return ((batch - m) / s).contiguous()
+
+
+def denormalize(batch: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """Inverse of :func:`normalize`: per-channel ``batch · std + mean``, on the batch's device and dtype.
+
+    Args:
+        batch (Tensor): ``N×C×H×W`` (or ``C×H×W``) standardised images.
+        mean (sequence of float): ``C`` channel means.
+        std (sequence of float): ``C`` channel standard deviations.
+
+    Returns:
+        Tensor: the images in their original range (not clipped), ``N×C×H×W``.
+    """
+    m, s = _channel_stats(batch, mean, std)
+    return (batch * s + m).contiguous()

@@ -1,6 +1,7 @@
 """Benchmark ground with exact ground truth, generated deterministically from a seed.
 
-- :mod:`captum_ext.datasets.ellipses` — the three ellipse regression datasets of seed 000 (Li & Shimada).
+- :mod:`captum_ext.datasets.ellipses` — the three ellipse regression datasets of Li & Shimada, *Discovery of image
+  pixels highly contributing to CNN regression*.
 - :mod:`captum_ext.datasets.scenes` — real handwritten digits on real photographs: single object with clutter,
   multi-label, and ROI mode with informative context.
 """

@@ -1,7 +1,7 @@
 """Ellipse regression datasets of Li & Shimada, *Discovery of image pixels highly contributing to CNN regression*.
 
 Three synthetic grounds with exact ground truth, used to train and evaluate
-:class:`captum_ext.SelfSupervisedAttentionRegressor` (design.md §2):
+:class:`captum_ext.SelfSupervisedAttentionRegressor`:
 
 1. **one ellipse + circle distractors** — target: the ellipse's inclination in degrees;
 2. **two ellipses + point noise** — target: the ``(x, y)`` intersection of the two major-axis lines;
@@ -59,7 +59,6 @@ for testing); :data:`PAPER_SPLITS` holds the paper's train / test sizes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Dict, Sequence, Tuple, Union
 
 import numpy as np
@@ -68,7 +67,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from captum_ext._utils.validation import as_tensor, check_in_choices
-from captum_ext.datasets._photos import background_bank, random_backgrounds
+from captum_ext.datasets import _ellipse_render
+from captum_ext.datasets._ellipse_raster import intersect
+from captum_ext.datasets._ellipse_render import chunk_size, render_chunk
 
 __all__ = [
     "EllipseBatch",
@@ -90,14 +91,10 @@ PAPER_SPLITS: Dict[int, Tuple[int, int]] = {1: (8000, 3000), 2: (3000, 100), 3: 
 OBJECT_FRACTION: Dict[int, float] = {1: 0.05, 2: 0.10, 3: 0.10}
 
 #: Minimum number of background pixels between an ellipse and any other shape (Chebyshev distance > GAP).
-GAP = 2
+GAP: int = _ellipse_render.GAP  # defined where the shapes are placed
 
 _DATASETS = (1, 2, 3)
 _MIN_SIZE = 16
-_MARGIN = 1.0  # px between an ellipse's bounding box and the image border; also the target's border margin
-_MIN_AXIS_ANGLE = 20.0  # degrees between the two major axes (datasets 2, 3)
-_NOISE_STD = 0.02
-_MAX_ROUNDS = 1000  # rejection rounds; acceptance per round is >= 13 % (two ellipses, size 16)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -153,79 +150,6 @@ def _check_dataset(dataset: object) -> int:
     return int(dataset)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# rasterisation helpers (vectorised over the batch)
-# ----------------------------------------------------------------------------------------------------------------
-def _centres(size: int) -> np.ndarray:
-    return np.arange(size, dtype=np.float64) + 0.5
-
-
-def _ellipse_masks(cx: np.ndarray, cy: np.ndarray, a: np.ndarray, b: np.ndarray, theta: np.ndarray,
-                   size: int) -> np.ndarray:
-    """``N×H×W`` bool: pixel centres inside each ellipse (θ in degrees, counter-clockwise as displayed).
-
-    With the major-axis direction ``(cos θ, -sin θ)`` (``y`` pointing down), a point is inside iff
-    ``(along / a)² + (across / b)² <= 1``, ``along = dx cos θ - dy sin θ``, ``across = dx sin θ + dy cos θ``;
-    expanded as ``A dx² + B dx dy + C dy²`` so only the cross term needs a full ``N×H×W`` product.
-    """
-    grid = _centres(size)
-    rad = np.deg2rad(theta)
-    c, s = np.cos(rad), np.sin(rad)
-    ia, ib = 1.0 / (a * a), 1.0 / (b * b)
-    coef_xx = c * c * ia + s * s * ib
-    coef_yy = s * s * ia + c * c * ib
-    coef_xy = 2.0 * c * s * (ib - ia)
-    dx = grid[None, None, :] - cx[:, None, None]  # N×1×W
-    dy = grid[None, :, None] - cy[:, None, None]  # N×H×1
-    quad = (coef_xy[:, None, None] * dy) * dx
-    quad += coef_xx[:, None, None] * dx * dx
-    quad += coef_yy[:, None, None] * dy * dy
-    return quad <= 1.0
-
-
-def _disk_masks(cx: np.ndarray, cy: np.ndarray, r: np.ndarray, size: int) -> np.ndarray:
-    grid = _centres(size)
-    dx = grid[None, None, :] - cx[:, None, None]
-    dy = grid[None, :, None] - cy[:, None, None]
-    return (dx * dx - (r * r)[:, None, None]) + dy * dy <= 0.0
-
-
-def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Chebyshev (square ``2r+1``) dilation of ``N×H×W`` bool masks, separable shifts."""
-    out = mask
-    for axis in (1, 2):
-        for _ in range(radius):
-            grown = out.copy()
-            lo = [slice(None)] * 3
-            hi = [slice(None)] * 3
-            lo[axis], hi[axis] = slice(1, None), slice(None, -1)
-            grown[tuple(lo)] |= out[tuple(hi)]
-            grown[tuple(hi)] |= out[tuple(lo)]
-            out = grown
-    return out if out is not mask else mask.copy()
-
-
-def _paint(images: np.ndarray, masks: np.ndarray, values: np.ndarray) -> None:
-    """In place: ``images[i][masks[i]] = values[i]``."""
-    np.copyto(images, np.broadcast_to(values[:, None, None], images.shape), where=masks)
-
-
-def _sample_ellipses(rng: np.random.Generator, n: int, size: int) -> Tuple[np.ndarray, ...]:
-    """Random ellipses entirely inside the image; returns float32-representable float64 (cx, cy, a, b, θ)."""
-    scale = size / 32.0
-    b = rng.uniform(2.0, 3.2, n) * scale
-    a = rng.uniform(np.maximum(5.0 * scale, 1.6 * b), 8.0 * scale)
-    theta = rng.uniform(0.0, 180.0, n)
-    rad = np.deg2rad(theta)
-    half_w = np.sqrt((a * np.cos(rad)) ** 2 + (b * np.sin(rad)) ** 2)  # half extent of the bounding box
-    half_h = np.sqrt((a * np.sin(rad)) ** 2 + (b * np.cos(rad)) ** 2)
-    cx = rng.uniform(half_w + _MARGIN, size - half_w - _MARGIN)
-    cy = rng.uniform(half_h + _MARGIN, size - half_h - _MARGIN)
-    # Round to float32 once, so everything (masks, targets) is computed from exactly the stored parameters.
-    theta = np.mod(theta.astype(np.float32), np.float32(180.0))
-    return tuple(v.astype(np.float32).astype(np.float64) for v in (cx, cy, a, b, theta))
-
-
 def intersect_major_axes(centers: Union[Tensor, np.ndarray], angles: Union[Tensor, np.ndarray]) -> Tensor:
     """Intersection of the major-axis lines of two ellipses.
 
@@ -248,175 +172,9 @@ def intersect_major_axes(centers: Union[Tensor, np.ndarray], angles: Union[Tenso
         raise ValueError(f"`centers` must be N×2×2, got shape {tuple(c.shape)}")
     if t.shape != c.shape[:2]:
         raise ValueError(f"`angles` must be N×2 matching `centers`, got shape {tuple(t.shape)}")
-    out = _intersect(c[:, 0, 0].numpy(), c[:, 0, 1].numpy(), t[:, 0].numpy(),
+    out = intersect(c[:, 0, 0].numpy(), c[:, 0, 1].numpy(), t[:, 0].numpy(),
                      c[:, 1, 0].numpy(), c[:, 1, 1].numpy(), t[:, 1].numpy())
     return torch.from_numpy(np.stack(out, axis=1))
-
-
-def _intersect(x1, y1, t1, x2, y2, t2) -> Tuple[np.ndarray, np.ndarray]:
-    r1, r2 = np.deg2rad(t1), np.deg2rad(t2)
-    u1x, u1y = np.cos(r1), -np.sin(r1)
-    u2x, u2y = np.cos(r2), -np.sin(r2)
-    denom = u1x * u2y - u1y * u2x
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s = ((x2 - x1) * u2y - (y2 - y1) * u2x) / denom
-    return x1 + s * u1x, y1 + s * u1y
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# chunk generators: each returns images, masks, targets, centers, semi_axes, angles (numpy) for `n` samples
-# ----------------------------------------------------------------------------------------------------------------
-def _chunk_one(rng: np.random.Generator, n: int, size: int):
-    scale = size / 32.0
-    cx, cy, a, b, theta = _sample_ellipses(rng, n, size)
-    emask = _ellipse_masks(cx, cy, a, b, theta, size)
-    images = np.broadcast_to(rng.uniform(0.0, 0.1, n)[:, None, None], emask.shape).astype(np.float32)
-    occupied = _dilate(emask, GAP)  # circle pixels may not enter this zone
-    n_circles = rng.integers(2, 5, n)
-    for k in range(4):
-        pending = np.flatnonzero(n_circles > k)
-        for _ in range(_MAX_ROUNDS):
-            if pending.size == 0:
-                break
-            m = pending.size
-            r = rng.uniform(1.5, 3.0, m) * scale
-            ccx = rng.uniform(r + _MARGIN, size - r - _MARGIN)
-            ccy = rng.uniform(r + _MARGIN, size - r - _MARGIN)
-            value = rng.uniform(0.6, 1.0, m)
-            disk = _disk_masks(ccx, ccy, r, size)
-            ok = disk.any(axis=(1, 2)) & ~(disk & occupied[pending]).any(axis=(1, 2))
-            idx = pending[ok]
-            sub = images[idx]
-            _paint(sub, disk[ok], value[ok])
-            images[idx] = sub
-            # Circles may not touch each other either (>= 1 background pixel between them).
-            occupied[idx] |= _dilate(disk[ok], 1)
-            pending = pending[~ok]
-        # A circle that found no room after _MAX_ROUNDS tries would be left out (practically impossible).
-    _paint(images, emask, rng.uniform(0.6, 1.0, n))
-    targets = theta.astype(np.float32)
-    return [images, emask, targets, np.stack([cx, cy], 1)[:, None], np.stack([a, b], 1)[:, None], theta[:, None]]
-
-
-def _sample_two_ellipses(rng: np.random.Generator, n: int, size: int):
-    """Two non-touching ellipses per sample whose major axes differ by >= 20° and cross inside the image."""
-    params = np.zeros((n, 2, 5))
-    masks = np.zeros((n, 2, size, size), dtype=bool)
-    target = np.zeros((n, 2))
-    pending = np.arange(n)
-    for _ in range(_MAX_ROUNDS):
-        if pending.size == 0:
-            break
-        m = pending.size
-        e1 = _sample_ellipses(rng, m, size)
-        e2 = _sample_ellipses(rng, m, size)
-        diff = np.abs(e1[4] - e2[4]) % 180.0
-        diff = np.minimum(diff, 180.0 - diff)
-        px, py = _intersect(e1[0], e1[1], e1[4], e2[0], e2[1], e2[4])
-        ok = (diff >= _MIN_AXIS_ANGLE) & (px >= _MARGIN) & (px <= size - _MARGIN)
-        ok &= (py >= _MARGIN) & (py <= size - _MARGIN)
-        cand = np.flatnonzero(ok)
-        m1 = _ellipse_masks(*(v[cand] for v in e1), size)
-        m2 = _ellipse_masks(*(v[cand] for v in e2), size)
-        apart = ~(_dilate(m1, GAP) & m2).any(axis=(1, 2))
-        good = cand[apart]
-        dest = pending[good]
-        params[dest, 0] = np.stack(e1, 1)[good]
-        params[dest, 1] = np.stack(e2, 1)[good]
-        masks[dest, 0], masks[dest, 1] = m1[apart], m2[apart]
-        target[dest] = np.stack([px, py], 1)[good]
-        done = np.zeros(m, dtype=bool)
-        done[good] = True
-        pending = pending[~done]
-    if pending.size:  # pragma: no cover - acceptance is 13-26 % per round: 0.87**1000 ~ 1e-61
-        raise RuntimeError("could not place two ellipses; please report this seed")
-    return params, masks, target
-
-
-def _chunk_two(rng: np.random.Generator, n: int, size: int, dataset: int):
-    params, pair_masks, target = _sample_two_ellipses(rng, n, size)
-    emask = pair_masks[:, 0] | pair_masks[:, 1]
-    if dataset == 2:
-        images = np.broadcast_to(rng.uniform(0.0, 0.1, n)[:, None, None], emask.shape).astype(np.float32)
-        density = rng.uniform(0.05, 0.10, n)
-        points = (rng.random(emask.shape) < density[:, None, None]) & ~emask
-        values = rng.uniform(0.5, 1.0, emask.shape).astype(np.float32)
-        np.copyto(images, values, where=points)
-        ellipse_values = rng.uniform(0.6, 1.0, (n, 2))
-    else:
-        images = _clutter(rng, n, size)
-        ellipse_values = rng.uniform(0.7, 1.0, (n, 2))
-    _paint(images, pair_masks[:, 0], ellipse_values[:, 0])
-    _paint(images, pair_masks[:, 1], ellipse_values[:, 1])
-    centers = params[:, :, 0:2]
-    semi_axes = params[:, :, 2:4]
-    angles = params[:, :, 4]
-    return [images, emask, target, centers, semi_axes, angles]
-
-
-def _to_gray(rgb: np.ndarray) -> np.ndarray:
-    return (rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114).astype(np.float32)
-
-
-_PATCH_MAX_ZOOM = 1.6  # patches come from photos whose shorter side is at most 1.6× the image: object parts
-
-
-@lru_cache(maxsize=None)
-def _patch_bank(size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Grayscale photos for clutter patches, flattened into one array: (flat, offsets, heights, widths).
-
-    Reuses the (cached) background bank, keeping its less zoomed-in versions of every photo.
-    """
-    limit = int(np.ceil(size * _PATCH_MAX_ZOOM)) + 1
-    photos = [_to_gray(p) for p in background_bank(size) if min(p.shape[:2]) <= limit]
-    heights = np.array([p.shape[0] for p in photos])
-    widths = np.array([p.shape[1] for p in photos])
-    offsets = np.concatenate([[0], np.cumsum(heights * widths)[:-1]])
-    return np.concatenate([p.ravel() for p in photos]), offsets, heights, widths
-
-
-def _clutter(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
-    """Dataset 3 background: low-contrast photo crop + 4–8 pasted photo patches (module docstring).
-
-    Patches are pasted in layers (the k-th patch of every image at once) with gathered indices, so there is no
-    per-patch Python loop; later patches cover earlier ones.
-    """
-    scale = size / 32.0
-    images = _to_gray(random_backgrounds(rng, n, size))
-    images *= rng.uniform(0.1, 0.25, n)[:, None, None].astype(np.float32)
-    images += rng.uniform(0.0, 0.1, n)[:, None, None].astype(np.float32)
-    flat, offsets, heights, widths = _patch_bank(size)
-    counts = rng.integers(4, 9, n)
-    lo_side, hi_side = max(2, int(round(5 * scale))), max(3, int(round(10 * scale)))
-    span = np.arange(hi_side)
-    for layer in range(int(counts.max())):
-        owner = np.flatnonzero(counts > layer)
-        m = owner.size
-        h = rng.integers(lo_side, hi_side + 1, m)
-        w = rng.integers(lo_side, hi_side + 1, m)
-        y0 = (rng.random(m) * (size - h + 1)).astype(np.int64)
-        x0 = (rng.random(m) * (size - w + 1)).astype(np.int64)
-        src = rng.integers(0, offsets.size, m)
-        sy = (rng.random(m) * (heights[src] - h + 1)).astype(np.int64)
-        sx = (rng.random(m) * (widths[src] - w + 1)).astype(np.int64)
-        offset = rng.uniform(0.0, 0.1, m).astype(np.float32)
-        gain = rng.uniform(0.45, 0.75, m).astype(np.float32)
-        rows = np.minimum(span[None, :], h[:, None] - 1)  # m×S, clamped: padding repeats the last row/column
-        cols = np.minimum(span[None, :], w[:, None] - 1)
-        row_start = offsets[src][:, None] + (sy[:, None] + rows) * widths[src][:, None]  # m×S flat indices
-        index = row_start[:, :, None] + (sx[:, None] + cols)[:, None, :]
-        patch = flat[index]  # m×S×S
-        low = patch.min(axis=(1, 2), keepdims=True)
-        high = patch.max(axis=(1, 2), keepdims=True)
-        patch = (patch - low) / (high - low + np.float32(0.05))  # stretch: texture visible, flat stays flat
-        patch = offset[:, None, None] + gain[:, None, None] * patch
-        images[owner[:, None, None], (y0[:, None] + rows)[:, :, None], (x0[:, None] + cols)[:, None, :]] = patch
-    return images
-
-
-def _chunk_size(size: int) -> int:
-    """Samples per chunk (fixed per ``size``, which keeps the prefix property): about 2**18 pixels per chunk."""
-    return int(max(8, min(256, 2**18 // (size * size))))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -464,15 +222,10 @@ def make_ellipses(n: int, dataset: int = 1, seed: int = 0, size: int = 32) -> El
     seed = _check_int(seed, "seed", 0)
     size = _check_int(size, "size", _MIN_SIZE)
 
-    chunk = _chunk_size(size)
+    chunk = chunk_size(size)
     parts = []
     for c in range(-(-n // chunk)):
-        rng = np.random.default_rng([seed, dataset, c])
-        if dataset == 1:
-            out = _chunk_one(rng, chunk, size)
-        else:
-            out = _chunk_two(rng, chunk, size, dataset)
-        out[0] += rng.standard_normal(out[0].shape, dtype=np.float32) * np.float32(_NOISE_STD)
+        out = render_chunk(seed, dataset, c, chunk, size)
         take = min(chunk, n - c * chunk)
         parts.append([np.asarray(x)[:take] for x in out])
     images, masks, targets, centers, semi_axes, angles = (np.concatenate(p, axis=0) for p in zip(*parts))

@@ -16,13 +16,13 @@ Three modes:
     For class-distinct saliency (each class's own object mask is known).
 ``"roi"``
     The selected digit plus up to three others where they fit, each on a coloured *context plate* (a rectangle
-    around the digit, outside its mask). The ROI mask selects the first digit and the label is its class. Its size is log-uniform from barely legible
-    (≈ 5 px) to large (≈ 40 px at 64×64), so ROI pixel counts span two orders of magnitude. The plate colour is the
-    class's palette colour with probability ``context_prob`` (default 0.9) and a random other class's colour
-    otherwise: the background around a region genuinely carries class information, as context does in COCO
-    (boats on water). A method that blacks out everything outside the mask loses that cue, which matters most
-    for small regions where the digit itself is hard to read — the situation seed 002 studies. Set
-    ``context_prob=0.1`` (chance) to make context uninformative for an ablation.
+    around the digit, outside its mask). The ROI mask selects the first digit and the label is its class. Its size
+    is log-uniform from barely legible (≈ 5 px) to large (≈ 40 px at 64×64), so ROI pixel counts span two orders
+    of magnitude. The plate colour is the class's palette colour with probability ``context_prob`` (default 0.9)
+    and a random other class's colour otherwise: the background around a region genuinely carries class
+    information, as context does in COCO (boats on water). A method that blacks out everything outside the mask
+    loses that cue, which matters most for small regions where the digit itself is hard to read — the situation
+    Eppel's ROI classifier studies. Set ``context_prob=0.1`` (chance) to make context uninformative for an ablation.
 
 Splits: digits with index ``i % 4 == 3`` form the ``"test"`` split, the rest ``"train"``, so held-out scenes show
 digit instances no model saw in training (backgrounds are shared, as photos are scenery, not labels). Use a
@@ -33,9 +33,7 @@ Models trained on scenes expect inputs standardised with :data:`SCENE_MEAN` / :d
 """
 from __future__ import annotations
 
-import colorsys
 from dataclasses import dataclass, field, fields
-from functools import lru_cache
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -44,33 +42,31 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from captum_ext._utils import images as _images
 from captum_ext._utils.boxes import masks_to_boxes
 from captum_ext._utils.validation import check_in_choices
-from captum_ext.datasets._photos import random_backgrounds
+from captum_ext.datasets import _scene_compose
+from captum_ext.datasets._scene_compose import NUM_CLASSES
 
-NUM_CLASSES = 10
 MODES: Tuple[str, ...] = ("single", "multi", "roi")
 SPLITS: Tuple[str, ...] = ("train", "test", "all")
 
 #: Per-channel statistics of ``"single"`` training scenes (64×64, seed 0, 4,000 scenes); models in
 #: :mod:`captum_ext.zoo` were trained on ``(image - SCENE_MEAN) / SCENE_STD``.
 SCENE_MEAN: Tuple[float, float, float] = (0.4841, 0.4291, 0.4107)
+#: Per-channel standard deviations of the same scenes, the divisor of :func:`normalize`.
 SCENE_STD: Tuple[float, float, float] = (0.2729, 0.2540, 0.2592)
 
 #: ROI-size bin edges (pixel counts) for 64×64 ``"roi"`` scenes: doubling bins like the paper's Table 1,
 #: scaled to our image size. Use with :func:`captum_ext.metrics.binned_accuracy`.
 ROI_BINS_64: Tuple[int, ...] = (0, 25, 50, 100, 200, 400, 800, 4097)
 
-#: Context-plate colour of each class in ``"roi"`` mode (hues 36° apart).
-CONTEXT_PALETTE: np.ndarray = np.array(
-    [colorsys.hsv_to_rgb(k / NUM_CLASSES, 0.75, 0.85) for k in range(NUM_CLASSES)], dtype=np.float32
-)
+#: Context-plate colour of each class in ``"roi"`` mode (hues 36° apart), ``10×3`` float32 RGB in [0, 1].
+CONTEXT_PALETTE: np.ndarray = _scene_compose.CONTEXT_PALETTE  # defined where the plates are painted
 
 #: Default ``(min, max)`` number of clutter pieces per scene in each mode.
 DEFAULT_CLUTTER: Dict[str, Tuple[int, int]] = {"single": (3, 6), "multi": (0, 2), "roi": (0, 0)}
 
-_MODE_CODE = {"single": 1, "multi": 2, "roi": 3}
-_SPLIT_CODE = {"train": 1, "test": 2, "all": 3}
 _CHUNK = 256  # scenes per independently seeded chunk: n scenes are a prefix of n + k scenes
 
 
@@ -117,226 +113,45 @@ class SceneBatch:
         values = {f.name: getattr(self, f.name)[index] for f in fields(self) if f.name != "mode"}
         return SceneBatch(mode=self.mode, **values)
 
-    def class_masks(self, classes: Optional[Tensor] = None) -> Tensor:
-        """``N×H×W`` bool union of the masks of the digits of ``classes`` (default: ``labels``) in each scene."""
+    def _classes(self, classes: Optional[Tensor]) -> Tensor:
+        """``classes`` (default ``labels``) as an ``N`` vector, one class per scene."""
         classes = self.labels if classes is None else torch.as_tensor(classes).reshape(-1)
         if classes.shape[0] != len(self):
             raise ValueError(f"`classes` must have {len(self)} entries, got {classes.shape[0]}")
+        return classes
+
+    def class_masks(self, classes: Optional[Tensor] = None) -> Tensor:
+        """Per scene, the union of the masks of every digit of one class (e.g. for class-distinct saliency).
+
+        Args:
+            classes (Tensor, optional): ``N`` class ids, one per scene (any shape with ``N`` elements). Default:
+                ``labels``.
+
+        Returns:
+            Tensor: ``N×H×W`` bool; empty for a scene without a digit of its class (which the metrics reject as
+            ground truth).
+
+        Raises:
+            ValueError: if ``classes`` does not hold one entry per scene.
+        """
+        classes = self._classes(classes)
         match = self.object_labels == classes[:, None]
         return (self.object_masks & match[:, :, None, None]).any(dim=1)
 
     def class_boxes(self, classes: Optional[Tensor] = None) -> List[Tensor]:
-        """Per scene, the ``M×4`` boxes of the digits of ``classes`` (default: ``labels``)."""
-        classes = self.labels if classes is None else torch.as_tensor(classes).reshape(-1)
+        """Per scene, the boxes of every digit of one class (the ``gt_boxes`` of :func:`captum_ext.metrics.corloc`).
+
+        Args:
+            classes (Tensor, optional): ``N`` class ids, one per scene. Default: ``labels``.
+
+        Returns:
+            list of Tensor: ``N`` float32 tensors shaped ``M_i×4`` (``M_i = 0`` for a scene without that class).
+
+        Raises:
+            ValueError: if ``classes`` does not hold one entry per scene.
+        """
+        classes = self._classes(classes)
         return [self.object_boxes[i][self.object_labels[i] == classes[i]] for i in range(len(self))]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# digit assets
-
-
-@lru_cache(maxsize=None)
-def _digits(split: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Real handwritten digits of one split: ``M×8×8`` float32 in [0, 1], ``M`` int64 labels and their ``M``
-    indices in ``load_digits()``."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    index = np.arange(len(digits.target))
-    keep = {"train": index % 4 != 3, "test": index % 4 == 3, "all": np.ones_like(index, dtype=bool)}[split]
-    images = (digits.images[keep] / 16.0).astype(np.float32)
-    return images, digits.target[keep].astype(np.int64), index[keep]
-
-
-@lru_cache(maxsize=None)
-def _digits_at(split: str, side: int) -> np.ndarray:
-    """All digits of ``split`` bilinearly up-sampled to ``side×side``, as uint8 (cached per side)."""
-    images = torch.from_numpy(_digits(split)[0])[:, None]
-    resized = F.interpolate(images, size=(side, side), mode="bilinear", align_corners=False)
-    return (resized[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-
-
-def _alpha(intensity: np.ndarray) -> np.ndarray:
-    """Opacity of a digit stroke from its (up-sampled) intensity; the mask is ``alpha >= 0.5``."""
-    return np.clip((intensity.astype(np.float32) / 255.0 - 0.15) / 0.5, 0.0, 1.0)
-
-
-@lru_cache(maxsize=None)
-def _clutter_at(split: str, side: int) -> np.ndarray:
-    """Every digit of ``split`` at ``side×side`` (even) with its quadrants shuffled and rotated.
-
-    Clutter shares the digits' strokes, colours and sizes but shows no class. One fixed scramble per digit and side
-    (seeded by ``side``), computed for all digits at once.
-    """
-    glyphs = _digits_at(split, side)
-    count, half = glyphs.shape[0], side // 2
-    rng = np.random.default_rng([7919, side])
-    quads = glyphs.reshape(count, 2, half, 2, half).transpose(0, 1, 3, 2, 4).reshape(count, 4, half, half)
-    quads = quads[np.arange(count)[:, None], np.argsort(rng.random((count, 4)), axis=1)]
-    turns = rng.integers(0, 4, size=(count, 4))
-    for k in range(1, 4):
-        quads[turns == k] = np.rot90(quads[turns == k], k, axes=(1, 2))
-    return np.ascontiguousarray(quads.reshape(count, 2, 2, half, half).transpose(0, 1, 3, 2, 4).reshape(count, side, side))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# composition
-
-
-def _luminance(rgb: np.ndarray) -> np.ndarray:
-    return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-
-def _contrasting_colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarray:
-    """A random colour that stands out from ``under``: dark over bright ground, pale over dark or saturated ground.
-
-    Brightness alone is not enough on saturated ground (a bright purple digit on a purple plate vanishes), so pale
-    colours are only mildly saturated.
-    """
-    hue = rng.random()
-    if float(_luminance(under.mean(axis=(0, 1)))) > 0.45:
-        sat, value = rng.uniform(0.3, 1.0), rng.uniform(0.0, 0.3)
-    else:
-        sat, value = rng.uniform(0.0, 0.4), rng.uniform(0.85, 1.0)
-    return np.array(colorsys.hsv_to_rgb(hue, sat, value), dtype=np.float32)
-
-
-def _place(
-    rng: np.random.Generator, side: int, size: int, occupied: List[Tuple[int, int, int, int]], margin: int = 0,
-    gap: int = 1, tries: int = 40,
-) -> Optional[Tuple[int, int]]:
-    """Top-left corner for a ``side×side`` glyph whose ``margin``-padded box avoids ``occupied`` boxes.
-
-    Draws ``tries`` candidate corners at once and returns the first that fits, or ``None``.
-    """
-    low, high = margin, size - side - margin
-    if high < low:
-        return None
-    xs, ys = rng.integers(low, high + 1, tries), rng.integers(low, high + 1, tries)
-    if occupied:
-        taken = np.asarray(occupied)[None, :, :]
-        x1, y1 = (xs - margin)[:, None], (ys - margin)[:, None]
-        x2, y2 = x1 + side + 2 * margin, y1 + side + 2 * margin
-        clash = (x1 < taken[..., 2] + gap) & (taken[..., 0] < x2 + gap) & (y1 < taken[..., 3] + gap) & (
-            taken[..., 1] < y2 + gap
-        )
-        free = np.flatnonzero(~clash.any(axis=1))
-        if free.size == 0:
-            return None
-        xs, ys = xs[free], ys[free]
-    return int(xs[0]), int(ys[0])
-
-
-def _paint(canvas: np.ndarray, alpha: np.ndarray, colour: np.ndarray, x: int, y: int) -> None:
-    side_y, side_x = alpha.shape
-    region = canvas[y : y + side_y, x : x + side_x]
-    region *= 1.0 - alpha[:, :, None]
-    region += alpha[:, :, None] * colour
-
-
-@dataclass
-class _Object:
-    label: int
-    mask: np.ndarray  # H×W bool
-    source: int  # index in load_digits()
-
-
-def _compose_scene(
-    rng: np.random.Generator, mode: str, size: int, split: str, context_prob: float, clutter: Tuple[int, int],
-    background: np.ndarray,
-) -> Tuple[np.ndarray, List[_Object]]:
-    """One scene: returns the image and its digits, the object of interest first."""
-    _, labels, sources = _digits(split)
-    scale = size / 64.0
-    canvas = background.copy()
-    occupied: List[Tuple[int, int, int, int]] = []
-    objects: List[_Object] = []
-
-    def add_digit(label: int, side: int, plate_colour: Optional[np.ndarray] = None, margin: int = 0) -> bool:
-        candidates = np.flatnonzero(labels == label)
-        pick = candidates[rng.integers(len(candidates))]
-        glyph = _digits_at(split, side)[pick]
-        spot = _place(rng, side, size, occupied, margin=margin)
-        if spot is None:
-            return False
-        x, y = spot
-        occupied.append((x - margin, y - margin, x + side + margin, y + side + margin))
-        if plate_colour is not None:
-            plate = canvas[y - margin : y + side + margin, x - margin : x + side + margin]
-            plate *= 0.15
-            plate += 0.85 * plate_colour
-        alpha = _alpha(glyph)
-        _paint(canvas, alpha, _contrasting_colour(rng, canvas[y : y + side, x : x + side]), x, y)
-        mask = np.zeros((size, size), dtype=bool)
-        mask[y : y + side, x : x + side] = alpha >= 0.5
-        objects.append(_Object(label, mask, int(sources[pick])))
-        return True
-
-    def add_clutter(count: int, low: int, high: int) -> None:
-        for _ in range(count):
-            side = 2 * int(rng.integers(low // 2, high // 2 + 1))
-            glyph = _clutter_at(split, side)[rng.integers(len(labels))]
-            spot = _place(rng, side, size, occupied[: len(objects)])  # may overlap other clutter, not digits
-            if spot is not None:
-                x, y = spot
-                _paint(canvas, _alpha(glyph), _contrasting_colour(rng, canvas[y : y + side, x : x + side]), x, y)
-
-    def sides(low: float, high: float, count: int = 1, log: bool = False) -> np.ndarray:
-        lo, hi = max(5, round(low * scale)), max(5, round(high * scale))
-        if log:
-            return np.round(np.exp(rng.uniform(np.log(lo), np.log(hi + 0.5), count))).astype(int)
-        return rng.integers(lo, hi + 1, count)
-
-    if mode == "single":
-        while not add_digit(int(rng.integers(NUM_CLASSES)), int(sides(16, 30)[0])):
-            pass
-        add_clutter(
-            int(rng.integers(clutter[0], clutter[1] + 1)), max(6, round(10 * scale)), max(8, round(22 * scale))
-        )
-    elif mode == "multi":
-        count = int(rng.integers(2, 4))
-        classes = rng.choice(NUM_CLASSES, size=count, replace=False)
-        for label, side in zip(classes, np.sort(sides(14, 26, count))[::-1]):
-            while not add_digit(int(label), int(side)):
-                side = max(5, int(side) - 1)
-        add_clutter(
-            int(rng.integers(clutter[0], clutter[1] + 1)), max(6, round(10 * scale)), max(8, round(20 * scale))
-        )
-    else:  # roi: the selected digit first, then 1-3 others where they fit
-        def plate(label: int) -> np.ndarray:
-            shown = label if rng.random() < context_prob else int(rng.choice(np.delete(np.arange(NUM_CLASSES), label)))
-            return CONTEXT_PALETTE[shown]
-
-        label = int(rng.integers(NUM_CLASSES))
-        side = int(sides(5, 40, log=True)[0])
-        while not add_digit(label, side, plate(label), margin=max(2, round(0.35 * side))):
-            side -= 1
-        for other in rng.integers(0, NUM_CLASSES, int(rng.integers(1, 4))):
-            other_side = int(sides(6, 24)[0])
-            add_digit(int(other), other_side, plate(int(other)), margin=max(2, round(0.35 * other_side)))
-    return canvas, objects
-
-
-def _chunk(
-    mode: str, split: str, seed: int, chunk: int, count: int, size: int, context_prob: float, clutter: Tuple[int, int]
-) -> Dict:
-    rng = np.random.default_rng([seed, _MODE_CODE[mode], _SPLIT_CODE[split], size, chunk])
-    max_objects = {"single": 1, "multi": 3, "roi": 4}[mode]
-    images = np.empty((count, size, size, 3), dtype=np.float32)
-    object_labels = np.full((count, max_objects), -1, dtype=np.int64)
-    object_masks = np.zeros((count, max_objects, size, size), dtype=bool)
-    object_sources = np.full((count, max_objects), -1, dtype=np.int64)
-    for i in range(count):
-        background = random_backgrounds(rng, 1, size)[0]  # drawn per scene so n scenes prefix n + k scenes
-        canvas, objects = _compose_scene(rng, mode, size, split, context_prob, clutter, background)
-        images[i] = canvas
-        for k, obj in enumerate(objects):
-            object_labels[i, k] = obj.label
-            object_masks[i, k] = obj.mask
-            object_sources[i, k] = obj.source
-    return {
-        "images": images, "object_labels": object_labels, "object_masks": object_masks, "object_sources": object_sources
-    }
 
 
 def make_scenes(
@@ -382,11 +197,14 @@ def make_scenes(
     if not 0.0 <= float(context_prob) <= 1.0:
         raise ValueError(f"`context_prob` must be in [0, 1], got {context_prob!r}")
     clutter = DEFAULT_CLUTTER[mode] if clutter is None else clutter
-    if len(clutter) != 2 or not 0 <= clutter[0] <= clutter[1] or any(not isinstance(c, (int, np.integer)) for c in clutter):
+    integers = all(isinstance(c, (int, np.integer)) for c in clutter)
+    if len(clutter) != 2 or not integers or not 0 <= clutter[0] <= clutter[1]:
         raise ValueError(f"`clutter` must be a (min, max) pair of integers with 0 <= min <= max, got {clutter!r}")
 
     parts = [
-        _chunk(mode, split, int(seed), c, min(_CHUNK, n - c * _CHUNK), int(size), float(context_prob), tuple(clutter))
+        _scene_compose.render_chunk(
+            mode, split, int(seed), c, min(_CHUNK, n - c * _CHUNK), int(size), float(context_prob), tuple(clutter)
+        )
         for c in range((n + _CHUNK - 1) // _CHUNK)
     ]
     images = torch.from_numpy(np.concatenate([p["images"] for p in parts])).permute(0, 3, 1, 2).contiguous()
@@ -420,14 +238,6 @@ def make_scenes(
     )
 
 
-def _scene_stats(images: Tensor) -> Tuple[Tensor, Tensor]:
-    """:data:`SCENE_MEAN` and :data:`SCENE_STD` as ``1×3×1×1`` tensors matching ``images``."""
-    def as_tensor(values: Tuple[float, float, float]) -> Tensor:
-        return torch.tensor(values, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-
-    return as_tensor(SCENE_MEAN), as_tensor(SCENE_STD)
-
-
 def normalize(images: Tensor) -> Tensor:
     """Standardise ``N×3×H×W`` scene images in [0, 1] with :data:`SCENE_MEAN` / :data:`SCENE_STD`.
 
@@ -439,8 +249,7 @@ def normalize(images: Tensor) -> Tensor:
         Tensor: ``(images − SCENE_MEAN) / SCENE_STD`` per channel, same shape, dtype and device (what the zoo
         models expect).
     """
-    mean, std = _scene_stats(images)
-    return (images - mean) / std
+    return _images.normalize(images, SCENE_MEAN, SCENE_STD)
 
 
 def denormalize(images: Tensor) -> Tensor:
@@ -453,8 +262,7 @@ def denormalize(images: Tensor) -> Tensor:
         Tensor: ``images · SCENE_STD + SCENE_MEAN`` per channel, same shape, dtype and device (back in ``[0, 1]``
         for normalised scenes; not clipped).
     """
-    mean, std = _scene_stats(images)
-    return images * std + mean
+    return _images.denormalize(images, SCENE_MEAN, SCENE_STD)
 
 
 def digit_crops(batch: SceneBatch, side: int = 32, jitter: float = 4.0,

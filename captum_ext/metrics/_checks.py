@@ -1,0 +1,76 @@
+"""Input checks shared by the metric functions; each raises a ``TypeError`` / ``ValueError`` naming the argument."""
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from captum_ext._utils.validation import as_tensor, check_boxes, check_same_length, check_tensor
+
+TensorLike = Union[Tensor, np.ndarray, Sequence]
+
+
+def check_maps(value: TensorLike, name: str) -> Tensor:
+    """Check an ``N×H×W`` / ``N×1×H×W`` real map batch and return it as ``N×H×W`` (dtype unchanged)."""
+    maps = check_tensor(value, name, ndim=(3, 4), kind="real")
+    if maps.dim() == 4:
+        if maps.shape[1] != 1:
+            raise ValueError(f"`{name}` must be N×H×W or N×1×H×W, got shape {tuple(maps.shape)}")
+        maps = maps[:, 0]
+    if maps.numel() == 0:
+        raise ValueError(f"`{name}` must hold at least one non-empty image, got shape {tuple(maps.shape)}")
+    return maps
+
+
+def check_masks(value: TensorLike, name: str) -> Tensor:
+    """Check an ``N×H×W`` / ``N×1×H×W`` mask batch (bool, or only 0/1) and return it as ``N×H×W`` bool."""
+    masks = check_maps(value, name)
+    if masks.dtype != torch.bool:
+        if not bool(((masks == 0) | (masks == 1)).all()):
+            raise ValueError(f"`{name}` must be boolean or contain only 0 and 1")
+        masks = masks != 0
+    return masks
+
+
+def check_nonempty_masks(masks: Tensor, name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` and the image indices whose ground-truth mask has no pixel.
+
+    This is the package's one rule for empty ground truth: a score against an empty region is undefined (recall
+    has no denominator, the pointing game has no target, energy inside nothing is trivially 0), and silently
+    scoring such an image 0 or 1 would bias the batch mean. So every metric rejects it.
+    """
+    empty = ~masks.flatten(1).any(dim=1)
+    if bool(empty.any()):
+        raise ValueError(
+            f"`{name}` must hold at least one foreground pixel per image; empty at image index(es) "
+            f"{empty.nonzero().flatten().tolist()}"
+        )
+
+
+def check_pair(saliency: Tensor, name_s: str, masks: Tensor, name_m: str) -> None:
+    """Raise unless the two ``N×H×W`` batches have the same ``N`` and ``H×W``."""
+    check_same_length(name_s, saliency, name_m, masks)
+    if saliency.shape[1:] != masks.shape[1:]:
+        raise ValueError(
+            f"`{name_s}` and `{name_m}` must have the same H×W, got {tuple(saliency.shape[1:])} "
+            f"and {tuple(masks.shape[1:])}"
+        )
+
+
+def check_labels(value: TensorLike, name: str, n: int) -> Tensor:
+    """Check a 1-D integer label vector of length ``n``."""
+    labels = check_tensor(value, name, ndim=1, kind="int")
+    if labels.shape[0] != n:
+        raise ValueError(f"`{name}` must have one entry per image ({n}), got {labels.shape[0]}")
+    return labels
+
+
+def check_box_batch(value: TensorLike, name: str) -> Tensor:
+    """:func:`~captum_ext._utils.validation.check_boxes`, but a bool tensor is a ``TypeError`` (``True`` is not a
+    coordinate, and silently reading it as 1.0 would hide a mask passed where boxes belong)."""
+    boxes = as_tensor(value, name)
+    if boxes.dtype == torch.bool:
+        raise TypeError(f"`{name}` must hold numeric box coordinates, got dtype torch.bool")
+    return check_boxes(boxes, name)

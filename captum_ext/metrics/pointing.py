@@ -1,0 +1,130 @@
+"""Pointing games: does the saliency maximum hit the object (Zhang et al. 2016), and how much of the saliency
+energy lies on it (Wang et al. 2020, Score-CAM)."""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+from scipy import ndimage
+from torch import Tensor
+
+from captum_ext._utils.maps import safe_div
+from captum_ext._utils.validation import check_scalar
+from captum_ext.metrics._batching import checked_saliency_and_masks, per_image, reduce_mean
+from captum_ext.metrics._checks import TensorLike, check_labels
+
+__all__ = ["energy_pointing_game", "pointing_game"]
+
+
+def pointing_game(
+    saliency: TensorLike,
+    masks: TensorLike,
+    tolerance: float = 15.0,
+    labels: Optional[TensorLike] = None,
+    reduce: bool = True,
+) -> Union[float, Tensor]:
+    r"""Pointing game (Zhang et al., *Top-down neural attention by excitation backprop*, ECCV 2016): does the
+    saliency maximum fall on (or near) the object?
+
+    For each image the maximum of the saliency map is located; ties are broken by taking the *first* maximum in
+    row-major order (``torch.argmax`` of the flattened map), so a constant map points at pixel ``(0, 0)``. The image is
+    a hit when the Euclidean distance between that pixel's centre and the nearest mask pixel's centre is
+    ``<= tolerance`` (computed with :func:`scipy.ndimage.distance_transform_edt` of the mask's complement).
+
+    Accuracy follows TorchRay: with ``labels``, the mean over classes of ``hits / (hits + misses)`` (every class
+    weighted equally); without, the mean over images.
+
+    Args:
+        saliency (Tensor): ``N×H×W`` or ``N×1×H×W`` saliency maps.
+        masks (Tensor): ground-truth masks of the same shape (bool or 0/1); each must contain at least one pixel.
+            A box can be turned into a mask with :func:`boxes_to_masks`.
+        tolerance (float, optional): hit radius in pixels, ``>= 0``. Default: 15.
+        labels (Tensor, optional): ``N`` integer class ids, for the class-mean accuracy. Default: None.
+        reduce (bool, optional): return the accuracy (``True``) or the per-image hits. Default: True.
+
+    Returns:
+        float or Tensor: the accuracy in ``[0, 1]``, or a bool tensor of ``N`` hits.
+
+    Raises:
+        TypeError: if an argument has the wrong type or dtype.
+        ValueError: if the shapes disagree, a map holds NaN/inf, ``tolerance < 0``, or a mask is empty (the
+            message lists the empty images' indices).
+
+    Example::
+
+        >>> import torch
+        >>> saliency = torch.zeros(2, 32, 32)
+        >>> saliency[0, 5, 20] = 1.0   # 14 px right of the mask's last column (x = 6)
+        >>> saliency[1, 5, 22] = 1.0   # 16 px away
+        >>> masks = torch.zeros(2, 32, 32, dtype=torch.bool); masks[:, :, :7] = True
+        >>> pointing_game(saliency, masks, reduce=False)
+        tensor([ True, False])
+        >>> pointing_game(saliency, masks, labels=torch.tensor([0, 1]))
+        0.5
+    """
+    sal, gt = checked_saliency_and_masks(saliency, masks)
+    tol = check_scalar(tolerance, "tolerance", low=0.0)
+    n, height, width = sal.shape
+    label_t = check_labels(labels, "labels", n) if labels is not None else None
+
+    flat_sal = sal.flatten(1)
+    if flat_sal.dtype == torch.bool:
+        flat_sal = flat_sal.to(torch.uint8)
+    peak = flat_sal.argmax(dim=1).cpu()  # first maximum in row-major order
+    ys, xs = (peak // width).tolist(), (peak % width).tolist()
+    gt_np = gt.cpu().numpy()
+    hits = torch.zeros(n, dtype=torch.bool)
+    for i in range(n):
+        if gt_np[i, ys[i], xs[i]]:
+            hits[i] = True
+        else:
+            distance = ndimage.distance_transform_edt(~gt_np[i])
+            hits[i] = bool(distance[ys[i], xs[i]] <= tol)
+    hits = hits.to(sal.device)
+    if not reduce:
+        return hits
+    if label_t is None:
+        return float(hits.double().mean())
+    _, inverse = torch.unique(label_t.cpu(), return_inverse=True)
+    per_class_hits = torch.bincount(inverse, weights=hits.cpu().double())
+    per_class_total = torch.bincount(inverse).double()
+    return float((per_class_hits / per_class_total).mean())
+
+
+def energy_pointing_game(
+    saliency: TensorLike, masks: TensorLike, reduce: bool = True
+) -> Union[float, Tensor]:
+    r"""Energy-based pointing game (Wang et al., *Score-CAM*, CVPR Workshops 2020): share of the saliency mass that
+    lies inside the ground truth.
+
+    The saliency is clamped at 0 first (negative evidence is not "energy"), then per image
+    ``sum(S · G) / sum(S)``; an all-zero (or all-negative) map scores 0.
+
+    Args:
+        saliency (Tensor): ``N×H×W`` or ``N×1×H×W`` saliency maps.
+        masks (Tensor): ground-truth masks of the same shape (bool or 0/1), e.g. from :func:`boxes_to_masks`;
+            each must contain at least one pixel (no energy can lie inside an empty region, so such an image
+            would only pull the mean towards 0).
+        reduce (bool, optional): return the mean over images (``True``) or the per-image values. Default: True.
+
+    Returns:
+        float or Tensor: the mean energy fraction, or an ``N`` float64 tensor of fractions in ``[0, 1]``.
+
+    Raises:
+        TypeError: if an argument has the wrong type or dtype.
+        ValueError: if the shapes disagree, a map holds NaN/inf, or a mask is empty (the message lists the empty
+            images' indices).
+
+    Example::
+
+        >>> import torch
+        >>> saliency = torch.tensor([[[3., 1.], [0., -5.]]])
+        >>> mask = torch.tensor([[[True, False], [False, True]]])
+        >>> energy_pointing_game(saliency, mask)
+        0.75
+    """
+    def energy(sal: Tensor, gt: Tensor) -> Tensor:
+        positive = sal.to(torch.float64).clamp(min=0)
+        return safe_div((positive * gt).sum(dim=1), positive.sum(dim=1))
+
+    return reduce_mean(per_image(saliency, masks, energy), reduce)

@@ -1,0 +1,62 @@
+"""The attribution methods on a CUDA device give what they give on the CPU (run where a GPU exists:
+``pytest -m cuda``; skipped elsewhere)."""
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from captum_ext import MultiLayerClassDiffSaliency, NodeBacktrack, ROIAttentionResNet, SensitivityBBox, zoo
+from captum_ext.datasets import scenes
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+def _both(model: nn.Module):
+    return model.eval(), _to_cuda(model)
+
+
+def _to_cuda(model: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(model).cuda().eval()
+
+
+def test_node_backtrack_on_cuda_equals_cpu_on_the_zoo_vgg_and_a_resnet():
+    batch = scenes.make_scenes(8, split="test", seed=3)
+    x = scenes.normalize(batch.images)
+    for model, inputs in ((zoo.load("scenes_vgg"), x),
+                          (torchvision.models.resnet18(num_classes=10), torch.randn(4, 3, 64, 64))):
+        cpu, gpu = _both(model)
+        target = cpu(inputs).argmax(1)
+        expected = NodeBacktrack(cpu).attribute(inputs, target=target)
+        result = NodeBacktrack(gpu).attribute(inputs.cuda(), target=target.cuda())
+        assert result.device.type == "cuda"
+        # Ties between equal contributions may break differently on the GPU: compare where the paths land.
+        agree = float((result.cpu() > 0).eq(expected > 0).float().mean())
+        assert agree > 0.99, agree
+
+
+def test_class_diff_saliency_and_sensitivity_on_cuda_match_cpu():
+    model = zoo.load("scenes_vgg_multilabel")
+    batch = scenes.make_scenes(4, mode="multi", split="test", seed=2)
+    x = scenes.normalize(batch.images)
+    cpu, gpu = _both(model)
+    layers_cpu = [cpu.features[i] for i in (5, 7, 10)]
+    layers_gpu = [gpu.features[i] for i in (5, 7, 10)]
+    target = batch.object_labels[:, 0].tolist()
+    expected = MultiLayerClassDiffSaliency(cpu, layers_cpu).attribute(x, target=target)
+    result = MultiLayerClassDiffSaliency(gpu, layers_gpu).attribute(x.cuda(), target=target)
+    assert torch.allclose(result.cpu(), expected, atol=1e-3)
+    expected = SensitivityBBox(cpu).attribute(x, target=target)
+    result = SensitivityBBox(gpu).attribute(x.cuda(), target=target)
+    assert torch.allclose(result.cpu(), expected, atol=1e-4, rtol=1e-3)
+
+
+def test_roi_net_explained_on_cuda_with_the_mask_as_an_additional_argument():
+    torch.manual_seed(0)
+    cpu, gpu = _both(ROIAttentionResNet(num_classes=5, depth=18, merge="all", mode="mul"))
+    images, masks = torch.randn(2, 3, 64, 64), (torch.rand(2, 1, 64, 64) > 0.5).float()
+    expected = NodeBacktrack(cpu).attribute(images, target=1, additional_forward_args=(masks,))
+    result = NodeBacktrack(gpu).attribute(images.cuda(), target=1, additional_forward_args=(masks.cuda(),))
+    assert float((result.cpu() > 0).eq(expected > 0).float().mean()) > 0.99
