@@ -81,6 +81,8 @@ def check_same_length(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
 def check_boxes(value: Union[Tensor, np.ndarray, Sequence], name: str) -> Tensor:
     """Check an ``N×4`` box tensor in ``(x1, y1, x2, y2)`` format with ``x1 <= x2`` and ``y1 <= y2``."""
     boxes = check_tensor(value, name, ndim=2, kind="real", last_dim=4)
+    if boxes.dtype == torch.bool:
+        raise TypeError(f"`{name}` must hold numeric box coordinates, got dtype {boxes.dtype}")
     boxes = boxes.to(torch.float32) if not boxes.is_floating_point() else boxes
     if bool(((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any()):
         raise ValueError(f"`{name}` must be (x1, y1, x2, y2) with x1 <= x2 and y1 <= y2")

@@ -21,6 +21,7 @@ from captum_ext._utils.attribution import (
     select_targets,
     to_model_dtype,
 )
+from captum_ext._utils.maps import max_normalise
 from captum_ext._utils.smoothing import gaussian_blur
 from captum_ext._utils.validation import check_in_choices, check_scalar
 from captum_ext.attr._backtrack_core import Selection, Walk, merge
@@ -201,24 +202,48 @@ class NodeBacktrack(Attribution):
         sigma: Optional[float] = None,
         threshold: float = 0.5,
     ) -> Tensor:
-        """Binary saliency: :meth:`saliency` ``>= threshold`` (``N×1×H×W`` bool)."""
+        """Binary saliency: the paper's thresholded density.
+
+        Args:
+            inputs, target, additional_forward_args, sigma: as in :meth:`saliency`.
+            threshold (float, optional): density level in ``[0, 1]`` at and above which a pixel is salient.
+                Default: 0.5.
+
+        Returns:
+            Tensor: ``N×1×H×W`` bool, :meth:`saliency` ``>= threshold``.
+        """
         check_scalar(threshold, "threshold", low=0.0, high=1.0)
         return self.saliency(inputs, target, additional_forward_args, sigma) >= threshold
 
     @staticmethod
     def density_from_hits(hits: Tensor, sigma: Optional[float] = None) -> Tensor:
-        """Channel-summed hits, Gaussian-blurred (``sigma`` px, default ``max(H, W) / 32``), scaled to ``[0, 1]``."""
+        """Turn hits into the paper's density map.
+
+        Args:
+            hits (Tensor): ``N×C×H×W`` hits from :meth:`attribute`.
+            sigma (float, optional): standard deviation of the Gaussian in pixels; default ``max(H, W) / 32``.
+
+        Returns:
+            Tensor: ``N×1×H×W`` float32, the channel-summed hits Gaussian-blurred and scaled so each image's
+            maximum is 1 (all zeros for an image without hits).
+        """
         if not isinstance(hits, Tensor) or hits.dim() != 4:
             raise ValueError(f"`hits` must be an N×C×H×W tensor, got {getattr(hits, 'shape', type(hits))}")
         height, width = hits.shape[-2:]
         blur = max(height, width) / 32.0 if sigma is None else check_scalar(sigma, "sigma", low=0.0)
-        density = gaussian_blur(hits.sum(dim=1, keepdim=True).to(torch.float32), blur)
-        peak = density.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None, None]
-        return density / peak
+        return max_normalise(gaussian_blur(hits.sum(dim=1, keepdim=True).to(torch.float32), blur))
 
     @staticmethod
     def points_from_hits(hits: Tensor) -> List[Tensor]:
-        """Per image, a ``K×3`` tensor of ``(y, x, count)`` for every pixel reached (channels summed)."""
+        """The backtracked pixels of each image as coordinates.
+
+        Args:
+            hits (Tensor): ``N×C×H×W`` hits from :meth:`attribute`.
+
+        Returns:
+            list of Tensor: per image, a ``K×3`` tensor of ``(y, x, count)`` for every pixel reached (channels
+            summed), in row-major order.
+        """
         per_pixel = hits.sum(dim=1)
         points = []
         for image in per_pixel:  # one entry per image in the output list; the work inside is vectorised

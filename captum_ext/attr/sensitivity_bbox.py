@@ -314,7 +314,16 @@ class SensitivityBBox(BoxMapFitting, GradientAttribution):
 
     def cam_boxes_from_attributions(self, attributions: Tensor, threshold: float = 0.5,
                                     sigma: Optional[float] = None) -> Tensor:
-        """:meth:`cam_boxes` for maps you already have (``N×C×H×W``)."""
+        """:meth:`cam_boxes` for maps you already have.
+
+        Args:
+            attributions (Tensor): ``N×C×H×W`` sensitivity maps.
+            threshold (float, optional): fraction of each map's maximum, in ``[0, 1]``. Default: 0.5.
+            sigma (float, optional): blur in pixels; ``None`` uses the instance's ``sigma``.
+
+        Returns:
+            Tensor: ``N×4`` float32 boxes ``(x1, y1, x2, y2)``.
+        """
         attributions = self._check_attributions(attributions)
         blur = self.sigma if sigma is None else check_scalar(sigma, "sigma", low=0.0)
         maps = gaussian_blur(self._reduce_channels(attributions.to(torch.float32)), blur)

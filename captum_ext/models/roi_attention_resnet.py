@@ -1,5 +1,5 @@
 """ROIAttentionResNet: a ResNet that takes an ROI mask through a side branch merged as an attention map (Eppel,
-*Classifying a specific image region using CNNs with an ROI mask as input*, seed 002)."""
+*Classifying a specific image region using CNNs with an ROI mask as input*)."""
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
@@ -120,8 +120,15 @@ class ROIAttentionResNet(nn.Module):
         return features + attention if self.mode == "add" else features * attention
 
     def forward(self, images: Tensor, masks: Tensor) -> Tensor:
-        """Logits ``N×num_classes`` for ``images`` (``N×3×H×W``, normalised) and ROI ``masks`` (``N×1×H×W`` in
-        ``{0, 1}`` or ``[0, 1]``).
+        """Logits for images and their ROI masks.
+
+        Args:
+            images (Tensor): ``N×3×H×W`` normalised images.
+            masks (Tensor): ``N×1×H×W`` ROI masks in ``{0, 1}`` or ``[0, 1]``. Attribution methods take them
+                through ``additional_forward_args`` (a constant for the attribution) or as a second input.
+
+        Returns:
+            Tensor: ``N×num_classes`` logits.
 
         Raises:
             TypeError / ValueError: non-tensors, wrong ranks or channel counts, masks not matching the images.

@@ -1,5 +1,5 @@
 """SelfSupervisedAttentionRegressor: CNN regression plus an attention map learned without labels (Li & Shimada,
-seed 000)."""
+*Discovery of image pixels highly contributing to CNN regression*)."""
 from __future__ import annotations
 
 from typing import Any, NamedTuple, Optional, Sequence, Tuple, Union
@@ -27,6 +27,14 @@ class CoordinateChannels(nn.Module):
     2018): a position target (the axes' intersection) is then a simple function of the features."""
 
     def forward(self, images: Tensor) -> Tensor:
+        """Append the coordinate channels.
+
+        Args:
+            images (Tensor): ``N×C×H×W`` images.
+
+        Returns:
+            Tensor: ``N×(C+2)×H×W``: the images, then ``x`` and ``y`` in ``[-1, 1]``.
+        """
         n, _, h, w = images.shape
         ys = torch.linspace(-1.0, 1.0, h, device=images.device, dtype=images.dtype)
         xs = torch.linspace(-1.0, 1.0, w, device=images.device, dtype=images.dtype)
@@ -84,6 +92,14 @@ class AttentionNet(nn.Module):
         self.head = nn.Conv2d(width, 1, 1)
 
     def forward(self, images: Tensor) -> Tensor:
+        """Attention logits.
+
+        Args:
+            images (Tensor): ``N×C×H×W`` images.
+
+        Returns:
+            Tensor: ``N×1×H×W`` logits (before the sigmoid).
+        """
         e1 = self.enc1(images)
         e2 = self.enc2(F.max_pool2d(e1, 2, ceil_mode=True))
         b = self.bottom(F.max_pool2d(e2, 2, ceil_mode=True))
@@ -212,7 +228,15 @@ class SelfSupervisedAttentionRegressor(nn.Module):
 
     def set_target_normalization(self, mean: Union[Tensor, Sequence[float]], scale: Union[Tensor, Sequence[float]]
                                  ) -> None:
-        """Store the targets' mean and scale (standard deviation); see the class docstring."""
+        """Store the targets' mean and scale (standard deviation); see the class docstring.
+
+        Args:
+            mean (Tensor or sequence of float): ``out_features`` target means.
+            scale (Tensor or sequence of float): ``out_features`` positive target standard deviations.
+
+        Raises:
+            ValueError: wrong lengths, a non-positive scale or a non-finite mean.
+        """
         mean_t = torch.as_tensor(mean, dtype=self.target_mean.dtype).reshape(-1)
         scale_t = torch.as_tensor(scale, dtype=self.target_scale.dtype).reshape(-1)
         if mean_t.numel() != self.out_features or scale_t.numel() != self.out_features:
@@ -225,23 +249,56 @@ class SelfSupervisedAttentionRegressor(nn.Module):
     # ----------------------------------------------------------------------------------------------------------------
 
     def attention(self, images: Tensor) -> Tensor:
-        """The attention map ``W`` (``N×1×H×W`` in ``[0, 1]``, object ≈ 1)."""
+        """The attention map ``W``.
+
+        Args:
+            images (Tensor): ``N×C×H×W`` images.
+
+        Returns:
+            Tensor: ``N×1×H×W`` in ``[0, 1]`` (object ≈ 1).
+        """
         logits = self.attention_net(self._check_images(images))
         if not is_tracing() and (logits.shape[0] != images.shape[0] or logits.shape[1:] != (1, *images.shape[-2:])):
             raise ValueError(f"`attention_net` must return N×1×H×W logits, got shape {tuple(logits.shape)}")
         return torch.sigmoid(logits)
 
     def regress(self, images: Tensor) -> Tensor:
-        """``F(images)`` in the targets' units (``N×out_features``), without the attention branch."""
+        """The regression ``F(images)``, without the attention branch.
+
+        Args:
+            images (Tensor): ``N×C×H×W`` images.
+
+        Returns:
+            Tensor: ``N×out_features`` parameters in the targets' units.
+        """
         standardised = self.regressor(self._check_images(images))
         return standardised * self.target_scale + self.target_mean
 
     def forward(self, images: Tensor) -> Tuple[Tensor, Tensor]:
-        """Return ``(params N×out_features, attention W N×1×H×W)``."""
+        """Parameters and attention.
+
+        Args:
+            images (Tensor): ``N×C×H×W`` images.
+
+        Returns:
+            tuple of Tensor: ``(params N×out_features, attention W N×1×H×W)``. Captum and the graph-walking
+            methods explain the first element (or use :meth:`regress`).
+        """
         return self.regress(images), self.attention(images)
 
     def make_noise(self, images: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
-        """A noise image ``N`` for each image, of the configured kind (``"images"``: ``I_other − I``)."""
+        """A noise image ``N`` for each image, of the configured kind (``"images"``: ``I_other − I``).
+
+        Args:
+            images (Tensor): ``N×C×H×W`` images.
+            generator (torch.Generator, optional): random source.
+
+        Returns:
+            Tensor: noise shaped like ``images``.
+
+        Raises:
+            ValueError: ``noise="images"`` with fewer than two images.
+        """
         if self.noise == "gaussian":
             return self.noise_scale * torch.randn(images.shape, generator=generator, device=images.device,
                                                   dtype=images.dtype)
@@ -256,6 +313,14 @@ class SelfSupervisedAttentionRegressor(nn.Module):
     def disturb(self, images: Tensor, noise: Optional[Tensor] = None, generator: Optional[torch.Generator] = None
                 ) -> Tuple[Tensor, Tensor]:
         """Return ``(I′, R)``: the image with noise on its background, ``I′ = I + R ⊙ N``, and ``R = 1 − W``.
+
+        Args:
+            images (Tensor): ``N×C×H×W`` images.
+            noise (Tensor, optional): the noise image ``N`` (default: :meth:`make_noise`).
+            generator (torch.Generator, optional): random source for the default noise.
+
+        Returns:
+            tuple of Tensor: ``(I′, R)``, both shaped like ``images`` (``R``: ``N×1×H×W``).
 
         Example::
 

@@ -16,7 +16,22 @@ from torch import Tensor, nn
 @torch.no_grad()
 def backtrack_loop(model: nn.Sequential, image: Tensor, target: int, fc_rule: str = "positive",
                    conv_rule: str = "max") -> Tensor:
-    """Hits (shaped like ``image``, ``1×C×H×W``) for one image, one node at a time."""
+    """Node backtracking for one image, one node at a time.
+
+    Args:
+        model (nn.Sequential): Conv2d (groups 1, zero padding), ReLU, Dropout, MaxPool2d, Flatten and Linear layers.
+        image (Tensor): ``1×C×H×W``.
+        target (int): the output node to start from.
+        fc_rule (str, optional): only ``"positive"`` (every positive contribution) is implemented here.
+            Default: ``"positive"``.
+        conv_rule (str, optional): ``"max"`` or ``"positive"``. Default: ``"max"``.
+
+    Returns:
+        Tensor: hits shaped like ``image``: how many backtracked paths end at each input element.
+
+    Raises:
+        NotImplementedError: ``fc_rule="top_n"``.
+    """
     acts = [image[0]]
     for layer in model:
         acts.append(layer(acts[-1][None].clone())[0])  # clone: in-place ReLUs must not overwrite stored values
