@@ -1,8 +1,8 @@
-"""SelfSupervisedAttentionRegressor reproduction (seed 000) on the three ellipse datasets.
+"""SelfSupervisedAttentionRegressor reproduction (Li & Shimada) on the three ellipse datasets.
 
     python benchmarks/bench_attention_regressor.py [--quick] [--retrain] [--out-dir benchmarks/results]
 
-For each dataset: the shipped weights (``captum_ext/models/weights/ellipses_ds*.pt``, trained by
+For each dataset: the shipped weights (zoo entries ``ellipses_ds1`` … ``ellipses_ds3``, trained by
 ``captum-ext train-regressor``; ``--retrain`` trains them afresh here) are scored on a freshly generated test set
 of the paper's size (seed 100 + dataset, never used in training), plus 3000 images for dataset 2 whose paper test
 set has only 100. Reported: mean and median error (degrees for dataset 1, pixels for 2 and 3), IoU of the
@@ -22,7 +22,7 @@ import torch
 
 from _common import benchmark_parser, environment, parse_benchmark_args, write_results
 from captum_ext.datasets import ellipses
-from captum_ext.models import ellipse_regression as er
+from captum_ext.training import ellipse_regression as er
 
 PAPER = {1: 13.0, 2: 2.5, 3: 3.28}
 TARGET = {1: 6.0, 2: 1.5, 3: 2.0}
@@ -94,7 +94,7 @@ def main() -> None:
 def to_markdown(r: Dict[str, Any]) -> str:
     unit = {1: "°", 2: " px", 3: " px"}
     lines = [
-        "# SelfSupervisedAttentionRegressor (seed 000): ellipse regression reproduction",
+        "# SelfSupervisedAttentionRegressor (Li & Shimada): ellipse regression reproduction",
         "",
         "Fresh test sets (seed 100 + dataset, paper sizes). Error: mean angular error (dataset 1) or mean distance "
         "to the major-axis intersection (datasets 2, 3). IoU: attention ≥ 0.5 against the ellipse mask(s). "

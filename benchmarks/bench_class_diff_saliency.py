@@ -1,4 +1,4 @@
-"""MultiLayerClassDiffSaliency reproduction (seed 003) and speed benchmark.
+"""MultiLayerClassDiffSaliency reproduction (Shimoda & Yanai) and speed benchmark.
 
     python benchmarks/bench_class_diff_saliency.py [--quick] [--out-dir benchmarks/results]
 
@@ -162,7 +162,7 @@ def main() -> None:
 def to_markdown(r: Dict[str, Any]) -> str:
     rep = r["reproduction"]
     lines = [
-        "# MultiLayerClassDiffSaliency (seed 003): distinct class maps and speed",
+        "# MultiLayerClassDiffSaliency (Shimoda & Yanai): distinct class maps and speed",
         "",
         f"{rep['images']} held-out multi-digit scenes, {rep['pairs']} (image, present class) pairs, seed {r['seed']}; "
         f"each class's mask covers {100 * rep['mask_share']:.1f}% of the image on average. Target: (e) energy ≥ "

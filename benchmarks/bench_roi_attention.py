@@ -1,4 +1,4 @@
-"""ROIAttentionResNet reproduction (seed 002) on the ROI digit scenes, plus the forward-time ratio.
+"""ROIAttentionResNet reproduction (Eppel) on the ROI digit scenes, plus the forward-time ratio.
 
     python benchmarks/bench_roi_attention.py [--quick] [--fresh] [--out-dir benchmarks/results]
 
@@ -36,7 +36,7 @@ from _common import benchmark_parser, environment, parse_benchmark_args, time_in
 from captum_ext import ROIAttentionResNet
 from captum_ext._utils.training import train_epochs
 from captum_ext.datasets import scenes
-from captum_ext.models import roi_training
+from captum_ext.training import pretrain_on_digit_crops, roi
 
 #: (label, merge, mode, hard) in the paper's Figure 3 / Tables order.
 VARIANTS: Tuple[Tuple[str, str, str, Optional[str]], ...] = (
@@ -63,26 +63,22 @@ def settings(quick: bool) -> Dict[str, Any]:
 def pretrain_backbone(cfg: Dict[str, Any], path: Path) -> Dict[str, Any]:
     """Train a ResNet-18 on whole-scene classification of ``"single"`` scenes; save its state_dict to ``path``.
 
-    Two stages, as for the zoo nets (``scripts/train_zoo.py``): digit crops first
-    (:func:`captum_ext.datasets.scenes.digit_crops`), because from scratch on whole scenes the net sits at chance
-    for tens of thousands of samples; then whole ``"single"`` scenes.
+    Two stages, as for the zoo nets: digit crops first (:func:`captum_ext.training.pretrain_on_digit_crops`),
+    because from scratch on whole scenes the net sits at chance for tens of thousands of samples; then whole
+    ``"single"`` scenes.
     """
     torch.manual_seed(cfg["seed"])
     net = torchvision.models.resnet18(weights=None, num_classes=scenes.NUM_CLASSES)
     train = scenes.make_scenes(cfg["n_pretrain"], mode="single", split="train", seed=cfg["seed"] + 10)
     test = scenes.make_scenes(1000, mode="single", split="test", seed=cfg["seed"] + 11)
-    crops = scenes.digit_crops(train, generator=torch.Generator().manual_seed(cfg["seed"]))
     images = scenes.normalize(train.images)
-
-    def crop_loss(index: torch.Tensor) -> Dict[str, torch.Tensor]:
-        return {"total": F.cross_entropy(net(crops[index]), train.labels[index])}
 
     def scene_loss(index: torch.Tensor) -> Dict[str, torch.Tensor]:
         return {"total": F.cross_entropy(net(images[index]), train.labels[index])}
 
     start = time.perf_counter()
-    crop_history = train_epochs(net, len(train), crop_loss, cfg["crop_epochs"], batch_size=cfg["batch_size"],
-                                lr=cfg["lr_scratch"], seed=cfg["seed"], desc="pretrain: digit crops")
+    crop_history = pretrain_on_digit_crops(net, train, epochs=cfg["crop_epochs"], batch_size=cfg["batch_size"],
+                                           lr=cfg["lr_scratch"], seed=cfg["seed"], desc="pretrain: digit crops")
     history = train_epochs(net, len(train), scene_loss, cfg["pretrain_epochs"], batch_size=cfg["batch_size"],
                            lr=cfg["lr_scratch"], seed=cfg["seed"], desc="pretrain: single scenes")
     seconds = time.perf_counter() - start
@@ -96,16 +92,12 @@ def pretrain_backbone(cfg: Dict[str, Any], path: Path) -> Dict[str, Any]:
 def run_variant(label: str, merge: str, mode: str, hard: Optional[str], regime: str, cfg: Dict[str, Any],
                 backbone_path: Optional[Path], train: scenes.SceneBatch, test: scenes.SceneBatch) -> Dict[str, Any]:
     torch.manual_seed(cfg["seed"])
-    backbone = torchvision.models.resnet18(weights=None, num_classes=scenes.NUM_CLASSES)
-    if backbone_path is not None:
-        backbone.load_state_dict(torch.load(backbone_path, map_location="cpu", weights_only=True))
-    model = ROIAttentionResNet(backbone=backbone, merge=merge, mode=mode, hard=hard)
+    model = roi.build_model(18, merge, mode, hard, backbone_weights=backbone_path)
     start = time.perf_counter()
     lr = cfg["lr_finetune"] if regime == "pretrained" else cfg["lr_scratch"]
-    history = roi_training.fit(model, train, epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=lr,
-                               seed=cfg["seed"])
+    history = roi.fit(model, train, epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=lr, seed=cfg["seed"])
     seconds = time.perf_counter() - start
-    result = roi_training.evaluate(model, test)
+    result = roi.evaluate(model, test)
     return {"variant": label, "regime": regime, "merge": merge, "mode": mode, "hard": hard, "lr": lr,
             "train_seconds": seconds, "loss": history,
             "overall_per_image": result.overall_per_image, "overall_class_mean": result.overall_class_mean,
@@ -182,7 +174,7 @@ def _pct(value: float) -> str:
 def to_markdown(r: Dict[str, Any]) -> str:
     cfg = r["settings"]
     lines = [
-        "# ROIAttentionResNet (seed 002): ROI classification by ROI size",
+        "# ROIAttentionResNet (Eppel): ROI classification by ROI size",
         "",
         f"ResNet-18, ROI digit scenes 64×64 (context_prob 0.9), {cfg['n_train']} training / {cfg['n_test']} held-out "
         f"test scenes, {cfg['epochs']} epochs per variant, batch {cfg['batch_size']}, seed {cfg['seed']}. "

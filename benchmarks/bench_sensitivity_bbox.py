@@ -1,4 +1,4 @@
-"""SensitivityBBox reproduction (seed 004): CorLoc on cluttered single-object scenes, plus speed.
+"""SensitivityBBox reproduction (Ebrahimpour & Noelle): CorLoc on cluttered single-object scenes, plus speed.
 
     python benchmarks/bench_sensitivity_bbox.py [--quick] [--out-dir benchmarks/results]
 
@@ -213,7 +213,7 @@ def main() -> None:
 def to_markdown(r: Dict[str, Any]) -> str:
     pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
     lines = [
-        "# SensitivityBBox (seed 004): CorLoc reproduction",
+        "# SensitivityBBox (Ebrahimpour & Noelle): CorLoc reproduction",
         "",
         f"Trained zoo classifier `scenes_vgg` (test accuracy {pct(r['classifier_test_accuracy'])}), single-object "
         f"cluttered scenes 64×64; {r['n_train']} train / {r['n_val']} validation / {r['n_test']} test images; "

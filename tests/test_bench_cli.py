@@ -47,7 +47,12 @@ def test_report_from_the_committed_results(tmp_path):
     for method in ("NodeBacktrack", "MultiLayerClassDiffSaliency", "SensitivityBBox",
                    "SelfSupervisedAttentionRegressor"):
         assert f"`{method}`" in report
-    # every claim row states whether the paper's number was matched
-    claim_rows = [line for line in report.splitlines() if line.startswith("| 00")]
-    assert claim_rows and all(line.rstrip().endswith(("| **yes** |", "| no |")) for line in claim_rows)
+    # every claim row names the paper's authors and states whether the paper's number was matched
+    claims = report.split("## Paper claims", 1)[1].split("## Speed and memory", 1)[0]
+    claim_rows = [line for line in claims.splitlines() if line.startswith("| ") and "`" in line]
+    authors = {line.split(" | ")[0][2:] for line in claim_rows}
+    assert authors == {"Gandikota & Mishra", "Shimoda & Yanai", "Ebrahimpour & Noelle", "Eppel", "Li & Shimada"}
+    assert all(line.rstrip().endswith(("| **yes** |", "| no |")) for line in claim_rows)
+    assert "## NodeBacktrack (Gandikota & Mishra)" in report
+    assert "seed 00" not in report and "design.md" not in report
     assert (tmp_path / "plots" / "node_backtrack.png").stat().st_size > 5_000

@@ -76,6 +76,11 @@ def test_bad_arguments(scene_png, tmp_path):
         explain.read_image(tmp_path / "not_an_image.png")
     with pytest.raises(ValueError, match="unknown `model`"):
         explain.load_model("resnet50")
+    for not_a_classifier in ("ellipses_ds1", "roi_attention_resnet18"):  # zoo entries with other inputs
+        with pytest.raises(ValueError, match="not an image classifier"):
+            explain.load_model(not_a_classifier)
+    with pytest.raises(SystemExit):  # the command's choices come from explain.METHODS
+        cli.main(["explain", str(scene_png), "--method", "gradcam"])
     with pytest.raises(ValueError, match="need `weights`"):
         explain.load_model("torchvision:resnet18")
     with pytest.raises(ValueError, match="unknown torchvision model"):

@@ -3,6 +3,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+from pathlib import Path  # noqa: E402
+
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -83,9 +85,31 @@ def test_plot_points_draws_one_marker_per_point():
 def test_train_roi_command_writes_weights_and_binned_results(tmp_path, capsys):
     import json
 
+    from captum_ext.training import roi
+
     assert cli.main(["train-roi", "--depth", "18", "--epochs", "1", "--n-train", "32", "--n-test", "32",
                      "--out", str(tmp_path)]) == 0
     record = json.loads((tmp_path / "roi_first_add.json").read_text())
-    assert record["n_test"] == 32 and sum(record["counts"]) == 32
+    assert record["n_test"] == 32 and sum(record["counts"]) == 32 and record["variant"] == "roi_first_add"
     assert (tmp_path / "roi_first_add.pt").exists()
-    assert "test accuracy" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "roi_first_add: test accuracy" in printed and f"{record['overall_per_image']:.3f}" in printed
+    # the command is a thin caller: the library function gives the same run
+    run = roi.train_and_record(tmp_path / "direct", epochs=1, n_train=32, n_test=32, show_progress=False)
+    assert run.record["final_loss"] == record["final_loss"]
+    assert run.record["per_image"] == pytest.approx(record["per_image"], nan_ok=True)  # empty bins are NaN
+
+
+@pytest.mark.parametrize("argv", [["train-roi", "--merge", "layer5"], ["train-roi", "--depth", "20"],
+                                  ["train-roi", "--hard", "none"], ["train-regressor", "--dataset", "4"]])
+def test_training_commands_refuse_choices_the_library_does_not_have(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_demo_module_holds_the_figures():
+    from captum_ext import demo
+
+    assert cli.demo is demo.demo  # `captum_ext.cli.demo` keeps working
+    assert "Li & Shimada" in Path(demo.__file__).read_text() and "seed 000" not in Path(demo.__file__).read_text()

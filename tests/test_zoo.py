@@ -1,4 +1,5 @@
-"""Zoo: architectures, exact BatchNorm folding, shipped weights and their held-out accuracy floors."""
+"""Zoo: architectures, exact BatchNorm folding, shipped weights and their held-out accuracy floors; the ellipse
+regressors' weights reproduce their training records; the ROI nets are architecture-only entries."""
 import pytest
 import torch
 from hypothesis import given, settings
@@ -9,6 +10,9 @@ from captum_ext import zoo
 from captum_ext._utils.folding import fold_conv_bn
 from captum_ext.datasets import scenes
 from captum_ext.zoo.vgg import SceneVGG, SceneVGGFCN, fold_batch_norm, without_batch_norm
+
+SCENE_CLASSIFIERS = zoo.available("scene_classifier")
+SHIPPED = [name for name in zoo.available() if zoo.ZOO[name].ships_weights]
 
 # Floors a few points under the accuracies measured at training time (zoo.info), on scenes no training used.
 ACCURACY_FLOOR = {"scenes_vgg": 0.88, "scenes_resnet": 0.87}
@@ -63,7 +67,17 @@ def test_vgg_trained_with_bn_ships_as_plain_net(cls):
         assert torch.allclose(plain(x), trained(x), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", zoo.available())
+def test_registry_names_and_kinds():
+    assert SCENE_CLASSIFIERS == ["scenes_resnet", "scenes_resnet_multilabel", "scenes_vgg", "scenes_vgg_multilabel"]
+    assert zoo.available("ellipse_regressor") == ["ellipses_ds1", "ellipses_ds2", "ellipses_ds3"]
+    assert zoo.available("roi_classifier") == ["roi_attention_resnet18", "roi_attention_resnet50"]
+    assert sorted(zoo.available()) == zoo.available() and len(zoo.available()) == 9
+    assert set(SHIPPED) == set(SCENE_CLASSIFIERS) | set(zoo.available("ellipse_regressor"))
+    with pytest.raises(ValueError, match="`kind`"):
+        zoo.available("classifier")
+
+
+@pytest.mark.parametrize("name", SCENE_CLASSIFIERS)
 def test_architectures_shapes_and_traceable(name):
     model = zoo.load(name, pretrained=False)
     assert not model.training
@@ -79,14 +93,60 @@ def test_fully_convolutional_nets_accept_other_sizes():
         assert zoo.load(name, pretrained=False)(torch.zeros(1, 3, 90, 77)).shape == (1, 10)
 
 
-@pytest.mark.parametrize("name", zoo.available())
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_weights_small_and_load_weights_only(name):
     path = zoo.weights_path(name)
     assert path.exists() and path.stat().st_size < 5 * 2**20
     state = torch.load(path, weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     record = zoo.info(name)
-    assert record["name"] == name and record["held_out"]["n"] >= 1000
+    if zoo.ZOO[name].kind == "scene_classifier":
+        assert record["name"] == name and record["held_out"]["n"] >= 1000
+    else:
+        assert f"ellipses_ds{record['dataset']}" == name and record["n_test"] >= 100
+
+
+@pytest.mark.parametrize("dataset", [1, 2, 3])
+def test_ellipse_regressors_reproduce_their_training_records(dataset):
+    # The record's held-out scores were measured on make_ellipses(n_test, seed + 1) right after training: the
+    # shipped weights, rebuilt from the record's settings, must score the same on the same images (first 100).
+    from captum_ext.datasets import ellipses
+    from captum_ext.training import ellipse_regression as er
+
+    name = f"ellipses_ds{dataset}"
+    record = zoo.info(name)
+    model = zoo.load(name)
+    assert not model.training and model.area_target == record["model_kwargs"]["area_target"]
+    assert tuple(model(torch.zeros(2, 1, 32, 32))[1].shape) == (2, 1, 32, 32)
+    if dataset == 2:  # the paper's test set has 100 images: the whole record is cheap to check exactly
+        test = ellipses.make_ellipses(record["n_test"], dataset=2, seed=record["seed"] + 1)
+        result = er.evaluate(model, test)
+        for key, value in record["test"].items():
+            assert result[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    same = er.load_pretrained(dataset)
+    images = ellipses.make_ellipses(8, dataset=dataset, seed=11).images
+    with torch.no_grad():
+        for a, b in zip(model(images), same(images)):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["roi_attention_resnet18", "roi_attention_resnet50"])
+def test_roi_nets_are_architectures_without_weights(name):
+    from captum_ext import ROIAttentionResNet
+
+    model = zoo.load(name, pretrained=False)
+    assert isinstance(model, ROIAttentionResNet) and not model.training
+    assert model.merge == "first" and model.mode == "add" and model.hard is None
+    depth = int(name.rsplit("resnet", 1)[1])
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in model.backbone.modules()) == {18: 20, 50: 53}[depth]
+    if depth == 18:
+        masks = torch.zeros(2, 1, 64, 64)
+        masks[:, :, 10:30, 10:30] = 1
+        assert model(torch.randn(2, 3, 64, 64), masks).shape == (2, 10)
+    with pytest.raises(ValueError, match="no trained weights ship"):
+        zoo.load(name)
+    with pytest.raises(ValueError, match="no trained weights ship"):
+        zoo.info(name)
 
 
 @pytest.fixture(scope="module")

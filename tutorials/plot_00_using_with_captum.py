@@ -19,6 +19,8 @@ Everything uses the shipped zoo networks and the benchmark scenes, so it runs of
 # %%
 # Setup: a zoo model and a few scenes
 # -----------------------------------
+import warnings
+
 import matplotlib.pyplot as plt
 import torch
 from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
@@ -27,6 +29,10 @@ from captum.metrics import infidelity, sensitivity_max
 
 from captum_ext import MultiLayerClassDiffSaliency, NodeBacktrack, SensitivityBBox, metrics, zoo
 from captum_ext.datasets import scenes
+
+# Captum's Saliency notes every time it switches on ``requires_grad`` for an input (and restores it afterwards);
+# the note says nothing about the result, so this page silences that one message.
+warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
 
 torch.manual_seed(0)
 model = zoo.load("scenes_vgg")  # eval mode, 10-way softmax on 64×64 single-digit scenes
@@ -108,7 +114,6 @@ plt.show()
 # method explains it directly; ``target`` picks the output coordinate.
 from captum_ext import ROIAttentionResNet  # noqa: E402
 from captum_ext.datasets import ellipses  # noqa: E402
-from captum_ext.models import ellipse_regression  # noqa: E402
 
 roi_net = ROIAttentionResNet(num_classes=10, depth=18).eval()  # untrained here; see the ROI tutorial
 roi = scenes.make_scenes(2, mode="roi", split="test", seed=7)
@@ -118,7 +123,7 @@ image_only = Saliency(roi_net).attribute(x, target=roi.labels, additional_forwar
     (x, m), baselines=(torch.zeros_like(x), torch.zeros_like(m)), target=roi.labels, n_steps=8)
 print("ROI attributions:", tuple(image_only.shape), tuple(image_part.shape), tuple(mask_part.shape))
 
-regressor = ellipse_regression.load_pretrained(1)
+regressor = zoo.load("ellipses_ds1")  # shipped weights for ellipse dataset 1 (inclination)
 ellipse_batch = ellipses.make_ellipses(2, dataset=1, seed=3)
 angle_saliency = Saliency(regressor.regress).attribute(ellipse_batch.images, target=0)
 print("regressor saliency:", tuple(angle_saliency.shape))

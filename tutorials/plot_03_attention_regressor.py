@@ -7,9 +7,10 @@ to an attention network ``W``. No mask labels are used: the background ``R = 1 �
 noise, ``I' = I + R ⊙ N``, and ``F`` must give the same answer on ``I'`` as on ``I`` while ``R`` must cover a fixed
 share ``S_R`` of the image. The only way to satisfy both is for ``W`` to cover the object the parameters depend on.
 
-This tutorial loads the shipped weights for the paper's three ellipse datasets (trained with
-``captum-ext train-regressor``), shows estimated versus true parameters and the attention maps, scores them on
-fresh test images, and puts ``W`` beside Captum's Saliency and IntegratedGradients of ``F``.
+This tutorial loads the shipped weights for the paper's three ellipse datasets (the zoo entries ``ellipses_ds1``
+… ``ellipses_ds3``, trained with ``captum-ext train-regressor``), shows estimated versus true parameters and the
+attention maps, scores them on fresh test images, and puts ``W`` beside Captum's Saliency and IntegratedGradients
+of ``F``.
 """
 
 # %%
@@ -18,13 +19,19 @@ fresh test images, and puts ``W`` beside Captum's Saliency and IntegratedGradien
 # Dataset 1: one ellipse among circles, target = its inclination (regressed as ``(cos 2θ, sin 2θ)``).
 # Datasets 2 and 3: two ellipses over point noise / real-photo clutter, target = the intersection of the major
 # axes. True values in green / red, estimates in blue.
+import warnings
+
 import matplotlib.pyplot as plt
 import torch
 from captum.attr import IntegratedGradients, Saliency
 
 from captum_ext.datasets import ellipses
-from captum_ext.models import ellipse_regression as er
+from captum_ext.training import ellipse_regression as er
 from captum_ext.visualization import plot_attribution, show_ellipses
+
+# Captum's Saliency notes every time it switches on ``requires_grad`` for an input (and restores it afterwards);
+# the note says nothing about the result, so this page silences that one message.
+warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
 
 models = {d: er.load_pretrained(d) for d in (1, 2, 3)}
 tests = {d: ellipses.make_ellipses(300, dataset=d, seed=7) for d in (1, 2, 3)}
@@ -57,7 +64,7 @@ for d in (1, 2, 3):
 # Does the regressor ignore the background?
 # -----------------------------------------
 # The paper's motivation: parameters that depend on one object should not move when the rest of the image
-# changes. :func:`~captum_ext.models.ellipse_regression.background_shift` adds fresh noise outside the true mask
+# changes. :func:`~captum_ext.training.ellipse_regression.background_shift` adds fresh noise outside the true mask
 # and measures how far the estimate moves.
 for d in (1, 2, 3):
     unit = "°" if d == 1 else " px"

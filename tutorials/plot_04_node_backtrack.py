@@ -18,13 +18,18 @@ Captum's ``Saliency``, and backtracks a real photograph through the ImageNet-pre
 # ----------------------------------
 # ``attribute`` returns, shaped like the input, how many kept first-layer nodes ended on each input element;
 # ``return_points=True`` also gives each image's ``(y, x, count)`` list for plotting.
+import warnings
+
 import matplotlib.pyplot as plt
-import torch
 from captum.attr import Saliency
 
 from captum_ext import NodeBacktrack, metrics, zoo
 from captum_ext.datasets import scenes
 from captum_ext.visualization import plot_attribution, plot_points, show_scene
+
+# Captum's Saliency notes every time it switches on ``requires_grad`` for an input (and restores it afterwards);
+# the note says nothing about the result, so this page silences that one message.
+warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
 
 model = zoo.load("scenes_vgg")
 batch = scenes.make_scenes(100, mode="single", split="test", seed=21)
@@ -53,10 +58,8 @@ plt.show()
 # The same metrics for NodeBacktrack's density and for Captum's Saliency (absolute gradient, blurred the same way). The
 # full comparison -- GuidedBackprop and Grad-CAM too, blur and threshold chosen on validation data -- is
 # ``python benchmarks/bench_node_backtrack.py``.
-from captum_ext._utils.smoothing import gaussian_blur  # noqa: E402
-
 saliency = Saliency(model).attribute(inputs, target=batch.labels, abs=True).amax(1, keepdim=True)
-saliency = gaussian_blur(saliency, 2.0)
+saliency = NodeBacktrack.density_from_hits(saliency, sigma=2.0)  # the same Gaussian blur and [0, 1] scaling
 for name, maps in (("NodeBacktrack density", density), ("Captum Saliency", saliency)):
     print(f"{name:<22} max-F {metrics.saliency_fmeasure(maps, batch.masks).max_f:.3f}  "
           f"pointing game {metrics.pointing_game(maps, batch.masks, tolerance=4):.3f}  "

@@ -25,6 +25,7 @@ backbone starts unchanged and learns to use the mask during fine-tuning.
 # a coloured context plate that shows its class colour with probability 0.9, so the background around a region
 # is informative, as context is in COCO. Blacking it out loses that cue.
 import json
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -33,7 +34,7 @@ import torchvision
 
 from captum_ext import ROIAttentionResNet
 from captum_ext.datasets import scenes
-from captum_ext.models import roi_training
+from captum_ext.training import roi
 from captum_ext.visualization import scene_grid
 
 train = scenes.make_scenes(1200, mode="roi", split="train", seed=0)
@@ -58,19 +59,21 @@ for merge, mode in (("first", "add"), ("first", "mul"), ("layer3", "add"), ("all
 # %%
 # Training a small model
 # ----------------------
-# :func:`captum_ext.models.roi_training.fit` trains with cross-entropy (AdamW, one-cycle, seeded);
+# :func:`captum_ext.training.roi.fit` trains with cross-entropy (AdamW, one-cycle, seeded);
 # ``captum-ext train-roi`` does the same from the command line and saves the ``state_dict``. Two epochs on 1200
 # scenes keep this page fast, so the accuracy here is far from converged; the benchmark below trains properly.
+# (The zoo registers this architecture as ``roi_attention_resnet18``: ``zoo.load(name, pretrained=False)`` builds
+# it; no trained ROI weights ship yet.)
 model = ROIAttentionResNet(num_classes=scenes.NUM_CLASSES, depth=18, merge="first", mode="add")
-history = roi_training.fit(model, train, epochs=2, batch_size=64, seed=0, show_progress=False)
+history = roi.fit(model, train, epochs=2, batch_size=64, seed=0, show_progress=False)
 print("loss per epoch:", [round(epoch["total"], 3) for epoch in history])
 
 # %%
 # Accuracy by ROI size
 # --------------------
-# :func:`captum_ext.models.roi_training.evaluate` bins accuracy by the ROI's pixel count, class-mean and per-image,
+# :func:`captum_ext.training.roi.evaluate` bins accuracy by the ROI's pixel count, class-mean and per-image,
 # in the layout of the paper's Tables 1-4.
-result = roi_training.evaluate(model, test)
+result = roi.evaluate(model, test)
 print(result.to_markdown(skip_empty=True))
 
 # %%
@@ -79,6 +82,10 @@ print(result.to_markdown(skip_empty=True))
 # Captum treats the mask like any other input. Pass it as ``additional_forward_args`` to attribute to the image
 # only, or attribute to the ``(image, mask)`` tuple to see how much the mask itself contributed.
 from captum.attr import IntegratedGradients, Saliency  # noqa: E402
+
+# Captum's Saliency notes every time it switches on ``requires_grad`` for an input (and restores it afterwards);
+# the note says nothing about the result, so this page silences that one message.
+warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
 
 x, m = scenes.normalize(test.images[:2]), test.masks[:2].float()
 label = test.labels[:2]

@@ -1,28 +1,74 @@
-"""A small, seeded training loop shared by the trainable models (AdamW + one-cycle schedule, progress bar)."""
+"""A small, seeded training loop shared by the training harnesses (AdamW + one-cycle schedule, progress bar).
+
+:func:`optimisation_steps` is the loop's core — loss, backward pass, optimiser and schedule step for each batch of
+example indices — and every harness in :mod:`captum_ext.training` drives it: :func:`train_epochs` with shuffled
+passes, the zoo recipe with fresh scenes per epoch or with batches drawn with replacement.
+"""
 from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+#: Maps a ``LongTensor`` of example indices to a dict of scalar tensors; ``"total"`` is minimised.
+BatchLoss = Callable[[Tensor], Mapping[str, Tensor]]
+
 
 def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, numpy and torch; return a torch generator seeded the same way (for shuffling)."""
+    """Seed Python, numpy and torch; return a torch generator seeded the same way (for shuffling).
+
+    Args:
+        seed (int): the seed.
+
+    Returns:
+        torch.Generator: a CPU generator seeded with ``seed``.
+    """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 
 
+def optimisation_steps(
+    batches: Iterable[Tensor],
+    batch_loss: BatchLoss,
+    optimizer: torch.optim.Optimizer,
+    schedule: Optional[torch.optim.lr_scheduler.LRScheduler] = None,
+) -> Iterator[Tuple[int, Dict[str, float]]]:
+    """One optimisation step per batch of example indices; yields ``(batch size, loss parts as floats)``.
+
+    The caller owns the model's train/eval mode, the sampling of ``batches``, logging and checkpoints; this is the
+    step every harness shares, in one fixed order (loss, zero grad, backward, optimiser step, schedule step).
+
+    Args:
+        batches (iterable of Tensor): ``LongTensor`` s of example indices, consumed lazily (a generator may draw
+            them from a random generator as it goes).
+        batch_loss (callable): maps a batch of indices to a dict of scalar tensors; ``"total"`` is minimised.
+        optimizer (torch.optim.Optimizer): the optimiser over the trained parameters.
+        schedule (LRScheduler, optional): stepped after every optimiser step. Default: None (constant rate).
+
+    Returns:
+        iterator of (int, dict): per step, the number of examples and every loss part's value.
+    """
+    for index in batches:
+        parts = batch_loss(index)
+        optimizer.zero_grad(set_to_none=True)
+        parts["total"].backward()
+        optimizer.step()
+        if schedule is not None:
+            schedule.step()
+        yield len(index), {key: float(value.detach()) for key, value in parts.items()}
+
+
 def train_epochs(
     model: nn.Module,
     n: int,
-    batch_loss: Callable[[Tensor], Mapping[str, Tensor]],
+    batch_loss: BatchLoss,
     epochs: int,
     batch_size: int = 64,
     lr: float = 2e-3,
@@ -35,18 +81,25 @@ def train_epochs(
     """Train ``model`` for ``epochs`` passes over ``n`` examples in shuffled mini-batches.
 
     Args:
-        model: the module; it is put in train mode during the loop and in eval mode afterwards.
-        n: number of training examples.
-        batch_loss: maps a ``LongTensor`` of example indices to a dict of scalar tensors whose ``"total"`` entry is
-            minimised (the other entries are logged).
-        epochs, batch_size, lr, weight_decay: optimisation settings (AdamW, one-cycle learning rate).
-        seed: seeds Python, numpy and torch, and the shuffling.
-        show_progress: show a progress bar (one per run, with the running loss).
-        desc: progress bar label.
-        checkpoint: if given, the model's ``state_dict`` is saved there after every epoch.
+        model (nn.Module): the module; it is put in train mode during the loop and in eval mode afterwards.
+        n (int): number of training examples.
+        batch_loss (callable): maps a ``LongTensor`` of example indices to a dict of scalar tensors whose
+            ``"total"`` entry is minimised (the other entries are logged).
+        epochs (int): passes over the examples.
+        batch_size (int, optional): examples per step. Default: 64.
+        lr (float, optional): peak learning rate of the one-cycle schedule (AdamW). Default: 2e-3.
+        weight_decay (float, optional): AdamW weight decay. Default: 1e-4.
+        seed (int, optional): seeds Python, numpy and torch, and the shuffling. Default: 0.
+        show_progress (bool, optional): show a progress bar (one per run, with the running loss). Default: True.
+        desc (str, optional): progress bar label. Default: ``"training"``.
+        checkpoint (str or Path, optional): if given, the model's ``state_dict`` is saved there after every
+            epoch. Default: None.
 
     Returns:
-        One dict per epoch with the mean of each logged part.
+        list of dict: one dict per epoch with the mean of each logged part.
+
+    Raises:
+        ValueError: if ``epochs``, ``n`` or ``batch_size`` is below 1.
     """
     if epochs < 1 or n < 1 or batch_size < 1:
         raise ValueError(f"`epochs`, the number of examples and `batch_size` must be >= 1, got {epochs}, {n}, "
@@ -61,20 +114,14 @@ def train_epochs(
         with tqdm(total=epochs * steps_per_epoch, disable=not show_progress, desc=desc) as bar:
             for epoch in range(epochs):
                 order = torch.randperm(n, generator=generator)
+                batches = (order[step * batch_size : (step + 1) * batch_size] for step in range(steps_per_epoch))
                 sums: Dict[str, float] = {}
-                for step in range(steps_per_epoch):
-                    index = order[step * batch_size : (step + 1) * batch_size]
-                    parts = batch_loss(index)
-                    optimizer.zero_grad(set_to_none=True)
-                    parts["total"].backward()
-                    optimizer.step()
-                    schedule.step()
+                for size, parts in optimisation_steps(batches, batch_loss, optimizer, schedule):
                     for key, value in parts.items():
-                        sums[key] = sums.get(key, 0.0) + float(value.detach()) * len(index)
+                        sums[key] = sums.get(key, 0.0) + value * size
                     bar.update(1)
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{float(parts['total'].detach()):.4f}")
-                mean_parts = {key: value / n for key, value in sums.items()}
-                history.append(mean_parts)
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{parts['total']:.4f}")
+                history.append({key: value / n for key, value in sums.items()})
                 if checkpoint is not None:
                     torch.save(model.state_dict(), checkpoint)
     finally:

@@ -62,5 +62,14 @@ class SceneResNet(nn.Module):
                 nn.init.zeros_(block.bn2.weight)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Class logits for a batch of images.
+
+        Args:
+            x (Tensor): ``N×in_channels×H×W`` images of any size (global pooling), standardised like the training
+                scenes (:func:`captum_ext.datasets.scenes.normalize`).
+
+        Returns:
+            Tensor: ``N×num_classes`` logits.
+        """
         x = self.layers(self.relu(self.bn1(self.conv1(x))))
         return self.fc(self.pool(x).flatten(1))

