@@ -38,6 +38,9 @@ def test_old_ellipse_regression_import_still_works_and_warns():
 def test_old_roi_training_import_still_works_and_warns():
     import captum_ext.models
 
+    # Another test may have imported the alias already, which makes it a plain attribute of the package.
+    sys.modules.pop("captum_ext.models.roi_training", None)
+    vars(captum_ext.models).pop("roi_training", None)
     with pytest.warns(DeprecationWarning, match="captum_ext.models.roi_training is deprecated"):
         old = captum_ext.models.roi_training  # attribute access on the package, as before
     with pytest.warns(DeprecationWarning, match="captum_ext.training.roi.fit"):

@@ -1,0 +1,109 @@
+"""The ``coco:`` source of :func:`captum_ext.evaluation.data.open_dataset`: pycocotools through ``CocoDetection``."""
+from __future__ import annotations
+
+import contextlib
+import io
+import numbers
+import os
+import warnings
+from collections import defaultdict
+from typing import Dict, List
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from captum_ext.evaluation.data import ImageEntry, read_image
+from captum_ext.metrics.ground_truth import GroundTruth
+
+
+def _fail(ann_file: str, why: str) -> ValueError:
+    return ValueError(f"{ann_file} is not a valid COCO annotation file: {why}")
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
+
+
+def _check(dataset: object, ann_file: str) -> None:
+    """Refuse what pycocotools indexes silently but would break later (every message names the file)."""
+    if not isinstance(dataset, dict) or not isinstance(dataset.get("images"), list):
+        raise _fail(ann_file, 'expected a JSON object with an "images" list')
+    for img in dataset["images"]:
+        if not isinstance(img, dict) or not isinstance(img.get("file_name"), str):
+            raise _fail(ann_file, f"image record without a file_name: {str(img)[:120]}")
+        if not (_positive_int(img.get("height")) and _positive_int(img.get("width"))):
+            raise _fail(ann_file, f"image {img.get('id')!r} needs positive integer height and width")
+    annotations = dataset.get("annotations", [])
+    if not isinstance(annotations, list) or not isinstance(dataset.get("categories", []), list):
+        raise _fail(ann_file, '"annotations" and "categories" must be lists')
+    images = {img.get("id") for img in dataset["images"]}
+    categories = {c.get("id") for c in dataset.get("categories", []) if isinstance(c, dict)}
+    for ann in annotations:
+        if not isinstance(ann, dict):
+            raise _fail(ann_file, f"annotation is not an object: {str(ann)[:120]}")
+        if ann.get("image_id") not in images:
+            raise _fail(ann_file, f"annotation {ann.get('id')!r} refers to unknown image {ann.get('image_id')!r}")
+        if ann.get("category_id") not in categories:
+            raise _fail(ann_file, f"annotation {ann.get('id')!r} has unknown category {ann.get('category_id')!r}")
+        box = ann.get("bbox")
+        if (not isinstance(box, list) or len(box) != 4 or not all(isinstance(v, numbers.Real) for v in box)
+                or box[2] < 0 or box[3] < 0):
+            raise _fail(ann_file, f"annotation {ann.get('id')!r} needs a bbox [x, y, w, h] with w, h >= 0")
+
+
+class CocoSource:
+    """Annotations of a COCO instances file; images decoded on demand from ``images_dir``."""
+
+    def __init__(self, ann_file: str, images_dir: str) -> None:
+        from torchvision.datasets import CocoDetection
+
+        if not os.path.isfile(ann_file):
+            raise FileNotFoundError(f"COCO annotation file not found: {ann_file}")
+        if not os.path.isdir(images_dir):
+            raise FileNotFoundError(f"COCO image directory not found: {images_dir}")
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+                self.dataset = CocoDetection(images_dir, ann_file)
+        except (ValueError, AssertionError, KeyError, TypeError, AttributeError) as exc:
+            # JSONDecodeError and UnicodeDecodeError are ValueErrors; the rest is pycocotools meeting a non-COCO shape
+            raise _fail(ann_file, f"{type(exc).__name__}: {exc}") from None
+        coco = self.dataset.coco
+        _check(coco.dataset, ann_file)
+        self.images_dir = images_dir
+        self.categories: Dict[int, str] = {int(c["id"]): str(c.get("name", c["id"])) for c in coco.cats.values()}
+        anns = coco.dataset.get("annotations", [])
+        self.has_boxes = bool(anns)
+        self.has_masks = bool(anns) and all(bool(a.get("segmentation")) for a in anns)
+        self.entries: List[ImageEntry] = []
+        for index, image_id in enumerate(self.dataset.ids):  # sorted image ids: a stable order to resume by
+            info = coco.imgs[image_id]
+            cats = tuple(sorted({int(a["category_id"]) for a in coco.imgToAnns.get(image_id, [])}))
+            path = os.path.join(images_dir, info["file_name"])
+            self.entries.append(ImageEntry(index, image_id, path, int(info["height"]), int(info["width"]), cats))
+
+    def image(self, entry: ImageEntry) -> Tensor:
+        """The decoded image of ``entry``."""
+        return read_image(entry.file)
+
+    def truths(self, entry: ImageEntry) -> List[GroundTruth]:
+        """Per category: every instance's box and, when all have one, the union of their masks."""
+        coco = self.dataset.coco
+        by_category: Dict[int, list] = defaultdict(list)
+        for ann in coco.imgToAnns.get(entry.image_id, []):
+            by_category[int(ann["category_id"])].append(ann)
+        truths = []
+        for category in sorted(by_category):
+            anns = by_category[category]
+            boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)],
+                                 dtype=torch.float32).reshape(-1, 4)
+            mask = None
+            if all(a.get("segmentation") for a in anns):
+                union = np.zeros((entry.height, entry.width), dtype=bool)
+                with warnings.catch_warnings():  # pycocotools' decoder trips NumPy 2's `copy` deprecation
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    for ann in anns:
+                        union |= coco.annToMask(ann).astype(bool)
+                mask = torch.from_numpy(union)
+            truths.append(GroundTruth(category, boxes, mask))
+        return truths
