@@ -12,6 +12,12 @@
                                     explain your own image with the captum_ext methods (and Captum Saliency)
     captum-ext bench [--quick] [--only NAME ...] [--out-dir DIR]
                                     run the benchmarks (from a source checkout) and write the reproduction report
+    captum-ext evaluate --model M --method METHOD --data DATA --out DIR [--resume] [--device cuda] ...
+                                    explain and score a whole annotated dataset; under
+                                    ``torchrun --nproc_per_node=K -m captum_ext evaluate ...`` in K processes
+                                    (:func:`captum_ext.evaluation.evaluate`)
+    captum-ext fit-boxes --model M --data DATA --out BOXES.pt
+                                    fit SensitivityBBox's box map for ``evaluate --box-map``
 """
 from __future__ import annotations
 
@@ -233,6 +239,10 @@ def _parser() -> argparse.ArgumentParser:
     explain_parser.add_argument("--target", type=int, default=None, help="class index (default: the top class)")
     explain_parser.add_argument("--out", type=Path, default=None, help="PNG to write (default: <image>_explained.png)")
     explain_parser.set_defaults(run=_explain)
+
+    from captum_ext.evaluation.command import add_commands
+
+    add_commands(commands)
     return parser
 
 

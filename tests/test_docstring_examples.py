@@ -16,6 +16,8 @@ MODULES = [
     "captum_ext.zoo",
     "captum_ext.zoo.ellipses",
     "captum_ext.metrics",
+    "captum_ext.datasets.export",
+    "captum_ext.evaluation.data",
     "captum_ext.visualization",
     "captum_ext.explain",
     "captum_ext.datasets.scenes",

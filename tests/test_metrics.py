@@ -105,6 +105,9 @@ _PUBLIC_API = [
     "PAPER_ROI_BINS", "BinnedAccuracy", "FMeasure", "binned_accuracy", "box_iou", "boxes_from_saliency",
     "boxes_to_masks", "corloc", "energy_pointing_game", "mae", "mask_iou", "masks_to_boxes", "pointing_game",
     "saliency_fmeasure",
+    # dataset-scale evaluation
+    "GroundTruth", "MaxBoxAccResult", "PxAPResult", "maxboxacc_v2", "pxap", "PointingGameMetric",
+    "EnergyPointingGameMetric", "CorLocMetric", "MaxBoxAccV2Metric", "PxAPMetric",
 ]
 
 

@@ -83,3 +83,44 @@ class RidgeRegression:
         if self.weight is None or self.bias is None:
             raise RuntimeError("the regression is not solved yet")
         return features.to(torch.float64) @ self.weight.to(features.device) + self.bias.to(features.device)
+
+
+def synchronised(regression: RidgeRegression) -> RidgeRegression:
+    """The regression with its statistics summed over every process of the ``torch.distributed`` group (through
+    a torchmetrics ``Metric`` with sum states, as all of the project's cross-process sums); itself when running
+    alone. Each process then holds the statistics of the whole dataset.
+
+    Args:
+        regression (RidgeRegression): this process's statistics.
+
+    Returns:
+        RidgeRegression: ``regression``, its statistics replaced by the sums.
+    """
+    import torch.distributed as dist
+    from torchmetrics import Metric
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return regression
+
+    class _Statistics(Metric):
+        full_state_update = False
+
+        def __init__(self) -> None:
+            super().__init__()
+            for name, value in regression.stats.items():
+                self.add_state(name, default=torch.zeros_like(value), dist_reduce_fx="sum")
+
+        def update(self, stats: Dict[str, Tensor]) -> None:  # type: ignore[override]
+            for name, value in stats.items():
+                setattr(self, name, getattr(self, name) + value)
+
+        def compute(self) -> Dict[str, Tensor]:
+            return {name: getattr(self, name).clone() for name in STATISTICS}
+
+    # gloo sums on the CPU; nccl needs the states on this process's GPU.
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else \
+        torch.device("cpu")
+    metric = _Statistics().to(device)
+    metric.update({k: v.to(device) for k, v in regression.stats.items()})
+    regression.stats = {k: v.to("cpu", torch.float64) for k, v in metric.compute().items()}
+    return regression

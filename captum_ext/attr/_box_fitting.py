@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from captum_ext import metrics
 from captum_ext._utils.attribution import check_batch_size, format_inputs
 from captum_ext._utils.chunking import iter_batches
-from captum_ext._utils.ridge import RidgeRegression
+from captum_ext._utils.ridge import RidgeRegression, synchronised
 from captum_ext._utils.validation import check_boxes, check_scalar
 from captum_ext.attr._box_map_state import FEATURE_SETTINGS, box_map_state, load_box_map_state
 
@@ -130,10 +130,14 @@ class BoxMapFitting:
         ridge: float = 0.1,
         batch_size: int = 128,
         show_progress: bool = False,
+        synchronize: Optional[bool] = None,
     ) -> "SensitivityBBox":
         r"""Learn the linear map from sensitivity maps to boxes (ridge regression, closed form).
 
-        Any previous fit is discarded, so fitting twice on the same data gives the same map.
+        Any previous fit is discarded, so fitting twice on the same data gives the same map. Under ``torchrun``
+        (``torch.distributed`` initialised), give each process its own shard of the data: the sufficient
+        statistics ``XᵀX`` and ``Xᵀy`` are summed over the processes (through torchmetrics) before solving, so
+        every process ends with the map a single process would fit on all the data.
 
         Args:
             inputs (Tensor or iterable): ``N×C×H×W`` training images, or an iterable (e.g. a ``DataLoader``) of
@@ -147,6 +151,8 @@ class BoxMapFitting:
                 ``grid_size``). Default: 0.1.
             batch_size (int, optional): images per backward pass with a tensor ``inputs``. Default: 128.
             show_progress (bool, optional): show a progress bar. Default: False.
+            synchronize (bool, optional): sum the statistics over the processes of the ``torch.distributed`` group.
+                Default: ``None``, whenever such a group with more than one process exists.
 
         Returns:
             SensitivityBBox: ``self``, fitted.
@@ -168,7 +174,7 @@ class BoxMapFitting:
         batch_size = check_batch_size(batch_size)
         batches, total = self._batches(inputs, boxes, target, batch_size)
         pairs = self._accumulate(batches, target, additional_forward_args, total, show_progress, "SensitivityBBox.fit")
-        return self._fit_pairs(pairs, penalty)
+        return self._fit_pairs(pairs, penalty, synchronize=synchronize is not False)
 
     def fit_attributions(self, attributions: Tensor, boxes: Tensor, ridge: float = 0.1) -> "SensitivityBBox":
         r"""Fit the linear map on sensitivity maps you already have (no model call).
@@ -195,10 +201,13 @@ class BoxMapFitting:
         pairs = iter([(self.box_features(attributions).cpu(), box_tensor.to(torch.float64).cpu() / scale)])
         return self._fit_pairs(pairs, penalty)
 
-    def _fit_pairs(self, pairs: Iterator[Tuple[Tensor, Tensor]], penalty: float) -> "SensitivityBBox":
+    def _fit_pairs(self, pairs: Iterator[Tuple[Tensor, Tensor]], penalty: float, synchronize: bool = False
+                   ) -> "SensitivityBBox":
         regression = RidgeRegression(self.grid_size**2, 4)
         for features, targets in pairs:
             regression.accumulate(features, targets)
+        if synchronize:
+            synchronised(regression)  # a no-op without a process group
         if regression.stats["count"] < 2:
             raise ValueError("`inputs` must hold at least two training images")
         self._regression, self._has_statistics = regression.solve(penalty), True

@@ -16,6 +16,13 @@ the papers that introduced them:
 * :func:`mask_iou` -- IoU of boolean masks.
 * :func:`boxes_from_saliency` -- the CAM box heuristic (Zhou et al., CVPR 2016).
 * :func:`binned_accuracy` -- classification accuracy binned by ROI size, as in Eppel's Tables 1-4.
+* :func:`maxboxacc_v2` (:class:`MaxBoxAccResult`), :func:`pxap` (:class:`PxAPResult`) -- MaxBoxAccV2 and the pixel
+  average precision PxAP of Choe et al., *Evaluating Weakly Supervised Object Localization Methods Right*,
+  CVPR 2020 (dataset-level: one threshold sweep, pooled counts).
+* :class:`PointingGameMetric`, :class:`EnergyPointingGameMetric`, :class:`CorLocMetric`,
+  :class:`MaxBoxAccV2Metric`, :class:`PxAPMetric` -- streaming ``torchmetrics.Metric`` versions for whole datasets
+  of (map, :class:`~captum_ext.metrics.ground_truth.GroundTruth`) pairs, in one or several processes: summed
+  int64 / float64 states, and ``statistics`` / ``update_from_statistics`` to store and replay a batch exactly.
 
 Conventions shared by all functions:
 
@@ -51,9 +58,18 @@ from captum_ext.metrics import binned as _binned
 from captum_ext.metrics.binned import BinnedAccuracy, binned_accuracy
 from captum_ext.metrics.boxes import box_iou, corloc
 from captum_ext.metrics.cam import boxes_from_saliency
+from captum_ext.metrics.ground_truth import GroundTruth
 from captum_ext.metrics.masks import mask_iou
 from captum_ext.metrics.pointing import energy_pointing_game, pointing_game
 from captum_ext.metrics.saliency import FMeasure, mae, saliency_fmeasure
+from captum_ext.metrics.streaming import (
+    CorLocMetric,
+    EnergyPointingGameMetric,
+    MaxBoxAccV2Metric,
+    PointingGameMetric,
+    PxAPMetric,
+)
+from captum_ext.metrics.wsol import MaxBoxAccResult, PxAPResult, maxboxacc_v2, pxap
 
 #: Upper/lower ROI-size bin edges (pixels) of Eppel's Tables 1-4: ``[0, 1000), [1000, 2000), ... [500k, 1M)``;
 #: the default ``bin_edges`` of :func:`binned_accuracy`.
@@ -62,7 +78,15 @@ PAPER_ROI_BINS = _binned.PAPER_ROI_BINS  # re-assigned (not just imported) so th
 __all__ = [
     "PAPER_ROI_BINS",
     "BinnedAccuracy",
+    "CorLocMetric",
+    "EnergyPointingGameMetric",
     "FMeasure",
+    "GroundTruth",
+    "MaxBoxAccResult",
+    "MaxBoxAccV2Metric",
+    "PointingGameMetric",
+    "PxAPMetric",
+    "PxAPResult",
     "binned_accuracy",
     "box_iou",
     "boxes_from_saliency",
@@ -72,6 +96,8 @@ __all__ = [
     "mae",
     "mask_iou",
     "masks_to_boxes",
+    "maxboxacc_v2",
     "pointing_game",
+    "pxap",
     "saliency_fmeasure",
 ]

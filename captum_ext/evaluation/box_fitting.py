@@ -1,0 +1,95 @@
+"""Fit SensitivityBBox's box map on an annotated dataset, in one process or many: the engine behind
+``captum-ext fit-boxes``, whose output ``captum-ext evaluate --method sensitivity --box-map`` reads."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from captum_ext.evaluation import scoring
+from captum_ext.evaluation.distributed import batches_of, my_batches, processes
+from captum_ext.evaluation.models import EvaluationModel
+
+
+def training_box(boxes: Tensor) -> Tensor:
+    """The one box a pair trains on: its largest instance (SensitivityBBox predicts one box per class).
+
+    Args:
+        boxes (Tensor): ``K×4`` instance boxes, ``K >= 1``.
+
+    Returns:
+        Tensor: ``4`` float32.
+    """
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return boxes[int(areas.argmax())].to(torch.float32)
+
+
+def fit_box_map(
+    model: Union[str, nn.Module, EvaluationModel],
+    data: Any,
+    out: Union[str, Path],
+    batch_size: int = 32,
+    ridge: float = 0.1,
+    class_map: Optional[Dict[str, int]] = None,
+    device: str = "cpu",
+    resize: Optional[Tuple[int, int]] = None,
+    num_workers: int = 0,
+) -> Dict[str, Any]:
+    """Fit a SensitivityBBox box map on every (image, class) pair with boxes, and save it (rank 0).
+
+    Under ``torchrun`` each process reads its own shard of batches and ``XᵀX``, ``Xᵀy`` are summed across the
+    processes, so the map equals the one-process fit.
+
+    Args:
+        model (str, nn.Module or EvaluationModel): as in :func:`captum_ext.evaluation.evaluate`.
+        data: a dataset spec or :class:`~captum_ext.evaluation.data.AnnotatedImages` with boxes.
+        out (str or Path): the box map file to write (``torch.save`` of ``SensitivityBBox.state_dict()``).
+        batch_size (int, optional): images per batch. Default: 32.
+        ridge (float, optional): the ridge penalty. Default: 0.1.
+        class_map (dict, optional): category → class index, as in ``evaluate``.
+        device (str, optional): ``"cpu"`` or ``"cuda"``.
+        resize (tuple of int, optional): ``(H, W)`` to resize images to.
+        num_workers (int, optional): DataLoader workers.
+
+    Returns:
+        dict: the fitted state (the same on every process).
+
+    Raises:
+        ValueError: a dataset without boxes, or categories the model does not have.
+    """
+    from captum_ext import SensitivityBBox
+    from captum_ext.evaluation.runner import _dataset_of, _model_of
+
+    with processes(device) as group:
+        dataset = _dataset_of(data, resize, False)
+        if not dataset.has_boxes:
+            raise ValueError(f"`data` {getattr(dataset, 'spec', '')!r} has no boxes to fit a box map on")
+        loaded = _model_of(model, group.device)
+        class_of = scoring.class_indices([c for e in dataset.entries for c in e.categories], dataset.categories,
+                                         class_map, len(loaded.class_names))
+        batches = batches_of(len(dataset), batch_size)
+        mine = [batches[k] for k in my_batches(len(batches), group)]
+        loader = DataLoader(dataset, batch_sampler=mine, collate_fn=list, num_workers=num_workers)
+
+        def pairs() -> Iterator[Tuple[Tensor, Tensor, Tensor]]:
+            for samples in loader:
+                by_size: Dict[Tuple[int, int], list] = {}
+                for sample in samples:
+                    for truth in sample.truths if sample.image is not None else ():
+                        if truth.boxes.shape[0]:
+                            by_size.setdefault(tuple(sample.image.shape[-2:]), []).append((sample.image, truth))
+                for group_pairs in by_size.values():
+                    yield (torch.stack([image for image, _ in group_pairs]).to(group.device),
+                           torch.stack([training_box(t.boxes) for _, t in group_pairs]),
+                           torch.tensor([class_of[t.category] for _, t in group_pairs], device=group.device))
+
+        box_map = SensitivityBBox(loaded.model).fit(pairs(), ridge=ridge)
+        state = box_map.state_dict()
+        if group.is_main:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            torch.save(state, Path(out))
+        group.barrier()
+    return state

@@ -1,0 +1,282 @@
+"""Explain and score a whole annotated dataset: the engine behind ``captum-ext evaluate``.
+
+Work is split into global batches of consecutive images, the same whatever the number of processes; process ``r``
+of ``W`` computes batches ``r, r + W, …`` (disjoint, unpadded). Each finished batch leaves its maps in the Zarr
+store and one record file; a rerun with ``resume`` skips recorded batches and replays their metric contributions,
+so an interrupted run ends exactly as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from captum_ext.evaluation import scoring
+from captum_ext.evaluation.distributed import Processes, batches_of, my_batches, processes
+from captum_ext.evaluation.methods import MapFunction, build_method, scale_to_unit
+from captum_ext.evaluation.models import EvaluationModel, load_evaluation_model
+from captum_ext.evaluation.store import MAP_DTYPES, BatchRecords, MapStore, from_json, to_json
+from captum_ext.metrics.ground_truth import GroundTruth
+
+DataArgument = Union[str, "torch.utils.data.Dataset", DataLoader]
+
+
+@dataclass
+class _Run:
+    """What every batch needs."""
+
+    model: nn.Module
+    method: MapFunction
+    multi_label: bool
+    class_of: Dict[int, int]
+    pair_start: List[int]
+    metrics: Dict[str, Any]
+    accuracy: scoring.PairAccuracy
+    store: MapStore
+    map_dtype: torch.dtype
+    group: Processes
+    pair_batch: int
+
+
+def _dataset_of(data: DataArgument, resize: Optional[Tuple[int, int]], skip_bad: bool) -> Any:
+    from captum_ext.evaluation.data import AnnotatedImages, open_dataset
+
+    if isinstance(data, str):
+        return open_dataset(data, resize=resize, skip_bad=skip_bad)
+    dataset = data.dataset if isinstance(data, DataLoader) else data
+    if not isinstance(dataset, AnnotatedImages):
+        raise TypeError(f"`data` must be a dataset spec, an AnnotatedImages dataset or a DataLoader over one, got "
+                        f"{type(dataset).__name__}")
+    return dataset
+
+
+def _model_of(model: Union[str, nn.Module, EvaluationModel], device: torch.device) -> EvaluationModel:
+    if isinstance(model, str):
+        loaded = load_evaluation_model(model)
+    elif isinstance(model, EvaluationModel):
+        loaded = model
+    elif isinstance(model, nn.Module):
+        from captum_ext.evaluation.models import _output_classes
+        from captum_ext.explain import default_layers
+
+        try:
+            layers = default_layers(model)
+        except ValueError:
+            layers = []
+        loaded = EvaluationModel(model, [str(c) for c in range(_output_classes(model))], layers, False, "nn.Module")
+    else:
+        raise TypeError(f"`model` must be a model spec, an nn.Module or an EvaluationModel, got "
+                        f"{type(model).__name__}")
+    first = next(iter(loaded.model.parameters()), None)
+    if first is not None and first.device != device:
+        # Work on a copy on the device: the caller's model stays where it was.
+        moved = copy.deepcopy(loaded.model).to(device).eval()
+        index = {id(m): name for name, m in loaded.model.named_modules()}
+        modules = dict(moved.named_modules())
+        loaded = EvaluationModel(moved, loaded.class_names, [modules[index[id(layer)]] for layer in loaded.layers],
+                                 loaded.multi_label, loaded.spec)
+    loaded.model.eval()
+    return loaded
+
+
+def _compute_batch(samples: Sequence[Any], run: _Run) -> Dict[str, Any]:
+    """Maps, rows and metric contributions of one batch (maps go straight into the store)."""
+    rows: List[Dict[str, Any]] = []
+    deltas: Dict[str, Dict[str, Tensor]] = {}
+    skipped = [sample.error for sample in samples if sample.image is None]
+    by_size: Dict[Tuple[int, int], List[Any]] = {}
+    for sample in samples:
+        if sample.image is not None and sample.truths:
+            by_size.setdefault(tuple(sample.image.shape[-2:]), []).append(sample)
+    for group in by_size.values():
+        images = torch.stack([sample.image for sample in group]).to(run.group.device)
+        with torch.no_grad():
+            scores = run.model(images)
+        probabilities = (torch.sigmoid(scores) if run.multi_label else torch.softmax(scores, dim=1)).cpu()
+        owner = [j for j, sample in enumerate(group) for _ in sample.truths]
+        categories = [t.category for sample in group for t in sample.truths]
+        truths = [GroundTruth(run.class_of[t.category], t.boxes, t.mask) for sample in group for t in sample.truths]
+        pair_ids = [run.pair_start[sample.index] + k for sample in group for k in range(len(sample.truths))]
+        classes = torch.tensor([t.category for t in truths], dtype=torch.long)
+        maps, boxes = [], []
+        for start in range(0, len(truths), run.pair_batch):
+            part = slice(start, start + run.pair_batch)
+            chunk, chunk_boxes = run.method(images[owner[part]], classes[part].to(run.group.device))
+            maps.append(scale_to_unit(chunk)[:, 0].to(run.map_dtype).cpu())
+            boxes.append(chunk_boxes)
+        stored = torch.cat(maps)
+        for pair_id, single in zip(pair_ids, stored):
+            run.store.write(pair_id, single)
+        scored = [single.to(torch.float32) for single in stored]  # scored as stored: reruns score the same
+        predicted_boxes = torch.cat([b.cpu() for b in boxes]) if boxes[0] is not None else None
+        group_deltas, columns = scoring.batch_statistics(run.metrics, scored, truths, predicted_boxes)
+        predicted = probabilities[owner].argmax(dim=1)
+        class_probability = probabilities[owner].gather(1, classes[:, None])[:, 0]
+        recognised = class_probability >= 0.5 if run.multi_label else predicted == classes
+        accuracy_delta, _ = run.accuracy.statistics(recognised)
+        scoring.add_deltas(deltas, {**group_deltas, "accuracy": accuracy_delta})
+        for k, (pair_id, truth) in enumerate(zip(pair_ids, truths)):
+            sample = group[owner[k]]
+            row = {"pair": pair_id, "image_index": sample.index, "image_id": sample.image_id,
+                   "category": categories[k], "class_index": truth.category, "predicted": int(predicted[k]),
+                   "predicted_score": float(probabilities[owner[k], predicted[k]]),
+                   "class_score": float(probabilities[owner[k], truth.category]), "recognised": bool(recognised[k])}
+            row.update({name: (values[k].item() if isinstance(values[k], Tensor) else values[k])
+                        for name, values in columns.items()})
+            rows.append(row)
+    return {"rows": rows, "deltas": to_json(deltas), "skipped": skipped}
+
+
+def evaluate(
+    model: Union[str, nn.Module, EvaluationModel],
+    method: Union[str, MapFunction],
+    data: DataArgument,
+    out: Union[str, Path],
+    batch_size: int = 16,
+    tolerance: float = 15.0,
+    class_map: Optional[Dict[str, int]] = None,
+    resume: bool = False,
+    device: str = "cpu",
+    resize: Optional[Tuple[int, int]] = None,
+    layer: Optional[str] = None,
+    box_map: Optional[Union[str, Path]] = None,
+    map_dtype: str = "float16",
+    num_workers: int = 0,
+    skip_bad: bool = False,
+    show_progress: bool = True,
+) -> Dict[str, Any]:
+    r"""Explain every (image, annotated class) pair of a dataset and score the maps; under ``torchrun`` the work
+    is split over the processes and the metrics are summed across them.
+
+    Args:
+        model (str, nn.Module or EvaluationModel): a spec (see :func:`load_evaluation_model`) or a model taking
+            images in ``[0, 1]``.
+        method (str or callable): one of :data:`captum_ext.evaluation.methods.METHODS`, or ``f(images, targets)
+            -> (maps N×1×H×W, boxes or None)``.
+        data (str, Dataset or DataLoader): a dataset spec (see :func:`captum_ext.evaluation.data.open_dataset`),
+            an :class:`~captum_ext.evaluation.data.AnnotatedImages`, or a DataLoader over one (its dataset is used;
+            batching is this function's, so that any number of processes computes the same batches).
+        out (str or Path): the results folder (created).
+        batch_size (int, optional): images per batch. Default: 16.
+        tolerance (float, optional): the pointing game's tolerance in pixels. Default: 15.
+        class_map (dict, optional): category id (as a string) or name → the model's class index; default: the
+            category id is the class index.
+        resume (bool, optional): continue the run in ``out``: recorded batches are not computed again.
+        device (str, optional): ``"cpu"`` or ``"cuda"`` (under torchrun: one GPU per process). Default: cpu.
+        resize (tuple of int, optional): ``(H, W)`` to resize images (and their annotations) to.
+        layer (str, optional): grad_cam's layer (a dotted submodule name).
+        box_map (str or Path, optional): a SensitivityBBox box map for learned boxes (``sensitivity``).
+        map_dtype (str, optional): ``"float16"`` or ``"float32"`` maps in the store. Default: float16.
+        num_workers (int, optional): DataLoader workers that read images. Default: 0.
+        skip_bad (bool, optional): list images that do not decode instead of stopping at the first one.
+        show_progress (bool, optional): a progress bar (images/s) on rank 0. Default: True.
+
+    Returns:
+        dict: the content of ``metrics.json`` (the same on every process).
+
+    Raises:
+        ValueError: bad arguments, an ``out`` folder holding another run (or a finished one without
+            ``resume``), categories the model does not have.
+    """
+    from captum_ext._utils.validation import check_in_choices, check_scalar
+    from captum_ext.evaluation.report import write_reports
+
+    batch_size = check_scalar(batch_size, "batch_size", low=1, integer=True)
+    tolerance = check_scalar(tolerance, "tolerance", low=0.0)
+    check_in_choices(map_dtype, "map_dtype", MAP_DTYPES)
+    out = Path(out)
+    with processes(device) as group:
+        dataset = _dataset_of(data, resize, skip_bad)
+        loaded = _model_of(model, group.device)
+        num_classes = len(loaded.class_names)
+        class_of = scoring.class_indices([c for e in dataset.entries for c in e.categories], dataset.categories,
+                                         class_map, num_classes)
+        method_name = method if isinstance(method, str) else getattr(method, "__name__", "custom")
+        map_function = build_method(method, loaded.model, loaded.layers, layer, box_map, loaded.multi_label) \
+            if isinstance(method, str) else method
+        settings = {"model": loaded.spec, "method": method_name, "data": getattr(dataset, "spec", "dataset"),
+                    "batch_size": batch_size, "tolerance": tolerance, "resize": list(resize) if resize else None,
+                    "class_map": class_map, "layer": layer, "box_map": str(box_map) if box_map else None,
+                    "map_dtype": map_dtype, "maps": "each map scaled so its maximum is 1, scored as stored"}
+        records = BatchRecords(out / "progress")
+        _check_out(out, settings, resume, records, group)
+        entries = dataset.entries
+        pair_start, total = [], 0
+        for entry in entries:
+            pair_start.append(total)
+            total += len(entry.categories)
+        store = MapStore(out / "maps.zarr")
+        if group.is_main:
+            height = [e.height for e in entries for _ in e.categories]
+            width = [e.width for e in entries for _ in e.categories]
+            store.create([e.image_id for e in entries for _ in e.categories],
+                         [c for e in entries for c in e.categories],
+                         [class_of[c] for e in entries for c in e.categories], height, width, map_dtype)
+        group.barrier()
+        metrics = scoring.localisation_metrics(max(num_classes, 1), tolerance, dataset.has_boxes, dataset.has_masks)
+        accuracy = scoring.PairAccuracy()
+        for metric in (*metrics.values(), accuracy):
+            metric.to(group.device)
+        run = _Run(loaded.model, map_function, loaded.multi_label, class_of, pair_start, metrics, accuracy, store,
+                   getattr(torch, map_dtype), group, pair_batch=max(batch_size, 1))
+        batches = batches_of(len(dataset), batch_size)
+        mine = my_batches(len(batches), group)
+        todo = [k for k in mine if not records.done(k)]
+        for k in mine:
+            if k not in set(todo):
+                _apply(records.read(k), run)
+        loader = DataLoader(dataset, batch_sampler=[batches[k] for k in todo], collate_fn=list,
+                            num_workers=num_workers)
+        bar = tqdm(total=sum(len(batches[k]) for k in todo), unit="img", disable=not (show_progress and group.is_main),
+                   desc=f"evaluate ({method_name}, rank 0 of {group.world_size})")
+        for k, samples in zip(todo, loader):
+            record = _compute_batch(samples, run)
+            records.write(k, record)
+            _apply(record, run)
+            bar.update(len(samples))
+        bar.close()
+        results = scoring.compute_all({**metrics, "accuracy": accuracy})
+        group.barrier()
+        summary = {"n_images": len(entries), "n_pairs": total, **results,
+                   "skipped": records.skipped(len(batches)) if group.is_main else [],
+                   "settings": {**settings, "processes": group.world_size}}
+        if group.is_main:
+            write_reports(out, summary, records, len(batches), dataset, store)
+        group.barrier()
+    return summary
+
+
+def _apply(record: Dict[str, Any], run: _Run) -> None:
+    """Add a batch record's contributions to the metric states."""
+    deltas = from_json(record["deltas"])
+    for name, metric in (*run.metrics.items(), ("accuracy", run.accuracy)):
+        if name in deltas:
+            metric.update_from_statistics(deltas[name])
+
+
+def _check_out(out: Path, settings: Dict[str, Any], resume: bool, records: BatchRecords, group: Processes) -> None:
+    """Refuse to mix runs: ``out`` is new, or holds this very run and ``resume`` is set."""
+    run_file = out / "run.json"
+    if run_file.is_file():
+        earlier = json.loads(run_file.read_text(encoding="utf-8"))
+        if earlier != json.loads(json.dumps(settings)):
+            changed = sorted(k for k in set(earlier) | set(settings) if earlier.get(k) != settings.get(k))
+            raise ValueError(f"`out` {str(out)!r} holds a run with other settings ({', '.join(changed)}); use "
+                             f"another folder")
+        if not resume:
+            raise ValueError(f"`out` {str(out)!r} holds results of this run already: pass resume=True "
+                             f"(--resume) to continue it, or use another folder")
+    elif records.any():
+        raise ValueError(f"`out` {str(out)!r} holds progress records without run settings; use another folder")
+    group.barrier()
+    if group.is_main and not run_file.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        run_file.write_text(json.dumps(settings, indent=2), encoding="utf-8")
+    group.barrier()

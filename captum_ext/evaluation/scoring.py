@@ -1,0 +1,189 @@
+"""The metrics of an evaluation run, chosen by what the dataset annotates, and the per-batch arithmetic on them."""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from captum_ext.metrics.ground_truth import GroundTruth
+
+
+class PairAccuracy(Metric):
+    """Share of (image, class) pairs the model recognises: its top class (single-label models) or a probability of
+    at least 0.5 (multi-label models). Counts, so exact across processes.
+
+    Example::
+
+        >>> import torch
+        >>> accuracy = PairAccuracy()
+        >>> accuracy.update_from_statistics(accuracy.statistics(torch.tensor([True, False]))[0])
+        >>> float(accuracy.compute())
+        0.5
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("correct", default=torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
+
+    @staticmethod
+    def statistics(recognised: Tensor) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
+        """State deltas and per-pair values.
+
+        Args:
+            recognised (Tensor): ``N`` bools, whether the model recognised each pair's class.
+
+        Returns:
+            tuple of dict: ``({"correct", "total"}, {"recognised": N bool})``.
+        """
+        hit = recognised.cpu().to(torch.bool)
+        return ({"correct": hit.sum().to(torch.int64), "total": torch.tensor(hit.numel(), dtype=torch.int64)},
+                {"recognised": hit})
+
+    def update_from_statistics(self, deltas: Dict[str, Tensor]) -> None:
+        """Add the deltas of :meth:`statistics` (as ``update`` does, also for a stored record).
+
+        Args:
+            deltas (dict): ``{"correct", "total"}`` int64 scalars.
+        """
+        self._computed = None  # what torchmetrics' update wrapper does: no stale compute() cache, no warning
+        self._update_count += 1
+        self.correct += deltas["correct"].to(self.correct.device)
+        self.total += deltas["total"].to(self.total.device)
+
+    def update(self, recognised: Tensor) -> None:  # type: ignore[override]
+        """Count a batch of pairs.
+
+        Args:
+            recognised (Tensor): ``N`` bools.
+        """
+        self.update_from_statistics(self.statistics(recognised)[0])
+
+    def compute(self) -> Tensor:
+        """The share (nan without pairs).
+
+        Returns:
+            Tensor: float64 scalar.
+        """
+        return self.correct.to(torch.float64) / self.total.clamp_min(1) if int(self.total) else \
+            torch.tensor(float("nan"), dtype=torch.float64)
+
+
+def localisation_metrics(num_classes: int, tolerance: float, has_boxes: bool, has_masks: bool
+                         ) -> Dict[str, Metric]:
+    """The localisation metrics a dataset supports, by the names ``metrics.json`` uses.
+
+    Args:
+        num_classes (int): the model's classes (the pointing game averages over them).
+        tolerance (float): the pointing game's tolerance in pixels.
+        has_boxes (bool): the dataset annotates boxes (or masks).
+        has_masks (bool): the dataset annotates masks (PxAP needs them).
+
+    Returns:
+        dict: name → metric; empty for class-label-only datasets.
+    """
+    from captum_ext.metrics import (
+        CorLocMetric,
+        EnergyPointingGameMetric,
+        MaxBoxAccV2Metric,
+        PointingGameMetric,
+        PxAPMetric,
+    )
+
+    if not (has_boxes or has_masks):
+        return {}
+    chosen: Dict[str, Metric] = {
+        "pointing_game": PointingGameMetric(num_classes, tolerance=tolerance),
+        "energy_pointing_game": EnergyPointingGameMetric(),
+        "corloc": CorLocMetric(),
+        "maxboxacc_v2": MaxBoxAccV2Metric(),
+    }
+    if has_masks:
+        chosen["pxap"] = PxAPMetric()
+    return chosen
+
+
+def batch_statistics(metrics: Dict[str, Metric], maps: Sequence[Tensor], truths: Sequence[GroundTruth],
+                     predicted_boxes: Optional[Tensor]) -> Tuple[Dict[str, Dict[str, Tensor]], Dict[str, Tensor]]:
+    """Every metric's state deltas and per-pair values for one group of pairs.
+
+    Args:
+        metrics (dict): name → metric (from :func:`localisation_metrics`).
+        maps (sequence of Tensor): ``H×W`` maps, one per pair.
+        truths (sequence of GroundTruth): their ground truth; the categories are already the model's class indices.
+        predicted_boxes (Tensor, optional): ``N×4`` learned boxes (CorLoc uses them instead of CAM boxes).
+
+    Returns:
+        tuple: (``{metric: {state: delta}}``, ``{column: N values}``).
+    """
+    deltas: Dict[str, Dict[str, Tensor]] = {}
+    columns: Dict[str, Tensor] = {}
+    for name, metric in metrics.items():
+        delta, per_pair = metric.statistics(maps, truths, predicted_boxes) if name == "corloc" else \
+            metric.statistics(maps, truths)
+        deltas[name] = delta
+        columns.update(per_pair)
+    return deltas, columns
+
+
+def add_deltas(total: Dict[str, Dict[str, Tensor]], more: Dict[str, Dict[str, Tensor]]) -> None:
+    """``total += more``, state by state (every state is a sum)."""
+    for metric, states in more.items():
+        into = total.setdefault(metric, {})
+        for name, value in states.items():
+            into[name] = into[name] + value if name in into else value.clone()
+
+
+def compute_all(metrics: Dict[str, Metric]) -> Dict[str, float]:
+    """``compute()`` every metric (each call syncs its states across processes), as plain floats.
+
+    Args:
+        metrics (dict): name → metric.
+
+    Returns:
+        dict: name → value.
+    """
+    results: Dict[str, float] = {}
+    for name, metric in metrics.items():
+        value = metric.compute()
+        results[name] = float(value) if not isinstance(value, (tuple, list)) else float(value[0])
+    return results
+
+
+def class_indices(categories: Sequence[int], names: Dict[int, str], class_map: Optional[Dict[str, int]],
+                  num_classes: int) -> Dict[int, int]:
+    """The model class index of every dataset category.
+
+    Args:
+        categories (sequence of int): the category ids the dataset uses.
+        names (dict): category id → name.
+        class_map (dict, optional): keys are category ids (as strings) or names, values class indices; without it,
+            a category id is the class index.
+        num_classes (int): the model's classes (0: unknown, not checked).
+
+    Returns:
+        dict: category id → class index.
+
+    Raises:
+        ValueError: a category with no class, or a class index the model does not have (named in the message).
+    """
+    mapping: Dict[int, int] = {}
+    missing: List[str] = []
+    for category in sorted(set(categories)):
+        if class_map is None:
+            index: Optional[int] = category
+        else:
+            index = class_map.get(str(category), class_map.get(names.get(category, ""), None))
+        if index is None or not isinstance(index, int) or (num_classes and not 0 <= index < num_classes):
+            missing.append(f"{category} ({names.get(category, '?')!r})" + ("" if index is None else f" → {index}"))
+            continue
+        mapping[category] = index
+    if missing:
+        where = "the model's classes" if class_map is None else "`class_map`"
+        raise ValueError(f"categories without a class of the model ({num_classes} classes) in {where}: "
+                         f"{', '.join(missing)}; give a class map from category ids or names to class indices")
+    return mapping

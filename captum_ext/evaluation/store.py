@@ -1,0 +1,145 @@
+"""Where an evaluation run keeps its results on disk: the maps in a Zarr store, one chunk per map, and one record
+file per finished batch. Both are written so that a process killed at any moment leaves nothing half-counted."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+MAP_DTYPES = ("float16", "float32")
+
+
+class MapStore:
+    """The maps of a run: ``maps`` (``pairs×H×W``, each map in the top-left ``height×width`` corner of its chunk),
+    with ``image_id``, ``category``, ``class_index``, ``height`` and ``width`` arrays (one entry per pair).
+
+    Args:
+        path (Path): the store folder (``DIR/maps.zarr``).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def create(self, image_ids: Sequence[int], categories: Sequence[int], class_indices: Sequence[int],
+               heights: Sequence[int], widths: Sequence[int], dtype: str = "float16") -> None:
+        """Create (or re-open, keeping written chunks) the arrays for every pair of the run.
+
+        Args:
+            image_ids, categories, class_indices, heights, widths (sequence of int): one entry per pair.
+            dtype (str): ``"float16"`` or ``"float32"``.
+        """
+        import zarr
+
+        n = len(image_ids)
+        size = (max(heights, default=1), max(widths, default=1))
+        maps = zarr.open_array(str(self.path / "maps"), mode="a", shape=(n, *size), chunks=(1, *size), dtype=dtype,
+                               fill_value=0)
+        if tuple(maps.shape) != (n, *size) or str(maps.dtype) != dtype:
+            raise ValueError(f"the map store {str(self.path)!r} holds {tuple(maps.shape)} {maps.dtype} maps, this "
+                             f"run needs {(n, *size)} {dtype}: use another `out` folder")
+        for name, values in (("image_id", image_ids), ("category", categories), ("class_index", class_indices),
+                             ("height", heights), ("width", widths)):
+            array = zarr.open_array(str(self.path / name), mode="a", shape=(n,), chunks=(max(n, 1),),
+                                    dtype="int64", fill_value=-1)
+            array[:] = np.asarray(values, dtype=np.int64)
+
+    def write(self, pair_index: int, single_map: Tensor) -> None:
+        """Write one ``H×W`` map into its chunk (an unchanged chunk is simply written again on a rerun)."""
+        import zarr
+
+        maps = zarr.open_array(str(self.path / "maps"), mode="r+")
+        height, width = single_map.shape
+        maps[pair_index, :height, :width] = single_map.cpu().numpy()
+
+    def read(self, pair_index: int) -> Tensor:
+        """One map, cropped to its image's size, as float32.
+
+        Args:
+            pair_index (int): the pair.
+
+        Returns:
+            Tensor: ``H×W`` float32.
+        """
+        import zarr
+
+        height = int(zarr.open_array(str(self.path / "height"), mode="r")[pair_index])
+        width = int(zarr.open_array(str(self.path / "width"), mode="r")[pair_index])
+        maps = zarr.open_array(str(self.path / "maps"), mode="r")
+        return torch.from_numpy(np.asarray(maps[pair_index, :height, :width], dtype=np.float32))
+
+
+class BatchRecords:
+    """One JSON file per finished batch (``DIR/progress/batch-NNNNNNNN.json``): its table rows, its contribution to
+    every metric's state, and its skipped files. A batch counts as done exactly when its file exists; files are
+    written to a temporary name and renamed, so a killed process never leaves a partial record.
+
+    Args:
+        folder (Path): the progress folder.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def _path(self, batch: int) -> Path:
+        return self.folder / f"batch-{batch:08d}.json"
+
+    def done(self, batch: int) -> bool:
+        """Whether the batch's record exists."""
+        return self._path(batch).is_file()
+
+    def any(self) -> bool:
+        """Whether any batch is recorded."""
+        return self.folder.is_dir() and any(self.folder.glob("batch-*.json"))
+
+    def write(self, batch: int, record: Dict[str, Any]) -> None:
+        """Write a batch's record atomically (temporary file, fsync, rename)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        temporary = self.folder / f".batch-{batch:08d}.json.{os.getpid()}.tmp"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(record, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self._path(batch))
+
+    def read(self, batch: int) -> Dict[str, Any]:
+        """A batch's record.
+
+        Raises:
+            ValueError: the file is not valid JSON (named in the message).
+        """
+        path = self._path(batch)
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"the progress record {str(path)!r} is corrupt ({err}); delete it to recompute that "
+                             f"batch") from err
+
+    def rows(self, n_batches: int) -> Iterator[Dict[str, Any]]:
+        """Every recorded row, in batch order (one batch in memory at a time)."""
+        for batch in range(n_batches):
+            if self.done(batch):
+                yield from self.read(batch)["rows"]
+
+    def skipped(self, n_batches: int) -> List[str]:
+        """Every file a batch skipped (``skip_bad``), in batch order."""
+        return [item for batch in range(n_batches) if self.done(batch) for item in self.read(batch)["skipped"]]
+
+
+def to_json(deltas: Dict[str, Dict[str, Tensor]]) -> Dict[str, Dict[str, Any]]:
+    """Metric state deltas as JSON: integer tensors as ints, float tensors as floats (JSON keeps float64 exactly)."""
+    return {metric: {name: {"dtype": str(value.dtype).replace("torch.", ""), "shape": list(value.shape),
+                            "values": value.detach().cpu().reshape(-1).tolist()}
+                     for name, value in states.items()} for metric, states in deltas.items()}
+
+
+def from_json(deltas: Dict[str, Dict[str, Any]], device: Optional[torch.device] = None
+              ) -> Dict[str, Dict[str, Tensor]]:
+    """Undo :func:`to_json`."""
+    return {metric: {name: torch.tensor(item["values"], dtype=getattr(torch, item["dtype"]),
+                                        device=device).reshape(item["shape"])
+                     for name, item in states.items()} for metric, states in deltas.items()}

@@ -1,0 +1,407 @@
+"""Streaming, distributed localisation metrics: ``torchmetrics.Metric`` versions of the pointing games, CorLoc,
+MaxBoxAccV2 and PxAP for scoring a whole annotated dataset batch by batch, in one process or several.
+
+The unit is an (image, class) pair: one saliency map ``H×W`` (sizes may differ between pairs; pairs of one size
+are scored as one batch by the functional metric) and its :class:`~captum_ext.metrics.ground_truth.GroundTruth`.
+Every state is a sum registered with ``dist_reduce_fx="sum"`` -- int64 wherever it counts something, so that the
+sum over batches and over processes (torchmetrics syncs at ``compute()``) is exact. Each metric also splits
+``update`` in two, for resumable runs: ``statistics(maps, truths, predicted_boxes)`` returns a batch's state deltas
+(keyed by state name) and per-pair values without touching the states, and ``update_from_statistics(deltas)``
+adds stored deltas; ``update`` is the two in a row. ``compute()`` returns a float64 scalar tensor, NaN when no pair
+was scored. Per-pair values are CPU tensors, one entry per pair in input order.
+
+Example::
+
+    >>> import torch
+    >>> from captum_ext.metrics import PointingGameMetric
+    >>> from captum_ext.metrics.ground_truth import GroundTruth
+    >>> saliency = torch.zeros(8, 8); saliency[2, 3] = 1.0
+    >>> truth = GroundTruth(category=1, boxes=torch.tensor([[2., 1., 5., 4.]]))
+    >>> metric = PointingGameMetric(num_classes=3, tolerance=0)
+    >>> deltas, per_pair = metric.statistics([saliency], [truth])
+    >>> deltas["hits"], per_pair["pointing_hit"]
+    (tensor([0, 1, 0]), tensor([1]))
+    >>> metric.update_from_statistics(deltas)
+    >>> metric.compute()
+    tensor(1., dtype=torch.float64)
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from captum_ext._utils.boxes import box_iou_matrix
+from captum_ext._utils.validation import check_scalar
+from captum_ext.metrics import wsol
+from captum_ext.metrics._streaming import Statistics, SumMetric, check_pairs, regions, require_boxes, size_groups
+from captum_ext.metrics._streaming import stack
+from captum_ext.metrics.boxes import corloc
+from captum_ext.metrics.cam import boxes_from_saliency
+from captum_ext.metrics.ground_truth import GroundTruth
+from captum_ext.metrics.pointing import energy_pointing_game, pointing_game
+
+__all__ = ["CorLocMetric", "EnergyPointingGameMetric", "MaxBoxAccV2Metric", "PointingGameMetric", "PxAPMetric"]
+
+_NAN = float("nan")
+
+
+class PointingGameMetric(SumMetric):
+    """Streaming :func:`~captum_ext.metrics.pointing_game` with TorchRay's class-mean accuracy.
+
+    A pair is a hit when its map's maximum (first in row-major order) lies within ``tolerance`` px of the ground
+    truth: its mask, or the pixels of its boxes when it has no mask. The accuracy is the mean, over the classes
+    with at least one pair, of ``hits / pairs``. States: ``hits`` and ``totals``, ``num_classes`` int64 each.
+    Per-pair value: ``pointing_hit`` (int64 0/1).
+
+    Args:
+        num_classes (int): number of classes; ``GroundTruth.category`` must be a class index in
+            ``[0, num_classes)`` (map dataset ids to indices first).
+        tolerance (float, optional): hit radius in pixels, ``>= 0``. Default: 15.
+        **kwargs: ``torchmetrics.Metric`` options (``sync_on_compute``, ``process_group``, ...).
+    """
+
+    def __init__(self, num_classes: int, tolerance: float = 15, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.num_classes = int(check_scalar(num_classes, "num_classes", low=1, integer=True))
+        self.tolerance = check_scalar(tolerance, "tolerance", low=0.0)
+        self._sum_state("hits", torch.zeros(self.num_classes, dtype=torch.int64))
+        self._sum_state("totals", torch.zeros(self.num_classes, dtype=torch.int64))
+
+    def statistics(
+        self, maps: Sequence[Tensor], truths: Sequence[GroundTruth], predicted_boxes: Optional[Tensor] = None
+    ) -> Statistics:
+        """One batch's contribution, without updating the states.
+
+        Args:
+            maps (sequence of Tensor): ``N`` saliency maps ``H_i×W_i``.
+            truths (sequence of GroundTruth): their ground truths.
+            predicted_boxes (Tensor, optional): ignored. Default: None.
+
+        Returns:
+            tuple of dict: ``({"hits": C int64, "totals": C int64}, {"pointing_hit": N int64})``.
+
+        Raises:
+            ValueError: if a category is outside ``[0, num_classes)`` or a pair's ground truth has no pixel
+                (both messages name ``truths`` and the indices), or the inputs are malformed.
+        """
+        pairs = check_pairs(maps, truths, predicted_boxes)
+        outside = [i for i, t in enumerate(pairs.truths) if not 0 <= t.category < self.num_classes]
+        if outside:
+            raise ValueError(
+                f"`truths` categories must be class indices in [0, {self.num_classes}); outside at index(es) {outside}"
+            )
+        targets = regions(pairs)
+        hits = torch.zeros(len(pairs.maps), dtype=torch.int64)
+        for index in size_groups(pairs.maps):
+            found = pointing_game(stack(pairs.maps, index), stack(targets, index), self.tolerance, reduce=False)
+            hits[index] = found.cpu().long()
+        categories = torch.tensor([t.category for t in pairs.truths], dtype=torch.int64)
+        deltas = {
+            "hits": torch.zeros(self.num_classes, dtype=torch.int64).index_add_(0, categories, hits),
+            "totals": torch.bincount(categories, minlength=self.num_classes),
+        }
+        return deltas, {"pointing_hit": hits}
+
+    def compute(self) -> Tensor:
+        """The class-mean pointing accuracy.
+
+        Returns:
+            Tensor: float64 scalar in ``[0, 1]``; NaN before any pair.
+        """
+        present = self.totals > 0
+        if not bool(present.any()):
+            return torch.tensor(_NAN, dtype=torch.float64, device=self.totals.device)
+        return (self.hits[present].double() / self.totals[present].double()).mean()
+
+
+#: The fixed-point unit of :class:`EnergyPointingGameMetric`'s summed state.
+ENERGY_UNIT = 2.0**-32
+
+
+class EnergyPointingGameMetric(SumMetric):
+    """Streaming :func:`~captum_ext.metrics.energy_pointing_game`: the mean over pairs of the share of the map's
+    (clamped at 0) mass inside the ground truth -- its mask, or the pixels of its boxes when it has no mask. A map
+    without positive mass (all zeros) scores 0, as in the functional metric. States: ``energy_sum`` and ``pairs``
+    (int64). Per-pair value: ``energy`` (float64).
+
+    The sum is kept in fixed point, in units of ``2⁻³²`` (:data:`ENERGY_UNIT`): integer sums do not depend on their
+    order, so any number of processes, in any grouping, gives bit-identical results (a float sum would differ in
+    the last digits). Each pair's share is rounded to the unit, so the mean is within ``2⁻³³`` of the exact one;
+    int64 holds the sum of two billion pairs.
+
+    Args:
+        **kwargs: ``torchmetrics.Metric`` options (``sync_on_compute``, ``process_group``, ...).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._sum_state("energy_sum", torch.zeros((), dtype=torch.int64))
+        self._sum_state("pairs", torch.zeros((), dtype=torch.int64))
+
+    def statistics(
+        self, maps: Sequence[Tensor], truths: Sequence[GroundTruth], predicted_boxes: Optional[Tensor] = None
+    ) -> Statistics:
+        """One batch's contribution, without updating the states.
+
+        Args:
+            maps (sequence of Tensor): ``N`` saliency maps ``H_i×W_i``.
+            truths (sequence of GroundTruth): their ground truths.
+            predicted_boxes (Tensor, optional): ignored. Default: None.
+
+        Returns:
+            tuple of dict: ``({"energy_sum": int64 in units of ENERGY_UNIT, "pairs": int64},
+            {"energy": N float64})``.
+
+        Raises:
+            ValueError: if a pair's ground truth has no pixel (the message names ``truths`` and the indices), or
+                the inputs are malformed.
+        """
+        pairs = check_pairs(maps, truths, predicted_boxes)
+        targets = regions(pairs)
+        energy = torch.zeros(len(pairs.maps), dtype=torch.float64)
+        for index in size_groups(pairs.maps):
+            energy[index] = energy_pointing_game(stack(pairs.maps, index), stack(targets, index), reduce=False).cpu()
+        fixed = torch.round(energy / ENERGY_UNIT).to(torch.int64)
+        deltas = {"energy_sum": fixed.sum(), "pairs": torch.tensor(len(pairs.maps), dtype=torch.int64)}
+        return deltas, {"energy": energy}
+
+    def compute(self) -> Tensor:
+        """The mean energy share.
+
+        Returns:
+            Tensor: float64 scalar in ``[0, 1]``; NaN before any pair.
+        """
+        if int(self.pairs) == 0:
+            return torch.tensor(_NAN, dtype=torch.float64, device=self.pairs.device)
+        return self.energy_sum.to(torch.float64) * ENERGY_UNIT / self.pairs.to(torch.float64)
+
+
+class CorLocMetric(SumMetric):
+    """Streaming :func:`~captum_ext.metrics.corloc`: the share of pairs whose predicted box has IoU ``>= iou`` with
+    one of their ground-truth boxes. The predicted box is ``predicted_boxes[i]`` when given, else the CAM box of
+    :func:`~captum_ext.metrics.boxes_from_saliency` at ``cam_threshold`` of the map's maximum (largest
+    8-connected component). States: ``hits`` and ``total`` (int64). Per-pair values: ``cam_box_iou`` (float64, the
+    predicted box's best IoU with a ground-truth box) and ``corloc_hit`` (int64 0/1).
+
+    Args:
+        cam_threshold (float, optional): fraction of the maximum for the CAM box, in ``[0, 1]``. Default: 0.2.
+        iou (float, optional): IoU needed for a hit, in ``[0, 1]``. Default: 0.5.
+        **kwargs: ``torchmetrics.Metric`` options (``sync_on_compute``, ``process_group``, ...).
+    """
+
+    def __init__(self, cam_threshold: float = 0.2, iou: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cam_threshold = check_scalar(cam_threshold, "cam_threshold", low=0.0, high=1.0)
+        self.iou = check_scalar(iou, "iou", low=0.0, high=1.0)
+        self._sum_state("hits", torch.zeros((), dtype=torch.int64))
+        self._sum_state("total", torch.zeros((), dtype=torch.int64))
+
+    def statistics(
+        self, maps: Sequence[Tensor], truths: Sequence[GroundTruth], predicted_boxes: Optional[Tensor] = None
+    ) -> Statistics:
+        """One batch's contribution, without updating the states.
+
+        Args:
+            maps (sequence of Tensor): ``N`` saliency maps ``H_i×W_i``.
+            truths (sequence of GroundTruth): their ground truths; only the boxes are used.
+            predicted_boxes (Tensor, optional): ``N×4`` boxes to score instead of the CAM boxes. Default: None.
+
+        Returns:
+            tuple of dict: ``({"hits": int64, "total": int64}, {"cam_box_iou": N float64, "corloc_hit": N int64})``.
+
+        Raises:
+            ValueError: if a pair has no ground-truth box of positive area (the message names ``truths`` and the
+                indices), or the inputs are malformed.
+        """
+        pairs = check_pairs(maps, truths, predicted_boxes)
+        require_boxes(pairs)
+        n = len(pairs.maps)
+        if n == 0:
+            empty = torch.zeros(0, dtype=torch.int64)
+            return self._deltas(empty), {"cam_box_iou": torch.zeros(0, dtype=torch.float64), "corloc_hit": empty}
+        predicted = pairs.predicted
+        if predicted is None:
+            predicted = torch.zeros(n, 4, dtype=torch.float64)
+            for index in size_groups(pairs.maps):
+                cam = boxes_from_saliency(stack(pairs.maps, index), self.cam_threshold)
+                predicted[index] = cam.to(device="cpu", dtype=torch.float64)
+        gt = [t.boxes.to(device="cpu", dtype=torch.float64) for t in pairs.truths]
+        hits = corloc(predicted, gt, self.iou, reduce=False).cpu().long()
+        # The same float64 IoU corloc thresholds, so cam_box_iou >= iou <=> corloc_hit.
+        best = torch.stack([box_iou_matrix(predicted[i : i + 1], gt[i]).max() for i in range(n)])
+        return self._deltas(hits), {"cam_box_iou": best, "corloc_hit": hits}
+
+    @staticmethod
+    def _deltas(hits: Tensor) -> dict:
+        return {"hits": hits.sum(), "total": torch.tensor(len(hits), dtype=torch.int64)}
+
+    def compute(self) -> Tensor:
+        """The CorLoc fraction.
+
+        Returns:
+            Tensor: float64 scalar in ``[0, 1]``; NaN before any pair.
+        """
+        if int(self.total) == 0:
+            return torch.tensor(_NAN, dtype=torch.float64, device=self.total.device)
+        return self.hits.double() / self.total
+
+
+class MaxBoxAccV2Metric(SumMetric):
+    """Streaming :func:`~captum_ext.metrics.maxboxacc_v2` (Choe et al., CVPR 2020; see there for the definition).
+
+    States: ``correct`` (``D×T`` int64: pairs correct at each IoU threshold δ and map threshold τ) and ``total``
+    (int64). Per-pair value: ``best_iou`` (float64), the best IoU a component box of the pair reaches with a
+    ground-truth box over the whole sweep -- the pair is correct at *some* τ for δ iff ``best_iou >= δ``. It is a
+    per-pair diagnostic (an oracle threshold per image); MaxBoxAccV2 shares one τ across the dataset, so it comes
+    from the states, not from these values. Only ``GroundTruth.boxes`` are used.
+
+    Args:
+        thresholds (Tensor, optional): ``T`` map thresholds, strictly increasing in ``[0, 1]``. Default: ``None``,
+            ``0.00, 0.01, ..., 0.99``.
+        iou_thresholds (sequence of float, optional): IoU thresholds δ in ``(0, 1]``. Default: ``(0.3, 0.5, 0.7)``.
+        **kwargs: ``torchmetrics.Metric`` options (``sync_on_compute``, ``process_group``, ...).
+    """
+
+    def __init__(
+        self,
+        thresholds: Optional[Tensor] = None,
+        iou_thresholds: Sequence[float] = (0.3, 0.5, 0.7),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.thresholds = wsol._check_thresholds(thresholds)
+        self.iou_thresholds = wsol._check_iou_thresholds(iou_thresholds)
+        shape = (len(self.iou_thresholds), len(self.thresholds))
+        self._sum_state("correct", torch.zeros(shape, dtype=torch.int64))
+        self._sum_state("total", torch.zeros((), dtype=torch.int64))
+
+    def statistics(
+        self, maps: Sequence[Tensor], truths: Sequence[GroundTruth], predicted_boxes: Optional[Tensor] = None
+    ) -> Statistics:
+        """One batch's contribution, without updating the states.
+
+        Args:
+            maps (sequence of Tensor): ``N`` saliency maps ``H_i×W_i``.
+            truths (sequence of GroundTruth): their ground truths; only the boxes are used.
+            predicted_boxes (Tensor, optional): ignored. Default: None.
+
+        Returns:
+            tuple of dict: ``({"correct": D×T int64, "total": int64}, {"best_iou": N float64})``.
+
+        Raises:
+            ValueError: if a pair has no ground-truth box of positive area (the message names ``truths`` and the
+                indices), or the inputs are malformed.
+        """
+        pairs = check_pairs(maps, truths, predicted_boxes)
+        require_boxes(pairs)
+        curves = torch.zeros(len(pairs.maps), len(self.thresholds), dtype=torch.float64)
+        for index in size_groups(pairs.maps):
+            gt = [pairs.truths[i].boxes.to(device="cpu", dtype=torch.float64) for i in index]
+            curves[index] = wsol._iou_curves(stack(pairs.maps, index), gt, self.thresholds)
+        deltas = {
+            "correct": wsol._correct_counts(curves, self.iou_thresholds),
+            "total": torch.tensor(len(pairs.maps), dtype=torch.int64),
+        }
+        return deltas, {"best_iou": curves.amax(dim=1) if len(curves) else curves.new_zeros(0)}
+
+    def compute(self) -> Tensor:
+        """MaxBoxAccV2, the mean over δ of the best-threshold BoxAcc(δ).
+
+        Returns:
+            Tensor: float64 scalar in ``[0, 1]``; NaN before any pair.
+        """
+        return torch.tensor(self._result().value, dtype=torch.float64, device=self.total.device)
+
+    def compute_result(self) -> wsol.MaxBoxAccResult:
+        """The full result (per-δ BoxAcc, best τ, accuracy curves), synced across processes like ``compute()``.
+
+        Returns:
+            MaxBoxAccResult: as returned by :func:`~captum_ext.metrics.maxboxacc_v2` with ``reduce=False``.
+        """
+        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self.sync_on_compute):
+            return self._result()
+
+    def _result(self) -> wsol.MaxBoxAccResult:
+        return wsol._boxacc_result(self.correct, int(self.total), self.thresholds, self.iou_thresholds)
+
+
+class PxAPMetric(SumMetric):
+    """Streaming :func:`~captum_ext.metrics.pxap` (Choe et al., CVPR 2020; see there for the definition).
+
+    PxAP needs masks: pairs whose ``GroundTruth.mask`` is ``None`` are skipped and counted in the state
+    ``skipped``; a pair with an empty mask raises (the package's empty-ground-truth rule). States: ``fg_hist`` and
+    ``bg_hist`` (``C+1`` int64 pooled pixel histograms over the curve thresholds, see :class:`PxAPResult`) and
+    ``skipped`` (int64). No per-pair values (PxAP pools pixels, it has no per-pair term). ``compute()`` returns NaN
+    when no pair had a mask (e.g. a boxes-only dataset), so a report over several metrics still completes.
+
+    Args:
+        thresholds (Tensor, optional): ``T`` map thresholds, strictly increasing in ``[0, 1]``. Default: ``None``,
+            ``0.00, 0.01, ..., 0.99``.
+        **kwargs: ``torchmetrics.Metric`` options (``sync_on_compute``, ``process_group``, ...).
+    """
+
+    def __init__(self, thresholds: Optional[Tensor] = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.thresholds = wsol._curve_thresholds(wsol._check_thresholds(thresholds))
+        self._sum_state("fg_hist", torch.zeros(len(self.thresholds) + 1, dtype=torch.int64))
+        self._sum_state("bg_hist", torch.zeros(len(self.thresholds) + 1, dtype=torch.int64))
+        self._sum_state("skipped", torch.zeros((), dtype=torch.int64))
+
+    def statistics(
+        self, maps: Sequence[Tensor], truths: Sequence[GroundTruth], predicted_boxes: Optional[Tensor] = None
+    ) -> Statistics:
+        """One batch's contribution, without updating the states.
+
+        Args:
+            maps (sequence of Tensor): ``N`` saliency maps ``H_i×W_i``.
+            truths (sequence of GroundTruth): their ground truths; only the masks are used.
+            predicted_boxes (Tensor, optional): ignored. Default: None.
+
+        Returns:
+            tuple of dict: ``({"fg_hist": C+1 int64, "bg_hist": C+1 int64, "skipped": int64}, {})``.
+
+        Raises:
+            ValueError: if a mask is empty (the message names ``truths`` and the indices), or the inputs are
+                malformed.
+        """
+        pairs = check_pairs(maps, truths, predicted_boxes)
+        masked = [i for i, t in enumerate(pairs.truths) if t.mask is not None]
+        empty = [i for i in masked if not bool(pairs.truths[i].mask.any())]
+        if empty:
+            raise ValueError(f"`truths` masks must hold at least one foreground pixel; empty at index(es) {empty}")
+        size = len(self.thresholds) + 1
+        deltas = {
+            "fg_hist": torch.zeros(size, dtype=torch.int64),
+            "bg_hist": torch.zeros(size, dtype=torch.int64),
+            "skipped": torch.tensor(len(pairs.maps) - len(masked), dtype=torch.int64),
+        }
+        masks = [t.mask for t in pairs.truths]
+        for group in size_groups([pairs.maps[i] for i in masked]):
+            index = [masked[g] for g in group]
+            fg, bg = wsol._pxap_histograms(stack(pairs.maps, index), stack(masks, index), self.thresholds)
+            deltas["fg_hist"] += fg
+            deltas["bg_hist"] += bg
+        return deltas, {}
+
+    def compute(self) -> Tensor:
+        """PxAP over the pooled pixels.
+
+        Returns:
+            Tensor: float64 scalar in ``[0, 1]``; NaN when no pair with a mask was seen.
+        """
+        return torch.tensor(self._result().value, dtype=torch.float64, device=self.skipped.device)
+
+    def compute_result(self) -> wsol.PxAPResult:
+        """The full result (precision / recall curve), synced across processes like ``compute()``.
+
+        Returns:
+            PxAPResult: as returned by :func:`~captum_ext.metrics.pxap` with ``reduce=False``; NaN fields when no
+            pair with a mask was seen.
+        """
+        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self.sync_on_compute):
+            return self._result()
+
+    def _result(self) -> wsol.PxAPResult:
+        return wsol._pxap_result(self.fg_hist, self.bg_hist, self.thresholds)

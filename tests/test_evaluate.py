@@ -1,0 +1,142 @@
+"""captum-ext evaluate / fit-boxes: outputs, 1 vs 2 processes (torchrun, gloo), resume after SIGKILL, bad input."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from captum_ext.evaluation import evaluate, fit_box_map
+from captum_ext.evaluation.data import open_dataset
+
+DATA = "scenes:multi:12"
+
+
+def cli(*args: str, processes: int = 1, check: bool = True, **popen) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] \
+        if processes > 1 else [sys.executable]
+    done = subprocess.run([*launcher, "-m", "captum_ext", *args], capture_output=True, text=True, env=env,
+                          timeout=600)
+    if check:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def outputs(folder: Path):
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["settings"].pop("processes")
+    rows = list(csv.DictReader(open(folder / "pairs.csv")))
+    maps = np.asarray(zarr.open_array(str(folder / "maps.zarr" / "maps"), mode="r")[:])
+    return metrics, rows, maps
+
+
+def test_a_run_writes_metrics_table_maps_and_figure(tmp_path):
+    summary = evaluate("zoo:scenes_vgg_multilabel", "saliency", DATA, tmp_path / "run", batch_size=5,
+                       show_progress=False)
+    dataset = open_dataset(DATA)
+    n_pairs = sum(len(e.categories) for e in dataset.entries)
+    assert summary["n_images"] == 12 and summary["n_pairs"] == n_pairs
+    for key in ("pointing_game", "energy_pointing_game", "corloc", "maxboxacc_v2", "pxap", "accuracy"):
+        assert 0.0 <= summary[key] <= 1.0, key
+    metrics, rows, maps = outputs(tmp_path / "run")
+    assert metrics["n_pairs"] == len(rows) == maps.shape[0] == n_pairs
+    assert [int(r["pair"]) for r in rows] == list(range(n_pairs))
+    assert maps.dtype == np.float16 and float(maps.max()) == 1.0
+    ids = zarr.open_array(str(tmp_path / "run" / "maps.zarr" / "image_id"), mode="r")[:]
+    assert [int(r["image_id"]) for r in rows] == ids.tolist()
+    assert (tmp_path / "run" / "summary.png").stat().st_size > 10_000
+    # The table's per-pair energies average to the metric.
+    assert abs(np.mean([float(r["energy"]) for r in rows]) - summary["energy_pointing_game"]) < 1e-9
+
+
+def test_two_processes_give_exactly_the_one_process_results(tmp_path):
+    common = ["evaluate", "--model", "zoo:scenes_vgg_multilabel", "--method", "saliency", "--data", DATA,
+              "--batch-size", "3", "--no-progress"]
+    cli(*common, "--out", str(tmp_path / "one"))
+    cli(*common, "--out", str(tmp_path / "two"), processes=2)
+    one, two = outputs(tmp_path / "one"), outputs(tmp_path / "two")
+    assert one[0] == two[0]  # metrics and settings
+    assert one[1] == two[1]  # every row
+    assert np.array_equal(one[2], two[2])  # every map, bit for bit
+    assert json.loads((tmp_path / "two" / "metrics.json").read_text())["settings"]["processes"] == 2
+
+
+def test_a_run_killed_mid_way_resumes_to_the_uninterrupted_result(tmp_path):
+    common = ["evaluate", "--model", "zoo:scenes_vgg", "--method", "integrated_gradients", "--data",
+              "scenes:single:40", "--batch-size", "2", "--no-progress"]
+    cli(*common, "--out", str(tmp_path / "whole"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    killed = subprocess.Popen([sys.executable, "-m", "captum_ext", *common, "--out", str(tmp_path / "killed")],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    progress = tmp_path / "killed" / "progress"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(progress.glob("batch-*.json"))) < 3:
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    before = {p.name: p.stat().st_mtime_ns for p in progress.glob("batch-*.json")}
+    assert 3 <= len(before) < 20, len(before)  # killed mid-way
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+    again = cli(*common, "--out", str(tmp_path / "killed"), check=False)
+    assert again.returncode != 0 and "--resume" in again.stderr  # never silently mixed with earlier work
+    cli(*common, "--out", str(tmp_path / "killed"), "--resume")
+    after = {p.name: p.stat().st_mtime_ns for p in progress.glob("batch-*.json")}
+    assert len(after) == 20
+    assert all(after[name] == stamp for name, stamp in before.items())  # recorded batches were not recomputed
+    whole, resumed = outputs(tmp_path / "whole"), outputs(tmp_path / "killed")
+    assert whole[0] == resumed[0] and whole[1] == resumed[1] and np.array_equal(whole[2], resumed[2])
+
+
+def test_box_map_fit_in_two_processes_equals_one_and_feeds_evaluate(tmp_path):
+    common = ["fit-boxes", "--model", "zoo:scenes_vgg", "--data", "scenes:single:24", "--batch-size", "5"]
+    cli(*common, "--out", str(tmp_path / "one.pt"))
+    cli(*common, "--out", str(tmp_path / "two.pt"), processes=2)
+    one = torch.load(tmp_path / "one.pt", weights_only=True)
+    two = torch.load(tmp_path / "two.pt", weights_only=True)
+    assert int(one["stats.count"]) == int(two["stats.count"]) == 24
+    assert torch.allclose(one["weight"], two["weight"], rtol=1e-9, atol=1e-12)
+    direct = fit_box_map("zoo:scenes_vgg", "scenes:single:24", tmp_path / "api.pt", batch_size=24)
+    assert torch.allclose(direct["weight"], one["weight"], rtol=1e-9, atol=1e-12)
+    summary = evaluate("zoo:scenes_vgg", "sensitivity", "scenes:single:8", tmp_path / "learned",
+                       box_map=tmp_path / "one.pt", show_progress=False)
+    plain = evaluate("zoo:scenes_vgg", "sensitivity", "scenes:single:8", tmp_path / "cam", show_progress=False)
+    assert summary["corloc"] != plain["corloc"] or summary["settings"]["box_map"] is not None
+
+
+@pytest.mark.parametrize("method", ["node_backtrack", "class_diff", "guided_backprop", "grad_cam"])
+def test_every_method_runs_through_the_python_api_with_a_dataloader_and_a_module(tmp_path, method):
+    from torch.utils.data import DataLoader
+
+    from captum_ext import zoo
+    from captum_ext.datasets import scenes
+    from captum_ext.evaluation.models import Normalized
+
+    model = Normalized(zoo.load("scenes_vgg"), scenes.SCENE_MEAN, scenes.SCENE_STD).eval()
+    loader = DataLoader(open_dataset("scenes:single:4"), batch_size=2, collate_fn=list)
+    summary = evaluate(model, method, loader, tmp_path / method, batch_size=2, show_progress=False)
+    assert summary["n_pairs"] == 4 and summary["settings"]["method"] == method
+    assert not model.training
+
+
+def test_bad_input_gets_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="method"):
+        evaluate("zoo:scenes_vgg", "smoothgrad", DATA, tmp_path / "a", show_progress=False)
+    with pytest.raises(ValueError, match="categories without a class"):
+        evaluate("zoo:scenes_vgg", "saliency", DATA, tmp_path / "b", class_map={"0": 0}, show_progress=False)
+    with pytest.raises(ValueError, match="unknown `model`"):
+        evaluate("resnet", "saliency", DATA, tmp_path / "c", show_progress=False)
+    evaluate("zoo:scenes_vgg", "saliency", "scenes:single:2", tmp_path / "d", show_progress=False)
+    with pytest.raises(ValueError, match="other settings"):
+        evaluate("zoo:scenes_vgg", "saliency", "scenes:single:2", tmp_path / "d", tolerance=3, resume=True,
+                 show_progress=False)
+    done = cli("evaluate", "--model", "zoo:scenes_vgg", "--method", "saliency", "--data", "coco:none.json:img",
+               "--out", str(tmp_path / "e"), check=False)
+    assert done.returncode != 0 and "none.json" in done.stderr
