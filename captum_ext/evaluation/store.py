@@ -37,6 +37,7 @@ class MapStore:
 
         n = len(image_ids)
         size = (max(heights, default=1), max(widths, default=1))
+        zarr.open_group(str(self.path), mode="a")  # the folder is a Zarr group: zarr.open_group lists the arrays
         maps = zarr.open_array(str(self.path / "maps"), mode="a", shape=(n, *size), chunks=(1, *size), dtype=dtype,
                                fill_value=0)
         if tuple(maps.shape) != (n, *size) or str(maps.dtype) != dtype:
