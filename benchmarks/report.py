@@ -185,6 +185,23 @@ EXTRACTORS: Dict[str, Callable[[Dict[str, Any], Path], Tuple[List[Row], List[Row
 }
 
 
+def evaluate_rows(record: Dict[str, Any]) -> List[str]:
+    """Speed-table rows of the dataset-scale evaluation benchmark."""
+    device = record["overhead"]["device"]
+    rows = [f"| `captum-ext evaluate` ({device}) | overhead over `{r['method']}` alone, localisation metrics: "
+            f"{r['metrics']} | ≤ 5 % | {100 * r['overhead']:.0f} % | {_yes(r['overhead'] <= 0.05)} |"
+            for r in record["overhead"]["runs"]]
+    if "processes" in record:
+        speedup = record["processes"]["loop_speedup"]
+        rows.append(f"| `captum-ext evaluate` ({device}) | 2 processes × 1 thread vs 1 (batch loop) | ≥ 1.8× | "
+                    f"{speedup:.2f}× | {_yes(speedup >= 1.8)} |")
+    ratio = record["memory"]["ratio"]
+    sizes = [k for k in record["memory"] if k != "ratio"]
+    rows.append(f"| `captum-ext evaluate` ({device}) | peak RSS {sizes[-1]} vs {sizes[0]} images | ≤ 1.1× | "
+                f"{ratio:.2f}× | {_yes(ratio <= 1.1)} |")
+    return rows
+
+
 def build(results_dir: Path, suffix: str = "") -> str:
     """The report's Markdown; plots are written under ``results_dir/plots``."""
     plots = results_dir / "plots"
@@ -211,6 +228,13 @@ def build(results_dir: Path, suffix: str = "") -> str:
         body = "\n".join("#" + line if line.startswith("#") else line for line in body.splitlines())
         plot = f"![{name}](plots/{name}.png)\n" if (plots / f"{name}.png").exists() else ""
         sections.append(f"## {method} ({authors})\n\n{plot}{body.strip()}\n")
+    for name, title in (("evaluate", "Dataset-scale evaluation (`captum-ext evaluate`)"),
+                        ("evaluate_cuda", "Dataset-scale evaluation on a GPU")):
+        path = results_dir / f"{name}{suffix}.json"
+        if path.exists():
+            speed_lines += evaluate_rows(json.loads(path.read_text()))
+            body = (results_dir / f"{name}{suffix}.md").read_text().split("\n", 1)[1].strip()
+            sections.append(f"## {title}\n\n{body}\n")
     lines = [
         "# captum_ext reproduction report",
         "",

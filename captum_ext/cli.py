@@ -98,6 +98,7 @@ BENCHMARKS = {
     "class_diff_saliency": "bench_class_diff_saliency.py",
     "attention_regressor": "bench_attention_regressor.py",
     "roi_attention": "bench_roi_attention.py",
+    "evaluate": "bench_evaluate.py",
 }
 
 

@@ -12,6 +12,16 @@ pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
+@pytest.fixture(autouse=True)
+def full_precision():
+    """Ampere and later GPUs run float32 convolutions in TF32 by default (10-bit mantissa): compare in full
+    float32, then restore the user's setting."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
 def _both(model: nn.Module):
     return model.eval(), _to_cuda(model)
 

@@ -140,3 +140,21 @@ def test_bad_input_gets_clear_errors(tmp_path):
     done = cli("evaluate", "--model", "zoo:scenes_vgg", "--method", "saliency", "--data", "coco:none.json:img",
                "--out", str(tmp_path / "e"), check=False)
     assert done.returncode != 0 and "none.json" in done.stderr
+
+
+def test_an_undecodable_image_stops_the_run_naming_it_or_is_listed_with_skip_bad(tmp_path):
+    from captum_ext.datasets import export_coco, scenes
+
+    annotations, images = export_coco(scenes.make_scenes(6, mode="single", split="test", seed=3), tmp_path / "coco")
+    broken = sorted(images.iterdir())[2]
+    broken.write_bytes(b"not a png")
+    data = f"coco:{annotations}:{images}"
+    class_map = json.loads((tmp_path / "coco" / "class_map.json").read_text())
+    with pytest.raises(ValueError, match=broken.name):
+        evaluate("zoo:scenes_vgg", "saliency", data, tmp_path / "strict", class_map=class_map, show_progress=False)
+    summary = evaluate("zoo:scenes_vgg", "saliency", data, tmp_path / "lenient", class_map=class_map,
+                       skip_bad=True, show_progress=False)
+    assert len(summary["skipped"]) == 1 and broken.name in summary["skipped"][0]
+    rows = list(csv.DictReader(open(tmp_path / "lenient" / "pairs.csv")))
+    assert len(rows) == summary["n_pairs"] - 1  # every pair but the broken image's
+    assert 2 not in {int(r["image_index"]) for r in rows}

@@ -19,7 +19,6 @@ photograph with EfficientNet-Lite0. The scores against Captum's baselines are
 # Raw and subtracted maps, class by class
 # ---------------------------------------
 import matplotlib.pyplot as plt
-import torch
 
 from captum_ext import MultiLayerClassDiffSaliency, zoo
 from captum_ext.datasets import scenes

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 from captum_ext.evaluation.methods import METHODS
+from captum_ext.evaluation.scoring import LOCALISATION_METRICS
 from captum_ext.evaluation.models import MODEL_FORMS
 
 DATA_FORMS = ("coco:ANNOTATIONS.json:IMAGES_DIR", "voc:ROOT[:YEAR:SPLIT]", "folder:DIR", "scenes:MODE:N")
@@ -44,14 +45,21 @@ def _model(args: argparse.Namespace) -> Any:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Run ``captum-ext evaluate`` from parsed arguments; prints the metrics (rank 0) and returns 0."""
+    """Run ``captum-ext evaluate`` from parsed arguments; rank 0 prints the metrics.
+
+    Args:
+        args (argparse.Namespace): the parsed ``evaluate`` arguments.
+
+    Returns:
+        int: the exit status, 0.
+    """
     from captum_ext.evaluation.runner import evaluate
 
     summary = evaluate(_model(args), args.method, args.data, args.out, batch_size=args.batch_size,
                        tolerance=args.tolerance, class_map=_class_map(args.class_map), resume=args.resume,
                        device=args.device, resize=args.resize, layer=args.layer, box_map=args.box_map,
                        map_dtype=args.map_dtype, num_workers=args.workers, skip_bad=args.skip_bad,
-                       show_progress=not args.no_progress)
+                       show_progress=not args.no_progress, metrics=args.metrics)
     if _is_main():
         print(json.dumps({k: v for k, v in summary.items() if k != "settings"}, indent=2))
         print(f"results in {args.out}")
@@ -59,7 +67,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_fit_boxes(args: argparse.Namespace) -> int:
-    """Run ``captum-ext fit-boxes`` from parsed arguments; returns 0."""
+    """Run ``captum-ext fit-boxes`` from parsed arguments.
+
+    Args:
+        args (argparse.Namespace): the parsed ``fit-boxes`` arguments.
+
+    Returns:
+        int: the exit status, 0.
+    """
     from captum_ext.evaluation.box_fitting import fit_box_map
 
     state = fit_box_map(_model(args), args.data, args.out, batch_size=args.batch_size, ridge=args.ridge,
@@ -105,6 +120,9 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     evaluate.add_argument("--map-dtype", default="float16", choices=("float16", "float32"))
     evaluate.add_argument("--skip-bad", action="store_true", help="list undecodable images instead of stopping")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate.add_argument("--metrics", nargs="*", default=None, choices=LOCALISATION_METRICS,
+                          help="localisation metrics to compute (default: all the annotations support; none: "
+                               "maps, table and accuracy only)")
     evaluate.set_defaults(run=run_evaluate)
 
     fit = commands.add_parser("fit-boxes", help="fit SensitivityBBox's box map on an annotated dataset")

@@ -48,8 +48,8 @@ def processes(device: str = "cpu") -> Iterator[Processes]:
     Args:
         device (str): ``"cpu"``, ``"cuda"`` (one GPU per process, ``cuda:LOCAL_RANK``) or ``"cuda:N"``.
 
-    Yields:
-        Processes: rank, world size and device.
+    Returns:
+        Iterator[Processes]: a context manager yielding this process's rank, world size and device.
 
     Raises:
         ValueError: ``device`` asks for CUDA on a machine without it.

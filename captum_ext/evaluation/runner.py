@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -112,8 +113,7 @@ def _compute_batch(samples: Sequence[Any], run: _Run) -> Dict[str, Any]:
             maps.append(scale_to_unit(chunk)[:, 0].to(run.map_dtype).cpu())
             boxes.append(chunk_boxes)
         stored = torch.cat(maps)
-        for pair_id, single in zip(pair_ids, stored):
-            run.store.write(pair_id, single)
+        run.store.write(pair_ids, stored)
         scored = [single.to(torch.float32) for single in stored]  # scored as stored: reruns score the same
         predicted_boxes = torch.cat([b.cpu() for b in boxes]) if boxes[0] is not None else None
         group_deltas, columns = scoring.batch_statistics(run.metrics, scored, truths, predicted_boxes)
@@ -151,6 +151,7 @@ def evaluate(
     num_workers: int = 0,
     skip_bad: bool = False,
     show_progress: bool = True,
+    metrics: Optional[Sequence[str]] = None,
 ) -> Dict[str, Any]:
     r"""Explain every (image, annotated class) pair of a dataset and score the maps; under ``torchrun`` the work
     is split over the processes and the metrics are summed across them.
@@ -177,6 +178,9 @@ def evaluate(
         num_workers (int, optional): DataLoader workers that read images. Default: 0.
         skip_bad (bool, optional): list images that do not decode instead of stopping at the first one.
         show_progress (bool, optional): a progress bar (images/s) on rank 0. Default: True.
+        metrics (sequence of str, optional): the localisation metrics to compute (from
+            :data:`~captum_ext.evaluation.scoring.LOCALISATION_METRICS`; ``()`` for none: maps, table and
+            accuracy only). Default: every one the annotations support.
 
     Returns:
         dict: the content of ``metrics.json`` (the same on every process).
@@ -204,7 +208,8 @@ def evaluate(
         settings = {"model": loaded.spec, "method": method_name, "data": getattr(dataset, "spec", "dataset"),
                     "batch_size": batch_size, "tolerance": tolerance, "resize": list(resize) if resize else None,
                     "class_map": class_map, "layer": layer, "box_map": str(box_map) if box_map else None,
-                    "map_dtype": map_dtype, "maps": "each map scaled so its maximum is 1, scored as stored"}
+                    "map_dtype": map_dtype, "maps": "each map scaled so its maximum is 1, scored as stored",
+                    "metrics": list(metrics) if metrics is not None else None}
         records = BatchRecords(out / "progress")
         _check_out(out, settings, resume, records, group)
         entries = dataset.entries
@@ -220,11 +225,12 @@ def evaluate(
                          [c for e in entries for c in e.categories],
                          [class_of[c] for e in entries for c in e.categories], height, width, map_dtype)
         group.barrier()
-        metrics = scoring.localisation_metrics(max(num_classes, 1), tolerance, dataset.has_boxes, dataset.has_masks)
+        scorers = scoring.localisation_metrics(max(num_classes, 1), tolerance, dataset.has_boxes, dataset.has_masks,
+                                               metrics)
         accuracy = scoring.PairAccuracy()
-        for metric in (*metrics.values(), accuracy):
+        for metric in (*scorers.values(), accuracy):
             metric.to(group.device)
-        run = _Run(loaded.model, map_function, loaded.multi_label, class_of, pair_start, metrics, accuracy, store,
+        run = _Run(loaded.model, map_function, loaded.multi_label, class_of, pair_start, scorers, accuracy, store,
                    getattr(torch, map_dtype), group, pair_batch=max(batch_size, 1))
         batches = batches_of(len(dataset), batch_size)
         mine = my_batches(len(batches), group)
@@ -236,13 +242,20 @@ def evaluate(
                             num_workers=num_workers)
         bar = tqdm(total=sum(len(batches[k]) for k in todo), unit="img", disable=not (show_progress and group.is_main),
                    desc=f"evaluate ({method_name}, rank 0 of {group.world_size})")
+        started, computed = time.perf_counter(), 0
         for k, samples in zip(todo, loader):
             record = _compute_batch(samples, run)
             records.write(k, record)
             _apply(record, run)
             bar.update(len(samples))
+            computed += len(samples)
         bar.close()
-        results = scoring.compute_all({**metrics, "accuracy": accuracy})
+        # This process's throughput, for benchmarks and capacity planning (not part of the results).
+        (out / "progress").mkdir(parents=True, exist_ok=True)
+        (out / "progress" / f"timing-rank{group.rank}.json").write_text(json.dumps(
+            {"rank": group.rank, "world_size": group.world_size, "images": computed,
+             "seconds": time.perf_counter() - started}), encoding="utf-8")
+        results = scoring.compute_all({**scorers, "accuracy": accuracy})
         group.barrier()
         summary = {"n_images": len(entries), "n_pairs": total, **results,
                    "skipped": records.skipped(len(batches)) if group.is_main else [],

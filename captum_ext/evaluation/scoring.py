@@ -73,8 +73,12 @@ class PairAccuracy(Metric):
             torch.tensor(float("nan"), dtype=torch.float64)
 
 
-def localisation_metrics(num_classes: int, tolerance: float, has_boxes: bool, has_masks: bool
-                         ) -> Dict[str, Metric]:
+#: The localisation metrics a run can compute, by their names in ``metrics.json``.
+LOCALISATION_METRICS = ("pointing_game", "energy_pointing_game", "corloc", "maxboxacc_v2", "pxap")
+
+
+def localisation_metrics(num_classes: int, tolerance: float, has_boxes: bool, has_masks: bool,
+                         names: Optional[Sequence[str]] = None) -> Dict[str, Metric]:
     """The localisation metrics a dataset supports, by the names ``metrics.json`` uses.
 
     Args:
@@ -82,10 +86,23 @@ def localisation_metrics(num_classes: int, tolerance: float, has_boxes: bool, ha
         tolerance (float): the pointing game's tolerance in pixels.
         has_boxes (bool): the dataset annotates boxes (or masks).
         has_masks (bool): the dataset annotates masks (PxAP needs them).
+        names (sequence of str, optional): only these (from :data:`LOCALISATION_METRICS`); default: every one the
+            dataset supports. MaxBoxAccV2 labels a map's components at 100 thresholds, the costliest to compute.
 
     Returns:
         dict: name → metric; empty for class-label-only datasets.
+
+    Raises:
+        ValueError: an unknown name, or a metric the dataset's annotations cannot support.
     """
+    if names is not None:
+        unknown = [n for n in names if n not in LOCALISATION_METRICS]
+        if unknown:
+            raise ValueError(f"`metrics` must name some of {list(LOCALISATION_METRICS)}, got {unknown}")
+        if names and not (has_boxes or has_masks):
+            raise ValueError(f"`metrics` {list(names)} need boxes or masks; the dataset has class labels only")
+        if "pxap" in names and not has_masks:
+            raise ValueError("`metrics` asks for pxap, which needs masks; the dataset has boxes only")
     from captum_ext.metrics import (
         CorLocMetric,
         EnergyPointingGameMetric,
@@ -104,7 +121,7 @@ def localisation_metrics(num_classes: int, tolerance: float, has_boxes: bool, ha
     }
     if has_masks:
         chosen["pxap"] = PxAPMetric()
-    return chosen
+    return {name: metric for name, metric in chosen.items() if names is None or name in names}
 
 
 def batch_statistics(metrics: Dict[str, Metric], maps: Sequence[Tensor], truths: Sequence[GroundTruth],
@@ -131,7 +148,12 @@ def batch_statistics(metrics: Dict[str, Metric], maps: Sequence[Tensor], truths:
 
 
 def add_deltas(total: Dict[str, Dict[str, Tensor]], more: Dict[str, Dict[str, Tensor]]) -> None:
-    """``total += more``, state by state (every state is a sum)."""
+    """``total += more``, state by state (every state is a sum).
+
+    Args:
+        total (dict): ``{metric: {state: tensor}}``, updated in place.
+        more (dict): the deltas to add.
+    """
     for metric, states in more.items():
         into = total.setdefault(metric, {})
         for name, value in states.items():

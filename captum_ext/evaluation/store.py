@@ -49,13 +49,29 @@ class MapStore:
                                     dtype="int64", fill_value=-1)
             array[:] = np.asarray(values, dtype=np.int64)
 
-    def write(self, pair_index: int, single_map: Tensor) -> None:
-        """Write one ``H×W`` map into its chunk (an unchanged chunk is simply written again on a rerun)."""
+    def _maps(self) -> Any:
         import zarr
 
-        maps = zarr.open_array(str(self.path / "maps"), mode="r+")
-        height, width = single_map.shape
-        maps[pair_index, :height, :width] = single_map.cpu().numpy()
+        if getattr(self, "_array", None) is None:  # opened once per process: opening reads the metadata
+            self._array = zarr.open_array(str(self.path / "maps"), mode="r+")
+        return self._array
+
+    def write(self, pair_ids: Sequence[int], maps: Tensor) -> None:
+        """Write ``N`` maps of one size (``N×H×W``) into their chunks, each run of consecutive pairs in one call
+        (Zarr then writes the chunks concurrently). A chunk written again on a rerun gets the same values.
+
+        Args:
+            pair_ids (sequence of int): the pairs, increasing.
+            maps (Tensor): ``N×H×W`` maps.
+        """
+        values = maps.cpu().numpy()
+        height, width = values.shape[-2:]
+        start = 0
+        for end in range(1, len(pair_ids) + 1):
+            if end == len(pair_ids) or pair_ids[end] != pair_ids[end - 1] + 1:
+                first = pair_ids[start]
+                self._maps()[first:first + end - start, :height, :width] = values[start:end]
+                start = end
 
     def read(self, pair_index: int) -> Tensor:
         """One map, cropped to its image's size, as float32.
@@ -90,15 +106,31 @@ class BatchRecords:
         return self.folder / f"batch-{batch:08d}.json"
 
     def done(self, batch: int) -> bool:
-        """Whether the batch's record exists."""
+        """Whether the batch's record exists.
+
+        Args:
+            batch (int): the batch number.
+
+        Returns:
+            bool: True once the batch is finished.
+        """
         return self._path(batch).is_file()
 
     def any(self) -> bool:
-        """Whether any batch is recorded."""
+        """Whether any batch is recorded.
+
+        Returns:
+            bool: True if the folder holds a batch record.
+        """
         return self.folder.is_dir() and any(self.folder.glob("batch-*.json"))
 
     def write(self, batch: int, record: Dict[str, Any]) -> None:
-        """Write a batch's record atomically (temporary file, fsync, rename)."""
+        """Write a batch's record atomically (temporary file, fsync, rename).
+
+        Args:
+            batch (int): the batch number.
+            record (dict): rows, metric deltas (:func:`to_json`) and skipped files.
+        """
         self.folder.mkdir(parents=True, exist_ok=True)
         temporary = self.folder / f".batch-{batch:08d}.json.{os.getpid()}.tmp"
         with open(temporary, "w", encoding="utf-8") as handle:
@@ -109,6 +141,12 @@ class BatchRecords:
 
     def read(self, batch: int) -> Dict[str, Any]:
         """A batch's record.
+
+        Args:
+            batch (int): the batch number.
+
+        Returns:
+            dict: what :meth:`write` stored.
 
         Raises:
             ValueError: the file is not valid JSON (named in the message).
@@ -121,18 +159,39 @@ class BatchRecords:
                              f"batch") from err
 
     def rows(self, n_batches: int) -> Iterator[Dict[str, Any]]:
-        """Every recorded row, in batch order (one batch in memory at a time)."""
+        """Every recorded row, in batch order (one batch in memory at a time).
+
+        Args:
+            n_batches (int): the run's number of batches.
+
+        Returns:
+            Iterator[dict]: the rows.
+        """
         for batch in range(n_batches):
             if self.done(batch):
                 yield from self.read(batch)["rows"]
 
     def skipped(self, n_batches: int) -> List[str]:
-        """Every file a batch skipped (``skip_bad``), in batch order."""
+        """Every file a batch skipped (``skip_bad``), in batch order.
+
+        Args:
+            n_batches (int): the run's number of batches.
+
+        Returns:
+            list of str: the skipped files with their errors.
+        """
         return [item for batch in range(n_batches) if self.done(batch) for item in self.read(batch)["skipped"]]
 
 
 def to_json(deltas: Dict[str, Dict[str, Tensor]]) -> Dict[str, Dict[str, Any]]:
-    """Metric state deltas as JSON: integer tensors as ints, float tensors as floats (JSON keeps float64 exactly)."""
+    """Metric state deltas as JSON: integer tensors as ints, float tensors as floats (JSON keeps float64 exactly).
+
+    Args:
+        deltas (dict): ``{metric: {state: tensor}}``.
+
+    Returns:
+        dict: the same with each tensor as ``{"dtype", "shape", "values"}``.
+    """
     return {metric: {name: {"dtype": str(value.dtype).replace("torch.", ""), "shape": list(value.shape),
                             "values": value.detach().cpu().reshape(-1).tolist()}
                      for name, value in states.items()} for metric, states in deltas.items()}
@@ -140,7 +199,15 @@ def to_json(deltas: Dict[str, Dict[str, Tensor]]) -> Dict[str, Dict[str, Any]]:
 
 def from_json(deltas: Dict[str, Dict[str, Any]], device: Optional[torch.device] = None
               ) -> Dict[str, Dict[str, Tensor]]:
-    """Undo :func:`to_json`."""
+    """Undo :func:`to_json`.
+
+    Args:
+        deltas (dict): the output of :func:`to_json`.
+        device (torch.device, optional): where to put the tensors.
+
+    Returns:
+        dict: ``{metric: {state: tensor}}``.
+    """
     return {metric: {name: torch.tensor(item["values"], dtype=getattr(torch, item["dtype"]),
                                         device=device).reshape(item["shape"])
                      for name, item in states.items()} for metric, states in deltas.items()}

@@ -1,0 +1,134 @@
+"""A plan for a large ``captum-ext evaluate`` run, from measured per-image costs.
+
+Measures, on this machine: each method's seconds per image on a torchvision ResNet-50 at 224² (random weights:
+the cost does not depend on them), the scoring cost per (image, class) pair at 224² (every localisation metric),
+and the cost of writing one float16 map into the Zarr store. Then estimates the time and storage of ImageNet val
+(50,000 images, one class each) and COCO val2017 (4,952 images with objects, 14,631 image-class pairs) for every
+method on K GPUs, one process per GPU.
+
+    python benchmarks/plan_large_run.py [--quick] [--device cuda]
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict
+
+import torch
+
+from _common import benchmark_parser, environment, parse_benchmark_args, write_results
+
+METHODS = ("saliency", "integrated_gradients", "guided_backprop", "grad_cam", "sensitivity", "node_backtrack",
+           "class_diff")
+DATASETS = {"ImageNet val": {"images": 50_000, "pairs": 50_000},
+            "COCO val2017": {"images": 4_952, "pairs": 14_631}}
+GPUS = (1, 8, 64)
+SIZE = 224
+
+
+def method_costs(device: str, batch: int, repeats: int) -> Dict[str, float]:
+    """Seconds per image of each method on ResNet-50 at 224²."""
+    import torchvision
+
+    from captum_ext.evaluation.methods import build_method
+    from captum_ext.explain import default_layers
+
+    model = torchvision.models.resnet50(weights=None).eval().to(device)
+    layers = [model.layer2, model.layer3, model.layer4]
+    images = torch.rand(batch, 3, SIZE, SIZE, device=device)
+    targets = torch.randint(0, 1000, (batch,), device=device)
+    costs = {}
+    for name in METHODS:
+        method = build_method(name, model, layers=layers if name == "class_diff" else default_layers(model))
+        method(images, targets)  # warm-up (and tracing for the graph methods)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            method(images, targets)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        costs[name] = (time.perf_counter() - start) / (repeats * batch)
+        print(f"{name}: {1000 * costs[name]:.1f} ms/image", flush=True)
+    return costs
+
+
+def scoring_costs(pairs: int) -> Dict[str, float]:
+    """Seconds per pair of each localisation metric and of a Zarr map write, at 224², on the CPU."""
+    from captum_ext.evaluation.scoring import localisation_metrics
+    from captum_ext.evaluation.store import MapStore
+    from captum_ext.metrics import GroundTruth
+
+    torch.manual_seed(0)
+    smooth = torch.nn.functional.avg_pool2d(torch.rand(pairs, 1, SIZE, SIZE), 15, 1, 7)[:, 0]  # CAM-like maps
+    truths = []
+    for _ in range(pairs):
+        x1, y1 = torch.randint(0, 120, (2,)).tolist()
+        mask = torch.zeros(SIZE, SIZE, dtype=torch.bool)
+        mask[y1:y1 + 80, x1:x1 + 90] = True
+        truths.append(GroundTruth(0, torch.tensor([[x1, y1, x1 + 90, y1 + 80]], dtype=torch.float32), mask))
+    costs = {}
+    for name, metric in localisation_metrics(1, 15.0, True, True).items():
+        start = time.perf_counter()
+        metric.statistics(list(smooth), truths)
+        costs[name] = (time.perf_counter() - start) / pairs
+    with tempfile.TemporaryDirectory() as tmp:
+        store = MapStore(Path(tmp) / "maps.zarr")
+        store.create([0] * pairs, [0] * pairs, [0] * pairs, [SIZE] * pairs, [SIZE] * pairs)
+        start = time.perf_counter()
+        store.write(list(range(pairs)), smooth.to(torch.float16))
+        costs["zarr_write"] = (time.perf_counter() - start) / pairs
+    return costs
+
+
+def plan(methods: Dict[str, float], scoring: Dict[str, float], cpu_cores_per_gpu: int) -> Dict[str, Any]:
+    """Hours on K GPUs: per process, the GPU method and the CPU scoring of its pairs run one after the other
+    (the driver is sequential per process), so a process costs their sum."""
+    score = sum(scoring.values())
+    rows = {}
+    for dataset, size in DATASETS.items():
+        for name, seconds in methods.items():
+            total = size["images"] * seconds + size["pairs"] * score
+            rows[f"{dataset} / {name}"] = {f"{k} GPUs": total / k / 3600 for k in GPUS}
+    storage = {dataset: {"maps_gb_float16_uncompressed": size["pairs"] * SIZE * SIZE * 2 / 1e9}
+               for dataset, size in DATASETS.items()}
+    return {"hours": rows, "storage": storage, "scoring_seconds_per_pair": score,
+            "cpu_cores_per_gpu": cpu_cores_per_gpu}
+
+
+def main() -> None:
+    parser = benchmark_parser(__doc__, "fewer repeats and pairs")
+    parser.add_argument("--device", default="cpu")
+    args = parse_benchmark_args(parser)
+    record: Dict[str, Any] = {"environment": environment(), "device": args.device, "size": SIZE}
+    record["method_seconds_per_image"] = method_costs(args.device, 8 if args.quick else 32,
+                                                      1 if args.quick else 3)
+    record["scoring_seconds_per_pair"] = scoring_costs(8 if args.quick else 32)
+    import os
+
+    record["plan"] = plan(record["method_seconds_per_image"], record["scoring_seconds_per_pair"],
+                          os.cpu_count() or 1)
+    suffix = "" if args.device == "cpu" else "_" + args.device.split(":")[0]
+    write_results(f"large_run_plan{suffix}", record, markdown(record), args.out_dir)
+
+
+def markdown(record: Dict[str, Any]) -> str:
+    env = record["environment"]
+    lines = ["# Plan for a large `captum-ext evaluate` run", "",
+             f"Measured on {env['cuda'] or 'the CPU'} ({env['cpu_count']} CPU cores), torchvision ResNet-50 at "
+             f"{SIZE}², device `{record['device']}`.", "", "| method | ms per image |", "|---|---|"]
+    lines += [f"| `{k}` | {1000 * v:.1f} |" for k, v in record["method_seconds_per_image"].items()]
+    lines += ["", "| scoring, per pair (CPU) | ms |", "|---|---|"]
+    lines += [f"| {k} | {1000 * v:.1f} |" for k, v in record["scoring_seconds_per_pair"].items()]
+    header = " | ".join(f"{k} GPUs" for k in GPUS)
+    lines += ["", f"| dataset / method | hours on {header} |", "|---|" + "---|" * len(GPUS)]
+    for name, hours in record["plan"]["hours"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{h:.2f}" for h in hours.values()) + " |")
+    lines += ["", "Storage (float16 maps before compression, 224² each): " + "; ".join(
+        f"{k}: {v['maps_gb_float16_uncompressed']:.1f} GB" for k, v in record["plan"]["storage"].items()) + ".", ""]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
