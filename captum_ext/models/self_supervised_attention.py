@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -22,6 +23,30 @@ class LossParts(NamedTuple):
     area: Tensor  # c · (Area(R) − S_R)²
 
 
+def coordinate_grid(n: int, height: int, width: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Each pixel's normalised ``x`` and ``y`` in ``[-1, 1]``.
+
+    Args:
+        n (int): batch size.
+        height (int): image height.
+        width (int): image width.
+        dtype (torch.dtype): the images' dtype.
+        device (torch.device): the images' device.
+
+    Returns:
+        Tensor: ``n×2×height×width``, channel 0 ``x`` and channel 1 ``y``.
+    """
+    ys = torch.linspace(-1.0, 1.0, height, device=device, dtype=dtype)
+    xs = torch.linspace(-1.0, 1.0, width, device=device, dtype=dtype)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([grid_x, grid_y]).expand(n, 2, height, width)
+
+
+# A leaf for torch.fx: traced as one call on the images' sizes (a constant for attribution), which older torch.fx
+# versions also need because they cannot pass symbolic sizes to torch.linspace.
+torch.fx.wrap("coordinate_grid")
+
+
 class CoordinateChannels(nn.Module):
     """Append two channels holding each pixel's normalised ``x`` and ``y`` in ``[-1, 1]`` (CoordConv, Liu et al.
     2018): a position target (the axes' intersection) is then a simple function of the features."""
@@ -35,12 +60,9 @@ class CoordinateChannels(nn.Module):
         Returns:
             Tensor: ``N×(C+2)×H×W``: the images, then ``x`` and ``y`` in ``[-1, 1]``.
         """
-        n, _, h, w = images.shape
-        ys = torch.linspace(-1.0, 1.0, h, device=images.device, dtype=images.dtype)
-        xs = torch.linspace(-1.0, 1.0, w, device=images.device, dtype=images.dtype)
-        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-        coords = torch.stack([grid_x, grid_y]).expand(n, 2, h, w)
-        return torch.cat([images, coords], dim=1)
+        coordinates = coordinate_grid(images.shape[0], images.shape[2], images.shape[3], images.dtype,
+                                      images.device)
+        return torch.cat([images, coordinates], dim=1)
 
 
 def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
