@@ -3,16 +3,17 @@ force) and the streaming torchmetrics metrics (captum_ext.metrics.streaming: equ
 the concatenated data, exact replay of stored statistics, and a 2-process gloo run equal to one process)."""
 from __future__ import annotations
 
-import datetime
 import math
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 from typing import List, Tuple
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from scipy import ndimage
 from torchmetrics.utilities.data import dim_zero_sum
 
@@ -425,27 +426,40 @@ def test_no_pairs_and_no_masks_give_nan():
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _two_process_worker(rank: int, world: int, store: str, out: str) -> None:
-    # A short timeout: if the other rank dies, this one fails instead of hanging the test session.
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=60))
-    try:
-        maps, truths = _dataset(7, 10, sizes=((9, 11), (6, 7)), no_mask_every=3)
-        half = slice(0, 6) if rank == 0 else slice(6, 10)  # disjoint, unequal halves
-        streams = _all_metrics()
-        for metric in streams:
-            metric.update(maps[half], truths[half])
-        values = [metric.compute() for metric in streams]
-        results = [streams[3].compute_result(), streams[4].compute_result()]
-        if rank == 0:
-            torch.save({"values": values, "results": results}, out)
-    finally:
-        dist.destroy_process_group()
+_WORKER = """
+import sys
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, sys.argv[1])
+from test_dataset_metrics import _all_metrics, _dataset
+
+dist.init_process_group("gloo")  # torchrun's environment
+rank = dist.get_rank()
+try:
+    maps, truths = _dataset(7, 10, sizes=((9, 11), (6, 7)), no_mask_every=3)
+    half = slice(0, 6) if rank == 0 else slice(6, 10)  # disjoint, unequal halves
+    streams = _all_metrics()
+    for metric in streams:
+        metric.update(maps[half], truths[half])
+    values = [metric.compute() for metric in streams]
+    results = [streams[3].compute_result(), streams[4].compute_result()]
+    if rank == 0:
+        torch.save({"values": values, "results": results}, sys.argv[2])
+finally:
+    dist.destroy_process_group()
+"""
 
 
 def test_two_processes_equal_one(tmp_path):
+    # Two processes under torchrun (gloo on the CPU), each updating a disjoint half; torchmetrics syncs at compute().
     out = str(tmp_path / "rank0.pt")
-    mp.spawn(_two_process_worker, args=(2, str(tmp_path / "store"), out), nprocs=2, join=True)
+    script = tmp_path / "worker.py"
+    script.write_text(_WORKER)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), str(Path(__file__).parent), out], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
     got = torch.load(out, weights_only=False)
     maps, truths = _dataset(7, 10, sizes=((9, 11), (6, 7)), no_mask_every=3)
     streams = _all_metrics()
