@@ -50,8 +50,8 @@ def test_a_run_writes_metrics_table_maps_and_figure(tmp_path):
     assert metrics["n_pairs"] == len(rows) == maps.shape[0] == n_pairs
     assert [int(r["pair"]) for r in rows] == list(range(n_pairs))
     assert maps.dtype == np.float16 and float(maps.max()) == 1.0
-    ids = zarr.open_array(str(tmp_path / "run" / "maps.zarr" / "image_id"), mode="r")[:]
-    assert [int(r["image_id"]) for r in rows] == ids.tolist()
+    positions = zarr.open_array(str(tmp_path / "run" / "maps.zarr" / "image_index"), mode="r")[:]
+    assert [int(r["image_index"]) for r in rows] == positions.tolist()
     assert (tmp_path / "run" / "summary.png").stat().st_size > 10_000
     # The table's per-pair energies average to the metric.
     assert abs(np.mean([float(r["energy"]) for r in rows]) - summary["energy_pointing_game"]) < 1e-9
@@ -158,3 +158,49 @@ def test_an_undecodable_image_stops_the_run_naming_it_or_is_listed_with_skip_bad
     rows = list(csv.DictReader(open(tmp_path / "lenient" / "pairs.csv")))
     assert len(rows) == summary["n_pairs"] - 1  # every pair but the broken image's
     assert 2 not in {int(r["image_index"]) for r in rows}
+
+
+def test_your_own_model_file_and_a_torchvision_model_with_local_weights(tmp_path):
+    factory = tmp_path / "my_net.py"
+    factory.write_text("from torch import nn\n\n"
+                       "def build():\n"
+                       "    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),\n"
+                       "                         nn.Flatten(), nn.Linear(8, 10))\n")
+    summary = evaluate(f"{factory}:build", "node_backtrack", "scenes:single:4", tmp_path / "own",
+                       show_progress=False)
+    assert summary["n_pairs"] == 4 and summary["settings"]["model"].endswith("my_net.py:build")
+
+    import torchvision
+
+    from captum_ext.evaluation import load_evaluation_model
+
+    torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), tmp_path / "resnet18.pth")
+    loaded = load_evaluation_model("torchvision:resnet18", tmp_path / "resnet18.pth")
+    assert len(loaded.class_names) == 10
+    summary = evaluate(loaded, "grad_cam", "scenes:single:4", tmp_path / "tv", show_progress=False)
+    assert summary["n_pairs"] == 4
+    with pytest.raises(ValueError, match="no function 'nope'"):
+        load_evaluation_model(f"{factory}:nope")
+    with pytest.raises(FileNotFoundError, match="missing.py"):
+        load_evaluation_model(str(tmp_path / "missing.py") + ":build")
+
+
+def test_voc_trees_and_class_folders_evaluate(tmp_path):
+    from PIL import Image
+
+    from captum_ext.datasets import export_voc, scenes
+
+    root = export_voc(scenes.make_scenes(5, mode="multi", split="test", seed=2), tmp_path / "voc")
+    class_map = json.loads((root / "class_map.json").read_text())
+    summary = evaluate("zoo:scenes_vgg_multilabel", "saliency", f"voc:{root}", tmp_path / "voc-run",
+                       class_map=class_map, show_progress=False)
+    assert summary["n_images"] == 5 and "maxboxacc_v2" in summary and "pxap" not in summary  # boxes only
+    batch = scenes.make_scenes(4, mode="single", split="test", seed=4)
+    for i, label in enumerate(batch.labels.tolist()):
+        folder = tmp_path / "folder" / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((batch.images[i].permute(1, 2, 0).numpy() * 255).astype("uint8")).save(folder / f"{i}.png")
+    classes = sorted({int(p.name) for p in (tmp_path / "folder").iterdir()})
+    summary = evaluate("zoo:scenes_vgg", "saliency", f"folder:{tmp_path / 'folder'}", tmp_path / "folder-run",
+                       class_map={str(k): c for k, c in enumerate(classes)}, show_progress=False)
+    assert summary["n_pairs"] == 4 and "pointing_game" not in summary and 0 <= summary["accuracy"] <= 1

@@ -57,10 +57,9 @@ for method, summary in results.items():
 # The maps, from Zarr
 # -------------------
 # One chunk per map, each in the top-left corner of its chunk (images may differ in size), with the pair's image
-# id and category beside it. ``pairs.csv`` holds the per-pair metric values in the same order.
+# (its position in the dataset) and category beside it. ``pairs.csv`` holds the per-pair metric values in the same order.
 store = zarr.open_group(str(work / "node_backtrack" / "maps.zarr"), mode="r")
-first = [int(store["image_id"][k]) == int(store["image_id"][0]) for k in range(store["maps"].shape[0])]
-pairs = [k for k, same in enumerate(first) if same]
+pairs = [k for k in range(store["maps"].shape[0]) if int(store["image_index"][k]) == 0]  # the first image's
 fig, axes = plt.subplots(1, len(pairs) + 1, figsize=(2.4 * (len(pairs) + 1), 2.6))
 axes[0].imshow(sample.image.permute(1, 2, 0).numpy())
 axes[0].set_title(f"image {sample.image_id}", fontsize=8)

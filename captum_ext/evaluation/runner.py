@@ -221,7 +221,7 @@ def evaluate(
         if group.is_main:
             height = [e.height for e in entries for _ in e.categories]
             width = [e.width for e in entries for _ in e.categories]
-            store.create([e.image_id for e in entries for _ in e.categories],
+            store.create([e.index for e in entries for _ in e.categories],
                          [c for e in entries for c in e.categories],
                          [class_of[c] for e in entries for c in e.categories], height, width, map_dtype)
         group.barrier()

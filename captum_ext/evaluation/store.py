@@ -16,7 +16,8 @@ MAP_DTYPES = ("float16", "float32")
 
 class MapStore:
     """The maps of a run: ``maps`` (``pairs×H×W``, each map in the top-left ``height×width`` corner of its chunk),
-    with ``image_id``, ``category``, ``class_index``, ``height`` and ``width`` arrays (one entry per pair).
+    with ``image_index`` (the image's position in the dataset; its id, which may be a name, is in the pair table),
+    ``category``, ``class_index``, ``height`` and ``width`` arrays (one entry per pair).
 
     Args:
         path (Path): the store folder (``DIR/maps.zarr``).
@@ -25,17 +26,17 @@ class MapStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
-    def create(self, image_ids: Sequence[int], categories: Sequence[int], class_indices: Sequence[int],
+    def create(self, image_indices: Sequence[int], categories: Sequence[int], class_indices: Sequence[int],
                heights: Sequence[int], widths: Sequence[int], dtype: str = "float16") -> None:
         """Create (or re-open, keeping written chunks) the arrays for every pair of the run.
 
         Args:
-            image_ids, categories, class_indices, heights, widths (sequence of int): one entry per pair.
+            image_indices, categories, class_indices, heights, widths (sequence of int): one entry per pair.
             dtype (str): ``"float16"`` or ``"float32"``.
         """
         import zarr
 
-        n = len(image_ids)
+        n = len(image_indices)
         size = (max(heights, default=1), max(widths, default=1))
         zarr.open_group(str(self.path), mode="a")  # the folder is a Zarr group: zarr.open_group lists the arrays
         maps = zarr.open_array(str(self.path / "maps"), mode="a", shape=(n, *size), chunks=(1, *size), dtype=dtype,
@@ -43,7 +44,7 @@ class MapStore:
         if tuple(maps.shape) != (n, *size) or str(maps.dtype) != dtype:
             raise ValueError(f"the map store {str(self.path)!r} holds {tuple(maps.shape)} {maps.dtype} maps, this "
                              f"run needs {(n, *size)} {dtype}: use another `out` folder")
-        for name, values in (("image_id", image_ids), ("category", categories), ("class_index", class_indices),
+        for name, values in (("image_index", image_indices), ("category", categories), ("class_index", class_indices),
                              ("height", heights), ("width", widths)):
             array = zarr.open_array(str(self.path / name), mode="a", shape=(n,), chunks=(max(n, 1),),
                                     dtype="int64", fill_value=-1)
