@@ -25,6 +25,8 @@ The full benchmark (4000 training images, validated settings, per-class numbers,
 # ----------------
 # ``attribute`` follows Captum's conventions: ``target`` is a class index, a tensor of per-image indices, or
 # ``None`` for the predicted class. Its result equals Captum's ``Saliency`` (absolute gradient).
+import warnings
+
 import matplotlib.pyplot as plt
 import torch
 from captum.attr import LayerAttribution, LayerGradCam, Saliency
@@ -32,6 +34,10 @@ from captum.attr import LayerAttribution, LayerGradCam, Saliency
 from captum_ext import SensitivityBBox, metrics, zoo
 from captum_ext.datasets import scenes
 from captum_ext.visualization import draw_boxes, plot_attribution, show_scene
+
+# Captum's Saliency notes every time it switches on ``requires_grad`` for an input (and restores it afterwards);
+# the note says nothing about the result, so this page silences that one message.
+warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
 
 torch.manual_seed(0)
 model = zoo.load("scenes_vgg")  # small VGG trained on the digit scenes, eval mode
