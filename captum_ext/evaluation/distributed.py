@@ -42,8 +42,10 @@ class Processes:
 def processes(device: str = "cpu") -> Iterator[Processes]:
     """Join the process group torchrun describes (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``), or run alone.
 
-    The backend is nccl for CUDA and gloo for the CPU. A group this function created is destroyed on exit; one the
-    caller created (e.g. a Lightning or torchrun script) is used as it is and left alone.
+    The backend is nccl for CUDA and gloo for the CPU. A group the caller created (e.g. a Lightning or torchrun
+    script) is used as it is and left alone. A group this function created is destroyed on exit when it is nccl;
+    a gloo group stays up for later calls in the same process (they reuse it) and ends with the process, because
+    destroying one could hang in older torch releases (seen with torch 2.3) after the other ranks had left.
 
     Args:
         device (str): ``"cpu"``, ``"cuda"`` (one GPU per process, ``cuda:LOCAL_RANK``) or ``"cuda:N"``.
@@ -72,7 +74,7 @@ def processes(device: str = "cpu") -> Iterator[Processes]:
     try:
         yield Processes(rank, world, local_rank, wanted)
     finally:
-        if created:
+        if created and dist.get_backend() != "gloo":
             dist.destroy_process_group()
 
 
