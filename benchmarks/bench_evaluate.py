@@ -189,7 +189,7 @@ def markdown(record: Dict[str, Any]) -> str:
     for r in o["runs"]:
         lines += [f"| `{r['method']}`, localisation metrics: {r['metrics']} — bare method / `evaluate` | "
                   f"{r['bare_seconds']:.2f} s / {r['evaluate_seconds']:.2f} s ({r['images_per_second']:.0f} "
-                  f"images/s): overhead {100 * r['overhead']:.0f} % | ≤ 5 % |"]
+                  f"images/s): overhead {100 * r['overhead']:.1f} % | ≤ 5 % |"]
     lines += [f"| reading and decoding the {o['images']} PNGs once | {o['read_seconds_single_pass']:.2f} s | |"]
     if "processes" in record:
         p = record["processes"]

@@ -189,7 +189,7 @@ def evaluate_rows(record: Dict[str, Any]) -> List[str]:
     """Speed-table rows of the dataset-scale evaluation benchmark."""
     device = record["overhead"]["device"]
     rows = [f"| `captum-ext evaluate` ({device}) | overhead over `{r['method']}` alone, localisation metrics: "
-            f"{r['metrics']} | ≤ 5 % | {100 * r['overhead']:.0f} % | {_yes(r['overhead'] <= 0.05)} |"
+            f"{r['metrics']} | ≤ 5 % | {100 * r['overhead']:.1f} % | {_yes(r['overhead'] <= 0.05)} |"
             for r in record["overhead"]["runs"]]
     if "processes" in record:
         speedup = record["processes"]["loop_speedup"]
