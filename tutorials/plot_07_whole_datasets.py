@@ -35,8 +35,8 @@ data = f"coco:{annotations}:{images}"
 dataset = open_dataset(data)
 print(len(dataset), "images,", sum(len(e.categories) for e in dataset.entries), "(image, class) pairs")
 sample = dataset[0]
-print("image", tuple(sample.image.shape), "- classes", [t.category for t in sample.truths],
-      "- boxes per class", [t.boxes.shape[0] for t in sample.truths])
+print("image", tuple(sample.image.shape), "- category ids", [t.category for t in sample.truths],
+      "- boxes per category", [t.boxes.shape[0] for t in sample.truths])
 
 # %%
 # Evaluate two methods
@@ -48,10 +48,11 @@ results = {}
 for method in ("node_backtrack", "grad_cam"):
     results[method] = evaluate("zoo:scenes_vgg_multilabel", method, data, work / method, batch_size=16,
                                tolerance=4, class_map=class_map, show_progress=False)
-keys = ("accuracy", "pointing_game", "energy_pointing_game", "corloc", "maxboxacc_v2", "pxap")
-print(f"{'method':>16} " + " ".join(f"{k:>20}" for k in keys))
+columns = {"accuracy": "accuracy", "pointing_game": "pointing", "energy_pointing_game": "energy", "corloc": "corloc",
+           "maxboxacc_v2": "maxboxacc", "pxap": "pxap"}
+print(f"{'method':>15} " + " ".join(f"{short:>9}" for short in columns.values()))
 for method, summary in results.items():
-    print(f"{method:>16} " + " ".join(f"{summary[k]:>20.3f}" for k in keys))
+    print(f"{method:>15} " + " ".join(f"{summary[key]:>9.3f}" for key in columns))
 
 # %%
 # The maps, from Zarr

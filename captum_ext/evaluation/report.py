@@ -81,8 +81,10 @@ def _figure(path: Path, summary: Dict[str, Any], best: List[Dict[str, Any]], wor
         bars.text(min(value, 1.0) + 0.01, y, f"{value:.3f}", va="center", fontsize=8)
     bars.set_xlim(0, 1.15)
     settings = summary["settings"]
-    bars.set_title(f"{settings['method']} on {settings['data']} — {summary['n_pairs']} pairs, "
-                   f"{summary['n_images']} images", fontsize=9)
+    kind, _, where = str(settings["data"]).partition(":")
+    data = f"{kind}:…/{Path(where.split(':')[0]).name}" if "/" in where else str(settings["data"])  # no long paths
+    bars.set_title(f"{settings['method']} on {data} — {summary['n_pairs']} pairs, {summary['n_images']} images",
+                   fontsize=9)
     for k, (kind, row) in enumerate(examples):
         axis = fig.add_subplot(2, columns, columns + k + 1)
         sample = dataset[row["image_index"]]
