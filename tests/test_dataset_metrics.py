@@ -434,17 +434,22 @@ import torch.distributed as dist
 sys.path.insert(0, sys.argv[1])
 from test_dataset_metrics import _all_metrics, _dataset
 
-dist.init_process_group("gloo")  # torchrun's environment; the group ends with the process
+from captum_ext.evaluation.distributed import end_process_group
+
+dist.init_process_group("gloo")  # torchrun's environment
 rank = dist.get_rank()
-maps, truths = _dataset(7, 10, sizes=((9, 11), (6, 7)), no_mask_every=3)
-half = slice(0, 6) if rank == 0 else slice(6, 10)  # disjoint, unequal halves
-streams = _all_metrics()
-for metric in streams:
-    metric.update(maps[half], truths[half])
-values = [metric.compute() for metric in streams]
-results = [streams[3].compute_result(), streams[4].compute_result()]
-if rank == 0:
-    torch.save({"values": values, "results": results}, sys.argv[2])
+try:
+    maps, truths = _dataset(7, 10, sizes=((9, 11), (6, 7)), no_mask_every=3)
+    half = slice(0, 6) if rank == 0 else slice(6, 10)  # disjoint, unequal halves
+    streams = _all_metrics()
+    for metric in streams:
+        metric.update(maps[half], truths[half])
+    values = [metric.compute() for metric in streams]
+    results = [streams[3].compute_result(), streams[4].compute_result()]
+    if rank == 0:
+        torch.save({"values": values, "results": results}, sys.argv[2])
+finally:
+    end_process_group()
 """
 
 

@@ -43,9 +43,8 @@ def processes(device: str = "cpu") -> Iterator[Processes]:
     """Join the process group torchrun describes (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``), or run alone.
 
     The backend is nccl for CUDA and gloo for the CPU. A group the caller created (e.g. a Lightning or torchrun
-    script) is used as it is and left alone. A group this function created is destroyed on exit when it is nccl;
-    a gloo group stays up for later calls in the same process (they reuse it) and ends with the process, because
-    destroying one could hang in older torch releases (seen with torch 2.3) after the other ranks had left.
+    script) is used as it is and left alone; one this function created is ended on exit by
+    :func:`end_process_group`.
 
     Args:
         device (str): ``"cpu"``, ``"cuda"`` (one GPU per process, ``cuda:LOCAL_RANK``) or ``"cuda:N"``.
@@ -74,8 +73,26 @@ def processes(device: str = "cpu") -> Iterator[Processes]:
     try:
         yield Processes(rank, world, local_rank, wanted)
     finally:
-        if created and dist.get_backend() != "gloo":
-            dist.destroy_process_group()
+        if created:
+            end_process_group()
+
+
+def end_process_group() -> None:
+    """Destroy the default process group, except a gloo group on torch older than 2.4, which is left to end with
+    the process.
+
+    Measured on this project's CI machine: with torch 2.3, destroying a gloo group could hang after the other rank
+    had left; with torch 2.15, a gloo group left alive could abort the process at exit ("terminate called without
+    an active exception").
+    """
+    if not dist.is_initialized():
+        return
+    if dist.get_backend() == "gloo" and _TORCH_VERSION < (2, 4):
+        return
+    dist.destroy_process_group()
+
+
+_TORCH_VERSION = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
 
 
 def batches_of(n_items: int, batch_size: int) -> List[List[int]]:
