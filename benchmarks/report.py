@@ -92,13 +92,28 @@ def class_diff_saliency(r: Dict[str, Any], plots: Path) -> Tuple[List[Row], List
     best = max(baselines, key=lambda k: baselines[k]["energy"])
     target = r["target"]
     plain = rows["(a) input gradient (Captum Saliency)"]["energy"]
-    claims = [{
-        "claim": "energy inside the target class's mask, with subtraction",
-        "paper": f"distinct maps (target ≥ {target['ours_subtracted_energy']} where input gradients ≤ "
-                 f"{target['plain_gradient_energy_at_most']})",
+    claims = []
+    if "other_to_own_median" in rows["(e) ours, subtraction"]:
+        # The paper's claim, distinct class maps: least mass on the other classes' objects (median ratio).
+        distinct = {k: v["other_to_own_median"] for k, v in rows.items()}
+        best_baseline = min(baselines, key=lambda k: distinct[k])
+        claims.append({
+            "claim": "distinct class maps: mass on the other classes' objects / on the own object (median; lower "
+                     "is better), with subtraction",
+            "paper": "distinct maps for each class",
+            "ours": f"{distinct['(e) ours, subtraction']:.3f} (no subtraction {distinct['(d) ours, no subtraction']:.3f};"
+                    f" own object first {rows['(e) ours, subtraction']['own_object_first']:.3f})",
+            "baseline": f"{best_baseline}: {distinct[best_baseline]:.3f} (own object first "
+                        f"{rows[best_baseline]['own_object_first']:.3f})",
+            "met": _yes(distinct["(e) ours, subtraction"] <= distinct[best_baseline]),
+        })
+    claims.append({
+        "claim": "energy inside the target class's mask, with subtraction (the earlier, wrong measure of the claim)",
+        "paper": f"target ≥ {target['ours_subtracted_energy']} where input gradients ≤ "
+                 f"{target['plain_gradient_energy_at_most']}",
         "ours": f"{ours:.3f} (input gradients {plain:.3f})", "baseline": f"{best}: {baselines[best]['energy']:.3f}",
         "met": _yes(ours >= target["ours_subtracted_energy"]),
-    }]
+    })
     s = r["speed_vgg16"]
     speed = [{"what": "ours / Captum-primitive loop (VGG16, 9 layers × 3 classes × 4 scales)",
               "target": f"≤ 0.5× (FLOP-count ratio {s['floor_ratio_B_eq_2F']:.2f}×)",

@@ -108,6 +108,7 @@ _PUBLIC_API = [
     # dataset-scale evaluation
     "GroundTruth", "MaxBoxAccResult", "PxAPResult", "maxboxacc_v2", "pxap", "PointingGameMetric",
     "EnergyPointingGameMetric", "CorLocMetric", "MaxBoxAccV2Metric", "PxAPMetric",
+    "class_distinctness", "DistinctnessResult",
 ]
 
 
@@ -814,3 +815,37 @@ def test_boxes_from_saliency_bad_input(saliency, kwargs, exc, match):
 def test_binned_accuracy_bad_input(args, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         binned_accuracy(*args, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# class_distinctness
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_class_distinctness_by_hand():
+    # Pair 0: mass 3 on its own object, 1 + 2 on two others → ratio 1.0, own first (3 > 2).
+    # Pair 1: mass 1 on its own object, 4 on the other → ratio 4.0, not own first.
+    sal = torch.tensor([[[3.0, 1.0, 2.0, 0.5]], [[1.0, 4.0, 0.0, 0.0]]])
+    own = torch.tensor([[[True, False, False, False]], [[True, False, False, False]]])
+    others = [torch.tensor([[[False, True, False, False]], [[False, False, True, False]]]),
+              torch.tensor([[[False, True, False, False]]])]
+    per_pair = metrics.class_distinctness(sal, own, others, reduce=False)
+    assert per_pair.tolist() == [[1.0, 1.0], [4.0, 0.0]]
+    result = metrics.class_distinctness(sal, own, others)
+    assert result.median_ratio == 1.0  # torch's median of two values is the lower one
+    assert result.pooled_ratio == 7.0 / 4.0 and result.own_first == 0.5
+    # Negative values do not count, and no mass on the own object gives an infinite ratio.
+    zero_own = metrics.class_distinctness(torch.tensor([[[-1.0, 2.0]]]), torch.tensor([[[True, False]]]),
+                                          [torch.tensor([[[False, True]]])], reduce=False)
+    assert zero_own[0, 0] == float("inf") and zero_own[0, 1] == 0.0
+
+
+def test_class_distinctness_bad_input():
+    sal = torch.rand(1, 2, 2)
+    own = torch.ones(1, 2, 2, dtype=torch.bool)
+    with pytest.raises(ValueError, match="no other class"):
+        metrics.class_distinctness(sal, own, [torch.zeros(0, 2, 2, dtype=torch.bool)])
+    with pytest.raises(ValueError, match="one stack per pair"):
+        metrics.class_distinctness(sal, own, [])
+    with pytest.raises(ValueError, match="own_masks"):
+        metrics.class_distinctness(sal, torch.ones(1, 3, 3, dtype=torch.bool), [torch.ones(1, 2, 2).bool()])

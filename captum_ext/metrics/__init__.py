@@ -14,6 +14,8 @@ the papers that introduced them:
 * :func:`saliency_fmeasure`, :func:`mae` -- the salient-object-detection max-F / adaptive-F (``beta^2 = 0.3``;
   Achanta et al., CVPR 2009) and mean absolute error (Perazzi et al., CVPR 2012).
 * :func:`mask_iou` -- IoU of boolean masks.
+* :func:`class_distinctness` -- how little a class's map lights up the other classes' objects (Shimoda & Yanai's
+  claim of distinct class maps).
 * :func:`boxes_from_saliency` -- the CAM box heuristic (Zhou et al., CVPR 2016).
 * :func:`binned_accuracy` -- classification accuracy binned by ROI size, as in Eppel's Tables 1-4.
 * :func:`maxboxacc_v2` (:class:`MaxBoxAccResult`), :func:`pxap` (:class:`PxAPResult`) -- MaxBoxAccV2 and the pixel
@@ -58,6 +60,7 @@ from captum_ext.metrics import binned as _binned
 from captum_ext.metrics.binned import BinnedAccuracy, binned_accuracy
 from captum_ext.metrics.boxes import box_iou, corloc
 from captum_ext.metrics.cam import boxes_from_saliency
+from captum_ext.metrics.distinctness import DistinctnessResult, class_distinctness
 from captum_ext.metrics.ground_truth import GroundTruth
 from captum_ext.metrics.masks import mask_iou
 from captum_ext.metrics.pointing import energy_pointing_game, pointing_game
@@ -79,6 +82,7 @@ __all__ = [
     "PAPER_ROI_BINS",
     "BinnedAccuracy",
     "CorLocMetric",
+    "DistinctnessResult",
     "EnergyPointingGameMetric",
     "FMeasure",
     "GroundTruth",
@@ -91,6 +95,7 @@ __all__ = [
     "box_iou",
     "boxes_from_saliency",
     "boxes_to_masks",
+    "class_distinctness",
     "corloc",
     "energy_pointing_game",
     "mae",
