@@ -204,3 +204,19 @@ def test_voc_trees_and_class_folders_evaluate(tmp_path):
     summary = evaluate("zoo:scenes_vgg", "saliency", f"folder:{tmp_path / 'folder'}", tmp_path / "folder-run",
                        class_map={str(k): c for k, c in enumerate(classes)}, show_progress=False)
     assert summary["n_pairs"] == 4 and "pointing_game" not in summary and 0 <= summary["accuracy"] <= 1
+
+
+def test_a_train_mode_model_is_evaluated_in_eval_mode_and_left_as_found(tmp_path):
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(4, 10)).train()
+    model[0].bias.requires_grad_(False)
+    running = model[1].running_mean.clone()
+    evaluate(model, "saliency", "scenes:single:4", tmp_path / "run", show_progress=False)
+    assert model.training and model[1].training and torch.equal(model[1].running_mean, running)
+    assert not model[0].bias.requires_grad and model[0].weight.requires_grad
+    with pytest.raises(ValueError, match="method"):  # and after an error, too
+        evaluate(model, "nope", "scenes:single:4", tmp_path / "bad", show_progress=False)
+    assert model.training and torch.equal(model[1].running_mean, running)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from captum_ext._utils.attribution import eval_mode
 from captum_ext.evaluation import scoring
 from captum_ext.evaluation.distributed import batches_of, my_batches, processes
 from captum_ext.evaluation.models import EvaluationModel
@@ -63,7 +64,7 @@ def fit_box_map(
     from captum_ext import SensitivityBBox
     from captum_ext.evaluation.runner import _dataset_of, _model_of
 
-    with processes(device) as group:
+    with processes(device) as group, eval_mode(model if isinstance(model, nn.Module) else None):
         dataset = _dataset_of(data, resize, False)
         if not dataset.has_boxes:
             raise ValueError(f"`data` {getattr(dataset, 'spec', '')!r} has no boxes to fit a box map on")

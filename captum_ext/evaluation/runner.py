@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from captum_ext._utils.attribution import eval_mode
 from captum_ext.evaluation import scoring
 from captum_ext.evaluation.distributed import Processes, batches_of, my_batches, processes
 from captum_ext.evaluation.methods import MapFunction, build_method, scale_to_unit
@@ -83,7 +85,6 @@ def _model_of(model: Union[str, nn.Module, EvaluationModel], device: torch.devic
         modules = dict(moved.named_modules())
         loaded = EvaluationModel(moved, loaded.class_names, [modules[index[id(layer)]] for layer in loaded.layers],
                                  loaded.multi_label, loaded.spec)
-    loaded.model.eval()
     return loaded
 
 
@@ -196,9 +197,12 @@ def evaluate(
     tolerance = check_scalar(tolerance, "tolerance", low=0.0)
     check_in_choices(map_dtype, "map_dtype", MAP_DTYPES)
     out = Path(out)
-    with processes(device) as group:
+    with processes(device) as group, ExitStack() as restore:
         dataset = _dataset_of(data, resize, skip_bad)
         loaded = _model_of(model, group.device)
+        # Eval mode for the run (BatchNorm on its running statistics), the model's own flags restored afterwards,
+        # also after an exception.
+        restore.enter_context(eval_mode(loaded.model))
         num_classes = len(loaded.class_names)
         class_of = scoring.class_indices([c for e in dataset.entries for c in e.categories], dataset.categories,
                                          class_map, num_classes)
@@ -235,9 +239,8 @@ def evaluate(
         batches = batches_of(len(dataset), batch_size)
         mine = my_batches(len(batches), group)
         todo = [k for k in mine if not records.done(k)]
-        for k in mine:
-            if k not in set(todo):
-                _apply(records.read(k), run)
+        for k in sorted(set(mine) - set(todo)):  # finished earlier: replay their contributions
+            _apply(records.read(k), run)
         loader = DataLoader(dataset, batch_sampler=[batches[k] for k in todo], collate_fn=list,
                             num_workers=num_workers)
         bar = tqdm(total=sum(len(batches[k]) for k in todo), unit="img", disable=not (show_progress and group.is_main),
