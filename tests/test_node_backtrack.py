@@ -87,6 +87,55 @@ def test_conv_and_max_pool_by_hand():
     assert torch.equal(both, expected)
 
 
+def spatial_fc_net() -> nn.Module:
+    """A 1×2×2 map flattened into Linear(4→1) with weights [1, -1, 2, 0.5]."""
+    return nn.Sequential(nn.Flatten(), set_weights(nn.Linear(4, 1), [1.0, -1.0, 2.0, 0.5])).eval()
+
+
+@pytest.mark.parametrize("rule, top_n, expected", [
+    ("argmax", 20, [1.0, 0.0, 0.0, 0.0]),  # contributions [3, -1, 2, 1]: the largest, pixel 0
+    ("positive", 20, [1.0, 0.0, 1.0, 1.0]),  # every positive contribution
+    ("top_n", 2, [1.0, 0.0, 1.0, 0.0]),  # the two largest positive ones
+    ("top_n", 4, [1.0, 0.0, 1.0, 1.0]),  # n beyond the positive ones: never a negative contribution
+])
+def test_spatial_fc_rules_by_hand(rule, top_n, expected):
+    x = torch.tensor([3.0, 1.0, 1.0, 2.0]).view(1, 1, 2, 2)
+    hits = NodeBacktrack(spatial_fc_net(), spatial_fc_rule=rule, spatial_fc_top_n=top_n).attribute(x, target=0)
+    assert hits.view(-1).tolist() == expected
+
+
+def test_spatial_fc_argmax_on_all_negative_contributions_keeps_the_largest():
+    # Contributions [-3, -1, -2, -1.5]: the argmax rule still follows one node (the least negative, pixel 1);
+    # the positive rules end the path.
+    x = torch.tensor([-3.0, 1.0, -1.0, -3.0]).view(1, 1, 2, 2)
+    assert NodeBacktrack(spatial_fc_net()).attribute(x, 0).view(-1).tolist() == [0.0, 1.0, 0.0, 0.0]
+    assert float(NodeBacktrack(spatial_fc_net(), spatial_fc_rule="top_n").attribute(x, 0).sum()) == 0.0
+
+
+def test_conv_top_n_rule_and_path_counts_by_hand():
+    # conv_pool_net: channel sums 5 (ch 0) and 1 (ch 1) in the kept window. Top-1 is the max rule; top-2 adds
+    # channel 1 at (2, 2), as the positive rule does.
+    x = conv_pool_input()
+    top1 = NodeBacktrack(conv_pool_net(), conv_rule="top_n", conv_top_n=1).attribute(x)
+    assert torch.equal(top1, NodeBacktrack(conv_pool_net()).attribute(x))
+    top2 = NodeBacktrack(conv_pool_net(), conv_rule="top_n", conv_top_n=2).attribute(x)
+    assert torch.equal(top2, NodeBacktrack(conv_pool_net(), conv_rule="positive").attribute(x))
+    assert top2[0, 1, 2, 2] == 1.0 and float(top2.sum()) == 2.0
+
+
+def test_counting_paths_without_deduplication_by_hand():
+    # fc_net, target 0: both hidden nodes reach x2, so x2 gets 2 with or without de-duplication (arrivals at the
+    # input always count). One layer deeper, a node reached twice counts twice only without de-duplication:
+    # Linear(1→2) duplicates the input into two hidden nodes that both feed the output.
+    net = nn.Sequential(nn.Flatten(), set_weights(nn.Linear(1, 2), [[1.0], [2.0]]), nn.ReLU(),
+                        set_weights(nn.Linear(2, 2), [[1.0, 1.0], [1.0, 0.0]]), nn.ReLU(),
+                        set_weights(nn.Linear(2, 1), [[1.0, 1.0]])).eval()
+    x = torch.ones(1, 1, 1, 1)
+    # output ← h2_0, h2_1; h2_0 ← h1_0, h1_1; h2_1 ← h1_0 → h1_0 reached twice, h1_1 once; each ← x.
+    assert NodeBacktrack(net).attribute(x, 0).item() == 2.0  # de-duplicated: h1_0 and h1_1 once each
+    assert NodeBacktrack(net, deduplicate=False).attribute(x, 0).item() == 3.0  # three paths
+
+
 class ShiftSum(nn.Module):
     """Two shifted copies of a 1×1×1×3 input added (a residual-style join) or concatenated, then a readout."""
 
@@ -294,7 +343,10 @@ def test_bad_input(inputs, target, error, words):
 
 
 @pytest.mark.parametrize("kwargs, words", [({"fc_rule": "all"}, "fc_rule"), ({"conv_rule": "min"}, "conv_rule"),
-                                           ({"fc_top_n": 0}, "fc_top_n")])
+                                           ({"fc_top_n": 0}, "fc_top_n"),
+                                           ({"spatial_fc_rule": "max"}, "spatial_fc_rule"),
+                                           ({"spatial_fc_top_n": 0}, "spatial_fc_top_n"),
+                                           ({"conv_rule": "top"}, "conv_rule"), ({"conv_top_n": 0}, "conv_top_n")])
 def test_bad_options(kwargs, words):
     with pytest.raises(ValueError, match=words):
         NodeBacktrack(conv_pool_net(), **kwargs)
@@ -329,19 +381,24 @@ def test_efficientnet_lite0_traces_and_backtracks():
     assert hits.shape == x.shape and float(hits.sum()) > 0
 
 
-@settings(max_examples=8, deadline=None)
-@given(seed=st.integers(0, 10_000), rule=st.sampled_from(["max", "positive"]))
-def test_vectorised_equals_a_per_node_loop(seed, rule):
-    """An independent, literal per-node implementation of Algorithms 1-3 gives the same hits."""
+@settings(max_examples=16, deadline=None)
+@given(seed=st.integers(0, 10_000), conv_rule=st.sampled_from(["max", "top_n", "positive"]),
+       spatial_fc_rule=st.sampled_from(["argmax", "top_n", "positive"]), fc_rule=st.sampled_from(["positive", "top_n"]),
+       top_n=st.integers(1, 3), deduplicate=st.booleans())
+def test_vectorised_equals_a_per_node_loop(seed, conv_rule, spatial_fc_rule, fc_rule, top_n, deduplicate):
+    """An independent, literal per-node implementation of Algorithms 1-3 gives the same hits, for every rule."""
     torch.manual_seed(seed)
     model = nn.Sequential(
         nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
         nn.Flatten(), nn.Linear(64, 6), nn.ReLU(), nn.Dropout(), nn.Linear(6, 3),
     ).eval()
     x = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(seed))
-    hits = NodeBacktrack(model, conv_rule=rule).attribute(x, target=[0, 2])
+    rules = {"conv_rule": conv_rule, "spatial_fc_rule": spatial_fc_rule, "fc_rule": fc_rule,
+             "deduplicate": deduplicate}
+    hits = NodeBacktrack(model, conv_top_n=top_n, spatial_fc_top_n=top_n, fc_top_n=top_n, **rules).attribute(
+        x, target=[0, 2])
     for i, target in enumerate([0, 2]):
-        assert torch.equal(hits[i : i + 1], backtrack_loop(model, x[i : i + 1], target, conv_rule=rule))
+        assert torch.equal(hits[i : i + 1], backtrack_loop(model, x[i : i + 1], target, top_n=top_n, **rules))
 
 
 class Block(nn.Module):
@@ -459,3 +516,39 @@ def test_a_mask_given_as_additional_argument_is_a_constant():
     assert hits.view(-1).tolist() == [0.0, 0.0, 1.0, 0.0]
     ones = torch.ones_like(mask)
     assert NodeBacktrack(Masked().eval()).attribute(x, 0, (ones,)).view(-1).tolist() == [0.0, 0.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize("copy_ratio", [0, 10**9])
+def test_both_ways_of_gathering_receptive_fields_agree(monkeypatch, copy_ratio):
+    """Fields read straight from the input and from the channels-last copy give the same walk (strides,
+    padding, dilation, groups, depthwise)."""
+    from captum_ext.attr import _backtrack_rules
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=2),
+        nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(), nn.Conv2d(8, 6, (1, 3), padding=(0, 1)),
+        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4),
+    ).eval()
+    x = torch.randn(3, 3, 13, 11)
+    expected = {rule: NodeBacktrack(model, conv_rule=rule, deduplicate=False).attribute(x, target=[0, 1, 3])
+                for rule in ("max", "positive")}
+    monkeypatch.setattr(_backtrack_rules, "FIELD_COPY_RATIO", copy_ratio)
+    for rule, hits in expected.items():
+        assert torch.equal(NodeBacktrack(model, conv_rule=rule, deduplicate=False).attribute(x, [0, 1, 3]), hits)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), kernel=st.integers(1, 3), stride=st.integers(1, 3), padding=st.integers(0, 1),
+       dilation=st.integers(1, 2), ceil_mode=st.booleans())
+def test_max_pool_windows_match_max_pool2d_indices(seed, kernel, stride, padding, dilation, ceil_mode):
+    """The kept-node window argmax equals torch's max-pool indices, ties included (integer-valued input)."""
+    from captum_ext.attr._backtrack_pooling import _window_argmax
+
+    if padding * 2 > kernel:
+        return  # torch refuses padding above half the kernel
+    x = torch.randint(0, 3, (2, 3, 7, 6), generator=torch.Generator().manual_seed(seed)).float()
+    settings_ = {"kernel_size": kernel, "stride": stride, "padding": padding, "dilation": dilation}
+    pooled, index = F.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode, return_indices=True)
+    b, c, y, xs = [t.reshape(-1) for t in torch.meshgrid(*[torch.arange(n) for n in pooled.shape], indexing="ij")]
+    assert torch.equal(_window_argmax(x, b, c, y, xs, settings_), index.reshape(-1))

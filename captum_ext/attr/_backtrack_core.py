@@ -51,7 +51,10 @@ class Walk:
     graph_module: fx.GraphModule
     fc_rule: str = "positive"
     fc_top_n: int = 5
+    spatial_fc_rule: str = "argmax"
+    spatial_fc_top_n: int = 20
     conv_rule: str = "max"
+    conv_top_n: int = 2
     include_bias: bool = False
     dependent: Set[fx.Node] = field(default_factory=set)
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_ext._utils import graph as G
-from captum_ext.attr._backtrack_core import Selection, Values, Walk, arg
+from captum_ext.attr._backtrack_core import Selection, Values, Walk, arg, pair
 
 
 def _pool_windows(walk: Walk, node: fx.Node, values: Values) -> Tensor:
@@ -45,6 +45,23 @@ def _pool_windows(walk: Walk, node: fx.Node, values: Values) -> Tensor:
     by = torch.gather(row_index, 4, (best // lw)[..., None])[..., 0]
     bx = torch.gather(col_index, 4, (best % lw)[..., None])[..., 0]
     return by * width + bx
+
+def _window_argmax(activations: Tensor, batch: Tensor, channel: Tensor, y: Tensor, x: Tensor,
+                   settings: Dict[str, Any]) -> Tensor:
+    """For kept output nodes of a windowed pooling, the flat ``H×W`` index of the largest input in each window
+    (positions in the padding or past the edge are never chosen; ties go to the first, as in ``max_pool2d``)."""
+    (kh, kw), (sh, sw) = pair(settings["kernel_size"]), pair(settings["stride"])
+    (ph, pw), (dh, dw) = pair(settings["padding"]), pair(settings["dilation"])
+    _, channels, height, width = activations.shape
+    iy = (y * sh - ph)[:, None] + torch.arange(kh, device=y.device) * dh  # P×kh
+    ix = (x * sw - pw)[:, None] + torch.arange(kw, device=x.device) * dw  # P×kw
+    inside = ((iy >= 0) & (iy < height))[:, :, None] & ((ix >= 0) & (ix < width))[:, None, :]
+    plane = (batch * channels + channel)[:, None, None]
+    index = (plane * height + iy.clamp(0, height - 1)[:, :, None]) * width + ix.clamp(0, width - 1)[:, None, :]
+    window = activations.reshape(-1)[index].masked_fill(~inside, float("-inf")).flatten(1)
+    best = window.argmax(dim=1)
+    return iy.gather(1, (best // kw)[:, None])[:, 0] * width + ix.gather(1, (best % kw)[:, None])[:, 0]
+
 
 def _adaptive_windows(size: int, out_size: int, device: torch.device) -> Tuple[Tensor, Tensor]:
     starts = [(i * size) // out_size for i in range(out_size)]
@@ -94,8 +111,15 @@ def pool(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tupl
     activations = values[parent]
     if activations.dim() != 4:
         raise NotImplementedError(f"{walk.describe(node)}: pooling needs N×C×H×W input")
-    index = _pool_windows(walk, node, values)  # N×C×Ho×Wo, flat index in H×W
     height, width = activations.shape[-2:]
+    kind, settings = _pool_kind(walk, node)
+    if kind == "window":  # only the kept nodes' windows are read
+        h_out, w_out = values[node].shape[-2:]
+        channel = sel.flat // (h_out * w_out)
+        chosen = _window_argmax(activations, sel.batch, channel, (sel.flat // w_out) % h_out, sel.flat % w_out,
+                                settings)
+        return [(parent, Selection(sel.batch, channel * height * width + chosen, sel.count))]
+    index = _pool_windows(walk, node, values)  # N×C×Ho×Wo, flat index in H×W
     channels = index.shape[1]
     per_channel_out = index[0, 0].numel()
     channel = sel.flat // per_channel_out

@@ -28,7 +28,8 @@ from captum_ext.attr._backtrack_core import Selection, Walk, merge
 from captum_ext.attr._backtrack_rules import READS_ACTIVATIONS, identity, rule_for, scale, scale_problem
 
 FC_RULES = ("positive", "top_n")
-CONV_RULES = ("max", "positive")
+SPATIAL_FC_RULES = ("argmax", "positive", "top_n")
+CONV_RULES = ("max", "top_n", "positive")
 SUPPORTED_OPERATIONS = ("Conv2d, Linear, ReLU-family, max/avg/adaptive pooling, BatchNorm, dropout, "
                         "flatten/view/reshape, zero padding, residual add, channel cat, products and sums with "
                         "constants")
@@ -106,14 +107,23 @@ class NodeBacktrack(Attribution):
         conv_rule: str = "max",
         include_bias: bool = False,
         deduplicate: bool = True,
+        spatial_fc_rule: str = "argmax",
+        spatial_fc_top_n: int = 20,
+        conv_top_n: int = 2,
     ) -> None:
         check_in_choices(fc_rule, "fc_rule", FC_RULES)
+        check_in_choices(spatial_fc_rule, "spatial_fc_rule", SPATIAL_FC_RULES)
+        check_scalar(spatial_fc_top_n, "spatial_fc_top_n", low=1, integer=True)
+        check_scalar(conv_top_n, "conv_top_n", low=1, integer=True)
         check_in_choices(conv_rule, "conv_rule", CONV_RULES)
         check_scalar(fc_top_n, "fc_top_n", low=1, integer=True)
         super().__init__(model)
         self.fc_rule = fc_rule
         self.fc_top_n = fc_top_n
+        self.spatial_fc_rule = spatial_fc_rule
+        self.spatial_fc_top_n = spatial_fc_top_n
         self.conv_rule = conv_rule
+        self.conv_top_n = conv_top_n
         self.include_bias = bool(include_bias)
         self.deduplicate = bool(deduplicate)
         self._trace()
@@ -317,8 +327,10 @@ class NodeBacktrack(Attribution):
         if len(args) > len(self._placeholders):
             raise ValueError(f"the model takes {len(self._placeholders)} argument(s), got {len(args)} (inputs plus "
                              f"additional_forward_args)")
-        walk = Walk(self.graph_module, self.fc_rule, self.fc_top_n, self.conv_rule, self.include_bias,
-                    self._dependent_on(len(inputs)))
+        walk = Walk(self.graph_module, fc_rule=self.fc_rule, fc_top_n=self.fc_top_n,
+                    spatial_fc_rule=self.spatial_fc_rule, spatial_fc_top_n=self.spatial_fc_top_n,
+                    conv_rule=self.conv_rule, conv_top_n=self.conv_top_n, include_bias=self.include_bias,
+                    dependent=self._dependent_on(len(inputs)))
         with explained_model_errors(inputs):
             output, values = G.record(self.graph_module, args, keep=self._needed_values)
         source = self._explained_output()

@@ -15,23 +15,34 @@ from torch import Tensor, nn
 
 @torch.no_grad()
 def backtrack_loop(model: nn.Sequential, image: Tensor, target: int, fc_rule: str = "positive",
-                   conv_rule: str = "max") -> Tensor:
+                   conv_rule: str = "max", spatial_fc_rule: str = "argmax", top_n: int = 5,
+                   deduplicate: bool = True) -> Tensor:
     """Node backtracking for one image, one node at a time.
 
     Args:
         model (nn.Sequential): Conv2d (groups 1, zero padding), ReLU, Dropout, MaxPool2d, Flatten and Linear layers.
         image (Tensor): ``1×C×H×W``.
         target (int): the output node to start from.
-        fc_rule (str, optional): only ``"positive"`` (every positive contribution) is implemented here.
+        fc_rule (str, optional): ``"positive"`` or ``"top_n"`` for a linear layer fed by a vector.
             Default: ``"positive"``.
-        conv_rule (str, optional): ``"max"`` or ``"positive"``. Default: ``"max"``.
+        conv_rule (str, optional): ``"max"``, ``"top_n"`` or ``"positive"``. Default: ``"max"``.
+        spatial_fc_rule (str, optional): ``"argmax"``, ``"positive"`` or ``"top_n"`` for a linear layer fed by a
+            flattened spatial map. Default: ``"argmax"``.
+        top_n (int, optional): ``n`` of every ``"top_n"`` rule. Default: 5.
+        deduplicate (bool, optional): collapse repeated nodes per layer. Default: True.
 
     Returns:
         Tensor: hits shaped like ``image``: how many backtracked paths end at each input element.
-
-    Raises:
-        NotImplementedError: ``fc_rule="top_n"``.
     """
+
+    def strongest(values: list, rule: str) -> list:
+        """Indices kept by a rule from contributions (ties to the lower index)."""
+        order = sorted(range(len(values)), key=lambda i: (-values[i], i))
+        if rule in ("max", "argmax"):
+            return order[:1]
+        positive = [i for i in order if values[i] > 0]
+        return positive[:top_n] if rule == "top_n" else positive
+
     acts = [image[0]]
     for layer in model:
         acts.append(layer(acts[-1][None].clone())[0])  # clone: in-place ReLUs must not overwrite stored values
@@ -53,14 +64,9 @@ def backtrack_loop(model: nn.Sequential, image: Tensor, target: int, fc_rule: st
                 source = index - 1  # look through dropout/ReLU for a flatten of a spatial map
                 while source > 0 and isinstance(model[source], (nn.Dropout, nn.ReLU)):
                     source -= 1
-                if a.dim() == 1 and isinstance(model[source], nn.Flatten) and \
-                        acts[source][0].numel() > 1:  # a C×H×W map with H·W > 1
-                    add((int(contrib.argmax()),), count)  # fed by a spatial map: one argmax
-                    continue
-                candidates = [j for j in range(a.shape[0]) if float(contrib[j]) > 0]
-                if fc_rule == "top_n":
-                    raise NotImplementedError("the reference implements the positive rule only")
-                for j in candidates:
+                spatial = a.dim() == 1 and isinstance(model[source], nn.Flatten) and \
+                    acts[source][0].numel() > 1  # a C×H×W map with H·W > 1
+                for j in strongest(contrib.tolist(), spatial_fc_rule if spatial else fc_rule):
                     add((j,), count)
             elif isinstance(layer, nn.MaxPool2d):
                 c, y, x = node
@@ -85,9 +91,7 @@ def backtrack_loop(model: nn.Sequential, image: Tensor, target: int, fc_rule: st
                                 total += value
                     sums.append(total)
                     windows.append(window)
-                channels = [max(range(len(sums)), key=lambda i: (sums[i], -i))] if conv_rule == "max" else \
-                    [i for i, v in enumerate(sums) if v > 0]
-                for ci in channels:
+                for ci in strongest(sums, conv_rule):
                     best = int(windows[ci].argmax())
                     add((ci, y - pad + best // k, x - pad + best % k), count)
             else:
@@ -96,7 +100,7 @@ def backtrack_loop(model: nn.Sequential, image: Tensor, target: int, fc_rule: st
         if producer is None or isinstance(producer, (nn.ReLU, nn.Dropout, nn.Flatten)):
             kept = arrived  # the input, and pass-through ops, keep counts (as NodeBacktrack does)
         else:
-            kept = {node: 1.0 for node in arrived}  # de-duplicate per layer
+            kept = {node: 1.0 for node in arrived} if deduplicate else arrived  # de-duplicate per layer
     hits = torch.zeros_like(image[0])
     for (c, y, x), count in kept.items():
         hits[c, y, x] += count
