@@ -54,6 +54,14 @@ def test_loss_parts_by_hand():
     assert torch.equal(model.loss(image, target, noise=noise), parts.total)
 
 
+def test_defaults_and_the_earlier_loss_stay_reachable():
+    model = SelfSupervisedAttentionRegressor(2, width=8)
+    assert (model.area_target, model.loss_weights, model.noise, model.noise_scale) == (
+        0.95, (1.0, 1.0, 10.0), "gaussian", 1.0)
+    paper = SelfSupervisedAttentionRegressor(2, width=8, loss_weights=(1, 1, 1), noise_scale=0.5)
+    assert paper.loss_weights == (1.0, 1.0, 1.0) and paper.noise_scale == 0.5
+
+
 def test_target_normalisation_only_rescales_errors():
     model = hand_model(logit=0.0, loss_weights=(1.0, 0.0, 0.0))
     image = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])

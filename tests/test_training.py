@@ -86,7 +86,12 @@ def test_ellipse_train_and_record_writes_what_the_zoo_loads(tmp_path):
     record = ellipse_regression.train_and_record(2, tmp_path, n_train=64, n_test=16, epochs=1, show_progress=False,
                                                  width=8)
     assert json.loads((tmp_path / "ellipses_ds2.json").read_text()) == record
-    assert record["model_kwargs"] == {"width": 8, "loss_weights": [1.0, 1.0, 10.0], "area_target": 0.9}
+    assert record["model_kwargs"] == {"width": 8, "area_target": 0.9}
+    assert record["loss_settings"] == {"area_target": 0.9, "loss_weights": [1.0, 1.0, 10.0], "noise": "gaussian",
+                                       "noise_scale": 1.0}
+    assert record["command"] == ("captum-ext train-regressor --dataset 2 --n-train 64 --n-test 16 --epochs 1 "
+                                 "--seed 0 --width 8")
+    assert len(record["load_average"]) == 2
     model = ellipse_regression.new_model(2, **record["model_kwargs"])
     model.load_state_dict(torch.load(tmp_path / "ellipses_ds2.pt", weights_only=True))
     test = ellipses.make_ellipses(16, dataset=2, seed=1)

@@ -5,11 +5,15 @@ from __future__ import annotations
 from typing import Any, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.fx
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_ext._utils.validation import check_in_choices, check_scalar, is_tracing
+from captum_ext.models._attention_nets import (  # noqa: F401 (re-exported)
+    AttentionNet,
+    CoordinateChannels,
+    coordinate_grid,
+    regressor_cnn,
+)
 
 NOISE_KINDS = ("gaussian", "uniform", "images")
 
@@ -21,113 +25,6 @@ class LossParts(NamedTuple):
     supervised: Tensor  # a · ‖F(I) − P‖²
     noisy: Tensor  # b · ‖F(I′) − P‖²
     area: Tensor  # c · (Area(R) − S_R)²
-
-
-def coordinate_grid(n: int, height: int, width: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """Each pixel's normalised ``x`` and ``y`` in ``[-1, 1]``.
-
-    Args:
-        n (int): batch size.
-        height (int): image height.
-        width (int): image width.
-        dtype (torch.dtype): the images' dtype.
-        device (torch.device): the images' device.
-
-    Returns:
-        Tensor: ``n×2×height×width``, channel 0 ``x`` and channel 1 ``y``.
-    """
-    ys = torch.linspace(-1.0, 1.0, height, device=device, dtype=dtype)
-    xs = torch.linspace(-1.0, 1.0, width, device=device, dtype=dtype)
-    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([grid_x, grid_y]).expand(n, 2, height, width)
-
-
-# A leaf for torch.fx: traced as one call on the images' sizes (a constant for attribution), which older torch.fx
-# versions also need because they cannot pass symbolic sizes to torch.linspace.
-torch.fx.wrap("coordinate_grid")
-
-
-class CoordinateChannels(nn.Module):
-    """Append two channels holding each pixel's normalised ``x`` and ``y`` in ``[-1, 1]`` (CoordConv, Liu et al.
-    2018): a position target (the axes' intersection) is then a simple function of the features."""
-
-    def forward(self, images: Tensor) -> Tensor:
-        """Append the coordinate channels.
-
-        Args:
-            images (Tensor): ``N×C×H×W`` images.
-
-        Returns:
-            Tensor: ``N×(C+2)×H×W``: the images, then ``x`` and ``y`` in ``[-1, 1]``.
-        """
-        coordinates = coordinate_grid(images.shape[0], images.shape[2], images.shape[3], images.dtype,
-                                      images.device)
-        return torch.cat([images, coordinates], dim=1)
-
-
-def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(),
-        nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(),
-    )
-
-
-def regressor_cnn(in_channels: int, out_features: int, width: int = 32, coordinates: bool = True) -> nn.Sequential:
-    """The supervised part F: conv blocks (width, 2·width, 4·width) with max-pooling, adaptive average pooling to
-    4×4 (any input size), and a two-layer head.
-
-    Each block is two 3×3 conv → BatchNorm → ReLU layers; the first two blocks are followed by 2×2 max-pooling, so
-    inputs need ``H, W >= 4``. The head is ``Linear(64·width, 8·width)``, ReLU, ``Linear(8·width, out_features)``.
-
-    Args:
-        in_channels (int): image channels ``C``.
-        out_features (int): number of regressed parameters.
-        width (int, optional): channels of the first block (the others use 2·width and 4·width). Default: 32.
-        coordinates (bool, optional): prepend :class:`CoordinateChannels`, two extra input channels holding each
-            pixel's normalised ``x`` and ``y`` in ``[-1, 1]`` (CoordConv). Default: True.
-
-    Returns:
-        nn.Sequential: a freshly initialised network mapping ``N×C×H×W`` images to ``N×out_features`` outputs.
-    """
-    extra = 2 if coordinates else 0
-    return nn.Sequential(
-        *([CoordinateChannels()] if coordinates else []),
-        _conv_block(in_channels + extra, width), nn.MaxPool2d(2),
-        _conv_block(width, 2 * width), nn.MaxPool2d(2),
-        _conv_block(2 * width, 4 * width), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-        nn.Linear(16 * 4 * width, 8 * width), nn.ReLU(), nn.Linear(8 * width, out_features),
-    )
-
-
-class AttentionNet(nn.Module):
-    """The unsupervised part: a small encoder–decoder (two down-samplings, skip connections) giving one logit per
-    pixel. Its receptive field (about 40 px) covers a whole ellipse, so it can tell ellipses from circles by shape.
-    Works for any input size."""
-
-    def __init__(self, in_channels: int, width: int = 16) -> None:
-        super().__init__()
-        self.enc1 = _conv_block(in_channels, width)
-        self.enc2 = _conv_block(width, 2 * width)
-        self.bottom = _conv_block(2 * width, 4 * width)
-        self.dec2 = _conv_block(6 * width, 2 * width)
-        self.dec1 = _conv_block(3 * width, width)
-        self.head = nn.Conv2d(width, 1, 1)
-
-    def forward(self, images: Tensor) -> Tensor:
-        """Attention logits.
-
-        Args:
-            images (Tensor): ``N×C×H×W`` images.
-
-        Returns:
-            Tensor: ``N×1×H×W`` logits (before the sigmoid).
-        """
-        e1 = self.enc1(images)
-        e2 = self.enc2(F.max_pool2d(e1, 2, ceil_mode=True))
-        b = self.bottom(F.max_pool2d(e2, 2, ceil_mode=True))
-        d2 = self.dec2(torch.cat([F.interpolate(b, size=e2.shape[-2:], mode="bilinear", align_corners=False), e2], 1))
-        d1 = self.dec1(torch.cat([F.interpolate(d2, size=e1.shape[-2:], mode="bilinear", align_corners=False), e1], 1))
-        return self.head(d1)
 
 
 class SelfSupervisedAttentionRegressor(nn.Module):
@@ -159,10 +56,22 @@ class SelfSupervisedAttentionRegressor(nn.Module):
         in_channels (int, optional): image channels. Default: 1.
         area_target (float, optional): ``S_R``, the background share of the image, in ``(0, 1)``. The paper uses
             0.95 for an object covering 5 % of the image. Default: 0.95.
-        loss_weights (tuple of 3 floats, optional): ``(a, b, c)`` of eq. 1. Default: ``(1, 1, 1)``.
-        noise (str, optional): ``"gaussian"``, ``"uniform"`` or ``"images"``. Default: ``"gaussian"``.
+        loss_weights (tuple of 3 floats, optional): ``(a, b, c)`` of eq. 1 (the paper gives no values). The area
+            weight ``c = 10`` keeps the attention to its budget: with ``(1, 1, 1)`` (the default before) the
+            attention of a dataset-1 model kept covering about a quarter of the image (IoU with the ellipse
+            0.33). Default: ``(1, 1, 10)``.
+        noise (str, optional): ``"gaussian"``, ``"uniform"`` or ``"images"``. On the validation split described
+            under ``noise_scale``, ``"images"`` gave attention IoU 0.78 at 1.85° and ``"gaussian"`` (scale 1.0)
+            0.71 at 1.42°. Default: ``"gaussian"``.
         noise_scale (float, optional): standard deviation (gaussian) or half-width (uniform) of the noise, in
-            image intensity units. Default: 0.5.
+            image intensity units (images in ``[0, 1]``). Chosen on a validation split of ellipse dataset 1 (1000
+            images, seed 50, apart from training and test data; 8000 training images, 4 epochs): attention IoU
+            (``W >= 0.5`` against the ellipse) 0.71 with 1.0 against 0.26 with 0.5 (the default before), at the
+            same error (1.42° and 1.39°). Weaker noise lets a half-protected object through, so ``W`` stayed near
+            0.5 on the ellipse (mean 0.44, against 0.78 with 1.0) and the thresholded map missed much of it.
+            Fully trained (8, 30, 12 epochs) the validation IoU of datasets 1, 2, 3 went from 0.60, 0.52, 0.70
+            (scale 0.5) to 0.72, 0.78, 0.64: on dataset 3 a rim around the ellipses now passes 0.5.
+            Default: 1.0.
         width (int, optional): channel width of the regressor (the attention net uses half). Default: 32.
         regressor (nn.Module, optional): your own ``F`` (``N×C×H×W → N×out_features``), replacing the default.
         attention_net (nn.Module, optional): your own attention network (``N×C×H×W → N×1×H×W`` logits).
@@ -186,9 +95,9 @@ class SelfSupervisedAttentionRegressor(nn.Module):
         out_features: int,
         in_channels: int = 1,
         area_target: float = 0.95,
-        loss_weights: Sequence[float] = (1.0, 1.0, 1.0),
+        loss_weights: Sequence[float] = (1.0, 1.0, 10.0),
         noise: str = "gaussian",
-        noise_scale: float = 0.5,
+        noise_scale: float = 1.0,
         width: int = 32,
         regressor: Optional[nn.Module] = None,
         attention_net: Optional[nn.Module] = None,

@@ -11,6 +11,7 @@ The scoring functions (:func:`regression_targets`, :func:`decode`, :func:`errors
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
@@ -154,6 +155,43 @@ def load_pretrained(dataset: int, device: Union[str, torch.device] = "cpu") -> S
     return zoo.load(zoo_name(dataset), device=device)
 
 
+def loss_settings(model: SelfSupervisedAttentionRegressor) -> Dict[str, Any]:
+    """The settings of eq. 1 a model trains with (after its constructor defaults), as JSON-ready values.
+
+    Recorded next to the weights so that a record still names the loss it was trained with when a constructor
+    default changes later.
+
+    Args:
+        model (SelfSupervisedAttentionRegressor): the model.
+
+    Returns:
+        dict: ``"area_target"``, ``"loss_weights"`` (a list), ``"noise"`` and ``"noise_scale"``.
+
+    Example::
+
+        >>> from captum_ext.training import ellipse_regression
+        >>> ellipse_regression.loss_settings(ellipse_regression.new_model(1, width=8))
+        {'area_target': 0.95, 'loss_weights': [1.0, 1.0, 10.0], 'noise': 'gaussian', 'noise_scale': 1.0}
+    """
+    return {"area_target": model.area_target, "loss_weights": list(model.loss_weights), "noise": model.noise,
+            "noise_scale": model.noise_scale}
+
+
+def _command(dataset: int, n_train: int, n_test: int, epochs: int, seed: int, attention: bool,
+             model_kwargs: Dict[str, Any]) -> str:
+    # The shell command that retrains this record from the caller's own model arguments (the defaults fill in the
+    # rest); settings the CLI has no option for need the Python call.
+    extra = {k: v for k, v in model_kwargs.items() if k != "width"}
+    if extra:
+        args = ", ".join(f"{k}={v!r}" for k, v in model_kwargs.items())
+        return (f"python -c \"from captum_ext.training.ellipse_regression import train_and_record; "
+                f"train_and_record({dataset}, OUT, n_train={n_train}, n_test={n_test}, epochs={epochs}, "
+                f"seed={seed}, attention={attention}, {args})\"")
+    width = f" --width {model_kwargs['width']}" if "width" in model_kwargs else ""
+    return (f"captum-ext train-regressor --dataset {dataset} --n-train {n_train} --n-test {n_test} --epochs {epochs} "
+            f"--seed {seed}{width}{'' if attention else ' --no-attention'}")
+
+
 def training_record(dataset: int) -> Dict[str, Any]:
     """The JSON record written next to the shipped weights (settings and held-out results): ``zoo.info``.
 
@@ -162,9 +200,11 @@ def training_record(dataset: int) -> Dict[str, Any]:
 
     Returns:
         dict: the record written by :func:`train_and_record`: ``"dataset"``, ``"attention"``, ``"n_train"``,
-        ``"n_test"``, ``"epochs"``, ``"seed"``, ``"model_kwargs"``, ``"train_seconds"``, ``"torch_threads"``,
-        ``"final_epoch_loss"``, ``"test"`` (the :func:`evaluate` dict), ``"background_shift"`` and ``"unit"``
-        (``"degrees"`` or ``"pixels"``).
+        ``"n_test"``, ``"epochs"``, ``"seed"``, ``"model_kwargs"``, ``"loss_settings"``, ``"command"``,
+        ``"train_seconds"``, ``"torch_threads"``, ``"load_average"``, ``"final_epoch_loss"``, ``"test"`` (the
+        :func:`evaluate` dict), ``"background_shift"`` and ``"unit"`` (``"degrees"`` or ``"pixels"``). Records
+        written before the loss settings were stored lack ``"loss_settings"``, ``"command"`` and
+        ``"load_average"``.
 
     Raises:
         ValueError: if ``dataset`` is not 1, 2 or 3.
@@ -210,10 +250,13 @@ def train_and_record(
 
     Returns:
         dict: the record also written to the ``.json`` file: settings (``"dataset"``, ``"attention"``,
-        ``"n_train"``, ``"n_test"``, ``"epochs"``, ``"seed"``, ``"model_kwargs"``), ``"train_seconds"``,
-        ``"torch_threads"``, ``"final_epoch_loss"`` (last epoch's mean loss parts), ``"test"`` (:func:`evaluate` on
-        the test set), ``"background_shift"`` (:func:`background_shift` on the test set) and ``"unit"``
-        (``"degrees"`` for dataset 1, ``"pixels"`` otherwise).
+        ``"n_train"``, ``"n_test"``, ``"epochs"``, ``"seed"``, ``"model_kwargs"``; ``"loss_settings"``, eq. 1 as
+        trained, constructor defaults included, see :func:`loss_settings`; ``"command"``, the shell command that
+        retrains it), ``"train_seconds"``, ``"torch_threads"``, ``"load_average"`` (the machine's 1-minute load
+        average before and after training: other processes slow the timing), ``"final_epoch_loss"`` (last epoch's
+        mean loss parts), ``"test"`` (:func:`evaluate` on the test set), ``"background_shift"``
+        (:func:`background_shift` on the test set) and ``"unit"`` (``"degrees"`` for dataset 1, ``"pixels"``
+        otherwise).
 
     Raises:
         ValueError: if ``dataset`` is not 1, 2 or 3, or ``n_train``, ``n_test``, ``epochs``, ``seed`` or a model
@@ -228,20 +271,24 @@ def train_and_record(
     train = make_ellipses(n_train, dataset=dataset, seed=seed)
     test = make_ellipses(n_test, dataset=dataset, seed=seed + 1)
     torch.manual_seed(seed)
+    command = _command(dataset, n_train, n_test, epochs, seed, attention, model_kwargs)
     model_kwargs = {**ELLIPSE_MODEL_DEFAULTS, "area_target": 1.0 - OBJECT_FRACTION[dataset], **model_kwargs}
     model = new_model(dataset, **model_kwargs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = zoo_name(dataset) + ("" if attention else "_no_attention")
+    load_before = os.getloadavg()[0]
     start = time.perf_counter()
     history = fit(model, train, epochs=epochs, seed=seed, show_progress=show_progress, attention=attention,
                   checkpoint=out / f"{stem}.pt")
     seconds = time.perf_counter() - start
+    kwargs_json = {k: list(v) if isinstance(v, tuple) else v for k, v in model_kwargs.items()}
     record: Dict[str, Any] = {
         "dataset": dataset, "attention": attention, "n_train": n_train, "n_test": n_test, "epochs": epochs,
-        "seed": seed, "model_kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in model_kwargs.items()},
-        "train_seconds": seconds,
-        "torch_threads": torch.get_num_threads(), "final_epoch_loss": history[-1],
+        "seed": seed, "model_kwargs": kwargs_json, "loss_settings": loss_settings(model),
+        "command": command,
+        "train_seconds": seconds, "torch_threads": torch.get_num_threads(),
+        "load_average": [load_before, os.getloadavg()[0]], "final_epoch_loss": history[-1],
         "test": evaluate(model, test), "background_shift": background_shift(model, test),
         "unit": "degrees" if dataset == 1 else "pixels",
     }
@@ -251,6 +298,6 @@ def train_and_record(
 
 __all__ = [
     "DATASETS", "DEFAULT_EPOCHS", "ELLIPSE_MODEL_DEFAULTS", "attention_iou", "background_shift", "decode", "errors",
-    "evaluate", "fit", "load_pretrained", "new_model", "predict", "regression_targets", "train_and_record",
-    "training_record", "weights_path",
+    "evaluate", "fit", "load_pretrained", "loss_settings", "new_model", "predict", "regression_targets",
+    "train_and_record", "training_record", "weights_path",
 ]
