@@ -1,6 +1,8 @@
 """ROIAttentionResNet reproduction (Eppel) on the ROI digit scenes, plus the forward-time ratio.
 
     python benchmarks/bench_roi_attention.py [--quick] [--fresh] [--out-dir benchmarks/results]
+    python benchmarks/bench_roi_attention.py --finetune-epochs 10 --branch-lr-scale 10 \
+        --variants "first/add" "hard image" --backbone pretrained_resnet18.pt --reuse-speed
 
 Two regimes, each training the paper's six variants — soft attention merged after conv1 by addition
 (``first/add``) and by multiplication (``first/mul``), at the third stage (``layer3/add``), at every stage
@@ -11,6 +13,10 @@ the conv1 output (``hard first``) — with one identical budget (data, epochs, b
 * ``pretrained``: the paper's regime. The paper fine-tunes an ImageNet-pretrained ResNet; here the same ResNet-18
   is first trained on whole-scene classification of ``"single"`` scenes (one digit among clutter, no mask) and
   every variant is fine-tuned from that backbone.
+* ``pretrained_long`` (only with ``--finetune-epochs`` or ``--branch-lr-scale``): the pretrained regime with
+  another fine-tune recipe — more epochs, and the new mask branch trained at a multiple of the backbone's learning
+  rate (the usual treatment of layers added to a pretrained net). ``--variants`` limits it to some variants;
+  ``--backbone`` keeps the pretrained backbone in a file (pretrained there if missing, reused otherwise).
 
 Why ResNet-18: a ResNet-50 epoch on 2 CPU cores takes ~4× longer, and twelve runs must fit in about an hour.
 Test scenes are held-out digit instances (``split="test"``). Accuracy is binned by ROI pixel count with
@@ -18,11 +24,16 @@ Test scenes are held-out digit instances (``split="test"``). Accuracy is binned 
 
 Each finished run is cached as JSON under ``<out-dir>/roi_runs/`` and skipped on a re-run (``--fresh`` ignores the
 cache), so an interrupted benchmark resumes where it stopped. The speed part times ROIAttentionResNet-50 (merge
-first, and merge all for reference) against torchvision's resnet50 on the same 8×3×224×224 batch.
+first, and merge all for reference) against torchvision's resnet50 on the same 8×3×224×224 batch;
+``--reuse-speed`` keeps the timing of the previous results file instead (e.g. when only adding runs on a busy
+machine).
 """
 from __future__ import annotations
 
+import argparse
 import json
+import shlex
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -90,16 +101,23 @@ def pretrain_backbone(cfg: Dict[str, Any], path: Path) -> Dict[str, Any]:
 
 
 def run_variant(label: str, merge: str, mode: str, hard: Optional[str], regime: str, cfg: Dict[str, Any],
-                backbone_path: Optional[Path], train: scenes.SceneBatch, test: scenes.SceneBatch) -> Dict[str, Any]:
+                backbone_path: Optional[Path], train: scenes.SceneBatch, test: scenes.SceneBatch,
+                recipe: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Train and score one variant; ``recipe`` (``pretrained_long``) sets the epochs and the branch's lr scale."""
     torch.manual_seed(cfg["seed"])
     model = roi.build_model(18, merge, mode, hard, backbone_weights=backbone_path)
     start = time.perf_counter()
-    lr = cfg["lr_finetune"] if regime == "pretrained" else cfg["lr_scratch"]
-    history = roi.fit(model, train, epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=lr, seed=cfg["seed"])
+    lr = cfg["lr_scratch"] if regime == "scratch" else cfg["lr_finetune"]
+    epochs = recipe["finetune_epochs"] if recipe else cfg["epochs"]
+    # Hard baselines have no branch: they train at the backbone's single rate under any recipe.
+    scale = recipe["branch_lr_scale"] if recipe and hard is None else 1.0
+    history = roi.fit(model, train, epochs=epochs, batch_size=cfg["batch_size"], lr=lr, seed=cfg["seed"],
+                      branch_lr_scale=scale)
     seconds = time.perf_counter() - start
     result = roi.evaluate(model, test)
     return {"variant": label, "regime": regime, "merge": merge, "mode": mode, "hard": hard, "lr": lr,
-            "train_seconds": seconds, "loss": history,
+            "epochs": epochs, "branch_lr_scale": scale, "train_seconds": seconds,
+            "torch_threads": torch.get_num_threads(), "loss": history,
             "overall_per_image": result.overall_per_image, "overall_class_mean": result.overall_class_mean,
             "edges": result.edges.tolist(), "counts": result.counts.tolist(),
             "per_image": result.per_image.tolist(), "class_mean": result.class_mean.tolist()}
@@ -123,52 +141,140 @@ def speed(repeats: int = 15) -> Dict[str, Any]:
             "ratio_all": times["ROIAttentionResNet-50 all"] / base, "target_ratio": 1.03}
 
 
-def main() -> None:
+def backbone_for(path: Path, cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """The pretrained backbone at ``path`` and its record (``path`` with ``.json``): pretrained there if missing.
+
+    Args:
+        path (Path): the backbone's ``state_dict`` file; reused when it and a record with the same settings exist.
+        cfg (dict): the benchmark settings (:func:`settings`).
+
+    Returns:
+        dict: the :func:`pretrain_backbone` record plus ``"settings"``.
+    """
+    record_path = path.with_suffix(".json")
+    if path.exists() and record_path.exists():
+        record = json.loads(record_path.read_text())
+        if record.get("settings") == cfg:
+            return record
+    record = {**pretrain_backbone(cfg, path), "settings": cfg}
+    record_path.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def parse_args() -> argparse.Namespace:
     parser = benchmark_parser(__doc__, "small data and 2 epochs (minutes, not an hour)")
     parser.add_argument("--fresh", action="store_true", help="ignore cached runs")
+    parser.add_argument("--finetune-epochs", type=int, default=None,
+                        help="add the pretrained_long regime, fine-tuning this many epochs (default: as the others)")
+    parser.add_argument("--branch-lr-scale", type=float, default=1.0,
+                        help="pretrained_long: peak lr of the mask branch as a multiple of the backbone's")
+    parser.add_argument("--variants", nargs="+", default=None, choices=[v[0] for v in VARIANTS],
+                        help="pretrained_long: the variants to train (default: all)")
+    parser.add_argument("--backbone", type=Path, default=None,
+                        help="pretrained_long: backbone file, pretrained there if missing (default: a temporary one)")
+    parser.add_argument("--reuse-speed", action="store_true",
+                        help="keep the forward-time result of the existing results file instead of timing again")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parse_benchmark_args(parser)
+    if args.finetune_epochs is not None and args.finetune_epochs < 1:
+        parser.error(f"--finetune-epochs must be >= 1, got {args.finetune_epochs}")
+    if args.branch_lr_scale <= 0:
+        parser.error(f"--branch-lr-scale must be positive, got {args.branch_lr_scale}")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     started = time.perf_counter()
     cfg = settings(args.quick)
     cache = args.out_dir / "roi_runs"
     cache.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench_roi_"))
+    recipe: Optional[Dict[str, Any]] = None
+    if args.finetune_epochs is not None or args.branch_lr_scale != 1.0:
+        recipe = {"finetune_epochs": args.finetune_epochs or cfg["epochs"], "branch_lr_scale": args.branch_lr_scale}
 
     train = scenes.make_scenes(cfg["n_train"], mode="roi", split="train", seed=cfg["seed"])
     test = scenes.make_scenes(cfg["n_test"], mode="roi", split="test", seed=cfg["seed"] + 1)
     runs: List[Dict[str, Any]] = []
     backbone_path = work / "pretrained_resnet18.pt"
     pretrain: Optional[Dict[str, Any]] = None
-    for regime in cfg.get("regimes", ("pretrained", "scratch")):
+    long_backbone: Optional[Dict[str, Any]] = None
+    regimes = list(cfg.get("regimes", ("pretrained", "scratch"))) + (["pretrained_long"] if recipe else [])
+    for regime in regimes:
+        wanted = cfg.get("variants", [v[0] for v in VARIANTS])
+        if regime == "pretrained_long" and args.variants:
+            wanted = [label for label in wanted if label in args.variants]
         for label, merge, mode, hard in VARIANTS:
-            if label not in cfg.get("variants", [v[0] for v in VARIANTS]):
+            if label not in wanted:
                 continue
             cached = cache / f"{regime}_{label.replace('/', '_').replace(' ', '_')}.json"
             if cached.exists() and not args.fresh:
                 record = json.loads(cached.read_text())
-                if record.get("settings") == cfg:
+                if record.get("settings") == cfg and record.get("recipe") == (recipe if regime == "pretrained_long"
+                                                                                else None):
                     runs.append(record)
                     print(f"cached: {regime} {label} {record['overall_per_image']:.3f}")
                     continue
-            if regime == "pretrained" and pretrain is None:
-                pretrain = pretrain_backbone(cfg, backbone_path)
-                (cache / "pretrain.json").write_text(json.dumps({**pretrain, "settings": cfg}, indent=2) + "\n")
-            record = run_variant(label, merge, mode, hard, regime, cfg,
-                                 backbone_path if regime == "pretrained" else None, train, test)
+            if regime == "pretrained_long":
+                if long_backbone is None:  # a separate file, or the one the pretrained regime shares
+                    long_backbone = backbone_for(args.backbone or backbone_path, cfg)
+                weights: Optional[Path] = args.backbone or backbone_path
+            elif regime == "pretrained":
+                if pretrain is None:
+                    pretrain = backbone_for(backbone_path, cfg)
+                    (cache / "pretrain.json").write_text(json.dumps(pretrain, indent=2) + "\n")
+                weights = backbone_path
+            else:
+                weights = None
+            record = run_variant(label, merge, mode, hard, regime, cfg, weights, train, test,
+                                 recipe if regime == "pretrained_long" else None)
             record["settings"] = cfg
+            if regime == "pretrained_long":
+                record["recipe"], record["backbone"] = recipe, long_backbone
+                record["command"] = shlex.join(["python", *sys.argv])
             cached.write_text(json.dumps(record, indent=2) + "\n")
             runs.append(record)
             print(f"{regime} {label}: {record['overall_per_image']:.3f} in {record['train_seconds']:.0f} s")
     if pretrain is None and (cache / "pretrain.json").exists():
         pretrain = json.loads((cache / "pretrain.json").read_text())
+    long_runs = [run for run in runs if run["regime"] == "pretrained_long"]
+    previous = args.out_dir / "roi_attention.json"
+    if args.reuse_speed and previous.exists():
+        old = json.loads(previous.read_text())
+        # The timing keeps the machine record it was measured on.
+        timing = {**old["speed"], "environment": old["speed"].get("environment", old["environment"])}
+        timing["date"] = timing["environment"]["date"]
+    else:
+        timing = speed(cfg.get("speed_repeats", 30))
     record = {"environment": environment(), "quick": args.quick, "settings": cfg, "paper": PAPER,
               "target_gap_smallest_bin": TARGET_GAP, "pretrain": pretrain, "runs": runs,
-              "speed": speed(cfg.get("speed_repeats", 30)),
+              "recipe": recipe, "pretrain_long": long_runs[0]["backbone"] if long_runs else None,
+              "speed": timing, "command": shlex.join(["python", *sys.argv]),
               "total_seconds": time.perf_counter() - started}
     write_results("roi_attention", record, to_markdown(record), args.out_dir)
 
 
 def _pct(value: float) -> str:
     return "-" if value != value else f"{100 * value:.1f}"
+
+
+def _long_recipe(r: Dict[str, Any], cfg: Dict[str, Any]) -> List[str]:
+    """The paragraph introducing the pretrained_long table: its backbone and fine-tune recipe."""
+    recipe, p = r["recipe"] or {}, r["pretrain_long"]
+    runs = [run for run in r["runs"] if run["regime"] == "pretrained_long"]
+    commands = [f"{run['variant']}: `{run['command']}`" for run in runs if run.get("command")]
+    commands = ["Trained by " + "; ".join(commands) + ".", ""] if commands else []
+    used = sorted({run["torch_threads"] for run in runs if "torch_threads" in run})
+    threads = f"{'/'.join(map(str, used))} torch thread(s) per run" if used else "torch threads not recorded"
+    backbone = (f"a backbone pretrained anew by the same procedure ({p['train_seconds'] / 60:.1f} min; single-scene "
+                f"test accuracy {_pct(p['single_scene_test_accuracy'])}%)" if p else "the pretrained backbone")
+    return [f"The pretrained regime with a longer fine-tune and a faster mask branch: {backbone}, fine-tuned "
+            f"{recipe.get('finetune_epochs')} epochs per variant with a peak lr of {cfg['lr_finetune']} for the "
+            f"backbone and {recipe.get('branch_lr_scale')}× that for the mask branch (hard baselines have no branch "
+            f"and use the backbone's rate); same training and test scenes as above; {threads}.", ""] + commands
 
 
 def to_markdown(r: Dict[str, Any]) -> str:
@@ -188,14 +294,16 @@ def to_markdown(r: Dict[str, Any]) -> str:
                   f"({p['train_seconds'] / 60:.1f} min; single-scene test "
                   f"accuracy {_pct(p['single_scene_test_accuracy'])}%), then fine-tuned per variant at lr "
                   f"{cfg['lr_finetune']}; scratch runs use lr {cfg['lr_scratch']}.", ""]
-    for regime in ("pretrained", "scratch"):
+    for regime in ("pretrained", "scratch", "pretrained_long"):
         runs = [run for run in r["runs"] if run["regime"] == regime]
         if not runs:
             continue
         edges, counts = runs[0]["edges"], runs[0]["counts"]
         bins = [f"{int(lo)}–{int(hi) - 1}" for lo, hi in zip(edges[:-1], edges[1:])]
-        lines += [f"## {regime}", "",
-                  "| variant | all img | all cm | " + " | ".join(f"{b} px (n={c})" for b, c in zip(bins, counts))
+        lines += [f"## {regime}", ""]
+        if regime == "pretrained_long":
+            lines += _long_recipe(r, cfg)
+        lines += ["| variant | all img | all cm | " + " | ".join(f"{b} px (n={c})" for b, c in zip(bins, counts))
                   + " | train time |",
                   "|---|---:|---:|" + "---:|" * len(bins) + "---:|"]
         for run in runs:
@@ -210,12 +318,18 @@ def to_markdown(r: Dict[str, Any]) -> str:
             lines += ["", f"Bin cells are `img / cm`. first/add − hard image: smallest bin {100 * gap:+.1f} points "
                           f"(target ≥ {100 * r['target_gap_smallest_bin']:.0f}), all sizes {100 * gap_all:+.1f} "
                           "points. Paper (COCO): first 83% vs image blackout 70%.", ""]
+        else:
+            lines += ["", "Bin cells are `img / cm`.", ""]
     s = r["speed"]
     lines += ["## Forward time", "",
+              (f"Timed {s['date']}. " if "date" in s else "") +
               f"Batch {s['batch']}, eval mode, no grad, median of interleaved runs: torchvision resnet50 "
               f"{s['seconds']['torchvision resnet50'] * 1000:.0f} ms; ROIAttentionResNet-50 merge first "
               f"**{s['ratio_first']:.3f}×** (target ≤ {s['target_ratio']}×), merge all {s['ratio_all']:.3f}×.", "",
-              f"Environment: {r['environment']}", ""]
+              *([f"Timing environment: {s['environment']}", ""] if "environment" in s else []),
+              "Environment of this report's run (runs loaded from the cache were trained earlier): "
+              f"{r['environment']}",
+              ""]
     return "\n".join(lines)
 
 

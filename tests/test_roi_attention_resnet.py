@@ -168,3 +168,32 @@ def test_short_seeded_training_lowers_the_loss_and_evaluates_by_roi_size():
     assert "|" in result.to_markdown()
     with pytest.raises(ValueError, match="mode='roi'"):
         roi.evaluate(model, scenes.make_scenes(4, mode="single", seed=0))
+
+
+def test_branch_lr_scale_speeds_up_only_the_mask_branch():
+    from captum_ext.datasets import scenes
+    from captum_ext.training import roi
+
+    batch = scenes.make_scenes(16, mode="roi", split="train", seed=0)
+
+    def one_step(scale: float) -> tuple:
+        torch.manual_seed(0)
+        model = roi.build_model(18)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        roi.fit(model, batch, epochs=1, batch_size=16, lr=1e-3, show_progress=False, branch_lr_scale=scale)
+        after = model.state_dict()
+        moved = {k: float((after[k] - before[k]).abs().max()) for k in ("branches.first.weight",
+                                                                         "backbone.conv1.weight")}
+        return moved["branches.first.weight"], moved["backbone.conv1.weight"]
+
+    branch_1, backbone_1 = one_step(1.0)
+    branch_10, backbone_10 = one_step(10.0)
+    # One AdamW step moves a weight by about the rate, whatever its gradient's size.
+    assert branch_10 == pytest.approx(10 * branch_1, rel=0.05)
+    assert backbone_10 == pytest.approx(backbone_1, rel=1e-4)
+    model = roi.build_model(18)
+    for bad in (0, -1.0, True, "10"):
+        with pytest.raises(ValueError, match="`branch_lr_scale` must be a positive number"):
+            roi.fit(model, batch, epochs=1, show_progress=False, branch_lr_scale=bad)
+    with pytest.raises(ValueError, match="without a mask branch"):
+        roi.fit(roi.build_model(18, hard="image"), batch, epochs=1, show_progress=False, branch_lr_scale=10.0)

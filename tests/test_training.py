@@ -198,3 +198,22 @@ def test_roi_build_model_and_bad_arguments(tmp_path):
         roi.build_model(backbone_weights=tmp_path / "missing.pt")
     with pytest.raises(ValueError, match="`n_train`"):
         roi.train_and_record(tmp_path, n_train=0)
+
+
+def test_train_epochs_lr_scales_set_one_peak_rate_per_parameter_group():
+    from captum_ext._utils.training import train_epochs
+
+    net = nn.ParameterDict({"body": nn.Parameter(torch.zeros(3)), "head": nn.Parameter(torch.zeros(3))})
+
+    def loss(index):  # independent parts: each parameter's step depends only on its own rate
+        return {"total": ((net["body"] - 1) ** 2).sum() + ((net["head"] - 1) ** 2).sum()}
+
+    train_epochs(net, 4, loss, 2, batch_size=2, lr=1e-2, weight_decay=0.0, show_progress=False,
+                 lr_scales={"head": 10.0})
+    # AdamW steps of a constant-sign gradient are about the rate: "head" moves ten times as far as "body".
+    head, body = float(net["head"].detach()[0]), float(net["body"].detach()[0])
+    assert head == pytest.approx(10 * body, rel=1e-3)
+    with pytest.raises(ValueError, match="match no parameter"):
+        train_epochs(net, 4, loss, 1, show_progress=False, lr_scales={"neck": 10.0})
+    with pytest.raises(ValueError, match="positive numbers"):
+        train_epochs(net, 4, loss, 1, show_progress=False, lr_scales={"head": 0.0})

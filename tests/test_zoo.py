@@ -1,5 +1,6 @@
 """Zoo: architectures, exact BatchNorm folding, shipped weights and their held-out accuracy floors; the ellipse
-regressors' weights reproduce their training records; the ROI nets are architecture-only entries."""
+regressors' weights reproduce their training records; the shipped ROIAttentionResNet-18 classifies held-out ROI
+scenes, and the ResNet-50 entry is architecture only."""
 import pytest
 import torch
 from hypothesis import given, settings
@@ -17,6 +18,7 @@ SHIPPED = [name for name in zoo.available() if zoo.ZOO[name].ships_weights]
 # Floors a few points under the accuracies measured at training time (zoo.info), on scenes no training used.
 ACCURACY_FLOOR = {"scenes_vgg": 0.88, "scenes_resnet": 0.87}
 MAP_FLOOR = {"scenes_vgg_multilabel": 0.95, "scenes_resnet_multilabel": 0.93}
+ROI_ACCURACY_FLOOR = 0.80  # an untrained net is at chance (~0.1)
 
 
 def _randomise_bn(module: nn.Module, generator: torch.Generator) -> None:
@@ -72,7 +74,8 @@ def test_registry_names_and_kinds():
     assert zoo.available("ellipse_regressor") == ["ellipses_ds1", "ellipses_ds2", "ellipses_ds3"]
     assert zoo.available("roi_classifier") == ["roi_attention_resnet18", "roi_attention_resnet50"]
     assert sorted(zoo.available()) == zoo.available() and len(zoo.available()) == 9
-    assert set(SHIPPED) == set(SCENE_CLASSIFIERS) | set(zoo.available("ellipse_regressor"))
+    assert set(SHIPPED) == set(SCENE_CLASSIFIERS) | set(zoo.available("ellipse_regressor")) | {
+        "roi_attention_resnet18"}
     with pytest.raises(ValueError, match="`kind`"):
         zoo.available("classifier")
 
@@ -96,11 +99,14 @@ def test_fully_convolutional_nets_accept_other_sizes():
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_weights_small_and_load_weights_only(name):
     path = zoo.weights_path(name)
-    assert path.exists() and path.stat().st_size < 5 * 2**20
+    roi = zoo.ZOO[name].kind == "roi_classifier"
+    assert path.exists() and path.stat().st_size < (24 if roi else 5) * 2**20  # the ResNet-18 ships in float16
     state = torch.load(path, weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
+    if roi:
+        assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float16}
     record = zoo.info(name)
-    if zoo.ZOO[name].kind == "scene_classifier":
+    if zoo.ZOO[name].kind in ("scene_classifier", "roi_classifier"):
         assert record["name"] == name and record["held_out"]["n"] >= 1000
     else:
         assert f"ellipses_ds{record['dataset']}" == name and record["n_test"] >= 100
@@ -131,7 +137,7 @@ def test_ellipse_regressors_reproduce_their_training_records(dataset):
 
 
 @pytest.mark.parametrize("name", ["roi_attention_resnet18", "roi_attention_resnet50"])
-def test_roi_nets_are_architectures_without_weights(name):
+def test_roi_net_architectures(name):
     from captum_ext import ROIAttentionResNet
 
     model = zoo.load(name, pretrained=False)
@@ -143,10 +149,28 @@ def test_roi_nets_are_architectures_without_weights(name):
         masks = torch.zeros(2, 1, 64, 64)
         masks[:, :, 10:30, 10:30] = 1
         assert model(torch.randn(2, 3, 64, 64), masks).shape == (2, 10)
+
+
+def test_roi_resnet50_ships_no_weights():
+    with pytest.raises(ValueError, match="no trained weights ship.*pretrained=False"):
+        zoo.load("roi_attention_resnet50")
     with pytest.raises(ValueError, match="no trained weights ship"):
-        zoo.load(name)
-    with pytest.raises(ValueError, match="no trained weights ship"):
-        zoo.info(name)
+        zoo.info("roi_attention_resnet50")
+
+
+def test_shipped_roi_net_classifies_held_out_scenes():
+    from captum_ext import ROIAttentionResNet
+    from captum_ext.training import roi
+
+    model = zoo.load("roi_attention_resnet18")
+    assert isinstance(model, ROIAttentionResNet) and not model.training
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # float16 on disk, float32 in memory
+    # Test-split digits in scenes no training or record used.
+    batch = scenes.make_scenes(200, mode="roi", split="test", seed=31337)
+    result = roi.evaluate(model, batch)
+    assert result.overall_per_image >= ROI_ACCURACY_FLOOR, result.overall_per_image
+    held_out = zoo.info("roi_attention_resnet18")["held_out"]
+    assert held_out["float16_weights"]["accuracy"] >= 0.85
 
 
 @pytest.fixture(scope="module")

@@ -32,12 +32,11 @@ import matplotlib.pyplot as plt
 import torch
 import torchvision
 
-from captum_ext import ROIAttentionResNet
+from captum_ext import ROIAttentionResNet, zoo
 from captum_ext.datasets import scenes
 from captum_ext.training import roi
 from captum_ext.visualization import scene_grid
 
-train = scenes.make_scenes(1200, mode="roi", split="train", seed=0)
 test = scenes.make_scenes(400, mode="roi", split="test", seed=1)
 fig = scene_grid(test, range(4), cols=4)
 plt.show()
@@ -57,22 +56,25 @@ for merge, mode in (("first", "add"), ("first", "mul"), ("layer3", "add"), ("all
     print(f"{merge}/{mode}: max |logit difference| at init = {gap:.1e}")
 
 # %%
-# Training a small model
-# ----------------------
-# :func:`captum_ext.training.roi.fit` trains with cross-entropy (AdamW, one-cycle, seeded);
-# ``captum-ext train-roi`` does the same from the command line and saves the ``state_dict``. Two epochs on 1200
-# scenes keep this page fast, so the accuracy here is far from converged; the benchmark below trains properly.
-# (The zoo registers this architecture as ``roi_attention_resnet18``: ``zoo.load(name, pretrained=False)`` builds
-# it; no trained ROI weights ship yet.)
-model = ROIAttentionResNet(num_classes=scenes.NUM_CLASSES, depth=18, merge="first", mode="add")
-history = roi.fit(model, train, epochs=2, batch_size=64, seed=0, show_progress=False)
-print("loss per epoch:", [round(epoch["total"], 3) for epoch in history])
+# The trained model in the zoo
+# ----------------------------
+# ``zoo.load("roi_attention_resnet18")`` returns a trained ROIAttentionResNet-18 (``merge="first"``,
+# ``mode="add"``, 10 classes) in eval mode. It was trained from scratch on 6000 ROI scenes with
+# :func:`captum_ext.training.roi.fit` (cross-entropy, AdamW, one-cycle, seeded) by ``scripts/train_roi_zoo.py``;
+# :func:`captum_ext.zoo.info` returns its training record. To train a variant yourself, call
+# ``roi.fit(ROIAttentionResNet(num_classes=10, depth=18, merge="layer3"), train_scenes, epochs=6)`` or run
+# ``captum-ext train-roi --merge layer3``, which also saves the ``state_dict``.
+model = zoo.load("roi_attention_resnet18")
+record = zoo.info("roi_attention_resnet18")
+training, held_out = record["training"], record["held_out"]
+print(f"trained {training['epochs']} epochs on {training['n_train']} scenes in {training['seconds'] / 60:.0f} min; "
+      f"held-out accuracy {100 * held_out['float16_weights']['accuracy']:.1f}% on {held_out['n']} scenes")
 
 # %%
 # Accuracy by ROI size
 # --------------------
 # :func:`captum_ext.training.roi.evaluate` bins accuracy by the ROI's pixel count, class-mean and per-image,
-# in the layout of the paper's Tables 1-4.
+# in the layout of the paper's Tables 1-4. Here on 400 other held-out scenes:
 result = roi.evaluate(model, test)
 print(result.to_markdown(skip_empty=True))
 
@@ -115,20 +117,22 @@ plt.show()
 # -------------
 # ``python benchmarks/bench_roi_attention.py`` trains the six variants with one budget in two regimes — from
 # scratch, and from a backbone first trained on whole-scene classification (the paper fine-tunes an
-# ImageNet-pretrained ResNet) — and reports accuracy by ROI size. Its latest results, as committed:
+# ImageNet-pretrained ResNet) — and reports accuracy by ROI size; ``--finetune-epochs`` and ``--branch-lr-scale``
+# add a ``pretrained_long`` regime that fine-tunes longer, with the new mask branch at a multiple of the
+# backbone's learning rate. Its latest results, as committed:
 try:
     here = Path(__file__).resolve().parent
 except NameError:  # executed without a file, e.g. pasted into a notebook
     here = Path.cwd()
 results = here.parent / "benchmarks" / "results" / "roi_attention.json"
 if results.exists():
-    record = json.loads(results.read_text())
-    for regime in ("pretrained", "scratch"):
+    bench = json.loads(results.read_text())
+    for regime in dict.fromkeys(run["regime"] for run in bench["runs"]):  # in the file's order
         print(regime)
-        for run in record["runs"]:
+        for run in bench["runs"]:
             if run["regime"] == regime:
                 print(f"  {run['variant']:<11} all sizes {100 * run['overall_per_image']:5.1f}%   smallest ROIs "
                       f"({run['counts'][0]} scenes) {100 * run['per_image'][0]:5.1f}%")
-    print(f"forward time, ROIAttentionResNet-50 / resnet50: {record['speed']['ratio_first']:.3f}x")
+    print(f"forward time, ROIAttentionResNet-50 / resnet50: {bench['speed']['ratio_first']:.3f}x")
 else:
     print("no benchmark results found at", results)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -65,6 +65,24 @@ def optimisation_steps(
         yield len(index), {key: float(value.detach()) for key, value in parts.items()}
 
 
+def _parameter_groups(model: nn.Module, lr: float, lr_scales: Mapping[str, float]) -> List[Dict[str, Any]]:
+    """Optimiser groups ``{"params", "lr"}``: one per prefix of ``lr_scales``, then one for the rest."""
+    for prefix, scale in lr_scales.items():
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+            raise ValueError(f"`lr_scales` values must be positive numbers, got {scale!r} for {prefix!r}")
+    chosen: Dict[str, List[nn.Parameter]] = {prefix: [] for prefix in lr_scales}
+    rest: List[nn.Parameter] = []
+    for name, parameter in model.named_parameters():
+        prefix = next((p for p in lr_scales if name.startswith(p)), None)
+        (rest if prefix is None else chosen[prefix]).append(parameter)
+    empty = [prefix for prefix, params in chosen.items() if not params]
+    if empty:
+        raise ValueError(f"`lr_scales` prefixes {empty} match no parameter of the model")
+    groups = [{"params": params, "lr": lr * lr_scales[prefix]} for prefix, params in chosen.items()]
+    # Without scales this is one group of model.parameters() in order: the optimiser behaves exactly as before.
+    return groups + ([{"params": rest, "lr": lr}] if rest else [])
+
+
 def train_epochs(
     model: nn.Module,
     n: int,
@@ -77,6 +95,7 @@ def train_epochs(
     show_progress: bool = True,
     desc: str = "training",
     checkpoint: Optional[Union[str, Path]] = None,
+    lr_scales: Optional[Mapping[str, float]] = None,
 ) -> List[Dict[str, float]]:
     """Train ``model`` for ``epochs`` passes over ``n`` examples in shuffled mini-batches.
 
@@ -94,20 +113,27 @@ def train_epochs(
         desc (str, optional): progress bar label. Default: ``"training"``.
         checkpoint (str or Path, optional): if given, the model's ``state_dict`` is saved there after every
             epoch. Default: None.
+        lr_scales (mapping of str to float, optional): parameter-name prefix → multiple of ``lr`` for the
+            parameters whose name (``model.named_parameters()``) starts with it, e.g. ``{"branches.": 10.0}`` to
+            train layers newly added to a pretrained network faster than the pretrained ones. The first matching
+            prefix wins; the other parameters use ``lr``. Default: None (one rate for all).
 
     Returns:
         list of dict: one dict per epoch with the mean of each logged part.
 
     Raises:
-        ValueError: if ``epochs``, ``n`` or ``batch_size`` is below 1.
+        ValueError: if ``epochs``, ``n`` or ``batch_size`` is below 1, or a scale in ``lr_scales`` is not a
+            positive number or its prefix matches no parameter.
     """
     if epochs < 1 or n < 1 or batch_size < 1:
         raise ValueError(f"`epochs`, the number of examples and `batch_size` must be >= 1, got {epochs}, {n}, "
                          f"{batch_size}")
+    groups = _parameter_groups(model, lr, lr_scales or {})
     generator = seed_everything(seed)
     steps_per_epoch = (n + batch_size - 1) // batch_size
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[group["lr"] for group in groups],
+                                                   total_steps=epochs * steps_per_epoch)
     history: List[Dict[str, float]] = []
     model.train()
     try:

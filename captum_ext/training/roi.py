@@ -43,6 +43,7 @@ def fit(
     seed: int = 0,
     show_progress: bool = True,
     checkpoint: Optional[Union[str, Path]] = None,
+    branch_lr_scale: float = 1.0,
 ) -> List[Dict[str, float]]:
     """Train with cross-entropy on ROI scenes (AdamW, one-cycle schedule, seeded); returns per-epoch mean loss.
 
@@ -56,15 +57,33 @@ def fit(
         show_progress (bool, optional): show a progress bar. Default: True.
         checkpoint (str or Path, optional): if given, the ``state_dict`` is saved there after every epoch.
             Default: None.
+        branch_lr_scale (float, optional): peak learning rate of the mask branch (``model.branches``) as a
+            multiple of ``lr``. When fine-tuning a pretrained backbone, the branch is new and starts as an exact
+            identity, so it may need a larger rate than the pretrained layers (e.g. 10). Default: 1.0 (one rate).
 
     Returns:
         list of dict: one dict per epoch, ``{"total": mean cross-entropy over the epoch's scenes}``.
 
     Raises:
-        ValueError: if ``batch`` does not come from ``make_scenes(mode="roi")``, or ``epochs`` or ``batch_size``
-            is below 1.
+        ValueError: if ``batch`` does not come from ``make_scenes(mode="roi")``, ``epochs`` or ``batch_size``
+            is below 1, ``branch_lr_scale`` is not positive, or it is not 1 for a hard baseline (no branch).
+
+    Example::
+
+        >>> from captum_ext.datasets import scenes
+        >>> from captum_ext.training import roi
+        >>> net = roi.build_model(18)
+        >>> history = roi.fit(net, scenes.make_scenes(8, mode="roi", seed=0), epochs=1, batch_size=8,
+        ...                   branch_lr_scale=10.0, show_progress=False)
+        >>> len(history), net.training
+        (1, False)
     """
     _check_roi(batch)
+    if isinstance(branch_lr_scale, bool) or not isinstance(branch_lr_scale, (int, float)) or branch_lr_scale <= 0:
+        raise ValueError(f"`branch_lr_scale` must be a positive number, got {branch_lr_scale!r}")
+    if branch_lr_scale != 1 and not len(model.branches):
+        raise ValueError(f"`branch_lr_scale` must be 1 for a model without a mask branch (hard={model.hard!r}), "
+                         f"got {branch_lr_scale!r}")
     images = normalize(batch.images)
     masks = batch.masks.float()
 
@@ -74,7 +93,8 @@ def fit(
 
     return train_epochs(model, len(batch), batch_loss, epochs, batch_size=batch_size, lr=lr, seed=seed,
                         show_progress=show_progress, desc=f"ROI {model.merge}/{model.mode}/{model.hard}",
-                        checkpoint=checkpoint)
+                        checkpoint=checkpoint,
+                        lr_scales={"branches.": float(branch_lr_scale)} if branch_lr_scale != 1 else None)
 
 
 @torch.no_grad()
@@ -204,6 +224,8 @@ def train_and_record(
     n_test: int = DEFAULT_N_TEST,
     seed: int = 0,
     show_progress: bool = True,
+    batch_size: int = 64,
+    lr: float = 2e-3,
 ) -> RoiRun:
     """Train one variant on fresh ROI scenes, score it by ROI size on held-out scenes, save weights and record.
 
@@ -220,11 +242,14 @@ def train_and_record(
         seed (int, optional): seeds the initialisation (``torch.manual_seed``), the data and the training loop.
             Default: 0.
         show_progress (bool, optional): show a progress bar. Default: True.
+        batch_size (int, optional): scenes per optimisation step. Default: 64.
+        lr (float, optional): peak learning rate (:func:`fit`). Default: 2e-3.
 
     Returns:
         RoiRun: ``record`` — the dict written to ``<variant>.json``: ``"variant"``, ``"depth"``, ``"backbone"``,
-        ``"epochs"``, ``"n_train"``, ``"n_test"``, ``"seed"``, ``"train_seconds"``, ``"final_loss"``,
-        ``"overall_per_image"``, ``"overall_class_mean"``, ``"bins"``, ``"per_image"``, ``"class_mean"`` and
+        ``"epochs"``, ``"n_train"``, ``"n_test"``, ``"batch_size"``, ``"lr"``, ``"seed"``, ``"train_seconds"``,
+        ``"final_loss"``, ``"loss"`` (per-epoch mean), ``"overall_per_image"``, ``"overall_class_mean"``, ``"bins"``,
+        ``"per_image"``, ``"class_mean"`` and
         ``"counts"`` — and ``result``, the :class:`~captum_ext.metrics.BinnedAccuracy` on the test scenes.
 
     Raises:
@@ -243,12 +268,13 @@ def train_and_record(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    history = fit(model, train, epochs=epochs, seed=seed, show_progress=show_progress,
-                  checkpoint=out / f"{variant}.pt")
+    history = fit(model, train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                  show_progress=show_progress, checkpoint=out / f"{variant}.pt")
     result = evaluate(model, test)
     record = {"variant": variant, "depth": depth, "backbone": str(backbone_weights) if backbone_weights else None,
-              "epochs": epochs, "n_train": n_train, "n_test": n_test, "seed": seed,
-              "train_seconds": time.time() - start, "final_loss": history[-1]["total"],
+              "epochs": epochs, "n_train": n_train, "n_test": n_test, "batch_size": batch_size, "lr": lr,
+              "seed": seed, "train_seconds": time.time() - start, "final_loss": history[-1]["total"],
+              "loss": [epoch["total"] for epoch in history],
               "overall_per_image": result.overall_per_image, "overall_class_mean": result.overall_class_mean,
               "bins": result.edges.tolist(), "per_image": result.per_image.tolist(),
               "class_mean": result.class_mean.tolist(), "counts": result.counts.tolist()}

