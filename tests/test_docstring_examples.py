@@ -7,6 +7,7 @@ import pytest
 MODULES = [
     "captum_ext.attr.node_backtrack",
     "captum_ext.attr.sensitivity_bbox",
+    "captum_ext.attr._box_features",
     "captum_ext.attr.multi_layer_class_diff_saliency",
     "captum_ext.models.self_supervised_attention",
     "captum_ext.models.roi_attention_resnet",

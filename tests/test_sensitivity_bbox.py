@@ -61,7 +61,7 @@ def test_activation_layer_variant_differentiates_the_summed_activations():
 
 
 def test_box_features_by_hand():
-    sb = SensitivityBBox(half_square_energy, grid_size=2, sigma=0.0, power=2.0)
+    sb = SensitivityBBox(half_square_energy, grid_size=2, sigma=0.0, power=2.0, features="grid")
     image = torch.zeros(1, 1, 4, 4)
     image[0, 0, :2, :2] = 4.0  # pooled cell (0,0) = 4
     image[0, 0, 2:, 2:] = 2.0  # pooled cell (1,1) = 2
@@ -76,7 +76,7 @@ def synthetic_problem(n: int, seed: int):
     """Random maps and boxes that are an exact affine function of their features."""
     gen = torch.Generator().manual_seed(seed)
     images = torch.rand(n, 1, 6, 8, generator=gen) + 0.1
-    sb = SensitivityBBox(half_square_energy, grid_size=2, sigma=0.0, power=1.0)
+    sb = SensitivityBBox(half_square_energy, grid_size=2, sigma=0.0, power=1.0, features="grid")
     features = sb.box_features(images)
     weight = torch.tensor([[0.05, 0.1, -0.05, 0.2], [0.1, -0.1, 0.15, 0.0], [-0.1, 0.05, 0.0, 0.1],
                            [0.0, 0.0, 0.1, -0.05]], dtype=torch.float64)
@@ -87,11 +87,12 @@ def synthetic_problem(n: int, seed: int):
 
 def test_ridge_fit_recovers_a_known_linear_map():
     images, boxes, _ = synthetic_problem(200, seed=0)
-    sb = SensitivityBBox(half_square_energy, grid_size=2, sigma=0.0, power=1.0).fit(images, boxes, ridge=0.0)
+    paper = dict(grid_size=2, sigma=0.0, power=1.0, features="grid")
+    sb = SensitivityBBox(half_square_energy, **paper).fit(images, boxes, ridge=0.0)
     test_images, _, test_boxes = synthetic_problem(50, seed=1)
     torch.testing.assert_close(sb.predict_boxes(test_images).double(), test_boxes, atol=1e-4, rtol=0)
     # A strong penalty shrinks towards the mean box and must do worse.
-    shrunk = SensitivityBBox(half_square_energy, grid_size=2, sigma=0.0, power=1.0).fit(images, boxes, ridge=100.0)
+    shrunk = SensitivityBBox(half_square_energy, **paper).fit(images, boxes, ridge=100.0)
     assert (shrunk.predict_boxes(test_images).double() - test_boxes).abs().max() > 0.01
 
 
@@ -254,3 +255,116 @@ def test_fit_attributions_equals_fit_on_the_images():
     torch.testing.assert_close(from_images.state_dict()["weight"], from_maps.state_dict()["weight"])
     with pytest.raises(ValueError, match="same length"):
         from_maps.fit_attributions(images, boxes[:3])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Feature sets
+# ----------------------------------------------------------------------------------------------------------------
+
+def two_blob_map() -> torch.Tensor:
+    """A 1×1×4×8 map: 1 on rows 0-1 × columns 0-1, 3 on rows 2-3 × columns 4-7."""
+    image = torch.zeros(1, 1, 4, 8)
+    image[0, 0, :2, :2] = 1.0
+    image[0, 0, 2:, 4:] = 3.0
+    return image
+
+
+def test_moments_of_a_known_map_by_hand():
+    sb = SensitivityBBox(half_square_energy, sigma=0.0, features="moments")
+    f = sb.box_features(two_blob_map())
+    assert f.shape == (1, 28)
+    # power 1: weights 1/3 on the small blob (4 px), 1 on the big one (8 px): masses 4/3 and 8, total 28/3.
+    # x centres: small blob (0.5+1.5)/2/8 = 0.125, big blob (4.5+..+7.5)/4/8 = 0.75; the centroid weighs them by
+    # their masses.
+    cx = (4 / 3 * 0.125 + 8 * 0.75) / (28 / 3)
+    cy = (4 / 3 * 0.25 + 8 * 0.75) / (28 / 3)
+    torch.testing.assert_close(f[0, :2], torch.tensor([cx, cy], dtype=torch.float64))
+    # power 8: the small blob weighs (1/3)^8, next to nothing -> the big blob's centroid and spread.
+    p8 = f[0, 21:28]
+    x = (torch.arange(4, 8, dtype=torch.float64) + 0.5) / 8
+    var_x = float((x**2).mean() - x.mean() ** 2)
+    torch.testing.assert_close(p8[[0, 1, 4, 5]], torch.tensor([0.75, 0.75, var_x, 1 / 64], dtype=torch.float64),
+                               atol=1e-3, rtol=0)
+    torch.testing.assert_close(p8[2] ** 2, p8[4])  # the std block is the root of the variance block
+
+
+def test_cam_features_are_the_threshold_boxes_in_image_fractions():
+    sb = SensitivityBBox(half_square_energy, sigma=0.0, features="cam")
+    f = sb.box_features(two_blob_map())
+    scale = torch.tensor([8.0, 4.0, 8.0, 4.0], dtype=torch.float64)
+    # Thresholds 0.2 and 0.3 keep both blobs (1 >= 0.3·3): the larger region (8 px) wins; so at every threshold.
+    for k, threshold in enumerate((0.2, 0.3, 0.4, 0.5, 0.6)):
+        expected = metrics.boxes_from_saliency(two_blob_map(), threshold=threshold)[0].double() / scale
+        torch.testing.assert_close(f[0, 4 * k : 4 * k + 4], expected)
+    torch.testing.assert_close(f[0, :4] * scale, torch.tensor([4.0, 2.0, 8.0, 4.0], dtype=torch.float64))
+
+
+def test_feature_sets_concatenate_in_table_order_and_class_is_one_hot():
+    maps = two_blob_map().expand(2, 1, 4, 8)
+    sb = SensitivityBBox(half_square_energy, grid_size=2, sigma=0.0, features=("class", "grid"), num_classes=3)
+    assert sb.features == ("grid", "class") and sb.feature_dim == 4 + 3
+    f = sb.box_features(maps, target=torch.tensor([2, 0]))
+    grid = SensitivityBBox(half_square_energy, grid_size=2, sigma=0.0, features="grid").box_features(maps)
+    torch.testing.assert_close(f[:, :4], grid)
+    assert f[:, 4:].tolist() == [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
+    assert sb.box_features(maps, target=1)[:, 4:].tolist() == [[0.0, 1.0, 0.0]] * 2
+    multi = SensitivityBBox(half_square_energy, grid_size=2, sigma=0.0, features=("grid", "multiscale"))
+    assert multi.box_features(maps).shape == (2, 4 + 16 + 64) and multi.feature_dim == 84
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"features": ()}, "at least one block"),
+        ({"features": ("grid", "edges")}, "unknown blocks"),
+        ({"features": "class"}, "num_classes"),
+        ({"features": "class", "num_classes": 0}, "num_classes"),
+    ],
+)
+def test_bad_feature_sets_are_named(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        SensitivityBBox(half_square_energy, **kwargs)
+
+
+def test_class_features_need_the_target_for_maps_but_not_for_images():
+    images = torch.rand(6, 1, 4, 8) + 0.1
+    boxes = torch.tensor([[1.0, 1.0, 5.0, 3.0]] * 6)
+    sb = SensitivityBBox(tiny_cnn(classes=3), grid_size=2, features=("grid", "class"), num_classes=3)
+    with pytest.raises(ValueError, match="`target` is required"):
+        sb.fit_attributions(images, boxes)
+    with pytest.raises(ValueError, match="outside"):
+        sb.fit_attributions(images, boxes, target=torch.tensor([0, 1, 2, 3, 0, 1]))
+    sb.fit_attributions(images, boxes, target=torch.tensor([0, 1, 2, 0, 1, 2]))
+    x = torch.randn(4, 3, 8, 8)
+    predicted = tiny_cnn(classes=3)(x).argmax(1)
+    # Without a target the explained (predicted) class feeds the class block, as for the map.
+    sens = sb.attribute(x, target=predicted)
+    torch.testing.assert_close(sb.predict_boxes(x), sb.boxes_from_attributions(sens, predicted))
+    # The activation variant's map ignores the target, but the class block still reads it.
+    model = tiny_cnn(classes=3)
+    act = SensitivityBBox(model, activation_layer=model[3], grid_size=2, features=("grid", "class"), num_classes=3)
+    assert act._sensitivity_and_classes(x, 2, None)[1].tolist() == [2] * 4
+    assert act._sensitivity_and_classes(x, None, None)[1].tolist() == model(x).argmax(1).tolist()
+
+
+def test_feature_set_round_trip_and_old_files_load_as_the_paper_features(tmp_path):
+    images, boxes, _ = synthetic_problem(30, seed=6)
+    labels = torch.arange(30) % 4
+    sb = SensitivityBBox(half_square_energy, grid_size=2, features=("grid", "moments", "cam", "class"), num_classes=4)
+    sb.fit_attributions(images, boxes, target=labels)
+    path = tmp_path / "rich.pt"
+    torch.save(sb.state_dict(), path)
+    state = torch.load(path, weights_only=True)
+    assert state["features"] == ["grid", "moments", "cam", "class"] and state["num_classes"] == 4
+    restored = SensitivityBBox(half_square_energy, grid_size=2, features="grid").load_state_dict(state)
+    assert restored.features == sb.features and restored.num_classes == 4
+    assert torch.equal(restored.boxes_from_attributions(images, labels), sb.boxes_from_attributions(images, labels))
+    # A file from before feature sets: version 1, no "features" key -> the paper's pooled grid.
+    paper = SensitivityBBox(half_square_energy, grid_size=2, features="grid").fit_attributions(images, boxes)
+    old = {k: v for k, v in paper.state_dict().items() if k not in ("features", "num_classes")}
+    old["version"] = 1
+    loaded = SensitivityBBox(half_square_energy, grid_size=2).load_state_dict(old)
+    assert loaded.features == ("grid",) and loaded.num_classes is None
+    assert torch.equal(loaded.boxes_from_attributions(images), paper.boxes_from_attributions(images))
+    with pytest.raises(ValueError, match="features"):
+        SensitivityBBox(half_square_energy, grid_size=2).load_state_dict({**old, "version": 2})

@@ -45,6 +45,8 @@ class BoxMapFitting:
     :class:`captum_ext.SensitivityBBox`, which provides ``attribute``, ``box_features`` and the settings)."""
 
     grid_size: int
+    features: Tuple[str, ...]
+    num_classes: Optional[int]
     _regression: Optional[RidgeRegression]
     _has_statistics: bool
 
@@ -71,13 +73,14 @@ class BoxMapFitting:
         return images
 
     def _attribute_batches(self, images: Tensor, target: Any, additional_forward_args: Any,
-                           batch_size: Optional[int]) -> Iterator[Tensor]:
+                           batch_size: Optional[int]) -> Iterator[Tuple[Tensor, Optional[Tensor]]]:
+        """Yield ``(sensitivity, explained classes)`` per batch."""
         n = images.shape[0]
         size = n if batch_size is None else check_batch_size(batch_size)
         per_image = _per_image(target, n)
         for part in iter_batches(n, size):
-            yield self.attribute(images[part], target=target[part] if per_image else target,
-                                 additional_forward_args=additional_forward_args)
+            yield self._sensitivity_and_classes(images[part], target[part] if per_image else target,
+                                                additional_forward_args)
 
     def _batches(self, inputs: Any, boxes: Any, target: Any, batch_size: int) -> Tuple[Iterable[Batch], Optional[int]]:
         if isinstance(inputs, tuple) and inputs and all(isinstance(t, Tensor) for t in inputs):
@@ -116,10 +119,10 @@ class BoxMapFitting:
             if batch_boxes.shape[0] != images.shape[0]:
                 raise ValueError(f"a batch has {images.shape[0]} images but {batch_boxes.shape[0]} boxes")
             batch_target = item[2] if len(item) == 3 else target
-            sens = self.attribute(images, target=batch_target, additional_forward_args=extra)
+            sens, classes = self._sensitivity_and_classes(images, batch_target, extra)
             height, width = images.shape[-2:]
             scale = torch.tensor([width, height, width, height], dtype=torch.float64)
-            yield self.box_features(sens).cpu(), batch_boxes.to(torch.float64).cpu() / scale
+            yield self.box_features(sens, classes).cpu(), batch_boxes.to(torch.float64).cpu() / scale
 
     def fit(
         self,
@@ -176,7 +179,8 @@ class BoxMapFitting:
         pairs = self._accumulate(batches, target, additional_forward_args, total, show_progress, "SensitivityBBox.fit")
         return self._fit_pairs(pairs, penalty, synchronize=synchronize is not False)
 
-    def fit_attributions(self, attributions: Tensor, boxes: Tensor, ridge: float = 0.1) -> "SensitivityBBox":
+    def fit_attributions(self, attributions: Tensor, boxes: Tensor, ridge: float = 0.1,
+                         target: Any = None) -> "SensitivityBBox":
         r"""Fit the linear map on sensitivity maps you already have (no model call).
 
         Useful to reuse maps across settings, or to put another method's maps (e.g. Captum's
@@ -186,6 +190,8 @@ class BoxMapFitting:
             attributions (Tensor): ``N×C×H×W`` maps.
             boxes (Tensor): ``N×4`` ground-truth boxes in pixels.
             ridge (float, optional): as in :meth:`fit`. Default: 0.1.
+            target (int, Tensor or list, optional): the class each map explains; required only with the
+                ``"class"`` features. Default: None.
 
         Returns:
             SensitivityBBox: ``self``, fitted.
@@ -198,12 +204,12 @@ class BoxMapFitting:
                              f"and {box_tensor.shape[0]}")
         height, width = attributions.shape[-2:]
         scale = torch.tensor([width, height, width, height], dtype=torch.float64)
-        pairs = iter([(self.box_features(attributions).cpu(), box_tensor.to(torch.float64).cpu() / scale)])
+        pairs = iter([(self.box_features(attributions, target).cpu(), box_tensor.to(torch.float64).cpu() / scale)])
         return self._fit_pairs(pairs, penalty)
 
     def _fit_pairs(self, pairs: Iterator[Tuple[Tensor, Tensor]], penalty: float, synchronize: bool = False
                    ) -> "SensitivityBBox":
-        regression = RidgeRegression(self.grid_size**2, 4)
+        regression = RidgeRegression(self.feature_dim, 4)
         for features, targets in pairs:
             regression.accumulate(features, targets)
         if synchronize:
@@ -279,7 +285,11 @@ class BoxMapFitting:
         return box_map_state(self._settings(), self._fitted())
 
     def load_state_dict(self, state: Dict[str, Any]) -> "SensitivityBBox":
-        """Restore a fitted map saved with :meth:`state_dict`; the feature settings must match this instance.
+        """Restore a fitted map saved with :meth:`state_dict`, with the feature set it was fitted on.
+
+        The blur, grid and channel settings must match this instance; the feature set (``features``,
+        ``num_classes``) is taken from ``state`` (files saved before feature sets existed hold the paper's
+        ``("grid",)`` features).
 
         Args:
             state (dict): the output of :meth:`state_dict` (e.g. read with ``torch.load(..., weights_only=True)``).
@@ -291,9 +301,9 @@ class BoxMapFitting:
             TypeError: ``state`` is not a dict.
             ValueError: a missing key, another format version, or feature settings that differ.
         """
-        self._regression = load_box_map_state(state, self._settings())
+        self._regression, self.features, self.num_classes = load_box_map_state(state, self._settings())
         self._has_statistics = any(str(k).startswith("stats.") for k in state)
         return self
 
     def _settings(self) -> Dict[str, Any]:
-        return {key: getattr(self, key) for key in FEATURE_SETTINGS}
+        return {key: getattr(self, key) for key in (*FEATURE_SETTINGS, "features", "num_classes")}

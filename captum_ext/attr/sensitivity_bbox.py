@@ -3,10 +3,9 @@
 The box learning (fitting, ridge choice, saving) lives in :mod:`captum_ext.attr._box_fitting`."""
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
@@ -28,6 +27,7 @@ from captum_ext._utils.attribution import (
 from captum_ext._utils.ridge import RidgeRegression
 from captum_ext._utils.smoothing import gaussian_blur
 from captum_ext._utils.validation import check_in_choices, check_scalar
+from captum_ext.attr._box_features import DEFAULT_FEATURES, box_feature_matrix, check_features, feature_count
 from captum_ext.attr._box_fitting import BoxMapFitting, order_and_clip
 
 _CHANNEL_REDUCTIONS = ("max", "mean", "sum")
@@ -44,14 +44,25 @@ class SensitivityBBox(BoxMapFitting, GradientAttribution):
     to each input element, exactly Captum's :class:`~captum.attr.Saliency`. With ``activation_layer`` set it is
     instead the gradient of the *sum of that layer's activations* — the authors' later, class-agnostic variant.
 
-    **The box features** (choices the paper leaves open, documented here):
+    **The box features** (choices the paper leaves open, documented here). The colour channels of the first
+    input's map are reduced with ``channel_reduction`` (default ``"max"``) and the map is blurred with a Gaussian of
+    ``sigma`` pixels (default 4) so single-pixel gradient spikes do not dominate. ``features`` then selects blocks
+    of numbers, concatenated in this order whatever order they are given in:
 
-    1. reduce the colour channels of the first input's map with ``channel_reduction`` (default ``"max"``);
-    2. blur with a Gaussian of ``sigma`` pixels (default 4) so single-pixel gradient spikes do not dominate;
-    3. average-pool to a ``grid_size × grid_size`` grid (default 16), so any input size gives the same features;
-    4. divide by the map's maximum, raise to ``power`` (default 4) to favour the strongest region over diffuse
-       clutter, and divide by the sum, so the features form a distribution over the grid. A box centre is then a
-       *linear* function of the features (the centroid), which is what makes a linear map work.
+    * ``"grid"`` — the paper's features: average-pool to ``grid_size × grid_size`` (default 16), divide by the
+      maximum, raise to ``power`` (default 4) to favour the strongest region over diffuse clutter, and divide by the
+      sum: a distribution over the grid, whose centroid (a box centre) is a *linear* function of it;
+    * ``"multiscale"`` — the same distribution on 4×4 and 8×8 grids;
+    * ``"moments"`` — the map's mass centroid, standard deviations, variances and covariance under the weights
+      ``(map / max)^p``, p = 1, 2, 4, 8: centre and extent directly, from the whole map to its peak;
+    * ``"cam"`` — the CAM-threshold boxes (largest connected region above ``t · max``, t = 0.2 … 0.6) on the map
+      blurred by ``sigma / 2``, in fractions of the image size: region edges, which a linear map of a pooled
+      distribution cannot read;
+    * ``"class"`` — the one-hot explained class (needs ``num_classes``): a per-class box offset, for classes whose
+      box sits differently around the sensitive pixels. It departs from the paper's class-agnostic map.
+
+    The default ``("moments", "cam")`` is the best class-agnostic set on validation scenes of the
+    benchmark (``benchmarks/bench_sensitivity_bbox.py``); ``features="grid"`` is the paper's set.
 
     **The linear map** (:meth:`fit`) is ridge regression from the features to the box corners divided by the
     image width/height, solved in closed form. :meth:`fit` accumulates ``XᵀX`` and ``Xᵀy`` batch by batch, so the
@@ -63,14 +74,18 @@ class SensitivityBBox(BoxMapFitting, GradientAttribution):
 
     Args:
         forward_func (Callable or nn.Module): the classifier (in eval mode), returning ``N×K`` scores.
-        grid_size (int, optional): side of the pooled feature grid. Default: 16.
+        grid_size (int, optional): side of the pooled grid of the ``"grid"`` features. Default: 16.
         channel_reduction (str, optional): ``"max"``, ``"mean"`` or ``"sum"`` over the input channels of the map.
             Default: ``"max"``.
         sigma (float, optional): Gaussian blur of the map before pooling, in input pixels; 0 disables it.
             Default: 4.0 (with ``power`` 4 and ridge 0.1, chosen on validation scenes; see the benchmark).
-        power (float, optional): exponent applied to the max-normalised pooled map. Default: 4.0.
+        power (float, optional): exponent applied to the max-normalised pooled map (``"grid"``, ``"multiscale"``).
+            Default: 4.0.
         activation_layer (nn.Module, optional): if given, differentiate the summed output of this layer (e.g. the
             last conv block) instead of a class score; ``target`` is then ignored. Default: None.
+        features (str or sequence of str, optional): the feature blocks above (a saved map records them and
+            :meth:`load_state_dict` restores them). Default: ``("moments", "cam")``.
+        num_classes (int, optional): the number of classes, required with the ``"class"`` block. Default: None.
 
     Example::
 
@@ -87,6 +102,8 @@ class SensitivityBBox(BoxMapFitting, GradientAttribution):
         >>> test = scenes.make_scenes(4, split="test", seed=1)
         >>> sb.predict_boxes(scenes.normalize(test.images)).shape
         torch.Size([4, 4])
+        >>> SensitivityBBox(model, features="grid").feature_dim   # the paper's features: the 16×16 grid
+        256
     """
 
     def __init__(
@@ -97,6 +114,8 @@ class SensitivityBBox(BoxMapFitting, GradientAttribution):
         sigma: float = 4.0,
         power: float = 4.0,
         activation_layer: Optional[nn.Module] = None,
+        features: Union[str, Sequence[str]] = DEFAULT_FEATURES,
+        num_classes: Optional[int] = None,
     ) -> None:
         if not callable(forward_func):
             raise TypeError(f"`forward_func` must be callable (an nn.Module or function), got "
@@ -111,6 +130,8 @@ class SensitivityBBox(BoxMapFitting, GradientAttribution):
         self.sigma = check_scalar(sigma, "sigma", low=0.0)
         self.power = check_scalar(power, "power", low=0.0, low_open=True)
         self.activation_layer = activation_layer
+        self.features = check_features(features, num_classes)
+        self.num_classes = num_classes if "class" in self.features else None
         self._regression: Optional[RidgeRegression] = None  # features → normalised box corners
         self._has_statistics = False  # select_ridge re-solves from them; a loaded state may lack them
 
@@ -159,7 +180,21 @@ class SensitivityBBox(BoxMapFitting, GradientAttribution):
             grads = tuple(g.abs() for g in grads)
         return format_output(grads, was_tuple)
 
+    def _sensitivity_and_classes(self, images: Tensor, target: Any, additional_forward_args: Any
+                                 ) -> Tuple[Tensor, Optional[Tensor]]:
+        """:meth:`attribute` of one image tensor, with the class each map explains (for the ``"class"`` features)."""
+        (grads,), classes = self._gradients_and_classes((images,), target,
+                                                        format_additional_args(additional_forward_args))
+        return grads.abs(), classes
+
     def _gradients(self, inputs: Tuple[Tensor, ...], target: Any, extra: Tuple[Any, ...]) -> Tuple[Tensor, ...]:
+        return self._gradients_and_classes(inputs, target, extra)[0]
+
+    def _gradients_and_classes(self, inputs: Tuple[Tensor, ...], target: Any, extra: Tuple[Any, ...]
+                               ) -> Tuple[Tuple[Tensor, ...], Optional[Tensor]]:
+        """The gradients and the class of each example (``target``, or the predicted class; ``None`` when the
+        activation variant's model output has no class axis), read from the same forward pass."""
+        classes: Optional[Tensor] = None
         with torch.enable_grad(), eval_mode(self.forward_func), hook_handles() as handles:
             leaves = tuple(x.detach().requires_grad_(True) for x in to_model_dtype(inputs, self.forward_func))
             captured = capture_output(handles, self.activation_layer) if self.activation_layer is not None else None
@@ -172,11 +207,15 @@ class SensitivityBBox(BoxMapFitting, GradientAttribution):
                 if not captured:
                     raise ValueError("`activation_layer` was not called during the forward pass")
                 scores = captured[-1].reshape(captured[-1].shape[0], -1).sum(dim=1)
+                if isinstance(output, Tensor) and output.dim() == 2:
+                    # The map ignores the target, but the box belongs to it (the predicted class when None).
+                    _, classes = select_targets(output.detach(), target)
             else:
-                scores, _ = select_targets(output, target)
+                scores, classes = select_targets(output, target)
             # Examples are independent in eval mode, so the gradient of the sum gives each example's gradient.
             grads = torch.autograd.grad(scores.sum(), leaves, allow_unused=True)
-        return tuple(torch.zeros_like(x) if g is None else g.detach().to(x.dtype) for x, g in zip(inputs, grads))
+        grads = tuple(torch.zeros_like(x) if g is None else g.detach().to(x.dtype) for x, g in zip(inputs, grads))
+        return grads, classes
 
     # ----------------------------------------------------------------------------------------------------------------
     # Box features and boxes from maps
@@ -190,21 +229,41 @@ class SensitivityBBox(BoxMapFitting, GradientAttribution):
             return maps.mean(dim=1, keepdim=True)
         return maps.sum(dim=1, keepdim=True)
 
-    def box_features(self, attributions: Tensor) -> Tensor:
-        r"""The features the linear map reads: ``N×grid_size²`` float64, each row a distribution (sums to 1).
+    @property
+    def feature_dim(self) -> int:
+        """Length of the feature vector the linear map reads (depends on ``features``, ``grid_size``, classes)."""
+        return feature_count(self.features, self.grid_size, self.num_classes)
+
+    def box_features(self, attributions: Tensor, target: Any = None) -> Tensor:
+        r"""The features the linear map reads: the blocks of ``features`` concatenated, ``N×feature_dim`` float64.
+
+        With ``features="grid"`` (the paper's) each row is a distribution over the pooled grid (sums to 1).
 
         Args:
             attributions (Tensor): ``N×C×H×W`` sensitivity maps (e.g. from :meth:`attribute`).
+            target (int, Tensor or list, optional): the explained class of each map; needed only by the
+                ``"class"`` block. Default: None.
 
         Returns:
-            Tensor: ``N×grid_size²`` features. An all-zero map gives the uniform distribution.
+            Tensor: ``N×feature_dim`` features. An all-zero map gives the uniform distribution / full-image boxes.
+
+        Raises:
+            ValueError: a malformed map, or ``"class"`` features without a valid ``target``.
+
+        Example::
+
+            >>> import torch
+            >>> from captum_ext import SensitivityBBox
+            >>> sb = SensitivityBBox(lambda x: x.sum((1, 2, 3)), sigma=0.0, features=("moments", "cam"))
+            >>> maps = torch.zeros(1, 1, 4, 4); maps[0, 0, 1:3, 2:4] = 1.0
+            >>> f = sb.box_features(maps)
+            >>> f[0, :2].tolist(), (f[0, -4:] * 4).tolist()   # centroid; box at threshold 0.6, in pixels
+            ([0.75, 0.5], [2.0, 1.0, 4.0, 3.0])
         """
         attributions = self._check_attributions(attributions)
-        maps = gaussian_blur(self._reduce_channels(attributions.to(torch.float32)), self.sigma)
-        pooled = F.adaptive_avg_pool2d(maps, self.grid_size).flatten(1).to(torch.float64)
-        peak = pooled.amax(dim=1, keepdim=True)
-        sharpened = torch.where(peak > 0, pooled / peak.clamp_min(1e-300), torch.ones_like(pooled)) ** self.power
-        return sharpened / sharpened.sum(dim=1, keepdim=True)
+        maps = self._reduce_channels(attributions.to(torch.float32))
+        return box_feature_matrix(maps, self.features, self.grid_size, self.sigma, self.power,
+                                  num_classes=self.num_classes, classes=target if "class" in self.features else None)
 
     @staticmethod
     def _check_attributions(attributions: Tensor) -> Tensor:
@@ -216,11 +275,13 @@ class SensitivityBBox(BoxMapFitting, GradientAttribution):
             raise ValueError("`attributions` contains NaN or inf values")
         return attributions
 
-    def boxes_from_attributions(self, attributions: Tensor) -> Tensor:
+    def boxes_from_attributions(self, attributions: Tensor, target: Any = None) -> Tensor:
         r"""Apply the fitted linear map to sensitivity maps you already have.
 
         Args:
             attributions (Tensor): ``N×C×H×W`` maps from :meth:`attribute` (or any map of the same kind).
+            target (int, Tensor or list, optional): the class each map explains; required only with the
+                ``"class"`` features. Default: None.
 
         Returns:
             Tensor: ``N×4`` float32 boxes ``(x1, y1, x2, y2)`` in input pixels, clipped to the image, with
@@ -230,7 +291,7 @@ class SensitivityBBox(BoxMapFitting, GradientAttribution):
             RuntimeError: if the map has not been fitted (call :meth:`fit` or :meth:`load_state_dict`).
         """
         regression = self._fitted()
-        features = self.box_features(attributions)
+        features = self.box_features(attributions, target)
         height, width = attributions.shape[-2:]
         normalised = regression.predict(features)
         scale = torch.tensor([width, height, width, height], dtype=torch.float64, device=features.device)
@@ -272,7 +333,7 @@ class SensitivityBBox(BoxMapFitting, GradientAttribution):
         """
         self._fitted()
         images = self._single_input(inputs)
-        return torch.cat([self.boxes_from_attributions(sens) for sens in
+        return torch.cat([self.boxes_from_attributions(sens, classes) for sens, classes in
                           self._attribute_batches(images, target, additional_forward_args, batch_size)])
 
     def cam_boxes(

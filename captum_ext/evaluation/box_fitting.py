@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +38,7 @@ def fit_box_map(
     device: str = "cpu",
     resize: Optional[Tuple[int, int]] = None,
     num_workers: int = 0,
+    features: Optional[Union[str, Sequence[str]]] = None,
 ) -> Dict[str, Any]:
     """Fit a SensitivityBBox box map on every (image, class) pair with boxes, and save it (rank 0).
 
@@ -54,6 +55,9 @@ def fit_box_map(
         device (str, optional): ``"cpu"`` or ``"cuda"``.
         resize (tuple of int, optional): ``(H, W)`` to resize images to.
         num_workers (int, optional): DataLoader workers.
+        features (str or sequence of str, optional): the box feature blocks (see
+            :class:`~captum_ext.SensitivityBBox`); recorded in the file. ``"class"`` takes the
+            number of classes from the model. Default: ``None``, SensitivityBBox's default set.
 
     Returns:
         dict: the fitted state (the same on every process).
@@ -62,6 +66,7 @@ def fit_box_map(
         ValueError: a dataset without boxes, or categories the model does not have.
     """
     from captum_ext import SensitivityBBox
+    from captum_ext.attr._box_features import DEFAULT_FEATURES
     from captum_ext.evaluation.runner import _dataset_of, _model_of
 
     with processes(device) as group, eval_mode(model if isinstance(model, nn.Module) else None):
@@ -87,7 +92,9 @@ def fit_box_map(
                            torch.stack([training_box(t.boxes) for _, t in group_pairs]),
                            torch.tensor([class_of[t.category] for _, t in group_pairs], device=group.device))
 
-        box_map = SensitivityBBox(loaded.model).fit(pairs(), ridge=ridge)
+        feature_set = DEFAULT_FEATURES if features is None else features
+        box_map = SensitivityBBox(loaded.model, features=feature_set, num_classes=len(loaded.class_names))
+        box_map = box_map.fit(pairs(), ridge=ridge)
         state = box_map.state_dict()
         if group.is_main:
             Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
+from captum_ext.attr._box_features import FEATURE_BLOCKS
 from captum_ext.evaluation.methods import METHODS
 from captum_ext.evaluation.scoring import LOCALISATION_METRICS
 from captum_ext.evaluation.models import MODEL_FORMS
@@ -79,7 +80,7 @@ def run_fit_boxes(args: argparse.Namespace) -> int:
 
     state = fit_box_map(_model(args), args.data, args.out, batch_size=args.batch_size, ridge=args.ridge,
                         class_map=_class_map(args.class_map), device=args.device, resize=args.resize,
-                        num_workers=args.workers)
+                        num_workers=args.workers, features=args.features)
     if _is_main():
         print(f"box map fitted on {int(state['stats.count'])} (image, class) pairs, written to {args.out}")
     return 0
@@ -130,4 +131,7 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     fit.add_argument("--out", type=Path, required=True, help="box map file to write (.pt)")
     fit.add_argument("--batch-size", type=int, default=32)
     fit.add_argument("--ridge", type=float, default=0.1)
+    fit.add_argument("--features", nargs="+", default=None, choices=tuple(FEATURE_BLOCKS),
+                     help="box feature blocks, recorded in the file (default: SensitivityBBox's default set; "
+                          "'grid' alone is the paper's)")
     fit.set_defaults(run=run_fit_boxes)

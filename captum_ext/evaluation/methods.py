@@ -138,7 +138,7 @@ def build_method(
 
         def sensitivity_maps(images: Tensor, targets: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
             raw = sensitivity.attribute(images, target=targets)
-            boxes = sensitivity.boxes_from_attributions(raw) if box_map is not None else None
+            boxes = sensitivity.boxes_from_attributions(raw, targets) if box_map is not None else None
             return _channel_max(raw), boxes
 
         return sensitivity_maps

@@ -1,0 +1,233 @@
+"""SensitivityBBox's box features: named blocks of numbers computed from a sensitivity map, concatenated and read by
+the learned linear map. The table :data:`FEATURE_BLOCKS` documents each block; :func:`box_feature_matrix` computes
+them. Kept apart from the attribution (:mod:`captum_ext.attr.sensitivity_bbox`) and the fitting
+(:mod:`captum_ext.attr._box_fitting`)."""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from torch import Tensor
+
+from captum_ext._utils.smoothing import gaussian_blur
+
+#: Each block: what it holds and its length (``g`` = ``grid_size``, ``K`` = ``num_classes``). Every block is computed
+#: from the channel-reduced map of one image; coordinates are fractions of the image width/height.
+FEATURE_BLOCKS: Dict[str, str] = {
+    "grid": "the paper's features: the map blurred by `sigma`, average-pooled to g×g, max-normalised, raised to "
+            "`power` and normalised to sum 1 (g² numbers)",
+    "multiscale": "the same pooled distribution at the coarser grids 4×4 and 8×8 (80 numbers)",
+    "moments": "mass centroid (x, y), standard deviations (x, y), variances (x, y) and covariance of the map blurred "
+               "by `sigma`, weighted by (map / max)^p for p in 1, 2, 4, 8 (28 numbers)",
+    "cam": "CAM-threshold boxes (x1, y1, x2, y2) of the largest connected region above t·max, t in 0.2 … 0.6, "
+           "on the map blurred by `sigma` / 2 (20 numbers)",
+    "class": "one-hot of the explained class: a per-class box offset (K numbers; needs `num_classes`)",
+}
+#: The paper's feature set (the only one before feature sets existed; files saved without a set hold it).
+PAPER_FEATURES: Tuple[str, ...] = ("grid",)
+#: The default, chosen on validation scenes among the class-agnostic sets (see the benchmark).
+DEFAULT_FEATURES: Tuple[str, ...] = ("moments", "cam")
+MOMENT_POWERS = (1.0, 2.0, 4.0, 8.0)
+CAM_THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6)
+MULTISCALE_GRIDS = (4, 8)
+
+
+def check_features(features: Union[str, Sequence[str]], num_classes: Optional[int]) -> Tuple[str, ...]:
+    """The feature set as a tuple of block names in table order, checked.
+
+    Args:
+        features (str or sequence of str): block names from :data:`FEATURE_BLOCKS`, or one name.
+        num_classes (int, optional): required when ``"class"`` is selected.
+
+    Returns:
+        tuple of str: the distinct names, ordered as in :data:`FEATURE_BLOCKS` (so equal sets compare equal).
+
+    Raises:
+        ValueError: an empty set, an unknown name, or ``"class"`` without a positive integer ``num_classes``.
+    """
+    names = (features,) if isinstance(features, str) else tuple(features)
+    if not names:
+        raise ValueError(f"`features` must name at least one block of {list(FEATURE_BLOCKS)}")
+    unknown = [n for n in names if n not in FEATURE_BLOCKS]
+    if unknown:
+        raise ValueError(f"`features` has unknown blocks {unknown}; choose from {list(FEATURE_BLOCKS)}")
+    if "class" in names and not (isinstance(num_classes, int) and not isinstance(num_classes, bool)
+                                 and num_classes >= 1):
+        raise ValueError(f"`num_classes` must be a positive int when `features` includes 'class', got {num_classes!r}")
+    return tuple(n for n in FEATURE_BLOCKS if n in names)
+
+
+def feature_count(features: Sequence[str], grid_size: int, num_classes: Optional[int]) -> int:
+    """Length of the feature vector of a (checked) feature set.
+
+    Args:
+        features (sequence of str): block names.
+        grid_size (int): side of the ``"grid"`` block.
+        num_classes (int, optional): length of the ``"class"`` block.
+
+    Returns:
+        int: the number of features.
+    """
+    lengths = {"grid": grid_size**2, "multiscale": sum(g * g for g in MULTISCALE_GRIDS),
+               "moments": 7 * len(MOMENT_POWERS), "cam": 4 * len(CAM_THRESHOLDS), "class": num_classes or 0}
+    return sum(lengths[n] for n in features)
+
+
+def pooled_distribution(maps: Tensor, grid: int, power: float) -> Tensor:
+    """``N×grid²`` float64: the pooled map, max-normalised, sharpened by ``power``, summing to 1 (an all-zero map
+    gives the uniform distribution)."""
+    pooled = F.adaptive_avg_pool2d(maps, grid).flatten(1).to(torch.float64)
+    peak = pooled.amax(dim=1, keepdim=True)
+    sharpened = torch.where(peak > 0, pooled / peak.clamp_min(1e-300), torch.ones_like(pooled)) ** power
+    return sharpened / sharpened.sum(dim=1, keepdim=True)
+
+
+def map_moments(maps: Tensor, powers: Sequence[float] = MOMENT_POWERS) -> Tensor:
+    """``N×7·len(powers)`` float64: for each power p, the centroid, standard deviations, variances and covariance of
+    the pixel weights ``(map / max)^p`` (normalised to sum 1), in fractions of the width/height.
+
+    Pixel centres sit at ``(i + 0.5) / size``, so a uniform map has its centroid at 0.5. A higher power follows the
+    strongest region; a lower one the whole map: together they let a linear map weigh peak against spread.
+
+    Args:
+        maps (Tensor): ``N×1×H×W`` non-negative maps.
+        powers (sequence of float, optional): the exponents p. Default: 1, 2, 4, 8.
+
+    Returns:
+        Tensor: ``N×7·len(powers)`` float64, per power ``(cx, cy, sx, sy, vx, vy, cov)``.
+
+    Example::
+
+        >>> import torch
+        >>> maps = torch.zeros(1, 1, 2, 4); maps[0, 0, 1, 2:] = 1.0   # bottom row, right half
+        >>> map_moments(maps, powers=(1.0,))[0, :2].tolist()
+        [0.75, 0.75]
+    """
+    n, _, height, width = maps.shape
+    values = maps.reshape(n, height, width).to(torch.float64)
+    peak = values.amax(dim=(1, 2), keepdim=True)
+    base = torch.where(peak > 0, values / peak.clamp_min(1e-300), torch.ones_like(values))
+    ys = (torch.arange(height, dtype=torch.float64, device=maps.device) + 0.5) / height
+    xs = (torch.arange(width, dtype=torch.float64, device=maps.device) + 0.5) / width
+    powered: Dict[float, Tensor] = {1.0: base}
+    blocks = []
+    for power in powers:
+        if power not in powered:
+            # Squaring the previous power (the default 1, 2, 4, 8) is much cheaper than a general pow.
+            half = powered.get(power / 2)
+            powered[power] = half * half if half is not None else base**power
+        weights = powered[power]
+        weights = weights / weights.sum(dim=(1, 2), keepdim=True)
+        # Marginals give the centroid and variances; the covariance needs the joint weights once.
+        px, py = weights.sum(dim=1), weights.sum(dim=2)
+        cx, cy = px @ xs, py @ ys
+        vx = (px @ xs**2 - cx**2).clamp_min(0)
+        vy = (py @ ys**2 - cy**2).clamp_min(0)
+        cov = torch.einsum("nhw,h,w->n", weights, ys, xs) - cx * cy
+        blocks.append(torch.stack([cx, cy, vx.sqrt(), vy.sqrt(), vx, vy, cov], dim=1))
+    return torch.cat(blocks, dim=1)
+
+
+def threshold_boxes(maps: Tensor, thresholds: Sequence[float] = CAM_THRESHOLDS) -> Tensor:
+    """``N×4·len(thresholds)`` float64: the CAM box (largest 8-connected region above ``t · max``) at each
+    threshold, in fractions of the width/height; the full image for a map without a positive value.
+
+    The same rule as :func:`captum_ext.metrics.boxes_from_saliency` (ties: the region found first in row-major
+    order), with every image and threshold labelled in one call: the masks are stacked as planes that a structure
+    without links across planes keeps apart.
+
+    Args:
+        maps (Tensor): ``N×1×H×W`` non-negative maps.
+        thresholds (sequence of float, optional): fractions of each map's maximum. Default: 0.2 … 0.6.
+
+    Returns:
+        Tensor: ``N×4·len(thresholds)`` float64 boxes ``(x1, y1, x2, y2)`` / ``(W, H, W, H)``, per threshold.
+
+    Example::
+
+        >>> import torch
+        >>> maps = torch.zeros(1, 1, 4, 4); maps[0, 0, 1:3, 2:] = 1.0
+        >>> (threshold_boxes(maps, thresholds=(0.5,)) * 4).tolist()
+        [[2.0, 1.0, 4.0, 3.0]]
+    """
+    n, _, height, width = maps.shape
+    count_t = len(thresholds)
+    values = maps[:, 0].detach().to("cpu", torch.float64).numpy()
+    peak = values.reshape(n, -1).max(axis=1)
+    levels = np.asarray(thresholds, dtype=np.float64)[None, :, None, None] * peak[:, None, None, None]
+    keep = values[:, None] >= levels  # n × T × H × W
+    keep[peak <= 0] = True  # no salient pixel: the full image
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[1] = True  # 8-connectivity within a plane, none across planes
+    planes = keep.reshape(n * count_t, height, width)
+    labelled, count = ndimage.label(planes, structure=structure)
+    sizes = np.bincount(labelled.ravel(), minlength=count + 1)
+    # Labels run in raster order over the stack, so each plane holds a contiguous range of them.
+    last = np.maximum.accumulate(labelled.reshape(n * count_t, -1).max(axis=1))
+    boxes = np.tile(np.array([0.0, 0.0, width, height]), (n * count_t, 1))
+    first = 1
+    for p in range(n * count_t):
+        if last[p] >= first:
+            # The largest region; argmax keeps the smallest label (first in row-major order) among equals.
+            label = first + int(np.argmax(sizes[first : last[p] + 1]))
+            mask = labelled[p] == label
+            rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+            boxes[p] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+            first = int(last[p]) + 1
+    scale = np.array([width, height, width, height], dtype=np.float64)
+    return torch.from_numpy((boxes / scale).reshape(n, 4 * count_t)).to(maps.device)
+
+
+def box_feature_matrix(maps: Tensor, features: Sequence[str], grid_size: int, sigma: float, power: float,
+                       num_classes: Optional[int] = None, classes: Any = None) -> Tensor:
+    """The feature vectors of channel-reduced maps: the blocks of ``features`` concatenated in table order.
+
+    Args:
+        maps (Tensor): ``N×1×H×W`` non-negative float32 maps (channels already reduced, not blurred).
+        features (sequence of str): a set checked by :func:`check_features`.
+        grid_size (int): side of the ``"grid"`` block.
+        sigma (float): blur in pixels (``"cam"`` uses half of it).
+        power (float): sharpening exponent of the pooled grids.
+        num_classes (int, optional): length of the ``"class"`` block.
+        classes (int, list or Tensor, optional): the class of every map (an int for all), required by the
+            ``"class"`` block.
+
+    Returns:
+        Tensor: ``N×feature_count(...)`` float64.
+
+    Raises:
+        ValueError: ``"class"`` is selected but ``classes`` is missing, of the wrong length or out of range.
+    """
+    blurred = gaussian_blur(maps, sigma)
+    parts = []
+    for name in features:
+        if name == "grid":
+            parts.append(pooled_distribution(blurred, grid_size, power))
+        elif name == "multiscale":
+            parts.extend(pooled_distribution(blurred, g, power) for g in MULTISCALE_GRIDS)
+        elif name == "moments":
+            parts.append(map_moments(blurred))
+        elif name == "cam":
+            # A lighter blur than the grid's keeps the region edges, which is what the boxes measure.
+            parts.append(threshold_boxes(gaussian_blur(maps, sigma / 2)))
+        else:
+            parts.append(_one_hot(classes, maps.shape[0], int(num_classes or 0), maps.device))
+    return torch.cat(parts, dim=1)
+
+
+def _one_hot(classes: Any, n: int, num_classes: int, device: torch.device) -> Tensor:
+    if classes is None:
+        raise ValueError("`target` is required: the 'class' features need the explained class of each map")
+    if isinstance(classes, bool) or not isinstance(classes, (int, list, tuple, Tensor)):
+        raise ValueError(f"`target` must be an int, a list or a tensor of class indices, got {type(classes).__name__}")
+    index = torch.as_tensor(classes, device=device).reshape(-1).long()
+    if index.numel() == 1 and n != 1:
+        index = index.expand(n)
+    if index.shape[0] != n:
+        raise ValueError(f"`target` must hold one class per map ({n}), got {index.shape[0]}")
+    if bool(((index < 0) | (index >= num_classes)).any()):
+        raise ValueError(f"`target` holds classes outside [0, {num_classes}) (num_classes={num_classes})")
+    return F.one_hot(index, num_classes).to(torch.float64)
