@@ -246,7 +246,7 @@ def explain(image: Tensor, loaded: LoadedModel, methods: Sequence[str], target: 
         if method == "saliency":
             result[method] = Saliency(loaded.model).attribute(inputs, target=target).amax(1, keepdim=True)
         elif method == "node_backtrack":
-            result[method] = NodeBacktrack(loaded.model).saliency(inputs, target=target, sigma=max(1.0, side / 32))
+            result[method] = NodeBacktrack(loaded.model).saliency(inputs, target=target)
         elif method == "class_diff":
             candidates = [target] + [c for c in ranked if c != target][:3]
             ms = MultiLayerClassDiffSaliency(loaded.model, loaded.layers, multi_label=loaded.multi_label)

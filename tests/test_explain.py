@@ -35,7 +35,7 @@ def test_maps_match_the_methods_called_directly(scene_png):
     result = explain.explain(explain.read_image(scene_png), loaded, ["node_backtrack", "sensitivity"], target=4)
     inputs = result["inputs"]
     assert inputs.shape == (1, 3, 64, 64) and result["target"] == 4
-    expected = NodeBacktrack(loaded.model).saliency(inputs, target=4, sigma=2.0)
+    expected = NodeBacktrack(loaded.model).saliency(inputs, target=4)
     torch.testing.assert_close(result["node_backtrack"], expected)
     box = result["sensitivity_box"][0]
     assert 0 <= box[0] <= box[2] <= 64 and 0 <= box[1] <= box[3] <= 64

@@ -108,7 +108,8 @@ def test_spatial_fc_argmax_on_all_negative_contributions_keeps_the_largest():
     # Contributions [-3, -1, -2, -1.5]: the argmax rule still follows one node (the least negative, pixel 1);
     # the positive rules end the path.
     x = torch.tensor([-3.0, 1.0, -1.0, -3.0]).view(1, 1, 2, 2)
-    assert NodeBacktrack(spatial_fc_net()).attribute(x, 0).view(-1).tolist() == [0.0, 1.0, 0.0, 0.0]
+    argmax = NodeBacktrack(spatial_fc_net(), spatial_fc_rule="argmax")
+    assert argmax.attribute(x, 0).view(-1).tolist() == [0.0, 1.0, 0.0, 0.0]
     assert float(NodeBacktrack(spatial_fc_net(), spatial_fc_rule="top_n").attribute(x, 0).sum()) == 0.0
 
 
@@ -398,7 +399,9 @@ def test_vectorised_equals_a_per_node_loop(seed, conv_rule, spatial_fc_rule, fc_
     hits = NodeBacktrack(model, conv_top_n=top_n, spatial_fc_top_n=top_n, fc_top_n=top_n, **rules).attribute(
         x, target=[0, 2])
     for i, target in enumerate([0, 2]):
-        assert torch.equal(hits[i : i + 1], backtrack_loop(model, x[i : i + 1], target, top_n=top_n, **rules))
+        looped = backtrack_loop(model, x[i : i + 1], target, fc_top_n=top_n, spatial_fc_top_n=top_n,
+                                conv_top_n=top_n, **rules)
+        assert torch.equal(hits[i : i + 1], looped)
 
 
 class Block(nn.Module):
@@ -512,10 +515,12 @@ def test_a_mask_given_as_additional_argument_is_a_constant():
 
     x, mask = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 1, 2, 2), torch.tensor([1.0, 0.0, 1.0, 0.0]).view(1, 1, 2, 2)
     # The linear layer reads a flattened map: one node, the argmax of A ⊙ W = x·mask = [1, 0, 3, 0] (not x's 4)
-    hits = NodeBacktrack(Masked().eval()).attribute(x, target=0, additional_forward_args=(mask,))
+    hits = NodeBacktrack(Masked().eval(), spatial_fc_rule="argmax").attribute(x, target=0,
+                                                                            additional_forward_args=(mask,))
     assert hits.view(-1).tolist() == [0.0, 0.0, 1.0, 0.0]
     ones = torch.ones_like(mask)
-    assert NodeBacktrack(Masked().eval()).attribute(x, 0, (ones,)).view(-1).tolist() == [0.0, 0.0, 0.0, 1.0]
+    assert NodeBacktrack(Masked().eval(), spatial_fc_rule="argmax").attribute(x, 0, (ones,)).view(-1).tolist() == \
+        [0.0, 0.0, 0.0, 1.0]
 
 
 @pytest.mark.parametrize("copy_ratio", [0, 10**9])

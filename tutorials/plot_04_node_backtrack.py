@@ -37,8 +37,8 @@ inputs = scenes.normalize(batch.images)
 
 nb = NodeBacktrack(model)
 hits, points = nb.attribute(inputs, target=batch.labels, return_points=True)
-density = nb.saliency(inputs, target=batch.labels, sigma=2.0)
-mask = nb.saliency_mask(inputs, target=batch.labels, sigma=2.0, threshold=0.3)
+density = nb.saliency(inputs, target=batch.labels)  # Gaussian bandwidth: max(H, W) / 16, chosen on validation
+mask = nb.saliency_mask(inputs, target=batch.labels, threshold=0.3)
 print("backtracked pixels per image:", [len(p) for p in points[:6]])
 
 fig, axes = plt.subplots(4, 5, figsize=(9, 7.6))
@@ -59,8 +59,22 @@ plt.show()
 # full comparison -- GuidedBackprop and Grad-CAM too, blur and threshold chosen on validation data -- is
 # ``python benchmarks/bench_node_backtrack.py``.
 saliency = Saliency(model).attribute(inputs, target=batch.labels, abs=True).amax(1, keepdim=True)
-saliency = NodeBacktrack.density_from_hits(saliency, sigma=2.0)  # the same Gaussian blur and [0, 1] scaling
-for name, maps in (("NodeBacktrack density", density), ("Captum Saliency", saliency)):
+saliency = NodeBacktrack.density_from_hits(saliency, sigma=3.0)  # Saliency's best blur on validation scenes
+# %%
+# Choosing the rules: sparse and fast, or dense and precise
+# ---------------------------------------------------------
+# VGG's first FC layer reads a flattened 512×4×4 map; ``spatial_fc_rule`` says which of its inputs a kept node
+# follows: the ``spatial_fc_top_n`` largest positive contributions (default, 10), the single ``"argmax"``, or every
+# ``"positive"`` one (which spreads over the background). ``NodeBacktrack.DENSE_RULES`` keeps the five best
+# channels of every convolution node and counts every path: hundreds of pixels weighted by their path counts, a
+# sharper density (bandwidth ``max(H, W) / 128`` by default) at a higher cost.
+for rules in ({"spatial_fc_rule": "argmax"}, {"spatial_fc_rule": "positive"}, {}):
+    some = NodeBacktrack(model, **rules).attribute(inputs, target=batch.labels).sum(1)
+    print(f"{str(rules or 'defaults'):<32} backtracked pixels per image: "
+          f"{float((some > 0).flatten(1).sum(1).float().mean()):.1f}")
+dense_nb = NodeBacktrack(model, **NodeBacktrack.DENSE_RULES)
+dense = dense_nb.saliency(inputs, target=batch.labels)
+for name, maps in (("NodeBacktrack density", density), ("NodeBacktrack dense", dense), ("Captum Saliency", saliency)):
     print(f"{name:<22} max-F {metrics.saliency_fmeasure(maps, batch.masks).max_f:.3f}  "
           f"pointing game {metrics.pointing_game(maps, batch.masks, tolerance=4):.3f}  "
           f"energy in mask {metrics.energy_pointing_game(maps, batch.masks):.3f}")
@@ -73,7 +87,7 @@ for name, maps in (("NodeBacktrack density", density), ("Captum Saliency", salie
 # connected rule keeps every positively contributing channel, and each channel's pooling window is the whole map.
 resnet = zoo.load("scenes_resnet")
 res_hits, res_points = NodeBacktrack(resnet).attribute(inputs[:5], target=batch.labels[:5], return_points=True)
-res_density = NodeBacktrack.density_from_hits(res_hits, sigma=2.0)
+res_density = NodeBacktrack.density_from_hits(res_hits)
 fig, axes = plt.subplots(1, 5, figsize=(9, 2.2))
 for col in range(5):
     plot_points(res_points[col], batch.images[col], axes[col], density=res_density[col], size=4)
@@ -117,13 +131,14 @@ except NameError:  # run interactively
 results = here.parent / "benchmarks" / "results" / "node_backtrack.json"
 if results.exists():
     record = json.loads(results.read_text())
-    print(f"{'scenes_vgg':<24} {'max-F':>6} {'IoU':>6} {'pointing':>9} {'energy':>7}")
+    print(f"{'scenes_vgg':<28} {'max-F':>6} {'IoU':>6} {'pointing':>9} {'energy':>7}")
     for name, row in record["scenes_vgg"].items():
         if isinstance(row, dict):
-            print(f"{name:<24} {row['max_f']:>6.3f} {row['iou']:>6.3f} {row['pointing_game']:>9.3f} "
+            print(f"{name:<28} {row['max_f']:>6.3f} {row['iou']:>6.3f} {row['pointing_game']:>9.3f} "
                   f"{row['energy_in_mask']:>7.3f}")
     for name, timing in record["speed"].items():
         print(f"{name}: NodeBacktrack {timing['node_backtrack']:.2f} s vs Captum Saliency "
-              f"{timing['captum_saliency']:.2f} s ({timing['ratio_vs_saliency']:.2f}x)")
+              f"{timing['captum_saliency']:.2f} s ({timing['ratio_vs_saliency']:.2f}x); dense rules "
+              f"{timing.get('dense_ratio_vs_saliency', float('nan')):.1f}x")
 else:
     print("no benchmark results found at", results)

@@ -43,12 +43,13 @@ class NodeBacktrack(Attribution):
 
     * **Fully connected**, fed by a vector: keep every input ``j`` with a positive contribution ``A_j W_ij`` to a
       kept node ``i`` (paper Alg. 1, ``fc_rule="positive"``), or only its ``fc_top_n`` largest positive ones
-      (``fc_rule="top_n"``, the text's "top n"). Fed by a spatial map through a flatten: one node per kept node, the
-      argmax over ``C×H×W`` of ``A ⊙ W_i``.
+      (``fc_rule="top_n"``, the text's "top n"). Fed by a spatial map through a flatten (VGG's first FC layer), the
+      ``spatial_fc_rule``: the ``spatial_fc_top_n`` largest positive contributions over ``C×H×W`` (``"top_n"``,
+      the default), the single argmax (``"argmax"``) or every positive one (``"positive"``, Alg. 1 as written).
     * **Convolution** (any stride, padding, dilation, groups — depthwise too): in the kept node's receptive
       field, the contribution map ``W ⊙ A_rf``; the channel with the largest spatial sum (``conv_rule="max"``, the
-      text's "maximum-activating feature") or every channel with a positive sum (``conv_rule="positive"``, Alg. 2
-      line 8); then the position of the largest contribution inside that channel's window. A BatchNorm right after
+      text's "maximum-activating feature"), the ``conv_top_n`` largest positive sums (``conv_rule="top_n"``) or
+      every channel with a positive sum (``conv_rule="positive"``, Alg. 2 line 8); then the position of the largest contribution inside that channel's window. A BatchNorm right after
       a convolution is folded into it (its per-channel scale can flip signs).
     * **Max-pooling**: the argmax inside the window. **Average / adaptive pooling** (and ``mean`` over ``H, W``):
       the argmax of the contribution in the window (equal weights: the largest activation).
@@ -68,6 +69,16 @@ class NodeBacktrack(Attribution):
     result counts, for every input element, how many kept first-layer nodes backtracked to it. With
     ``deduplicate=False`` every path is counted separately.
 
+    **Choosing the rules.** The defaults were chosen on 500 validation scenes with the zoo VGG (max-F, β² = 0.3,
+    of the density against the object mask; object 4.8 % of the image): at VGG's spatial FC layer the argmax gives
+    about 9 backtracked pixels per image (max-F 0.554), every positive contribution about 300 spread over the
+    background (0.245), and the top 10 about 20 (0.577, the default; top 5: 0.572, top 20: 0.572). Those sparse
+    walks cost less than a gradient (on VGG16 and ResNet-50 at 224² about 0.7–0.8 × Captum ``Saliency``) but their
+    densities trail Saliency's max-F (0.609). :attr:`DENSE_RULES` — the five best channels per convolution node,
+    every path counted — reach hundreds of pixels weighted by their path counts: max-F 0.656 (VGG) and 0.645
+    (ResNet), above Saliency and GuidedBackprop, with twice their energy inside the object, at 5–20 × the cost of
+    Saliency on 224² ImageNet networks (``benchmarks/bench_node_backtrack.py`` measures both).
+
     The model is traced with ``torch.fx`` (never modified, no hooks; a ``torch.compile`` wrapper is unwrapped); any
     operation on a path outside the list above raises ``NotImplementedError`` naming it, so a map is never silently
     wrong. Replacing a submodule after construction is noticed: the model is traced again on the next call.
@@ -79,10 +90,14 @@ class NodeBacktrack(Attribution):
             it runs in eval mode, restored afterwards.
         fc_rule (str, optional): ``"positive"`` or ``"top_n"``. Default: ``"positive"``.
         fc_top_n (int, optional): ``n`` for ``fc_rule="top_n"``. Default: 5.
-        conv_rule (str, optional): ``"max"`` or ``"positive"``. Default: ``"max"``.
+        conv_rule (str, optional): ``"max"``, ``"top_n"`` or ``"positive"``. Default: ``"max"``.
         include_bias (bool, optional): add the bias to each contribution, as the paper's ``W * A + b`` (changes the
             positive rules only). Default: False.
         deduplicate (bool, optional): collapse repeated nodes per layer. Default: True.
+        spatial_fc_rule (str, optional): ``"top_n"``, ``"argmax"`` or ``"positive"`` for a linear layer fed by a
+            flattened spatial map. Default: ``"top_n"``.
+        spatial_fc_top_n (int, optional): ``n`` for ``spatial_fc_rule="top_n"``. Default: 10.
+        conv_top_n (int, optional): ``n`` for ``conv_rule="top_n"``. Default: 5.
 
     Example::
 
@@ -97,7 +112,13 @@ class NodeBacktrack(Attribution):
         (torch.Size([2, 3, 64, 64]), True)
         >>> nb.saliency(scenes.normalize(batch.images), target=batch.labels, sigma=3.0).shape
         torch.Size([2, 1, 64, 64])
+        >>> dense = NodeBacktrack(model, **NodeBacktrack.DENSE_RULES)  # denser, sharper maps at a higher cost
+        >>> dense.saliency(scenes.normalize(batch.images), target=batch.labels).shape
+        torch.Size([2, 1, 64, 64])
     """
+
+    #: Rules for dense, precise density maps: the five best channels of every convolution node, each path counted.
+    DENSE_RULES: Dict[str, Any] = {"conv_rule": "top_n", "conv_top_n": 5, "deduplicate": False}
 
     def __init__(
         self,
@@ -107,9 +128,9 @@ class NodeBacktrack(Attribution):
         conv_rule: str = "max",
         include_bias: bool = False,
         deduplicate: bool = True,
-        spatial_fc_rule: str = "argmax",
-        spatial_fc_top_n: int = 20,
-        conv_top_n: int = 2,
+        spatial_fc_rule: str = "top_n",
+        spatial_fc_top_n: int = 10,
+        conv_top_n: int = 5,
     ) -> None:
         check_in_choices(fc_rule, "fc_rule", FC_RULES)
         check_in_choices(spatial_fc_rule, "spatial_fc_rule", SPATIAL_FC_RULES)
@@ -183,7 +204,10 @@ class NodeBacktrack(Attribution):
 
         Args:
             inputs, target, additional_forward_args: as in :meth:`attribute` (the first input is used).
-            sigma (float, optional): standard deviation of the Gaussian in pixels; default ``max(H, W) / 32``.
+            sigma (float, optional): standard deviation of the Gaussian in pixels. Default: ``max(H, W) / 16`` for
+                the sparse walks of ``conv_rule="max"``, ``max(H, W) / 128`` for the other conv rules, whose path
+                counts already form a density (each the best on the validation scenes: max-F 0.571 at 4 px and
+                0.656 at 0.5 px on 64-px VGG scenes, with 37 % and 66 % of the density inside the object).
 
         Returns:
             Tensor: ``N×1×H×W`` densities, each image's maximum scaled to 1 (an image without backtracked pixels
@@ -202,6 +226,9 @@ class NodeBacktrack(Attribution):
         """
         formatted, _ = format_inputs(inputs)
         hits = self._backtrack(formatted, target, format_additional_args(additional_forward_args))[0]
+        if sigma is None:
+            side = max(hits.shape[-2:])
+            sigma = side / 16.0 if self.conv_rule == "max" else side / 128.0
         return self.density_from_hits(hits, sigma)
 
     def saliency_mask(
@@ -231,7 +258,8 @@ class NodeBacktrack(Attribution):
 
         Args:
             hits (Tensor): ``N×C×H×W`` hits from :meth:`attribute`.
-            sigma (float, optional): standard deviation of the Gaussian in pixels; default ``max(H, W) / 32``.
+            sigma (float, optional): standard deviation of the Gaussian in pixels; default ``max(H, W) / 16`` (see
+                :meth:`saliency`).
 
         Returns:
             Tensor: ``N×1×H×W`` float32, the channel-summed hits Gaussian-blurred and scaled so each image's
@@ -240,7 +268,7 @@ class NodeBacktrack(Attribution):
         if not isinstance(hits, Tensor) or hits.dim() != 4:
             raise ValueError(f"`hits` must be an N×C×H×W tensor, got {getattr(hits, 'shape', type(hits))}")
         height, width = hits.shape[-2:]
-        blur = max(height, width) / 32.0 if sigma is None else check_scalar(sigma, "sigma", low=0.0)
+        blur = max(height, width) / 16.0 if sigma is None else check_scalar(sigma, "sigma", low=0.0)
         return max_normalise(gaussian_blur(hits.sum(dim=1, keepdim=True).to(torch.float32), blur))
 
     @staticmethod

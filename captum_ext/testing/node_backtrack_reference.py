@@ -15,9 +15,9 @@ from torch import Tensor, nn
 
 @torch.no_grad()
 def backtrack_loop(model: nn.Sequential, image: Tensor, target: int, fc_rule: str = "positive",
-                   conv_rule: str = "max", spatial_fc_rule: str = "argmax", top_n: int = 5,
-                   deduplicate: bool = True) -> Tensor:
-    """Node backtracking for one image, one node at a time.
+                   conv_rule: str = "max", spatial_fc_rule: str = "top_n", fc_top_n: int = 5,
+                   spatial_fc_top_n: int = 10, conv_top_n: int = 5, deduplicate: bool = True) -> Tensor:
+    """Node backtracking for one image, one node at a time (rules and defaults as :class:`~captum_ext.NodeBacktrack`).
 
     Args:
         model (nn.Sequential): Conv2d (groups 1, zero padding), ReLU, Dropout, MaxPool2d, Flatten and Linear layers.
@@ -27,15 +27,15 @@ def backtrack_loop(model: nn.Sequential, image: Tensor, target: int, fc_rule: st
             Default: ``"positive"``.
         conv_rule (str, optional): ``"max"``, ``"top_n"`` or ``"positive"``. Default: ``"max"``.
         spatial_fc_rule (str, optional): ``"argmax"``, ``"positive"`` or ``"top_n"`` for a linear layer fed by a
-            flattened spatial map. Default: ``"argmax"``.
-        top_n (int, optional): ``n`` of every ``"top_n"`` rule. Default: 5.
+            flattened spatial map. Default: ``"top_n"``.
+        fc_top_n, spatial_fc_top_n, conv_top_n (int, optional): ``n`` of each ``"top_n"`` rule. Defaults: 5, 10, 5.
         deduplicate (bool, optional): collapse repeated nodes per layer. Default: True.
 
     Returns:
         Tensor: hits shaped like ``image``: how many backtracked paths end at each input element.
     """
 
-    def strongest(values: list, rule: str) -> list:
+    def strongest(values: list, rule: str, top_n: int = 1) -> list:
         """Indices kept by a rule from contributions (ties to the lower index)."""
         order = sorted(range(len(values)), key=lambda i: (-values[i], i))
         if rule in ("max", "argmax"):
@@ -66,7 +66,8 @@ def backtrack_loop(model: nn.Sequential, image: Tensor, target: int, fc_rule: st
                     source -= 1
                 spatial = a.dim() == 1 and isinstance(model[source], nn.Flatten) and \
                     acts[source][0].numel() > 1  # a C×H×W map with H·W > 1
-                for j in strongest(contrib.tolist(), spatial_fc_rule if spatial else fc_rule):
+                rule, n = (spatial_fc_rule, spatial_fc_top_n) if spatial else (fc_rule, fc_top_n)
+                for j in strongest(contrib.tolist(), rule, n):
                     add((j,), count)
             elif isinstance(layer, nn.MaxPool2d):
                 c, y, x = node
@@ -91,7 +92,7 @@ def backtrack_loop(model: nn.Sequential, image: Tensor, target: int, fc_rule: st
                                 total += value
                     sums.append(total)
                     windows.append(window)
-                for ci in strongest(sums, conv_rule):
+                for ci in strongest(sums, conv_rule, conv_top_n):
                     best = int(windows[ci].argmax())
                     add((ci, y - pad + best // k, x - pad + best % k), count)
             else:
