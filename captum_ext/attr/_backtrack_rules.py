@@ -175,12 +175,9 @@ def linear(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tu
     columns = None
     if not use_bias:
         active = (activations != 0).any(dim=0).nonzero()[:, 0]
-        if active.numel() < activations.shape[1]:
+        if active.numel() < activations.shape[1] // 2:  # compacting pays off only when most inputs are zero
             columns = active
             compact = activations.index_select(1, columns)
-            # One column gather of the weight for the whole layer, cheaper than one per kept node when nodes
-            # outnumber the layer's outputs (as in VGG's first FC layer).
-            compact_weight = weight.index_select(1, columns) if len(sel) >= weight.shape[0] else None
     batches, flats, counts = [], [], []
     # The positive rules can keep thousands of inputs per node: accumulate path counts densely per image
     # (images × inputs) instead of listing every (node, input) pair.
@@ -190,9 +187,7 @@ def linear(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tu
     for part in budget_chunks(len(sel), activations.shape[1]):  # full rows of the weight are gathered first
         b, i, c = sel.batch[part], sel.flat[part], sel.count[part]
         if columns is not None:
-            rows = (compact_weight.index_select(0, i) if compact_weight is not None
-                    else weight.index_select(0, i).index_select(1, columns))
-            contrib = rows.mul_(compact.index_select(0, b))
+            contrib = weight.index_select(0, i).index_select(1, columns).mul_(compact.index_select(0, b))
         else:
             contrib = activations.index_select(0, b).mul_(weight.index_select(0, i))
             if use_bias:

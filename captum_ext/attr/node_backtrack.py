@@ -44,8 +44,9 @@ class NodeBacktrack(Attribution):
     * **Fully connected**, fed by a vector: keep every input ``j`` with a positive contribution ``A_j W_ij`` to a
       kept node ``i`` (paper Alg. 1, ``fc_rule="positive"``), or only its ``fc_top_n`` largest positive ones
       (``fc_rule="top_n"``, the text's "top n"). Fed by a spatial map through a flatten (VGG's first FC layer), the
-      ``spatial_fc_rule``: the ``spatial_fc_top_n`` largest positive contributions over ``C×H×W`` (``"top_n"``,
-      the default), the single argmax (``"argmax"``) or every positive one (``"positive"``, Alg. 1 as written).
+      ``spatial_fc_rule``: the single argmax over ``C×H×W`` (``"argmax"``, the default), the ``spatial_fc_top_n``
+      largest positive contributions (``"top_n"``, the text's "top n") or every positive one (``"positive"``,
+      Alg. 1 as written).
     * **Convolution** (any stride, padding, dilation, groups — depthwise too): in the kept node's receptive
       field, the contribution map ``W ⊙ A_rf``; the channel with the largest spatial sum (``conv_rule="max"``, the
       text's "maximum-activating feature"), the ``conv_top_n`` largest positive sums (``conv_rule="top_n"``) or
@@ -69,15 +70,17 @@ class NodeBacktrack(Attribution):
     result counts, for every input element, how many kept first-layer nodes backtracked to it. With
     ``deduplicate=False`` every path is counted separately.
 
-    **Choosing the rules.** The defaults were chosen on 500 validation scenes with the zoo VGG (max-F, β² = 0.3,
-    of the density against the object mask; object 4.8 % of the image): at VGG's spatial FC layer the argmax gives
-    about 9 backtracked pixels per image (max-F 0.554), every positive contribution about 300 spread over the
-    background (0.245), and the top 10 about 20 (0.577, the default; top 5: 0.572, top 20: 0.572). Those sparse
-    walks cost less than a gradient (on VGG16 and ResNet-50 at 224² about 0.7–0.8 × Captum ``Saliency``) but their
-    densities trail Saliency's max-F (0.609). :attr:`DENSE_RULES` — the five best channels per convolution node,
-    every path counted — reach hundreds of pixels weighted by their path counts: max-F 0.656 (VGG) and 0.645
-    (ResNet), above Saliency and GuidedBackprop, with twice their energy inside the object, at 5–20 × the cost of
-    Saliency on 224² ImageNet networks (``benchmarks/bench_node_backtrack.py`` measures both).
+    **Choosing the rules.** Measured on 500 validation scenes with the zoo VGG (max-F, β² = 0.3, of the density
+    against the object mask; the object covers 4.8 % of the image). At VGG's spatial FC layer the argmax gives
+    about 9 backtracked pixels per image (max-F 0.554), the top 10 about 20 (0.577; top 5: 0.572, top 20: 0.572)
+    and every positive contribution about 300 spread over the background (0.245). The top 10 multiply the nodes
+    every convolution below must follow: on torchvision VGG16 at 224² they cost 1.35 × Captum ``Saliency`` against
+    0.86 × for the argmax, so the default is the best rule that costs less than a gradient, the argmax. These
+    sparse walks trail Saliency's max-F (0.609). :attr:`DENSE_RULES` — the five best channels per convolution
+    node, every path counted — reach hundreds of pixels weighted by their path counts: max-F 0.656 (VGG) and 0.645
+    (ResNet) on validation, above Saliency and GuidedBackprop, with three times Saliency's energy inside the
+    object, but at 12 × (VGG16) and 27 × (ResNet-50) Saliency's cost at 224², where nearly every node of a layer
+    is kept (``benchmarks/bench_node_backtrack.py`` measures all of this).
 
     The model is traced with ``torch.fx`` (never modified, no hooks; a ``torch.compile`` wrapper is unwrapped); any
     operation on a path outside the list above raises ``NotImplementedError`` naming it, so a map is never silently
@@ -94,8 +97,8 @@ class NodeBacktrack(Attribution):
         include_bias (bool, optional): add the bias to each contribution, as the paper's ``W * A + b`` (changes the
             positive rules only). Default: False.
         deduplicate (bool, optional): collapse repeated nodes per layer. Default: True.
-        spatial_fc_rule (str, optional): ``"top_n"``, ``"argmax"`` or ``"positive"`` for a linear layer fed by a
-            flattened spatial map. Default: ``"top_n"``.
+        spatial_fc_rule (str, optional): ``"argmax"``, ``"top_n"`` or ``"positive"`` for a linear layer fed by a
+            flattened spatial map. Default: ``"argmax"``.
         spatial_fc_top_n (int, optional): ``n`` for ``spatial_fc_rule="top_n"``. Default: 10.
         conv_top_n (int, optional): ``n`` for ``conv_rule="top_n"``. Default: 5.
 
@@ -128,7 +131,7 @@ class NodeBacktrack(Attribution):
         conv_rule: str = "max",
         include_bias: bool = False,
         deduplicate: bool = True,
-        spatial_fc_rule: str = "top_n",
+        spatial_fc_rule: str = "argmax",
         spatial_fc_top_n: int = 10,
         conv_top_n: int = 5,
     ) -> None:
@@ -206,8 +209,9 @@ class NodeBacktrack(Attribution):
             inputs, target, additional_forward_args: as in :meth:`attribute` (the first input is used).
             sigma (float, optional): standard deviation of the Gaussian in pixels. Default: ``max(H, W) / 16`` for
                 the sparse walks of ``conv_rule="max"``, ``max(H, W) / 128`` for the other conv rules, whose path
-                counts already form a density (each the best on the validation scenes: max-F 0.571 at 4 px and
-                0.656 at 0.5 px on 64-px VGG scenes, with 37 % and 66 % of the density inside the object).
+                counts already form a density. On 64-px validation scenes with the zoo VGG: 4 px gives max-F 0.548
+                with 42 % of the density inside the object, within 0.01 of the best (0.554 at 7–8 px, 26–29 %);
+                the dense rules peak at 0.5 px (0.656, 66 %).
 
         Returns:
             Tensor: ``N×1×H×W`` densities, each image's maximum scaled to 1 (an image without backtracked pixels

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 @torch.no_grad()
 def backtrack_loop(model: nn.Sequential, image: Tensor, target: int, fc_rule: str = "positive",
-                   conv_rule: str = "max", spatial_fc_rule: str = "top_n", fc_top_n: int = 5,
+                   conv_rule: str = "max", spatial_fc_rule: str = "argmax", fc_top_n: int = 5,
                    spatial_fc_top_n: int = 10, conv_top_n: int = 5, deduplicate: bool = True) -> Tensor:
     """Node backtracking for one image, one node at a time (rules and defaults as :class:`~captum_ext.NodeBacktrack`).
 
@@ -27,7 +27,7 @@ def backtrack_loop(model: nn.Sequential, image: Tensor, target: int, fc_rule: st
             Default: ``"positive"``.
         conv_rule (str, optional): ``"max"``, ``"top_n"`` or ``"positive"``. Default: ``"max"``.
         spatial_fc_rule (str, optional): ``"argmax"``, ``"positive"`` or ``"top_n"`` for a linear layer fed by a
-            flattened spatial map. Default: ``"top_n"``.
+            flattened spatial map. Default: ``"argmax"``.
         fc_top_n, spatial_fc_top_n, conv_top_n (int, optional): ``n`` of each ``"top_n"`` rule. Defaults: 5, 10, 5.
         deduplicate (bool, optional): collapse repeated nodes per layer. Default: True.
 
