@@ -55,7 +55,7 @@ plt.show()
 # %%
 # Scores against the object masks
 # -------------------------------
-# The same metrics for NodeBacktrack's density and for Captum's Saliency (absolute gradient, blurred the same way). The
+# The same metrics for NodeBacktrack's density and for Captum's Saliency (absolute gradient, Gaussian-blurred). The
 # full comparison -- GuidedBackprop and Grad-CAM too, blur and threshold chosen on validation data -- is
 # ``python benchmarks/bench_node_backtrack.py``.
 saliency = Saliency(model).attribute(inputs, target=batch.labels, abs=True).amax(1, keepdim=True)

@@ -115,7 +115,7 @@ class NodeBacktrack(Attribution):
         (torch.Size([2, 3, 64, 64]), True)
         >>> nb.saliency(scenes.normalize(batch.images), target=batch.labels, sigma=3.0).shape
         torch.Size([2, 1, 64, 64])
-        >>> dense = NodeBacktrack(model, **NodeBacktrack.DENSE_RULES)  # denser, sharper maps at a higher cost
+        >>> dense = NodeBacktrack(model, **NodeBacktrack.DENSE_RULES)  # denser maps, higher cost
         >>> dense.saliency(scenes.normalize(batch.images), target=batch.labels).shape
         torch.Size([2, 1, 64, 64])
     """
