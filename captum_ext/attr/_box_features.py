@@ -165,18 +165,29 @@ def threshold_boxes(maps: Tensor, thresholds: Sequence[float] = CAM_THRESHOLDS) 
     planes = keep.reshape(n * count_t, height, width)
     labelled, count = ndimage.label(planes, structure=structure)
     sizes = np.bincount(labelled.ravel(), minlength=count + 1)
+    planes_count = n * count_t
     # Labels run in raster order over the stack, so each plane holds a contiguous range of them.
-    last = np.maximum.accumulate(labelled.reshape(n * count_t, -1).max(axis=1))
-    boxes = np.tile(np.array([0.0, 0.0, width, height]), (n * count_t, 1))
-    first = 1
-    for p in range(n * count_t):
-        if last[p] >= first:
-            # The largest region; argmax keeps the smallest label (first in row-major order) among equals.
-            label = first + int(np.argmax(sizes[first : last[p] + 1]))
-            mask = labelled[p] == label
-            rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-            boxes[p] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
-            first = int(last[p]) + 1
+    last = np.maximum.accumulate(labelled.reshape(planes_count, -1).max(axis=1))
+    first = np.concatenate([[1], last[:-1] + 1])
+    has = last >= first
+    chosen = np.zeros(planes_count, dtype=labelled.dtype)
+    if count:
+        owners = np.flatnonzero(has)
+        owner_of_label = np.repeat(owners, (last - first + 1)[has])  # plane of labels 1 … count
+        largest = np.maximum.reduceat(sizes[1:], first[has] - 1)  # per plane with labels
+        is_largest = sizes[1:] == largest[np.searchsorted(owners, owner_of_label)]
+        # Among equally large regions the smallest label wins: the first found in row-major order.
+        candidates = np.flatnonzero(is_largest)
+        planes, where = np.unique(owner_of_label[candidates], return_index=True)
+        chosen[planes] = candidates[where] + 1
+    mask = (labelled == chosen[:, None, None]) & (chosen > 0)[:, None, None]  # planes × H × W
+    rows, cols = mask.any(axis=2), mask.any(axis=1)
+    boxes = np.tile(np.array([0.0, 0.0, width, height]), (planes_count, 1))
+    found = chosen > 0
+    boxes[found, 0] = cols[found].argmax(axis=1)
+    boxes[found, 1] = rows[found].argmax(axis=1)
+    boxes[found, 2] = width - cols[found, ::-1].argmax(axis=1)
+    boxes[found, 3] = height - rows[found, ::-1].argmax(axis=1)
     scale = np.array([width, height, width, height], dtype=np.float64)
     return torch.from_numpy((boxes / scale).reshape(n, 4 * count_t)).to(maps.device)
 
