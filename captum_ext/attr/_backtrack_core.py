@@ -81,6 +81,16 @@ def pair(value: Any) -> Tuple[int, int]:
     return int(value), int(value)
 
 
+def windows(y: Tensor, x: Tensor, kernel: Tuple[int, int], stride: Tuple[int, int], padding: Tuple[int, int],
+            dilation: Tuple[int, int], size: Tuple[int, int]) -> Tuple[Tensor, Tensor, Tensor]:
+    """The input window of output positions ``(y, x)`` of a convolution or pooling: its rows ``P×kh``, columns
+    ``P×kw`` (possibly outside the ``size = (H, W)`` input) and which of its ``P×kh×kw`` positions lie inside."""
+    rows = (y * stride[0] - padding[0])[:, None] + torch.arange(kernel[0], device=y.device) * dilation[0]
+    cols = (x * stride[1] - padding[1])[:, None] + torch.arange(kernel[1], device=x.device) * dilation[1]
+    inside = ((rows >= 0) & (rows < size[0]))[:, :, None] & ((cols >= 0) & (cols < size[1]))[:, None, :]
+    return rows, cols, inside
+
+
 def arg(node: fx.Node, index: int, name: str, default: Any) -> Any:
     if len(node.args) > index:
         return node.args[index]

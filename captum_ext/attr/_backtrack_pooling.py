@@ -9,20 +9,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_ext._utils import graph as G
-from captum_ext.attr._backtrack_core import Selection, Values, Walk, arg, pair
+from captum_ext.attr._backtrack_core import Selection, Values, Walk, arg, pair, windows
 
 
-def _pool_windows(walk: Walk, node: fx.Node, values: Values) -> Tensor:
-    """For every output element of a pooling node, the flat (per-channel) input index it backtracks to."""
-    parent = walk.first_input(node)
-    activations = values[parent]
-    out = values[node]
+def _whole_map_windows(kind: str, activations: Tensor, out: Tensor) -> Tensor:
+    """For every output element of a global or adaptive pooling, the flat (per-channel) input index it backtracks
+    to (windowed pooling reads only the kept nodes' windows, :func:`_window_argmax`)."""
     height, width = activations.shape[-2:]
-    kind, settings = _pool_kind(walk, node)
-    if kind == "window":
-        _, index = F.max_pool2d(activations, settings["kernel_size"], settings["stride"], settings["padding"],
-                                settings["dilation"], settings["ceil_mode"], return_indices=True)
-        return index
     if kind == "global":
         flat = activations.flatten(2).argmax(dim=2)
         return flat.view(*flat.shape, 1, 1)
@@ -50,12 +43,10 @@ def _window_argmax(activations: Tensor, batch: Tensor, channel: Tensor, y: Tenso
                    settings: Dict[str, Any]) -> Tensor:
     """For kept output nodes of a windowed pooling, the flat ``H×W`` index of the largest input in each window
     (positions in the padding or past the edge are never chosen; ties go to the first, as in ``max_pool2d``)."""
-    (kh, kw), (sh, sw) = pair(settings["kernel_size"]), pair(settings["stride"])
-    (ph, pw), (dh, dw) = pair(settings["padding"]), pair(settings["dilation"])
     _, channels, height, width = activations.shape
-    iy = (y * sh - ph)[:, None] + torch.arange(kh, device=y.device) * dh  # P×kh
-    ix = (x * sw - pw)[:, None] + torch.arange(kw, device=x.device) * dw  # P×kw
-    inside = ((iy >= 0) & (iy < height))[:, :, None] & ((ix >= 0) & (ix < width))[:, None, :]
+    kw = pair(settings["kernel_size"])[1]
+    iy, ix, inside = windows(y, x, pair(settings["kernel_size"]), pair(settings["stride"]),
+                             pair(settings["padding"]), pair(settings["dilation"]), (height, width))
     plane = (batch * channels + channel)[:, None, None]
     index = (plane * height + iy.clamp(0, height - 1)[:, :, None]) * width + ix.clamp(0, width - 1)[:, None, :]
     window = activations.reshape(-1)[index].masked_fill(~inside, float("-inf")).flatten(1)
@@ -104,6 +95,7 @@ def _pool_kind(walk: Walk, node: fx.Node) -> Tuple[str, Dict[str, Any]]:
                                   f"dimensions (2, 3) of an N×C×H×W tensor is supported, got dim={dims}")
     return "global", {}
 
+
 def pool(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tuple[fx.Node, Selection]]:
     """Max-pooling: the argmax inside the window; average / adaptive pooling and a spatial mean: the argmax of
     the contribution in the window (equal weights: the largest activation)."""
@@ -119,7 +111,7 @@ def pool(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tupl
         chosen = _window_argmax(activations, sel.batch, channel, (sel.flat // w_out) % h_out, sel.flat % w_out,
                                 settings)
         return [(parent, Selection(sel.batch, channel * height * width + chosen, sel.count))]
-    index = _pool_windows(walk, node, values)  # N×C×Ho×Wo, flat index in H×W
+    index = _whole_map_windows(kind, activations, values[node])  # N×C×Ho×Wo, flat index in H×W
     channels = index.shape[1]
     per_channel_out = index[0, 0].numel()
     channel = sel.flat // per_channel_out

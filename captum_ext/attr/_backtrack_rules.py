@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from captum_ext._utils import graph as G
 from captum_ext._utils.chunking import budget_chunks
 from captum_ext._utils.folding import fold_bn
-from captum_ext.attr._backtrack_core import Rule, Selection, Values, Walk, arg, pair
+from captum_ext.attr._backtrack_core import Rule, Selection, Values, Walk, arg, pair, windows
 from captum_ext.attr._backtrack_pooling import interpolate, pool
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -263,19 +263,15 @@ def _receptive_fields(activations: Tensor, groups: int, kernel: Tuple[int, int],
                              (s_n, s_h * sh, s_w * sw, s_c * (c // groups), s_h * dh, s_w * dw, s_c))
 
 
-def _gather_fields(activations: Tensor, batch: Tensor, first_channel: Tensor, c_group: int, top: Tensor,
-                   left: Tensor, kernel: Tuple[int, int], dilation: Tuple[int, int]) -> Tensor:
+def _gather_fields(activations: Tensor, batch: Tensor, first_channel: Tensor, c_group: int, rows: Tensor,
+                   cols: Tensor, inside: Tensor) -> Tensor:
     """The receptive fields ``P×kh×kw×Cg`` of the given nodes, read straight from the ``N×C×H×W`` input (zero
-    outside it); ``top``/``left`` are each field's first row and column, possibly negative."""
+    outside it), from their :func:`~captum_ext.attr._backtrack_core.windows`."""
     _, channels, height, width = activations.shape
-    device = batch.device
-    iy = top[:, None] + torch.arange(kernel[0], device=device) * dilation[0]  # P×kh
-    ix = left[:, None] + torch.arange(kernel[1], device=device) * dilation[1]  # P×kw
-    inside = ((iy >= 0) & (iy < height))[:, :, None, None] & ((ix >= 0) & (ix < width))[:, None, :, None]
-    plane = batch[:, None] * channels + first_channel[:, None] + torch.arange(c_group, device=device)  # P×Cg
-    index = ((plane[:, None, None, :] * height + iy.clamp(0, height - 1)[:, :, None, None]) * width
-             + ix.clamp(0, width - 1)[:, None, :, None])
-    return activations.reshape(-1)[index].mul_(inside)
+    plane = batch[:, None] * channels + first_channel[:, None] + torch.arange(c_group, device=batch.device)  # P×Cg
+    index = ((plane[:, None, None, :] * height + rows.clamp(0, height - 1)[:, :, None, None]) * width
+             + cols.clamp(0, width - 1)[:, None, :, None])
+    return activations.reshape(-1)[index].mul_(inside[..., None])
 
 
 def conv(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tuple[fx.Node, Selection]]:
@@ -297,18 +293,16 @@ def conv(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tupl
     weight = p["weight"].permute(0, 2, 3, 1).contiguous()  # Co×kh×kw×Cg, the fields' layout
     out_per_group = c_out // p["groups"]
     device = sel.flat.device
-    ky = torch.arange(kh, device=device) * dilation[0] - padding[0]
-    kx = torch.arange(kw, device=device) * dilation[1] - padding[1]
     batches, flats, counts = [], [], []
     for part in budget_chunks(len(sel), c_group * kh * kw):
         b, f, c = sel.batch[part], sel.flat[part], sel.count[part]
         co, y, x = f // (h_out * w_out), (f // w_out) % h_out, f % w_out
         group = co // out_per_group
+        window_rows, window_cols, inside = windows(y, x, (kh, kw), stride, padding, dilation, (height, width))
         if fields is not None:
             patches = fields[b, y, x, group]  # P×kh×kw×Cg, a copy
         else:
-            patches = _gather_fields(activations, b, group * c_group, c_group, y * stride[0] + ky[0],
-                                     x * stride[1] + kx[0], (kh, kw), dilation)
+            patches = _gather_fields(activations, b, group * c_group, c_group, window_rows, window_cols, inside)
         contrib = patches.mul_(weight.index_select(0, co))
         sums = contrib.sum(dim=(1, 2))  # P×Cg
         if walk.include_bias and bias is not None:
@@ -321,10 +315,8 @@ def conv(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tupl
             if walk.conv_rule == "top_n" and walk.conv_top_n < sums.shape[1]:
                 keep &= torch.zeros_like(keep).scatter_(1, sums.topk(walk.conv_top_n, dim=1).indices, True)
             rows, cols = keep.nonzero(as_tuple=True)
-        iy = (y[rows] * stride[0])[:, None] + ky  # rows×kh
-        ix = (x[rows] * stride[1])[:, None] + kx  # rows×kw
-        inside = ((iy >= 0) & (iy < height))[:, :, None] & ((ix >= 0) & (ix < width))[:, None, :]
-        window = contrib[rows, :, :, cols].masked_fill(~inside, float("-inf")).flatten(1)  # never the padding
+        iy, ix = window_rows[rows], window_cols[rows]
+        window = contrib[rows, :, :, cols].masked_fill(~inside[rows], float("-inf")).flatten(1)  # never the padding
         best = window.argmax(dim=1)
         by, bx = iy.gather(1, (best // kw)[:, None])[:, 0], ix.gather(1, (best % kw)[:, None])[:, 0]
         channel = group[rows] * c_group + cols
