@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from captum_ext import SensitivityBBox, metrics, zoo
+from captum_ext._utils.ridge import RidgeRegression
 from captum_ext.datasets import scenes
 
 
@@ -297,6 +298,59 @@ def test_cam_features_are_the_threshold_boxes_in_image_fractions():
         expected = metrics.boxes_from_saliency(two_blob_map(), threshold=threshold)[0].double() / scale
         torch.testing.assert_close(f[0, 4 * k : 4 * k + 4], expected)
     torch.testing.assert_close(f[0, :4] * scale, torch.tensor([4.0, 2.0, 8.0, 4.0], dtype=torch.float64))
+
+
+def test_window_features_ignore_clutter_outside_the_windows_by_hand():
+    from captum_ext.attr._box_features import map_moments, threshold_boxes
+
+    obj = torch.zeros(1, 1, 64, 64)
+    obj[0, 0, 20:25, 30:33] = 1.0  # 5×3 object: its blurred peak is its centre pixel (row 22, column 31)
+    obj[0, 0, 22, 31] = 2.0
+    scene = obj.clone()
+    scene[0, 0, 50:53, 2:5] = 0.5  # clutter 28 rows below: outside every window (half-sides 8, 12, 16 px)
+    sb = SensitivityBBox(half_square_energy, sigma=0.0, features="window")
+    f = sb.box_features(scene)
+    assert f.shape == (1, 64) and sb.feature_dim == 64
+    torch.testing.assert_close(f[0, :2], torch.tensor([31.5 / 64, 22.5 / 64], dtype=torch.float64))
+    own = map_moments(obj, (1.0, 2.0))[0]
+    for k in range(3):  # each window holds the object only: its moments are the object's
+        torch.testing.assert_close(f[0, 2 + 14 * k : 16 + 14 * k], own)
+    torch.testing.assert_close(f[0, 44:], threshold_boxes(obj)[0])
+    torch.testing.assert_close(f[0, 44:48] * 64, torch.tensor([30.0, 20.0, 33.0, 25.0], dtype=torch.float64))
+    # The global blocks see the clutter: their centroid moves, the window block's does not.
+    assert not torch.allclose(map_moments(scene, (1.0,))[0, :2], own[:2])
+
+
+def test_gcv_equals_its_formula_on_the_data_and_picks_the_fitting_penalty():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 5, generator=gen, dtype=torch.float64)
+    y = x @ torch.randn(5, 2, generator=gen, dtype=torch.float64) + 0.1 * torch.randn(60, 2, generator=gen,
+                                                                                    dtype=torch.float64)
+    regression = RidgeRegression(5, 2).accumulate(x[:25], y[:25]).accumulate(x[25:], y[25:])
+    scores = regression.gcv((1e-3, 1.0))
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    for penalty, score in scores.items():  # the reference: explicit residuals and hat-matrix trace
+        alpha = penalty * float((xc * xc).sum() / 5)
+        inverse = torch.linalg.inv(xc.T @ xc + alpha * torch.eye(5, dtype=torch.float64))
+        rss = ((yc - xc @ inverse @ xc.T @ yc) ** 2).sum()
+        df = torch.trace(xc @ inverse @ xc.T)
+        assert score == pytest.approx(float(60 * rss / (60 - df - 1) ** 2), rel=1e-6)
+    assert scores[1e-3] < scores[1.0]  # a real linear relation: the light penalty generalises better
+    noise = RidgeRegression(5, 2).accumulate(x, torch.randn(60, 2, generator=gen, dtype=torch.float64))
+    light, strong = noise.gcv((1e-6, 1e3)).values()
+    assert strong < light  # targets unrelated to the features: shrinking to the mean wins
+
+
+def test_default_ridge_is_chosen_by_gcv_and_an_explicit_one_is_kept():
+    images, boxes, _ = synthetic_problem(40, seed=5)
+    sb = SensitivityBBox(half_square_energy, grid_size=2, features="grid")
+    fitted = sb.fit(images, boxes)
+    scale = torch.tensor([8.0, 6.0, 8.0, 6.0], dtype=torch.float64)  # boxes are fitted in image fractions
+    regression = RidgeRegression(sb.feature_dim, 4).accumulate(sb.box_features(images), boxes.double() / scale)
+    scores = regression.gcv(sb.RIDGE_CANDIDATES)
+    assert fitted.ridge == min(sorted(scores, reverse=True), key=lambda p: scores[p])
+    assert sb.fit_attributions(images, boxes).ridge == fitted.ridge
+    assert sb.fit(images, boxes, ridge=0.3).ridge == 0.3
 
 
 def test_feature_sets_concatenate_in_table_order_and_class_is_one_hot():

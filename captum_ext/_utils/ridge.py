@@ -6,12 +6,12 @@ without touching the data again.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-STATISTICS = ("count", "x_sum", "y_sum", "xtx", "xty")
+STATISTICS = ("count", "x_sum", "y_sum", "y_sq_sum", "xtx", "xty")
 
 
 class RidgeRegression:
@@ -39,6 +39,7 @@ class RidgeRegression:
             "count": torch.zeros((), dtype=torch.float64),
             "x_sum": torch.zeros(in_features, dtype=torch.float64),
             "y_sum": torch.zeros(out_features, dtype=torch.float64),
+            "y_sq_sum": torch.zeros(out_features, dtype=torch.float64),
             "xtx": torch.zeros(in_features, in_features, dtype=torch.float64),
             "xty": torch.zeros(in_features, out_features, dtype=torch.float64),
         }
@@ -53,24 +54,56 @@ class RidgeRegression:
         self.stats["count"] += features.shape[0]
         self.stats["x_sum"] += features.sum(dim=0)
         self.stats["y_sum"] += targets.sum(dim=0)
+        self.stats["y_sq_sum"] += (targets * targets).sum(dim=0)
         self.stats["xtx"] += features.T @ features
         self.stats["xty"] += features.T @ targets
         return self
 
-    def solution(self, penalty: float) -> Tuple[Tensor, Tensor]:
-        """``(W, b)`` for a penalty relative to the mean feature variance (so it does not depend on the number of
-        features); the statistics are left unchanged."""
+    def _centred(self) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         stats = self.stats
         n = stats["count"]
         mean_x, mean_y = stats["x_sum"] / n, stats["y_sum"] / n
         # Centred statistics: the intercept is not penalised.
         cxx = stats["xtx"] - n * torch.outer(mean_x, mean_x)
         cxy = stats["xty"] - n * torch.outer(mean_x, mean_y)
-        dim = cxx.shape[0]
-        scale = (torch.trace(cxx) / dim).clamp_min(1e-300)
-        regulariser = (penalty * scale + 1e-12 * scale) * torch.eye(dim, dtype=torch.float64)
+        return mean_x, mean_y, cxx, cxy, (torch.trace(cxx) / cxx.shape[0]).clamp_min(1e-300)
+
+    def solution(self, penalty: float) -> Tuple[Tensor, Tensor]:
+        """``(W, b)`` for a penalty relative to the mean feature variance (so it does not depend on the number of
+        features); the statistics are left unchanged."""
+        mean_x, mean_y, cxx, cxy, scale = self._centred()
+        regulariser = (penalty * scale + 1e-12 * scale) * torch.eye(cxx.shape[0], dtype=torch.float64)
         weight = torch.linalg.solve(cxx + regulariser, cxy)
         return weight, mean_y - mean_x @ weight
+
+    def gcv(self, penalties: Sequence[float]) -> Dict[float, float]:
+        """Generalised cross-validation score of each penalty (Golub, Heath & Wahba, 1979), from the statistics
+        alone: ``n · RSS / (n − df − 1)²``, with ``RSS`` the training residual sum of squares over all outputs and
+        ``df = Σ λᵢ / (λᵢ + α)`` the fit's degrees of freedom (``λᵢ`` the eigenvalues of the centred ``XᵀX``; the
+        ``1`` is the intercept). It approximates the leave-one-out error: lower is better.
+
+        Args:
+            penalties (sequence of float): penalties, relative as in :meth:`solution`.
+
+        Returns:
+            dict: the score of each penalty (``inf`` when ``df + 1 >= n``).
+        """
+        mean_x, mean_y, cxx, cxy, scale = self._centred()
+        n = self.stats["count"]
+        centred_yty = (self.stats["y_sq_sum"] - n * mean_y * mean_y).sum()
+        eigenvalues, vectors = torch.linalg.eigh(cxx)
+        eigenvalues = eigenvalues.clamp_min(0)
+        projected = vectors.T @ cxy  # the targets' cross-products in the eigenbasis
+        scores: Dict[float, float] = {}
+        for penalty in penalties:
+            alpha = penalty * scale + 1e-12 * scale
+            shrink = eigenvalues / (eigenvalues + alpha)
+            # RSS = yᵀy − 2 tr(Wᵀ Xᵀy) + tr(Wᵀ XᵀX W), W = V diag(1/(λ+α)) Vᵀ Xᵀy, all in the eigenbasis.
+            fitted = (projected**2 / (eigenvalues + alpha)[:, None]).sum(dim=1)
+            rss = centred_yty - (2 * fitted - (shrink * fitted)).sum()
+            remaining = n - shrink.sum() - 1
+            scores[float(penalty)] = float(n * rss.clamp_min(0) / remaining**2) if remaining > 0 else float("inf")
+        return scores
 
     def solve(self, penalty: float) -> "RidgeRegression":
         """Solve for ``penalty`` and keep the solution; returns ``self``."""

@@ -24,15 +24,23 @@ FEATURE_BLOCKS: Dict[str, str] = {
                "by `sigma`, weighted by (map / max)^p for p in 1, 2, 4, 8 (28 numbers)",
     "cam": "CAM-threshold boxes (x1, y1, x2, y2) of the largest connected region above t·max, t in 0.2 … 0.6, "
            "on the map blurred by `sigma` / 2 (20 numbers)",
+    "window": "the map around its peak (the maximum of the map blurred by max(H, W)/10), so clutter elsewhere does "
+              "not pull the box: the peak (x, y); moments as above (p in 1, 2) of the map blurred by `sigma` / 2 "
+              "inside square windows of half-side max(H, W)·(1/8, 3/16, 1/4); CAM-threshold boxes as above of the "
+              "map blurred by `sigma` / 4 inside the middle window (64 numbers)",
     "class": "one-hot of the explained class: a per-class box offset (K numbers; needs `num_classes`)",
 }
 #: The paper's feature set (the only one before feature sets existed; files saved without a set hold it).
 PAPER_FEATURES: Tuple[str, ...] = ("grid",)
 #: The default, chosen on validation scenes among the class-agnostic sets (see the benchmark).
-DEFAULT_FEATURES: Tuple[str, ...] = ("moments", "cam")
+DEFAULT_FEATURES: Tuple[str, ...] = ("window",)
 MOMENT_POWERS = (1.0, 2.0, 4.0, 8.0)
 CAM_THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6)
 MULTISCALE_GRIDS = (4, 8)
+#: The ``"window"`` block's sizes, as fractions of the image side: the peak-finding blur and the windows' half-sides.
+WINDOW_PEAK_BLUR = 1 / 10
+WINDOW_HALF_SIDES = (1 / 8, 3 / 16, 1 / 4)
+WINDOW_MOMENT_POWERS = (1.0, 2.0)
 
 
 def check_features(features: Union[str, Sequence[str]], num_classes: Optional[int]) -> Tuple[str, ...]:
@@ -72,7 +80,9 @@ def feature_count(features: Sequence[str], grid_size: int, num_classes: Optional
         int: the number of features.
     """
     lengths = {"grid": grid_size**2, "multiscale": sum(g * g for g in MULTISCALE_GRIDS),
-               "moments": 7 * len(MOMENT_POWERS), "cam": 4 * len(CAM_THRESHOLDS), "class": num_classes or 0}
+               "moments": 7 * len(MOMENT_POWERS), "cam": 4 * len(CAM_THRESHOLDS),
+               "window": 2 + 7 * len(WINDOW_MOMENT_POWERS) * len(WINDOW_HALF_SIDES) + 4 * len(CAM_THRESHOLDS),
+               "class": num_classes or 0}
     return sum(lengths[n] for n in features)
 
 
@@ -192,6 +202,57 @@ def threshold_boxes(maps: Tensor, thresholds: Sequence[float] = CAM_THRESHOLDS) 
     return torch.from_numpy((boxes / scale).reshape(n, 4 * count_t)).to(maps.device)
 
 
+def peak_windows(maps: Tensor, half_sides: Sequence[float], peak_blur: float) -> Tuple[Tensor, Tensor]:
+    """The peak of each map after a blur, and square windows centred on it.
+
+    Args:
+        maps (Tensor): ``N×1×H×W`` non-negative maps.
+        half_sides (sequence of float): the windows' half-sides in pixels (a pixel is inside when its row and column
+            are each at most this far from the peak's).
+        peak_blur (float): Gaussian blur in pixels applied before taking the maximum (ties: the first pixel in
+            row-major order).
+
+    Returns:
+        tuple: the peaks ``N×2`` float64 ``(x, y)`` pixel centres in fractions of the width/height, and the windows
+        ``len(half_sides)×N×1×H×W`` bool.
+
+    Example::
+
+        >>> import torch
+        >>> maps = torch.zeros(1, 1, 5, 5); maps[0, 0, 1, 3] = 1.0
+        >>> peaks, windows = peak_windows(maps, (1.0,), peak_blur=0.0)
+        >>> peaks.tolist(), int(windows.sum())
+        ([[0.7, 0.3]], 9)
+    """
+    n, _, height, width = maps.shape
+    index = gaussian_blur(maps, peak_blur).flatten(1).argmax(dim=1)
+    rows, cols = index // width, index % width
+    row_distance = (torch.arange(height, device=maps.device)[None, :] - rows[:, None]).abs()  # N×H
+    col_distance = (torch.arange(width, device=maps.device)[None, :] - cols[:, None]).abs()  # N×W
+    windows = torch.stack([((row_distance <= r)[:, :, None] & (col_distance <= r)[:, None, :])[:, None]
+                           for r in half_sides])
+    peaks = torch.stack([(cols.double() + 0.5) / width, (rows.double() + 0.5) / height], dim=1)
+    return peaks, windows
+
+
+def window_features(maps: Tensor, sigma: float) -> Tensor:
+    """The ``"window"`` block: the peak, then the moments and CAM boxes of the map inside windows around it.
+
+    Args:
+        maps (Tensor): ``N×1×H×W`` non-negative maps (not blurred).
+        sigma (float): the box features' blur in pixels (moments use half of it, boxes a quarter).
+
+    Returns:
+        Tensor: ``N×64`` float64.
+    """
+    side = max(maps.shape[-2:])
+    peaks, windows = peak_windows(maps, [side * h for h in WINDOW_HALF_SIDES], side * WINDOW_PEAK_BLUR)
+    blurred = gaussian_blur(maps, sigma / 2)
+    moments = [map_moments(blurred * window, WINDOW_MOMENT_POWERS) for window in windows]
+    boxes = threshold_boxes(gaussian_blur(maps, sigma / 4) * windows[len(windows) // 2])
+    return torch.cat([peaks, *moments, boxes], dim=1)
+
+
 def box_feature_matrix(maps: Tensor, features: Sequence[str], grid_size: int, sigma: float, power: float,
                        num_classes: Optional[int] = None, classes: Any = None) -> Tensor:
     """The feature vectors of channel-reduced maps: the blocks of ``features`` concatenated in table order.
@@ -224,6 +285,8 @@ def box_feature_matrix(maps: Tensor, features: Sequence[str], grid_size: int, si
         elif name == "cam":
             # A lighter blur than the grid's keeps the region edges, which is what the boxes measure.
             parts.append(threshold_boxes(gaussian_blur(maps, sigma / 2)))
+        elif name == "window":
+            parts.append(window_features(maps, sigma))
         else:
             parts.append(_one_hot(classes, maps.shape[0], int(num_classes or 0), maps.device))
     return torch.cat(parts, dim=1)

@@ -120,6 +120,8 @@ class NodeBacktrack(Attribution):
         torch.Size([2, 1, 64, 64])
     """
 
+    #: The quality/cost middle ground: the two best channels of every convolution node.
+    TWO_CHANNEL_RULES: Dict[str, Any] = {"conv_rule": "top_n", "conv_top_n": 2}
     #: Rules for dense, precise density maps: the five best channels of every convolution node, each path counted.
     DENSE_RULES: Dict[str, Any] = {"conv_rule": "top_n", "conv_top_n": 5, "deduplicate": False}
 

@@ -33,7 +33,7 @@ def fit_box_map(
     data: Any,
     out: Union[str, Path],
     batch_size: int = 32,
-    ridge: float = 0.1,
+    ridge: Optional[float] = None,
     class_map: Optional[Dict[str, int]] = None,
     device: str = "cpu",
     resize: Optional[Tuple[int, int]] = None,
@@ -50,7 +50,8 @@ def fit_box_map(
         data: a dataset spec or :class:`~captum_ext.evaluation.data.AnnotatedImages` with boxes.
         out (str or Path): the box map file to write (``torch.save`` of ``SensitivityBBox.state_dict()``).
         batch_size (int, optional): images per batch. Default: 32.
-        ridge (float, optional): the ridge penalty. Default: 0.1.
+        ridge (float, optional): the ridge penalty. Default: ``None``, chosen by generalised cross-validation
+            (see :meth:`SensitivityBBox.fit <captum_ext.SensitivityBBox.fit>`).
         class_map (dict, optional): category → class index, as in ``evaluate``.
         device (str, optional): ``"cpu"`` or ``"cuda"``.
         resize (tuple of int, optional): ``(H, W)`` to resize images to.

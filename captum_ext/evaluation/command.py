@@ -130,7 +130,8 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     _common(fit)
     fit.add_argument("--out", type=Path, required=True, help="box map file to write (.pt)")
     fit.add_argument("--batch-size", type=int, default=32)
-    fit.add_argument("--ridge", type=float, default=0.1)
+    fit.add_argument("--ridge", type=float, default=None,
+                     help="ridge penalty (default: chosen by generalised cross-validation on the training data)")
     fit.add_argument("--features", nargs="+", default=None, choices=tuple(FEATURE_BLOCKS),
                      help="box feature blocks, recorded in the file (default: SensitivityBBox's default set; "
                           "'grid' alone is the paper's)")
