@@ -34,6 +34,7 @@ from captum_ext.datasets import scenes
 PAPER = {"max_f": 0.7, "iou": 0.6}
 VARIANTS: Dict[str, Dict[str, Any]] = {
     "NodeBacktrack (defaults)": {},
+    "NodeBacktrack, two-channel rules": NodeBacktrack.TWO_CHANNEL_RULES,
     "NodeBacktrack, dense rules": NodeBacktrack.DENSE_RULES,
 }
 # The rule at a linear layer fed by a flattened map (VGG's first FC layer), compared on the validation scenes.
@@ -161,6 +162,7 @@ def speed(model_name: str, repeats: int) -> Dict[str, float]:
     target = torch.arange(8)
     nb = NodeBacktrack(model)
     dense = NodeBacktrack(model, **NodeBacktrack.DENSE_RULES)
+    two = NodeBacktrack(model, **NodeBacktrack.TWO_CHANNEL_RULES)
     top10 = NodeBacktrack(model, spatial_fc_rule="top_n", spatial_fc_top_n=10)
     saliency = Saliency(model)
 
@@ -174,6 +176,10 @@ def speed(model_name: str, repeats: int) -> Dict[str, float]:
         "forward_no_grad": forward,
     }, repeats=repeats, warmup=1)
     timings["ratio_vs_saliency"] = timings["node_backtrack"] / timings["captum_saliency"]
+    both = time_interleaved({"captum_saliency": lambda: saliency.attribute(x, target=target),
+                             "two_channel": lambda: two.attribute(x, target=target)}, repeats=repeats, warmup=1)
+    timings["two_channel_rules"] = both["two_channel"]
+    timings["two_channel_ratio_vs_saliency"] = both["two_channel"] / both["captum_saliency"]
     # The alternatives cost up to minutes per batch: one interleaved round, no warm-up beyond the runs above.
     other = time_interleaved({"captum_saliency": lambda: saliency.attribute(x, target=target),
                               "spatial_top10": lambda: top10.attribute(x, target=target),
@@ -232,7 +238,8 @@ def to_markdown(r: Dict[str, Any]) -> str:
         f"Held-out single-object scenes, {r['n_val']} validation / {r['n_test']} test, seed {r['seed']}; every "
         "method explains the true class; blur sigma (by max-F) and mask threshold (by IoU) chosen per method on "
         f"validation. Paper (MSRA-B, VGG19): F-measure {PAPER['max_f']}, IoU {PAPER['iou']}. NodeBacktrack's "
-        "dense rules: `NodeBacktrack.DENSE_RULES` (the five best channels per convolution node, every path counted).",
+        "two-channel rules: `NodeBacktrack.TWO_CHANNEL_RULES` (the two best channels per convolution node); dense "
+        "rules: `NodeBacktrack.DENSE_RULES` (the five best channels per convolution node, every path counted).",
         "",
         "## The rule at VGG's spatial FC layer (zoo VGG, validation scenes; blur chosen by max-F)", "",
         "| rule | backtracked pixels per image | max-F | energy in mask | sigma |", "|---|---|---|---|---|",
@@ -254,11 +261,13 @@ def to_markdown(r: Dict[str, Any]) -> str:
         lines.append("")
     lines += ["## Speed (torchvision, random weights, 224×224, batch 8; median of interleaved runs)", "",
               "| model | Captum Saliency | NodeBacktrack | forward (no grad) | NodeBacktrack / Saliency | spatial FC "
-              "top 10 / Saliency | dense rules | dense / Saliency |", "|---|---|---|---|---|---|---|---|"]
+              "top 10 / Saliency | two-channel rules | two-channel / Saliency | dense rules | dense / Saliency |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, t in r["speed"].items():
         lines.append(f"| {name} | {t['captum_saliency']:.2f} s | {t['node_backtrack']:.2f} s | "
                      f"{t['forward_no_grad']:.2f} s | {t['ratio_vs_saliency']:.2f}× | "
-                     f"{t['spatial_top10_ratio_vs_saliency']:.2f}× | {t['dense_rules']:.1f} s | "
+                     f"{t['spatial_top10_ratio_vs_saliency']:.2f}× | {t['two_channel_rules']:.2f} s | "
+                     f"{t['two_channel_ratio_vs_saliency']:.2f}× | {t['dense_rules']:.1f} s | "
                      f"{t['dense_ratio_vs_saliency']:.1f}× |")
     loop = r["loop_reference"]
     lines += ["", f"Per-node Python loop (the paper's algorithms, literally) on scenes_vgg, {loop['images']} images: "

@@ -258,6 +258,16 @@ def test_points_and_density():
     assert mask.dtype == torch.bool and bool(mask[0, 0, 1, 1]) and not bool(mask[0, 0, 3, 3])
 
 
+@pytest.mark.parametrize("rules, divisor", [({}, 16), (NodeBacktrack.TWO_CHANNEL_RULES, 32),
+                                            (NodeBacktrack.DENSE_RULES, 128)])
+def test_default_density_bandwidth_follows_the_rules(rules, divisor):
+    model = random_model("vgg", 0)
+    x = torch.rand(2, 3, 32, 32)
+    nb = NodeBacktrack(model, **rules)
+    expected = NodeBacktrack.density_from_hits(nb.attribute(x, target=1), sigma=32 / divisor)
+    torch.testing.assert_close(nb.saliency(x, target=1), expected)
+
+
 def test_model_left_as_found_after_an_exception():
     class Exploding(nn.Module):
         def __init__(self) -> None:

@@ -248,19 +248,24 @@ def _conv_parameters(walk: Walk, node: fx.Node, values: Values) -> Dict[str, Any
 FIELD_COPY_RATIO = 8
 
 
-def _receptive_fields(activations: Tensor, groups: int, kernel: Tuple[int, int], stride: Tuple[int, int],
-                      padding: Tuple[int, int], dilation: Tuple[int, int]) -> Tensor:
-    """Every receptive field of a convolution as a view ``N×Ho×Wo×G×kh×kw×Cg`` of a channels-last, zero-padded
-    copy of the input, so that a kept node's field is gathered by its ``(b, y, x, group)`` alone and its channels
-    are contiguous in memory (about ten times faster to gather than from the channels-first layout)."""
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+def _channels_last_rows(activations: Tensor, groups: int, padding: Tuple[int, int]) -> Tensor:
+    """The zero-padded input as a matrix ``(N·Hp·Wp·G)×Cg``: one row per (image, position, group), its channels
+    contiguous, so a kept node's input at one kernel tap is a single row (about five times faster to gather and
+    multiply tap by tap than to copy whole receptive fields)."""
+    ph, pw = padding
     padded = F.pad(activations, (pw, pw, ph, ph)) if ph or pw else activations
-    padded = padded.permute(0, 2, 3, 1).contiguous()  # N×Hp×Wp×C
-    n, hp, wp, c = padded.shape
-    h_out, w_out = (hp - (kh - 1) * dh - 1) // sh + 1, (wp - (kw - 1) * dw - 1) // sw + 1
-    s_n, s_h, s_w, s_c = padded.stride()
-    return padded.as_strided((n, h_out, w_out, groups, kh, kw, c // groups),
-                             (s_n, s_h * sh, s_w * sw, s_c * (c // groups), s_h * dh, s_w * dw, s_c))
+    return padded.permute(0, 2, 3, 1).contiguous().view(-1, activations.shape[1] // groups)
+
+
+def _tap_sums(rows_matrix: Tensor, weight_taps: Tensor, row_base: Tensor, tap_offsets: Tensor, out_channel: Tensor
+              ) -> Tensor:
+    """``P×Cg``: each kept node's contribution summed over its window, per input channel, one kernel tap at a time
+    (``row_base + tap_offsets[t]`` is the node's input row at tap ``t``; ``weight_taps`` is ``taps×Co×Cg``)."""
+    sums = torch.zeros(len(row_base), rows_matrix.shape[1], dtype=rows_matrix.dtype, device=rows_matrix.device)
+    for tap in range(len(tap_offsets)):
+        sums.addcmul_(rows_matrix.index_select(0, row_base + tap_offsets[tap]),
+                      weight_taps[tap].index_select(0, out_channel))
+    return sums
 
 
 def _gather_fields(activations: Tensor, batch: Tensor, first_channel: Tensor, c_group: int, rows: Tensor,
@@ -288,10 +293,16 @@ def conv(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tupl
     stride, padding, dilation = pair(p["stride"]), pair(p["padding"]), pair(p["dilation"])
     # A channels-last copy of the whole input pays off when the kept nodes gather more than a fraction of it;
     # a few nodes in a large early layer gather their fields straight from the input instead.
-    fields = (_receptive_fields(activations, p["groups"], (kh, kw), stride, padding, dilation)
-              if FIELD_COPY_RATIO * len(sel) * c_group * kh * kw >= activations.numel() else None)
+    groups = p["groups"]
+    by_rows = FIELD_COPY_RATIO * len(sel) * c_group * kh * kw >= activations.numel()
+    if by_rows:
+        rows_matrix = _channels_last_rows(activations, groups, padding)
+        padded_width = width + 2 * padding[1]
+        weight_taps = p["weight"].permute(2, 3, 0, 1).reshape(kh * kw, c_out, c_group).contiguous()
+        tap_offsets = ((torch.arange(kh, device=sel.flat.device)[:, None] * dilation[0] * padded_width
+                        + torch.arange(kw, device=sel.flat.device) * dilation[1]) * groups).reshape(-1)
     weight = p["weight"].permute(0, 2, 3, 1).contiguous()  # Co×kh×kw×Cg, the fields' layout
-    out_per_group = c_out // p["groups"]
+    out_per_group = c_out // groups
     device = sel.flat.device
     batches, flats, counts = [], [], []
     for part in budget_chunks(len(sel), c_group * kh * kw):
@@ -299,12 +310,15 @@ def conv(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tupl
         co, y, x = f // (h_out * w_out), (f // w_out) % h_out, f % w_out
         group = co // out_per_group
         window_rows, window_cols, inside = windows(y, x, (kh, kw), stride, padding, dilation, (height, width))
-        if fields is not None:
-            patches = fields[b, y, x, group]  # P×kh×kw×Cg, a copy
+        if by_rows:
+            # The window's top-left input row in the padded matrix (window rows/columns start at -padding).
+            top_left = ((b * (height + 2 * padding[0]) + window_rows[:, 0] + padding[0]) * padded_width
+                        + window_cols[:, 0] + padding[1]) * groups + group
+            sums = _tap_sums(rows_matrix, weight_taps, top_left, tap_offsets, co)  # P×Cg
         else:
-            patches = _gather_fields(activations, b, group * c_group, c_group, window_rows, window_cols, inside)
-        contrib = patches.mul_(weight.index_select(0, co))
-        sums = contrib.sum(dim=(1, 2))  # P×Cg
+            contrib = _gather_fields(activations, b, group * c_group, c_group, window_rows, window_cols, inside)
+            contrib.mul_(weight.index_select(0, co))
+            sums = contrib.sum(dim=(1, 2))  # P×Cg
         if walk.include_bias and bias is not None:
             sums = sums + bias[co][:, None] * (kh * kw)  # the paper's W * A + b, summed over x and y
         if walk.conv_rule == "max":
@@ -316,7 +330,14 @@ def conv(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tupl
                 keep &= torch.zeros_like(keep).scatter_(1, sums.topk(walk.conv_top_n, dim=1).indices, True)
             rows, cols = keep.nonzero(as_tuple=True)
         iy, ix = window_rows[rows], window_cols[rows]
-        window = contrib[rows, :, :, cols].masked_fill(~inside[rows], float("-inf")).flatten(1)  # never the padding
+        if by_rows:
+            # Only the chosen channels' windows are needed: kh·kw values per (node, channel).
+            taps = top_left[rows][:, None] + tap_offsets  # P'×taps rows of the padded matrix
+            values = rows_matrix.view(-1)[taps * c_group + cols[:, None]].view(-1, kh, kw)
+            window = values.mul_(weight[co[rows], :, :, cols])
+        else:
+            window = contrib[rows, :, :, cols]
+        window = window.masked_fill(~inside[rows], float("-inf")).flatten(1)  # never the padding
         best = window.argmax(dim=1)
         by, bx = iy.gather(1, (best // kw)[:, None])[:, 0], ix.gather(1, (best % kw)[:, None])[:, 0]
         channel = group[rows] * c_group + cols
