@@ -57,7 +57,7 @@ def test_loss_parts_by_hand():
 def test_defaults_and_the_earlier_loss_stay_reachable():
     model = SelfSupervisedAttentionRegressor(2, width=8)
     assert (model.area_target, model.loss_weights, model.noise, model.noise_scale) == (
-        0.95, (1.0, 1.0, 10.0), "gaussian", 1.0)
+        0.95, (1.0, 1.0, 10.0), "gaussian", 0.75)
     paper = SelfSupervisedAttentionRegressor(2, width=8, loss_weights=(1, 1, 1), noise_scale=0.5)
     assert paper.loss_weights == (1.0, 1.0, 1.0) and paper.noise_scale == 0.5
 

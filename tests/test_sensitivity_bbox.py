@@ -339,6 +339,8 @@ def test_gcv_equals_its_formula_on_the_data_and_picks_the_fitting_penalty():
     noise = RidgeRegression(5, 2).accumulate(x, torch.randn(60, 2, generator=gen, dtype=torch.float64))
     light, strong = noise.gcv((1e-6, 1e3)).values()
     assert strong < light  # targets unrelated to the features: shrinking to the mean wins
+    few = RidgeRegression(5, 2).accumulate(x[:4], y[:4])  # 4 images, 5 features: a light penalty interpolates
+    assert few.gcv((1e-6,))[1e-6] == float("inf") and few.gcv((1e3,))[1e3] < float("inf")
 
 
 def test_default_ridge_is_chosen_by_gcv_and_an_explicit_one_is_kept():

@@ -88,7 +88,7 @@ def test_ellipse_train_and_record_writes_what_the_zoo_loads(tmp_path):
     assert json.loads((tmp_path / "ellipses_ds2.json").read_text()) == record
     assert record["model_kwargs"] == {"width": 8, "area_target": 0.9}
     assert record["loss_settings"] == {"area_target": 0.9, "loss_weights": [1.0, 1.0, 10.0], "noise": "gaussian",
-                                       "noise_scale": 1.0}
+                                       "noise_scale": 0.75}
     assert record["command"] == ("captum-ext train-regressor --dataset 2 --n-train 64 --n-test 16 --epochs 1 "
                                  "--seed 0 --width 8")
     assert len(record["load_average"]) == 2

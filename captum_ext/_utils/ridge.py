@@ -86,7 +86,8 @@ class RidgeRegression:
             penalties (sequence of float): penalties, relative as in :meth:`solution`.
 
         Returns:
-            dict: the score of each penalty (``inf`` when ``df + 1 >= n``).
+            dict: the score of each penalty; ``inf`` when less than one residual degree of freedom is left
+            (``n − df − 1 < 1``: the fit nearly interpolates, and the score is 0/0).
         """
         mean_x, mean_y, cxx, cxy, scale = self._centred()
         n = self.stats["count"]
@@ -102,7 +103,7 @@ class RidgeRegression:
             fitted = (projected**2 / (eigenvalues + alpha)[:, None]).sum(dim=1)
             rss = centred_yty - (2 * fitted - (shrink * fitted)).sum()
             remaining = n - shrink.sum() - 1
-            scores[float(penalty)] = float(n * rss.clamp_min(0) / remaining**2) if remaining > 0 else float("inf")
+            scores[float(penalty)] = float(n * rss.clamp_min(0) / remaining**2) if remaining >= 1 else float("inf")
         return scores
 
     def solve(self, penalty: float) -> "RidgeRegression":

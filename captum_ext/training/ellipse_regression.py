@@ -171,7 +171,7 @@ def loss_settings(model: SelfSupervisedAttentionRegressor) -> Dict[str, Any]:
 
         >>> from captum_ext.training import ellipse_regression
         >>> ellipse_regression.loss_settings(ellipse_regression.new_model(1, width=8))
-        {'area_target': 0.95, 'loss_weights': [1.0, 1.0, 10.0], 'noise': 'gaussian', 'noise_scale': 1.0}
+        {'area_target': 0.95, 'loss_weights': [1.0, 1.0, 10.0], 'noise': 'gaussian', 'noise_scale': 0.75}
     """
     return {"area_target": model.area_target, "loss_weights": list(model.loss_weights), "noise": model.noise,
             "noise_scale": model.noise_scale}
