@@ -117,7 +117,7 @@ class NodeBacktrack(Attribution):
         (torch.Size([2, 3, 64, 64]), True)
         >>> nb.saliency(scenes.normalize(batch.images), target=batch.labels, sigma=3.0).shape
         torch.Size([2, 1, 64, 64])
-        >>> dense = NodeBacktrack(model, **NodeBacktrack.DENSE_RULES)  # denser maps, higher cost
+        >>> dense = NodeBacktrack(model, **NodeBacktrack.DENSE_RULES)  # denser, costlier
         >>> dense.saliency(scenes.normalize(batch.images), target=batch.labels).shape
         torch.Size([2, 1, 64, 64])
     """
