@@ -321,6 +321,23 @@ def test_window_features_ignore_clutter_outside_the_windows_by_hand():
     assert not torch.allclose(map_moments(scene, (1.0,))[0, :2], own[:2])
 
 
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), h=st.integers(3, 40), w=st.integers(3, 40), half=st.floats(0.5, 20.0),
+       sparse=st.booleans())
+def test_window_boxes_equal_the_threshold_boxes_of_the_masked_map(seed, h, w, half, sparse):
+    from captum_ext._utils.smoothing import gaussian_blur
+    from captum_ext.attr._box_features import peak_windows, threshold_boxes, window_boxes
+
+    gen = torch.Generator().manual_seed(seed)
+    maps = torch.rand(4, 1, h, w, generator=gen) ** (8 if sparse else 1)
+    maps[0] = 0.0  # no salient pixel: the full image
+    maps[1, 0, : h // 2] = 0.0
+    _, windows = peak_windows(maps, (half,), peak_blur=1.0)
+    peak = gaussian_blur(maps, 1.0).flatten(1).argmax(1)  # the peaks peak_windows centres on
+    expected = threshold_boxes(maps * windows[0])
+    torch.testing.assert_close(window_boxes(maps, peak // w, peak % w, half), expected, atol=1e-12, rtol=0)
+
+
 def test_gcv_equals_its_formula_on_the_data_and_picks_the_fitting_penalty():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(60, 5, generator=gen, dtype=torch.float64)

@@ -1,6 +1,7 @@
 """Gaussian smoothing of batches of maps, vectorised and device-agnostic (used for densities and box features)."""
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -19,14 +20,19 @@ def gaussian_kernel1d(sigma: float, truncate: float = 4.0, dtype: torch.dtype = 
 def gaussian_band_matrix(size: int, sigma: float, truncate: float = 4.0, dtype: torch.dtype = torch.float32,
                          device: "torch.device | None" = None) -> Tensor:
     """``size×size`` matrix ``K`` with ``K[i, j] = g(j - i)``: ``K @ x`` blurs ``x`` along its first axis with zero
-    padding (the truncated Gaussian ``g`` of :func:`gaussian_kernel1d`)."""
+    padding (the truncated Gaussian ``g`` of :func:`gaussian_kernel1d`). A fresh tensor (built once per size and
+    sigma, then copied: box features blur every batch with the same few matrices)."""
+    return _band_matrix(int(size), float(sigma), float(truncate)).to(dtype=dtype, device=device, copy=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _band_matrix(size: int, sigma: float, truncate: float) -> Tensor:
     kernel = gaussian_kernel1d(sigma, truncate, dtype=torch.float64)
     radius = kernel.numel() // 2
     index = torch.arange(size)
     offset = index[None, :] - index[:, None]
-    band = torch.where(offset.abs() <= radius, kernel[(offset + radius).clamp(0, 2 * radius)],
+    return torch.where(offset.abs() <= radius, kernel[(offset + radius).clamp(0, 2 * radius)],
                        torch.zeros((), dtype=torch.float64))
-    return band.to(dtype=dtype, device=device)
 
 
 def gaussian_blur(maps: Tensor, sigma: float, truncate: float = 4.0) -> Tensor:

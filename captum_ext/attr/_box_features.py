@@ -202,6 +202,43 @@ def threshold_boxes(maps: Tensor, thresholds: Sequence[float] = CAM_THRESHOLDS) 
     return torch.from_numpy((boxes / scale).reshape(n, 4 * count_t)).to(maps.device)
 
 
+def _peak_positions(maps: Tensor, peak_blur: float) -> Tuple[Tensor, Tensor]:
+    """Row and column of each map's maximum after a blur (ties: the first pixel in row-major order)."""
+    index = gaussian_blur(maps, peak_blur).flatten(1).argmax(dim=1)
+    return index // maps.shape[-1], index % maps.shape[-1]
+
+
+def window_boxes(maps: Tensor, rows: Tensor, cols: Tensor, half_side: float,
+                 thresholds: Sequence[float] = CAM_THRESHOLDS) -> Tensor:
+    """:func:`threshold_boxes` of the maps masked to the square window around ``(rows, cols)`` (pixels at most
+    ``half_side`` rows and columns away), labelling only the window's pixels: the same boxes, several times faster.
+
+    Args:
+        maps (Tensor): ``N×1×H×W`` non-negative maps.
+        rows, cols (Tensor): ``N`` window centres.
+        half_side (float): the window's half-side in pixels.
+        thresholds (sequence of float, optional): as in :func:`threshold_boxes`.
+
+    Returns:
+        Tensor: ``N×4·len(thresholds)`` float64 boxes in fractions of the width/height; the full image for a map
+        without a positive value in its window.
+    """
+    n, _, height, width = maps.shape
+    reach = int(half_side)
+    size = 2 * reach + 1
+    padded = F.pad(maps[:, 0], (reach, reach, reach, reach))  # zeros outside the image are never selected
+    offsets = torch.arange(size, device=maps.device)
+    crops = padded[torch.arange(n, device=maps.device)[:, None, None], (rows[:, None] + offsets)[:, :, None],
+                   (cols[:, None] + offsets)[:, None, :]]
+    boxes = threshold_boxes(crops[:, None], thresholds).view(n, len(thresholds), 4) * size
+    shift = torch.stack([cols, rows, cols, rows], dim=1).to(boxes.device, torch.float64) - reach
+    scale = torch.tensor([width, height, width, height], dtype=torch.float64, device=boxes.device)
+    boxes = (boxes + shift[:, None]) / scale
+    boxes[crops.flatten(1).amax(dim=1) <= 0] = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64,
+                                                             device=boxes.device)
+    return boxes.view(n, -1)
+
+
 def peak_windows(maps: Tensor, half_sides: Sequence[float], peak_blur: float) -> Tuple[Tensor, Tensor]:
     """The peak of each map after a blur, and square windows centred on it.
 
@@ -224,11 +261,14 @@ def peak_windows(maps: Tensor, half_sides: Sequence[float], peak_blur: float) ->
         >>> peaks.tolist(), int(windows.sum())
         ([[0.7, 0.3]], 9)
     """
-    n, _, height, width = maps.shape
-    index = gaussian_blur(maps, peak_blur).flatten(1).argmax(dim=1)
-    rows, cols = index // width, index % width
-    row_distance = (torch.arange(height, device=maps.device)[None, :] - rows[:, None]).abs()  # N×H
-    col_distance = (torch.arange(width, device=maps.device)[None, :] - cols[:, None]).abs()  # N×W
+    rows, cols = _peak_positions(maps, peak_blur)
+    return _windows_at(rows, cols, half_sides, maps.shape[-2], maps.shape[-1])
+
+
+def _windows_at(rows: Tensor, cols: Tensor, half_sides: Sequence[float], height: int, width: int
+                ) -> Tuple[Tensor, Tensor]:
+    row_distance = (torch.arange(height, device=rows.device)[None, :] - rows[:, None]).abs()  # N×H
+    col_distance = (torch.arange(width, device=cols.device)[None, :] - cols[:, None]).abs()  # N×W
     windows = torch.stack([((row_distance <= r)[:, :, None] & (col_distance <= r)[:, None, :])[:, None]
                            for r in half_sides])
     peaks = torch.stack([(cols.double() + 0.5) / width, (rows.double() + 0.5) / height], dim=1)
@@ -246,10 +286,12 @@ def window_features(maps: Tensor, sigma: float) -> Tensor:
         Tensor: ``N×64`` float64.
     """
     side = max(maps.shape[-2:])
-    peaks, windows = peak_windows(maps, [side * h for h in WINDOW_HALF_SIDES], side * WINDOW_PEAK_BLUR)
+    half_sides = [side * h for h in WINDOW_HALF_SIDES]
+    rows, cols = _peak_positions(maps, side * WINDOW_PEAK_BLUR)
+    peaks, windows = _windows_at(rows, cols, half_sides, maps.shape[-2], maps.shape[-1])
     blurred = gaussian_blur(maps, sigma / 2)
     moments = [map_moments(blurred * window, WINDOW_MOMENT_POWERS) for window in windows]
-    boxes = threshold_boxes(gaussian_blur(maps, sigma / 4) * windows[len(windows) // 2])
+    boxes = window_boxes(gaussian_blur(maps, sigma / 4), rows, cols, half_sides[len(half_sides) // 2])
     return torch.cat([peaks, *moments, boxes], dim=1)
 
 
