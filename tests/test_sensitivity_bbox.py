@@ -8,6 +8,7 @@ from torch import nn
 
 from captum_ext import SensitivityBBox, metrics, zoo
 from captum_ext._utils.ridge import RidgeRegression
+from captum_ext._utils.smoothing import gaussian_blur
 from captum_ext.datasets import scenes
 
 
@@ -325,7 +326,6 @@ def test_window_features_ignore_clutter_outside_the_windows_by_hand():
 @given(seed=st.integers(0, 10_000), h=st.integers(3, 40), w=st.integers(3, 40), half=st.floats(0.5, 20.0),
        sparse=st.booleans())
 def test_window_boxes_equal_the_threshold_boxes_of_the_masked_map(seed, h, w, half, sparse):
-    from captum_ext._utils.smoothing import gaussian_blur
     from captum_ext.attr._box_features import peak_windows, threshold_boxes, window_boxes
 
     gen = torch.Generator().manual_seed(seed)
@@ -336,6 +336,24 @@ def test_window_boxes_equal_the_threshold_boxes_of_the_masked_map(seed, h, w, ha
     peak = gaussian_blur(maps, 1.0).flatten(1).argmax(1)  # the peaks peak_windows centres on
     expected = threshold_boxes(maps * windows[0])
     torch.testing.assert_close(window_boxes(maps, peak // w, peak % w, half), expected, atol=1e-12, rtol=0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), h=st.integers(3, 40), w=st.integers(3, 40), sparse=st.booleans())
+def test_window_moments_equal_the_moments_of_the_masked_map(seed, h, w, sparse):
+    from captum_ext.attr._box_features import map_moments, peak_windows, window_moments
+
+    gen = torch.Generator().manual_seed(seed)
+    maps = torch.rand(4, 1, h, w, generator=gen) ** (8 if sparse else 1)
+    maps[0] = 0.0  # no mass anywhere: uniform weights over the whole image
+    maps[1] = 0.0
+    maps[1, 0, 0, 0] = 1.0  # mass far from the windows of a wide peak blur
+    half_sides = (1.5, 3.0, 5.0)
+    _, windows = peak_windows(maps, half_sides, peak_blur=1.0)
+    peak = gaussian_blur(maps, 1.0).flatten(1).argmax(1)
+    expected = torch.cat([map_moments(maps * window, (1.0, 2.0)) for window in windows], dim=1)
+    # atol: a variance that is zero up to rounding (~1e-16) has a square root ~1e-8 either way
+    torch.testing.assert_close(window_moments(maps, peak // w, peak % w, half_sides), expected, atol=1e-7, rtol=0)
 
 
 def test_gcv_equals_its_formula_on_the_data_and_picks_the_fitting_penalty():

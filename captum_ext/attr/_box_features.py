@@ -208,6 +208,53 @@ def _peak_positions(maps: Tensor, peak_blur: float) -> Tuple[Tensor, Tensor]:
     return index // maps.shape[-1], index % maps.shape[-1]
 
 
+def _crops(maps: Tensor, rows: Tensor, cols: Tensor, reach: int) -> Tensor:
+    """``N×(2·reach+1)²`` squares of ``N×1×H×W`` maps centred on ``(rows, cols)``, zero outside the image."""
+    size = 2 * reach + 1
+    padded = F.pad(maps[:, 0], (reach, reach, reach, reach))
+    offsets = torch.arange(size, device=maps.device)
+    return padded[torch.arange(maps.shape[0], device=maps.device)[:, None, None],
+                  (rows[:, None] + offsets)[:, :, None], (cols[:, None] + offsets)[:, None, :]]
+
+
+def window_moments(maps: Tensor, rows: Tensor, cols: Tensor, half_sides: Sequence[float],
+                   powers: Sequence[float] = WINDOW_MOMENT_POWERS) -> Tensor:
+    """:func:`map_moments` of the maps masked to each square window around ``(rows, cols)``, computed on a crop
+    around the windows and moved back to image coordinates: the same numbers (to rounding), a few times faster.
+
+    Args:
+        maps (Tensor): ``N×1×H×W`` non-negative maps.
+        rows, cols (Tensor): ``N`` window centres.
+        half_sides (sequence of float): the windows' half-sides in pixels.
+        powers (sequence of float, optional): the exponents of :func:`map_moments`. Default: 1, 2.
+
+    Returns:
+        Tensor: ``N×7·len(powers)·len(half_sides)`` float64, window by window.
+    """
+    n, _, height, width = maps.shape
+    reach = int(max(half_sides))
+    size = 2 * reach + 1
+    crops = _crops(maps, rows, cols, reach)
+    distance = (torch.arange(size, device=maps.device) - reach).abs()
+    # Moments of a crop are in fractions of the crop: scale spreads, shift the centroid to the image.
+    scale = torch.tensor([size / width, size / height] * 2 + [(size / width) ** 2, (size / height) ** 2,
+                          size * size / (width * height)], dtype=torch.float64, device=maps.device)
+    shift = torch.zeros(n, 7, dtype=torch.float64, device=maps.device)
+    shift[:, 0], shift[:, 1] = (cols - reach).double() / width, (rows - reach).double() / height
+    blocks = []
+    for half in half_sides:
+        inside = (distance <= half)[:, None] & (distance <= half)[None, :]
+        masked = (crops * inside)[:, None]
+        local = map_moments(masked, powers).view(n, len(powers), 7)
+        block = (local * scale + shift[:, None]).view(n, -1)
+        empty = masked.flatten(1).amax(dim=1) <= 0
+        if bool(empty.any()):  # no mass in the window: map_moments' uniform weights span the whole image
+            _, windows = _windows_at(rows[empty], cols[empty], (half,), height, width)
+            block[empty] = map_moments(maps[empty] * windows[0], powers)
+        blocks.append(block)
+    return torch.cat(blocks, dim=1)
+
+
 def window_boxes(maps: Tensor, rows: Tensor, cols: Tensor, half_side: float,
                  thresholds: Sequence[float] = CAM_THRESHOLDS) -> Tensor:
     """:func:`threshold_boxes` of the maps masked to the square window around ``(rows, cols)`` (pixels at most
@@ -226,10 +273,7 @@ def window_boxes(maps: Tensor, rows: Tensor, cols: Tensor, half_side: float,
     n, _, height, width = maps.shape
     reach = int(half_side)
     size = 2 * reach + 1
-    padded = F.pad(maps[:, 0], (reach, reach, reach, reach))  # zeros outside the image are never selected
-    offsets = torch.arange(size, device=maps.device)
-    crops = padded[torch.arange(n, device=maps.device)[:, None, None], (rows[:, None] + offsets)[:, :, None],
-                   (cols[:, None] + offsets)[:, None, :]]
+    crops = _crops(maps, rows, cols, reach)  # zeros outside the image are never selected
     boxes = threshold_boxes(crops[:, None], thresholds).view(n, len(thresholds), 4) * size
     shift = torch.stack([cols, rows, cols, rows], dim=1).to(boxes.device, torch.float64) - reach
     scale = torch.tensor([width, height, width, height], dtype=torch.float64, device=boxes.device)
@@ -288,11 +332,10 @@ def window_features(maps: Tensor, sigma: float) -> Tensor:
     side = max(maps.shape[-2:])
     half_sides = [side * h for h in WINDOW_HALF_SIDES]
     rows, cols = _peak_positions(maps, side * WINDOW_PEAK_BLUR)
-    peaks, windows = _windows_at(rows, cols, half_sides, maps.shape[-2], maps.shape[-1])
-    blurred = gaussian_blur(maps, sigma / 2)
-    moments = [map_moments(blurred * window, WINDOW_MOMENT_POWERS) for window in windows]
+    peaks = torch.stack([(cols.double() + 0.5) / maps.shape[-1], (rows.double() + 0.5) / maps.shape[-2]], dim=1)
+    moments = window_moments(gaussian_blur(maps, sigma / 2), rows, cols, half_sides)
     boxes = window_boxes(gaussian_blur(maps, sigma / 4), rows, cols, half_sides[len(half_sides) // 2])
-    return torch.cat([peaks, *moments, boxes], dim=1)
+    return torch.cat([peaks, moments, boxes], dim=1)
 
 
 def box_feature_matrix(maps: Tensor, features: Sequence[str], grid_size: int, sigma: float, power: float,
