@@ -268,6 +268,33 @@ def test_default_density_bandwidth_follows_the_rules(rules, divisor):
     torch.testing.assert_close(nb.saliency(x, target=1), expected)
 
 
+@pytest.mark.parametrize("groups", [1, 2])
+def test_a_window_wholly_in_the_padding_ends_the_path(groups):
+    # A 1×1 convolution with padding 1: its border outputs see only padding (their value is the bias alone).
+    conv = nn.Conv2d(2, 2, 1, padding=1, groups=groups)
+    with torch.no_grad():
+        conv.bias.fill_(5.0)
+    head = nn.Linear(72, 2)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.weight[0, 36] = 1.0  # output channel 1 at (0, 0): a padding-only window
+        head.weight[1, 36 + 7] = 1.0  # output channel 1 at (1, 1): the input pixel (0, 0)
+    model = nn.Sequential(conv, nn.ReLU(), nn.Flatten(), head).eval()
+    x = torch.rand(3, 2, 4, 4) + 0.1
+    nb = NodeBacktrack(model)
+    assert torch.equal(nb.attribute(x, target=0), torch.zeros_like(x))
+    hits = nb.attribute(x, target=1)
+    assert hits.sum() == 3 and bool((hits[:, :, 0, 0].sum(1) == 1).all())
+    if groups == 1:
+        for i in range(3):
+            assert torch.equal(hits[i : i + 1], backtrack_loop(model, x[i : i + 1], 1))
+
+
+def test_the_reference_loop_refuses_convolutions_it_does_not_model():
+    with pytest.raises(NotImplementedError, match="stride-1"):
+        backtrack_loop(nn.Sequential(nn.Conv2d(1, 1, 3, stride=2)), torch.rand(1, 1, 5, 5), 0)
+
+
 def test_model_left_as_found_after_an_exception():
     class Exploding(nn.Module):
         def __init__(self) -> None:

@@ -156,10 +156,11 @@ def test_boxes_are_valid_and_inside_the_image_whatever_the_map(seed, n, h, w, sc
     assert boxes.shape == (n, 4)
     assert bool((boxes[:, 0] <= boxes[:, 2]).all() and (boxes[:, 1] <= boxes[:, 3]).all())
     assert bool((boxes >= 0).all() and (boxes[:, [0, 2]] <= w).all() and (boxes[:, [1, 3]] <= h).all())
-    # Batch invariance: the batch gives the per-image boxes.
+    # Batch invariance: the batch gives the per-image boxes (float32 features: batched and single blurs round
+    # differently, and the random map's weights, up to ~300 here, magnify that to about 1e-4 pixels).
     single = torch.cat([sb.predict_boxes(images[i : i + 1]) for i in range(n)])
-    torch.testing.assert_close(boxes, single, atol=1e-4, rtol=0)
-    torch.testing.assert_close(sb.predict_boxes(images, batch_size=1), boxes, atol=1e-4, rtol=0)
+    torch.testing.assert_close(boxes, single, atol=5e-4, rtol=0)
+    torch.testing.assert_close(sb.predict_boxes(images, batch_size=1), boxes, atol=5e-4, rtol=0)
 
 
 def test_model_state_and_hooks_restored_after_success_and_failure():
@@ -459,3 +460,42 @@ def test_feature_set_round_trip_and_old_files_load_as_the_paper_features(tmp_pat
     assert torch.equal(loaded.boxes_from_attributions(images), paper.boxes_from_attributions(images))
     with pytest.raises(ValueError, match="features"):
         SensitivityBBox(half_square_energy, grid_size=2).load_state_dict({**old, "version": 2})
+
+
+def test_statistics_from_older_files_load_and_partial_ones_are_refused():
+    images, boxes, _ = synthetic_problem(30, seed=7)
+    sb = SensitivityBBox(half_square_energy, grid_size=2, features="grid").fit(images, boxes)
+    # Files written before the targets' sum of squares existed: they load, re-save without it, and select_ridge
+    # (which needs no GCV) still works.
+    older = {k: v for k, v in sb.state_dict().items() if k != "stats.y_sq_sum"}
+    loaded = SensitivityBBox(half_square_energy, grid_size=2).load_state_dict(older)
+    assert "stats.y_sq_sum" not in loaded.state_dict()
+    assert torch.equal(loaded.predict_boxes(images), sb.predict_boxes(images))
+    assert loaded.select_ridge(images, boxes, candidates=(0.1,)) == sb.select_ridge(images, boxes, candidates=(0.1,))
+    with pytest.raises(RuntimeError, match="sum of squares"):
+        loaded._regression.gcv((0.1,))
+    partial = {k: v for k, v in sb.state_dict().items() if k != "stats.xtx"}
+    with pytest.raises(ValueError, match=r"stats\.xtx"):
+        SensitivityBBox(half_square_energy, grid_size=2).load_state_dict(partial)
+
+
+def test_float64_maps_beyond_float32_range_give_the_same_boxes_and_empty_batches_work():
+    images, boxes, _ = synthetic_problem(40, seed=8)
+    sb = SensitivityBBox(half_square_energy, grid_size=2).fit(images, boxes)
+    maps = images.double()
+    expected = sb.boxes_from_attributions(maps)
+    for factor in (1e39, 1e-46):  # overflow and underflow in float32
+        torch.testing.assert_close(sb.boxes_from_attributions(maps * factor), expected, atol=1e-4, rtol=0)
+        torch.testing.assert_close(sb.cam_boxes_from_attributions(maps * factor), sb.cam_boxes_from_attributions(maps))
+    for features in ("grid", "multiscale", "moments", "cam", "window"):
+        empty = SensitivityBBox(half_square_energy, grid_size=2, features=features).box_features(images[:0])
+        assert empty.shape == (0, SensitivityBBox(half_square_energy, grid_size=2, features=features).feature_dim)
+
+
+def test_errors_name_what_the_user_passed():
+    images, boxes, _ = synthetic_problem(4, seed=9)
+    sb = SensitivityBBox(half_square_energy, grid_size=2)
+    with pytest.raises(ValueError, match="`attributions` must hold at least two"):
+        sb.fit_attributions(images[:1], boxes[:1])
+    with pytest.raises(ValueError, match="`inputs` must hold at least two"):
+        sb.fit(images[:1], boxes[:1])

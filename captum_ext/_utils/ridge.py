@@ -89,6 +89,9 @@ class RidgeRegression:
             dict: the score of each penalty; ``inf`` when less than one residual degree of freedom is left
             (``n − df − 1 < 1``: the fit nearly interpolates, and the score is 0/0).
         """
+        if "y_sq_sum" not in self.stats:
+            raise RuntimeError("generalised cross-validation needs the targets' sum of squares, which statistics "
+                               "saved by earlier versions lack: fit again")
         mean_x, mean_y, cxx, cxy, scale = self._centred()
         n = self.stats["count"]
         centred_yty = (self.stats["y_sq_sum"] - n * mean_y * mean_y).sum()
@@ -149,7 +152,7 @@ def synchronised(regression: RidgeRegression) -> RidgeRegression:
                 setattr(self, name, getattr(self, name) + value)
 
         def compute(self) -> Dict[str, Tensor]:
-            return {name: getattr(self, name).clone() for name in STATISTICS}
+            return {name: getattr(self, name).clone() for name in regression.stats}
 
     # gloo sums on the CPU; nccl needs the states on this process's GPU.
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else \

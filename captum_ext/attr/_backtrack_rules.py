@@ -338,9 +338,12 @@ def conv(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tupl
         else:
             window = contrib[rows, :, :, cols]
         window = window.masked_fill(~inside[rows], float("-inf")).flatten(1)  # never the padding
+        # A window wholly in the padding (padding wider than the kernel's reach) has no input: its path ends.
+        reaches = inside[rows].flatten(1).any(dim=1)
+        rows, window, iy, ix = rows[reaches], window[reaches], iy[reaches], ix[reaches]
         best = window.argmax(dim=1)
         by, bx = iy.gather(1, (best // kw)[:, None])[:, 0], ix.gather(1, (best % kw)[:, None])[:, 0]
-        channel = group[rows] * c_group + cols
+        channel = group[rows] * c_group + cols[reaches]
         batches.append(b[rows]), flats.append((channel * height + by) * width + bx), counts.append(c[rows])
     return [(parent, Selection(torch.cat(batches), torch.cat(flats), torch.cat(counts)))]
 

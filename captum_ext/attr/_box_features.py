@@ -358,6 +358,9 @@ def box_feature_matrix(maps: Tensor, features: Sequence[str], grid_size: int, si
     Raises:
         ValueError: ``"class"`` is selected but ``classes`` is missing, of the wrong length or out of range.
     """
+    if maps.shape[0] == 0:
+        return torch.zeros(0, feature_count(features, grid_size, num_classes), dtype=torch.float64,
+                           device=maps.device)
     blurred = gaussian_blur(maps, sigma)
     parts = []
     for name in features:
@@ -388,5 +391,6 @@ def _one_hot(classes: Any, n: int, num_classes: int, device: torch.device) -> Te
     if index.shape[0] != n:
         raise ValueError(f"`target` must hold one class per map ({n}), got {index.shape[0]}")
     if bool(((index < 0) | (index >= num_classes)).any()):
-        raise ValueError(f"`target` holds classes outside [0, {num_classes}) (num_classes={num_classes})")
+        raise ValueError(f"`target` (or, without one, the predicted classes) holds classes outside [0, {num_classes}) "
+                         f"(num_classes={num_classes})")
     return F.one_hot(index, num_classes).to(torch.float64)

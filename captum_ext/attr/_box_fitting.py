@@ -210,17 +210,17 @@ class BoxMapFitting:
         height, width = attributions.shape[-2:]
         scale = torch.tensor([width, height, width, height], dtype=torch.float64)
         pairs = iter([(self.box_features(attributions, target).cpu(), box_tensor.to(torch.float64).cpu() / scale)])
-        return self._fit_pairs(pairs, penalty)
+        return self._fit_pairs(pairs, penalty, source="attributions")
 
-    def _fit_pairs(self, pairs: Iterator[Tuple[Tensor, Tensor]], penalty: Optional[float], synchronize: bool = False
-                   ) -> "SensitivityBBox":
+    def _fit_pairs(self, pairs: Iterator[Tuple[Tensor, Tensor]], penalty: Optional[float], synchronize: bool = False,
+                   source: str = "inputs") -> "SensitivityBBox":
         regression = RidgeRegression(self.feature_dim, 4)
         for features, targets in pairs:
             regression.accumulate(features, targets)
         if synchronize:
             synchronised(regression)  # a no-op without a process group
         if regression.stats["count"] < 2:
-            raise ValueError("`inputs` must hold at least two training images")
+            raise ValueError(f"`{source}` must hold at least two training images")
         if penalty is None:
             scores = regression.gcv(self.RIDGE_CANDIDATES)
             penalty = min(sorted(scores, reverse=True), key=lambda p: scores[p])  # ties: the larger penalty

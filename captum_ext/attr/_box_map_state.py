@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from captum_ext._utils.ridge import RidgeRegression
+from captum_ext._utils.ridge import STATISTICS, RidgeRegression
 from captum_ext.attr._box_features import PAPER_FEATURES, check_features, feature_count
 
 STATE_VERSION = 2
@@ -69,7 +69,14 @@ def load_box_map_state(state: Any, settings: Dict[str, Any], out_features: int =
     stats = {k[len("stats."):]: v.to(torch.float64).cpu().clone() for k, v in state.items()
              if k.startswith("stats.")}
     if stats:
+        # The targets' sum of squares (for generalised cross-validation) came later: older files lack it, and
+        # the regression then has none rather than a made-up zero. Every other statistic must be there.
+        missing = [f"stats.{k}" for k in STATISTICS if k not in stats and k != "y_sq_sum"]
+        if missing:
+            raise ValueError(f"`state` has partial fitting statistics: missing keys {missing}")
         regression.stats.update(stats)
+        if "y_sq_sum" not in stats:
+            del regression.stats["y_sq_sum"]
     regression.weight = weight.to(torch.float64).cpu().clone()
     regression.bias = bias.to(torch.float64).cpu().clone()
     regression.penalty = float(state["ridge"])

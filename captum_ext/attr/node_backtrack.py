@@ -267,8 +267,9 @@ class NodeBacktrack(Attribution):
 
         Args:
             hits (Tensor): ``N×C×H×W`` hits from :meth:`attribute`.
-            sigma (float, optional): standard deviation of the Gaussian in pixels; default ``max(H, W) / 16`` (see
-                :meth:`saliency`).
+            sigma (float, optional): standard deviation of the Gaussian in pixels; default ``max(H, W) / 16``, the
+                default rules' bandwidth (for other rules pass it, or use :meth:`saliency`, which picks it from the
+                rules).
 
         Returns:
             Tensor: ``N×1×H×W`` float32, the channel-summed hits Gaussian-blurred and scaled so each image's

@@ -227,12 +227,17 @@ class SensitivityBBox(BoxMapFitting, GradientAttribution):
     # ----------------------------------------------------------------------------------------------------------------
 
     def _reduce_channels(self, attributions: Tensor) -> Tensor:
+        """``N×1×H×W`` float32 maps, each scaled to a maximum of 1 in the attributions' own dtype first: every box
+        feature ignores a map's scale, and float64 maps beyond float32's range must not overflow or vanish."""
         maps = attributions.abs()
         if self.channel_reduction == "max":
-            return maps.amax(dim=1, keepdim=True)
-        if self.channel_reduction == "mean":
-            return maps.mean(dim=1, keepdim=True)
-        return maps.sum(dim=1, keepdim=True)
+            maps = maps.amax(dim=1, keepdim=True)
+        elif self.channel_reduction == "mean":
+            maps = maps.mean(dim=1, keepdim=True)
+        else:
+            maps = maps.sum(dim=1, keepdim=True)
+        peak = maps.amax(dim=(1, 2, 3), keepdim=True)
+        return torch.where(peak > 0, maps / torch.where(peak > 0, peak, torch.ones_like(peak)), maps).to(torch.float32)
 
     @property
     def feature_dim(self) -> int:
@@ -266,7 +271,7 @@ class SensitivityBBox(BoxMapFitting, GradientAttribution):
             ([0.75, 0.5], [2.0, 1.0, 4.0, 3.0])
         """
         attributions = self._check_attributions(attributions)
-        maps = self._reduce_channels(attributions.to(torch.float32))
+        maps = self._reduce_channels(attributions)
         return box_feature_matrix(maps, self.features, self.grid_size, self.sigma, self.power,
                                   num_classes=self.num_classes, classes=target if "class" in self.features else None)
 
@@ -392,7 +397,7 @@ class SensitivityBBox(BoxMapFitting, GradientAttribution):
         """
         attributions = self._check_attributions(attributions)
         blur = self.sigma if sigma is None else check_scalar(sigma, "sigma", low=0.0)
-        maps = gaussian_blur(self._reduce_channels(attributions.to(torch.float32)), blur)
+        maps = gaussian_blur(self._reduce_channels(attributions), blur)
         return metrics.boxes_from_saliency(maps, threshold=threshold)
 
     @property

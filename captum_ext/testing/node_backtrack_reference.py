@@ -3,7 +3,8 @@
 
 Used two ways: as an independent check of the vectorised :class:`captum_ext.NodeBacktrack` (the tests compare
 both on random VGG-style nets) and as the "per-node loop" baseline of the speed benchmark. It handles
-``nn.Sequential`` stacks of Conv2d (groups 1, zero padding), ReLU, Dropout, MaxPool2d, Flatten and Linear only.
+``nn.Sequential`` stacks of Conv2d (square kernel, stride 1, dilation 1, groups 1, equal zero padding), ReLU,
+Dropout, MaxPool2d, Flatten and Linear only; other layers or convolution settings raise ``NotImplementedError``.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def backtrack_loop(model: nn.Sequential, image: Tensor, target: int, fc_rule: st
     """Node backtracking for one image, one node at a time (rules and defaults as :class:`~captum_ext.NodeBacktrack`).
 
     Args:
-        model (nn.Sequential): Conv2d (groups 1, zero padding), ReLU, Dropout, MaxPool2d, Flatten and Linear layers.
+        model (nn.Sequential): Conv2d (square kernel, stride 1, dilation 1, groups 1, equal zero padding), ReLU,
+            Dropout, MaxPool2d, Flatten and Linear layers.
         image (Tensor): ``1×C×H×W``.
         target (int): the output node to start from.
         fc_rule (str, optional): ``"positive"`` or ``"top_n"`` for a linear layer fed by a vector.
@@ -33,6 +35,9 @@ def backtrack_loop(model: nn.Sequential, image: Tensor, target: int, fc_rule: st
 
     Returns:
         Tensor: hits shaped like ``image``: how many backtracked paths end at each input element.
+
+    Raises:
+        NotImplementedError: a convolution with a non-square kernel, stride, dilation, groups or unequal padding.
     """
 
     def strongest(values: list, rule: str, top_n: int = 1) -> list:
@@ -43,6 +48,13 @@ def backtrack_loop(model: nn.Sequential, image: Tensor, target: int, fc_rule: st
         positive = [i for i in order if values[i] > 0]
         return positive[:top_n] if rule == "top_n" else positive
 
+    for layer in model:
+        if isinstance(layer, nn.Conv2d) and (
+                layer.kernel_size[0] != layer.kernel_size[1] or layer.stride != (1, 1) or layer.dilation != (1, 1)
+                or layer.groups != 1 or isinstance(layer.padding, str) or layer.padding[0] != layer.padding[1]
+                or layer.padding_mode != "zeros"):
+            raise NotImplementedError(f"the reference loop handles square stride-1 convolutions without dilation or "
+                                      f"groups and with equal zero padding, got {layer}")
     acts = [image[0]]
     for layer in model:
         acts.append(layer(acts[-1][None].clone())[0])  # clone: in-place ReLUs must not overwrite stored values
@@ -93,6 +105,8 @@ def backtrack_loop(model: nn.Sequential, image: Tensor, target: int, fc_rule: st
                     sums.append(total)
                     windows.append(window)
                 for ci in strongest(sums, conv_rule, conv_top_n):
+                    if bool(torch.isinf(windows[ci]).all()):
+                        continue  # the window lies wholly in the padding: the path ends
                     best = int(windows[ci].argmax())
                     add((ci, y - pad + best // k, x - pad + best % k), count)
             else:
