@@ -68,11 +68,16 @@ class RidgeRegression:
         cxy = stats["xty"] - n * torch.outer(mean_x, mean_y)
         return mean_x, mean_y, cxx, cxy, (torch.trace(cxx) / cxx.shape[0]).clamp_min(1e-300)
 
+    @staticmethod
+    def _absolute(penalty: float, scale: Tensor) -> Tensor:
+        """The penalty added to ``XᵀX``'s diagonal: relative to the mean feature variance, plus a tiny floor."""
+        return (penalty + 1e-12) * scale
+
     def solution(self, penalty: float) -> Tuple[Tensor, Tensor]:
         """``(W, b)`` for a penalty relative to the mean feature variance (so it does not depend on the number of
         features); the statistics are left unchanged."""
         mean_x, mean_y, cxx, cxy, scale = self._centred()
-        regulariser = (penalty * scale + 1e-12 * scale) * torch.eye(cxx.shape[0], dtype=torch.float64)
+        regulariser = self._absolute(penalty, scale) * torch.eye(cxx.shape[0], dtype=torch.float64)
         weight = torch.linalg.solve(cxx + regulariser, cxy)
         return weight, mean_y - mean_x @ weight
 
@@ -100,7 +105,7 @@ class RidgeRegression:
         projected = vectors.T @ cxy  # the targets' cross-products in the eigenbasis
         scores: Dict[float, float] = {}
         for penalty in penalties:
-            alpha = penalty * scale + 1e-12 * scale
+            alpha = self._absolute(penalty, scale)
             shrink = eigenvalues / (eigenvalues + alpha)
             # RSS = yᵀy − 2 tr(Wᵀ Xᵀy) + tr(Wᵀ XᵀX W), W = V diag(1/(λ+α)) Vᵀ Xᵀy, all in the eigenbasis.
             fitted = (projected**2 / (eigenvalues + alpha)[:, None]).sum(dim=1)

@@ -333,8 +333,8 @@ def conv(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tupl
         if by_rows:
             # Only the chosen channels' windows are needed: kh·kw values per (node, channel).
             taps = top_left[rows][:, None] + tap_offsets  # P'×taps rows of the padded matrix
-            values = rows_matrix.view(-1)[taps * c_group + cols[:, None]].view(-1, kh, kw)
-            window = values.mul_(weight[co[rows], :, :, cols])
+            chosen = rows_matrix.view(-1)[taps * c_group + cols[:, None]].view(-1, kh, kw)
+            window = chosen.mul_(weight[co[rows], :, :, cols])
         else:
             window = contrib[rows, :, :, cols]
         window = window.masked_fill(~inside[rows], float("-inf")).flatten(1)  # never the padding

@@ -315,8 +315,12 @@ def _windows_at(rows: Tensor, cols: Tensor, half_sides: Sequence[float], height:
     col_distance = (torch.arange(width, device=cols.device)[None, :] - cols[:, None]).abs()  # N×W
     windows = torch.stack([((row_distance <= r)[:, :, None] & (col_distance <= r)[:, None, :])[:, None]
                            for r in half_sides])
-    peaks = torch.stack([(cols.double() + 0.5) / width, (rows.double() + 0.5) / height], dim=1)
-    return peaks, windows
+    return _pixel_centres(rows, cols, height, width), windows
+
+
+def _pixel_centres(rows: Tensor, cols: Tensor, height: int, width: int) -> Tensor:
+    """``N×2`` float64 ``(x, y)`` centres of pixels, in fractions of the width/height."""
+    return torch.stack([(cols.double() + 0.5) / width, (rows.double() + 0.5) / height], dim=1)
 
 
 def window_features(maps: Tensor, sigma: float) -> Tensor:
@@ -332,7 +336,7 @@ def window_features(maps: Tensor, sigma: float) -> Tensor:
     side = max(maps.shape[-2:])
     half_sides = [side * h for h in WINDOW_HALF_SIDES]
     rows, cols = _peak_positions(maps, side * WINDOW_PEAK_BLUR)
-    peaks = torch.stack([(cols.double() + 0.5) / maps.shape[-1], (rows.double() + 0.5) / maps.shape[-2]], dim=1)
+    peaks = _pixel_centres(rows, cols, maps.shape[-2], maps.shape[-1])
     moments = window_moments(gaussian_blur(maps, sigma / 2), rows, cols, half_sides)
     boxes = window_boxes(gaussian_blur(maps, sigma / 4), rows, cols, half_sides[len(half_sides) // 2])
     return torch.cat([peaks, moments, boxes], dim=1)

@@ -237,7 +237,7 @@ class SensitivityBBox(BoxMapFitting, GradientAttribution):
         else:
             maps = maps.sum(dim=1, keepdim=True)
         peak = maps.amax(dim=(1, 2, 3), keepdim=True)
-        return torch.where(peak > 0, maps / torch.where(peak > 0, peak, torch.ones_like(peak)), maps).to(torch.float32)
+        return (maps / torch.where(peak > 0, peak, torch.ones_like(peak))).to(torch.float32)  # zero maps stay zero
 
     @property
     def feature_dim(self) -> int:
