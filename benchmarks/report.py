@@ -40,7 +40,9 @@ def _yes(met: bool) -> str:
 
 def _bar(path: Path, title: str, labels: List[str], values: List[float], reference: Optional[Tuple[str, float]],
          ylabel: str, highlight: int = 0) -> None:
-    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    # Room for the longest label on the left and for the value and reference labels on the right.
+    width = max(6.4, 4.0 + 0.055 * max(len(label) for label in labels))
+    fig, ax = plt.subplots(figsize=(width, max(3.2, 1.2 + 0.28 * len(values))))
     colours = ["tab:orange" if i == highlight else "tab:gray" for i in range(len(values))]
     ax.barh(range(len(values)), values, color=colours)
     ax.set_yticks(range(len(values)), labels, fontsize=8)
@@ -50,6 +52,7 @@ def _bar(path: Path, title: str, labels: List[str], values: List[float], referen
     if reference is not None:
         ax.axvline(reference[1], color="tab:red", linestyle="--", linewidth=1)
         ax.text(reference[1], len(values) - 0.4, f" {reference[0]}", color="tab:red", fontsize=8, va="bottom")
+    ax.set_xlim(0, 1.2 * max([*values, reference[1] if reference is not None else 0.0]))
     ax.set_xlabel(ylabel, fontsize=9)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
