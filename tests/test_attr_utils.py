@@ -17,6 +17,7 @@ from captum_ext._utils.attribution import (
     preserved_module_state,
     select_targets,
 )
+from captum_ext._utils.graph import ForwardArgumentsError, check_forward_arguments
 from captum_ext._utils.smoothing import gaussian_blur
 
 
@@ -36,11 +37,35 @@ def test_format_inputs_tensor_and_tuple():
         ((torch.zeros(2, 1, 2, 2), torch.zeros(3, 1, 2, 2)), ValueError, "batch size"),
         ([torch.zeros(1, 1, 2, 2)], TypeError, "torch.Tensor"),
         ((), ValueError, "at least one tensor"),
+        (torch.empty(2, 3, 4, 4, device="meta"), ValueError, r"^`inputs` is a meta tensor .*no values"),
+        ((torch.zeros(2, 3, 4, 4), torch.empty(2, 3, 4, 4, device="meta")), ValueError,
+         r"^`inputs\[1\]` is a meta tensor .*no values"),
     ],
 )
 def test_format_inputs_rejects(bad, error, words):
     with pytest.raises(error, match=words):
         format_inputs(bad)
+
+
+def test_check_forward_arguments_counts_defaults_and_varargs():
+    class WithDefault(nn.Module):
+        def forward(self, x, mask, scale=2.0):
+            return x * mask * scale
+
+    class Varargs(nn.Module):
+        def forward(self, x, *rest):
+            return x
+
+    optional, varargs = torch.fx.symbolic_trace(WithDefault()), torch.fx.symbolic_trace(Varargs())
+    check_forward_arguments(optional, 1, 1)  # the default of `scale` fills in
+    check_forward_arguments(optional, 1, 2)
+    check_forward_arguments(optional, 2, 0)  # the mask as a second attributed input
+    check_forward_arguments(varargs, 1, 5)  # *rest takes any number
+    with pytest.raises(ForwardArgumentsError, match=r"takes 3 positional argument\(s\) \(x, mask, scale\), got 4"):
+        check_forward_arguments(optional, 1, 3)
+    with pytest.raises(ForwardArgumentsError, match=r"needs argument\(s\) `mask` after the 1 input"):
+        check_forward_arguments(optional, 1, 0)
+    assert issubclass(ForwardArgumentsError, TypeError) and issubclass(ForwardArgumentsError, ValueError)
 
 
 def test_format_additional_args():

@@ -225,3 +225,15 @@ def test_compiled_models_are_unwrapped_and_scripted_ones_get_advice():
     for make in (lambda: NodeBacktrack(scripted), lambda: MultiLayerClassDiffSaliency(scripted, [net[0]])):
         with pytest.raises(TypeError, match="original nn.Module"):
             make()
+
+
+def test_meta_inputs_get_an_error_naming_them_from_every_method():
+    net = small_cnn()
+    meta = torch.empty(2, 3, 8, 8, device="meta")
+    methods = [NodeBacktrack(net), MultiLayerClassDiffSaliency(net, [net[0], net[3]]), SensitivityBBox(net)]
+    for method in methods:
+        for inputs, name in ((meta, "inputs"), ((torch.randn(2, 3, 8, 8), meta), r"inputs\[1\]")):
+            with pytest.raises(ValueError, match=rf"^`{name}` is a meta tensor.*no values"):
+                method.attribute(inputs, target=0)
+    with pytest.raises(ValueError, match=r"^`inputs` is a meta tensor.*no values"):
+        SensitivityBBox(net).fit(meta, torch.tensor([[0.0, 0.0, 4.0, 4.0]] * 2), target=0)

@@ -23,6 +23,7 @@ from captum_ext.metrics import (
     box_iou,
     boxes_from_saliency,
     corloc,
+    default_tolerance,
     energy_pointing_game,
     mae,
     mask_iou,
@@ -109,6 +110,7 @@ _PUBLIC_API = [
     "GroundTruth", "MaxBoxAccResult", "PxAPResult", "maxboxacc_v2", "pxap", "PointingGameMetric",
     "EnergyPointingGameMetric", "CorLocMetric", "MaxBoxAccV2Metric", "PxAPMetric",
     "class_distinctness", "DistinctnessResult",
+    "default_tolerance",
 ]
 
 
@@ -230,6 +232,73 @@ def test_pointing_game_tolerance_14_vs_16_px():
     assert pointing_game(saliency, masks, tolerance=15) == 0.5
     assert pointing_game(saliency, masks, tolerance=16, reduce=False).tolist() == [True, True]
     assert pointing_game(saliency, masks, tolerance=13.9, reduce=False).tolist() == [False, False]
+
+
+def test_default_tolerance_is_torchrays_15_px_at_224_scaled_with_the_larger_side():
+    assert default_tolerance(224, 224) == 15.0
+    assert default_tolerance(64, 64) == 15 * 64 / 224
+    assert default_tolerance(32, 448) == default_tolerance(448, 32) == 30.0  # the larger side, either way round
+    with pytest.raises(ValueError, match="`height` must be >= 1"):
+        default_tolerance(0, 64)
+    with pytest.raises(TypeError, match="`width` must be an integer"):
+        default_tolerance(64, 64.5)
+
+
+def _offset_case(side, offsets):
+    """One single-pixel mask at (2, 2) per map, and a map whose maximum lies ``offsets[i]`` px right of it."""
+    saliency = torch.zeros(len(offsets), side, side)
+    masks = torch.zeros(len(offsets), side, side, dtype=torch.bool)
+    masks[:, 2, 2] = True
+    for i, dx in enumerate(offsets):
+        saliency[i, 2, 2 + dx] = 1.0
+    return saliency, masks
+
+
+def test_pointing_game_default_tolerance_scales_with_the_map_size():
+    # 64 px: 15 px hits all three maxima, 8 and 14 px from the object, while the scaled 4.29 px only the 4-px one.
+    saliency, masks = _offset_case(64, [4, 8, 14])
+    assert pointing_game(saliency, masks, tolerance=15, reduce=False).tolist() == [True, True, True]
+    assert pointing_game(saliency, masks, reduce=False).tolist() == [True, False, False]
+    assert pointing_game(saliency, masks, tolerance=None) == pytest.approx(1 / 3)
+    assert pointing_game(saliency, masks, tolerance=default_tolerance(64, 64), reduce=False).tolist() == \
+        [True, False, False]
+    # 224 px: the default is exactly 15 px, inclusive (a 15-px offset hits, 16 px misses).
+    saliency, masks = _offset_case(224, [15, 16])
+    assert pointing_game(saliency, masks, reduce=False).tolist() == \
+        pointing_game(saliency, masks, tolerance=15, reduce=False).tolist() == [True, False]
+    # Non-square maps: the larger side sets the radius (15 · 112 / 224 = 7.5 px on 56×112).
+    saliency, masks = torch.zeros(2, 56, 112), torch.zeros(2, 56, 112, dtype=torch.bool)
+    masks[:, 2, 2] = True
+    saliency[0, 2, 9], saliency[1, 2, 10] = 1.0, 1.0  # 7 and 8 px away
+    assert pointing_game(saliency, masks, reduce=False).tolist() == [True, False]
+
+
+def test_pointing_game_metric_default_uses_each_maps_own_size_and_equals_the_functional_game():
+    from captum_ext.metrics import GroundTruth, PointingGameMetric
+
+    small, small_masks = _offset_case(64, [4, 8, 14])   # default 4.29 px: hit, miss, miss (15 px: all hits)
+    large, large_masks = _offset_case(224, [8, 14, 16])  # default 15 px: hit, hit, miss
+    maps = [*small, *large]
+    truths = [GroundTruth(i % 2, torch.tensor([[2.0, 2.0, 3.0, 3.0]]), m)
+              for i, m in enumerate([*small_masks, *large_masks])]
+    metric = PointingGameMetric(num_classes=2)
+    deltas, per_pair = metric.statistics(maps, truths)
+    assert per_pair["pointing_hit"].tolist() == [1, 0, 0, 1, 1, 0]
+    labels = torch.tensor([t.category for t in truths])
+    expected = torch.cat([pointing_game(small, small_masks, reduce=False), pointing_game(large, large_masks,
+                                                                                         reduce=False)])
+    assert per_pair["pointing_hit"].tolist() == expected.long().tolist()
+    # Streaming in two batches, with states summed exactly, equals the functional class-mean per size group.
+    for part in ([0, 3, 5], [1, 2, 4]):
+        metric.update([maps[i] for i in part], [truths[i] for i in part])
+    hits = torch.zeros(2, dtype=torch.int64).index_add_(0, labels, expected.long())
+    assert metric.hits.tolist() == hits.tolist() and metric.totals.tolist() == [3, 3]
+    assert float(metric.compute()) == pytest.approx((1 / 3 + 2 / 3) / 2)
+    same_size = PointingGameMetric(num_classes=2)
+    same_size.update(list(small), truths[:3])
+    assert float(same_size.compute()) == pytest.approx(pointing_game(small, small_masks, labels=labels[:3]))
+    fixed = PointingGameMetric(num_classes=2, tolerance=15)
+    assert fixed.statistics(maps, truths)[1]["pointing_hit"].tolist() == [1, 1, 1, 1, 1, 0]
 
 
 def test_pointing_game_euclidean_distance_inclusive():

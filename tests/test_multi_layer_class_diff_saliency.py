@@ -211,3 +211,44 @@ def test_batched_candidate_gradients_equal_per_class_gradients():
                                 return_details=True)
         slot_maps = batched["class_maps"][:, :, slot]
         torch.testing.assert_close(slot_maps, alone["class_maps"][:, :, 0], atol=1e-6, rtol=1e-5)
+
+
+class MaskedFCN(nn.Module):
+    """A fully convolutional net whose score maps are multiplied by a mask given as a second argument."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x, mask):
+        return (self.conv(x) * mask).amax(dim=(2, 3))
+
+
+@pytest.mark.parametrize("make, extra, words", [
+    # surplus arguments: the fx interpreter used to drop them and return a map as if they were never given
+    (lambda: random_fcn(0), (torch.ones(2, 1, 8, 8),), r"takes 1 positional argument.*got 2.*additional_forward_args"),
+    (lambda: random_fcn(0), 3.0, r"takes 1 positional argument.*additional_forward_args"),
+    (MaskedFCN, (torch.ones(2, 1, 8, 8), 1.0), r"takes 2 positional argument.*\(x, mask\).*got 3"),
+    # a missing argument used to surface as a RuntimeError about channels and image sizes
+    (MaskedFCN, None, r"needs argument\(s\) `mask`.*additional_forward_args"),
+])
+def test_additional_forward_args_the_model_does_not_take_are_refused(make, extra, words):
+    model = make().eval()
+    layer = model[0] if isinstance(model, nn.Sequential) else model.conv
+    ms = MultiLayerClassDiffSaliency(model, [layer])
+    for error in (TypeError, ValueError):  # a TypeError as Python's own, a ValueError as NodeBacktrack's
+        with pytest.raises(error, match=words):
+            ms.attribute(torch.randn(2, 3, 8, 8), target=0, additional_forward_args=extra)
+
+
+def test_additional_forward_args_the_model_takes_are_used():
+    model = MaskedFCN().eval()
+    ms = MultiLayerClassDiffSaliency(model, [model.conv])
+    x = torch.randn(2, 3, 8, 8)
+    ones, left = torch.ones(2, 1, 8, 8), torch.zeros(2, 1, 8, 8)
+    left[..., :4] = 1.0
+    whole = ms.attribute(x, target=1, additional_forward_args=ones, candidates=[1])
+    masked = ms.attribute(x, target=1, additional_forward_args=(left,), candidates=[1])
+    assert whole.shape == masked.shape == (2, 1, 8, 8)
+    assert not torch.allclose(whole, masked)  # the mask reached the model

@@ -6,7 +6,8 @@ import torch
 from captum_ext._utils.boxes import box_areas, box_iou_matrix, boxes_to_masks, masks_to_boxes
 from captum_ext._utils.images import denormalize, normalize
 from captum_ext._utils.maps import mask_iou_rows, max_normalise, minmax_normalise, safe_div
-from captum_ext._utils.validation import check_boxes, check_in_choices, check_same_length, check_tensor
+from captum_ext._utils.images import as_image_batch
+from captum_ext._utils.validation import check_boxes, check_finite, check_in_choices, check_same_length, check_tensor
 
 
 def test_check_tensor_converts_and_checks():
@@ -21,6 +22,28 @@ def test_check_tensor_converts_and_checks():
         check_tensor("abc", "x")
     with pytest.raises(ValueError, match="last dimension 4"):
         check_tensor(torch.zeros(2, 3), "x", last_dim=4)
+
+
+@pytest.mark.parametrize("check", [
+    lambda t: check_tensor(t, "x"),
+    lambda t: check_tensor(t, "x", finite=False),  # no values to read for any later check either
+    lambda t: check_finite(t, "x"),
+    lambda t: check_boxes(t, "x"),
+])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int64, torch.bool])
+def test_meta_tensors_are_refused_naming_the_argument(check, dtype):
+    # Was "Tensor.item() cannot be called on meta tensors" (from the NaN check), naming neither argument nor cause.
+    with pytest.raises(ValueError, match=r"^`x` is a meta tensor \(device='meta'\): it has a shape but no values"):
+        check(torch.empty(3, 4, dtype=dtype, device="meta"))
+    with pytest.raises(ValueError, match=r"^`image` is a meta tensor"):
+        as_image_batch(torch.empty(1, 3, 4, 4, device="meta"))
+
+
+def test_check_finite_passes_real_values_and_names_nan():
+    check_finite(torch.tensor([1.0, -2.0]), "x")
+    check_finite(torch.tensor([1, 2]), "x")  # integers cannot hold NaN
+    with pytest.raises(ValueError, match="^`x` contains NaN or inf values$"):
+        check_finite(torch.tensor([1.0, float("inf")]), "x")
 
 
 def test_check_boxes_and_lengths_and_choices():
@@ -77,3 +100,12 @@ def test_image_normalize_round_trip():
     out = normalize(batch, (0.5, 0.5, 0.5), (0.25, 0.5, 2.0))
     assert out.flatten().tolist() == [0.0, -1.0, 0.25]
     torch.testing.assert_close(denormalize(out, (0.5, 0.5, 0.5), (0.25, 0.5, 2.0)), batch)
+
+
+@pytest.mark.parametrize("name", ["captum_ext._utils.validation", "captum_ext._utils.graph"])
+def test_private_helpers_examples_run(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

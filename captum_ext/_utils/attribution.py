@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from captum_ext._utils.validation import check_scalar
+from captum_ext._utils.validation import check_finite, check_scalar
 
 TensorOrTuple = Union[Tensor, Tuple[Tensor, ...]]
 
@@ -22,12 +22,13 @@ TensorOrTuple = Union[Tensor, Tuple[Tensor, ...]]
 def format_inputs(inputs: TensorOrTuple, name: str = "inputs", ndim: int = 4) -> Tuple[Tuple[Tensor, ...], bool]:
     """Return ``(tuple_of_tensors, was_tuple)`` after checking each tensor.
 
-    Every tensor must be a finite floating-point tensor with ``ndim`` dimensions (``N×C×H×W`` by default), and all
-    must share the batch size.
+    Every tensor must be a finite floating-point tensor with ``ndim`` dimensions (``N×C×H×W`` by default), with
+    values (not a ``meta`` tensor), and all must share the batch size. This is the one entry check of every
+    attribution method, so each of them reports these problems alike.
 
     Raises:
         TypeError: ``inputs`` is not a tensor or a tuple of tensors, or a tensor is not floating point.
-        ValueError: wrong rank, empty batch, NaN/inf, or mismatched batch sizes.
+        ValueError: wrong rank, empty batch, a meta tensor, NaN/inf, or mismatched batch sizes.
     """
     was_tuple = isinstance(inputs, tuple)
     items = inputs if was_tuple else (inputs,)
@@ -44,8 +45,7 @@ def format_inputs(inputs: TensorOrTuple, name: str = "inputs", ndim: int = 4) ->
             raise ValueError(f"`{label}` must be {expected}, got shape {tuple(item.shape)}")
         if item.shape[0] == 0:
             raise ValueError(f"`{label}` must hold at least one example")
-        if not bool(torch.isfinite(item).all()):
-            raise ValueError(f"`{label}` contains NaN or inf values")
+        check_finite(item, label)
         if item.shape[0] != items[0].shape[0]:
             raise ValueError(f"all `{name}` tensors must share the batch size, got {[t.shape[0] for t in items]}")
     return tuple(items), was_tuple

@@ -65,6 +65,60 @@ def trace(model: Callable[..., Any], name: str = "model") -> fx.GraphModule:
     return without_inplace_ops(traced)
 
 
+class ForwardArgumentsError(TypeError, ValueError):
+    """The inputs plus ``additional_forward_args`` do not match the traced model's ``forward`` parameters. A
+    ``TypeError``, like Python's own wrong-argument-count error when the model is called directly, and still a
+    ``ValueError`` for code that caught the earlier error type."""
+
+
+def check_forward_arguments(graph_module: fx.GraphModule, n_inputs: int, n_extra: int) -> None:
+    """Check that the traced model takes ``n_inputs`` inputs followed by ``n_extra`` additional arguments.
+
+    A traced graph is run by an :class:`torch.fx.Interpreter`, which silently drops surplus positional arguments
+    (an ``additional_forward_args`` the model does not take would be ignored) and reports a missing one as an
+    unrelated "Expected positional argument" ``RuntimeError``; this turns both into an error naming
+    ``additional_forward_args``. A ``*args`` parameter takes any number; parameters with defaults may be left out.
+
+    Args:
+        graph_module: the traced model.
+        n_inputs: number of input tensors (the attributed ones).
+        n_extra: number of additional arguments, as formatted by
+            :func:`~captum_ext._utils.attribution.format_additional_args`.
+
+    Raises:
+        ForwardArgumentsError: too many or too few arguments (a ``TypeError`` and a ``ValueError``).
+
+    Example::
+
+        >>> import torch.fx as fx
+        >>> from torch import nn
+        >>> class Masked(nn.Module):
+        ...     def forward(self, x, mask):
+        ...         return x * mask
+        >>> traced = fx.symbolic_trace(Masked())
+        >>> check_forward_arguments(traced, 1, 1)
+        >>> check_forward_arguments(traced, 1, 2)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        captum_ext._utils.graph.ForwardArgumentsError: the model takes 2 positional argument(s) (x, mask), got 3: ...
+    """
+    placeholders = [n for n in graph_module.graph.nodes if n.op == "placeholder"]
+    if any(str(n.target).startswith("*") for n in placeholders):  # *args / **kwargs: fx hands them the rest
+        return
+    names = ", ".join(str(n.target) for n in placeholders)
+    given = n_inputs + n_extra
+    if given > len(placeholders):
+        raise ForwardArgumentsError(
+            f"the model takes {len(placeholders)} positional argument(s) ({names}), got {given}: {n_inputs} "
+            f"input(s) plus {n_extra} in `additional_forward_args`; pass only the arguments its forward accepts")
+    # A placeholder's args hold its parameter's default value, if it has one.
+    missing = [str(n.target) for n in placeholders[given:] if not n.args]
+    if missing:
+        raise ForwardArgumentsError(
+            f"the model needs argument(s) {', '.join(f'`{m}`' for m in missing)} after the {n_inputs} input(s) "
+            f"and {n_extra} `additional_forward_args` given; pass them through `additional_forward_args`")
+
+
 def replace_node(graph_module: fx.GraphModule, node: fx.Node, function: Callable[..., Any], args: Tuple[Any, ...],
                  kwargs: Optional[Dict[str, Any]] = None) -> fx.Node:
     """Replace ``node`` by a ``call_function`` node; the new node keeps the old one's metadata, and a replaced

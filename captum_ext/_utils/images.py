@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from captum_ext._utils.validation import check_finite
+
 
 def _to_float(tensor: Tensor) -> Tensor:
     """Integer images are scaled by their dtype's maximum; floats are assumed to be in [0, 1]."""
@@ -60,8 +62,7 @@ def as_image_batch(image: Any) -> Tensor:
     if tensor.shape[0] == 0 or tensor.shape[2] == 0 or tensor.shape[3] == 0:
         raise ValueError(f"`image` must be non-empty, got shape {tuple(tensor.shape)}")
     tensor = _to_float(tensor)
-    if not torch.isfinite(tensor).all():
-        raise ValueError("`image` contains NaN or inf")
+    check_finite(tensor, "image")
     return tensor
 
 

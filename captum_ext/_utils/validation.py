@@ -35,6 +35,59 @@ def as_tensor(value: Union[Tensor, np.ndarray, Sequence], name: str) -> Tensor:
     raise TypeError(f"`{name}` must be a torch.Tensor or numpy array, got {type(value).__name__}")
 
 
+def require_values(tensor: Tensor, name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` when ``tensor`` is a ``meta`` tensor.
+
+    A meta tensor (``torch.empty(..., device="meta")``) has a shape and a dtype but no storage, so nothing that
+    reads values can run on it; caught here, before a check such as ``torch.isfinite(t).all()`` fails inside torch
+    with "Tensor.item() cannot be called on meta tensors", which names neither the argument nor the cause.
+
+    Args:
+        tensor: the tensor to check.
+        name: argument name used in the error message.
+
+    Raises:
+        ValueError: ``tensor`` is on the ``meta`` device.
+
+    Example::
+
+        >>> import torch
+        >>> require_values(torch.zeros(2), "inputs")
+        >>> require_values(torch.empty(2, device="meta"), "inputs")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: `inputs` is a meta tensor (device='meta'): it has a shape but no values; ...
+    """
+    if tensor.is_meta:
+        raise ValueError(f"`{name}` is a meta tensor (device='meta'): it has a shape but no values; create it on a "
+                         "real device (e.g. cpu or cuda)")
+
+
+def check_finite(tensor: Tensor, name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` when ``tensor`` has no values (meta) or holds NaN / inf.
+
+    Only floating tensors can hold NaN / inf; others pass once they are known to have values.
+
+    Args:
+        tensor: the tensor to check.
+        name: argument name used in the error messages.
+
+    Raises:
+        ValueError: ``tensor`` is a meta tensor, or contains NaN or inf.
+
+    Example::
+
+        >>> import torch
+        >>> check_finite(torch.tensor([1.0, float("nan")]), "saliency")
+        Traceback (most recent call last):
+        ...
+        ValueError: `saliency` contains NaN or inf values
+    """
+    require_values(tensor, name)
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"`{name}` contains NaN or inf values")
+
+
 def check_tensor(
     value: Union[Tensor, np.ndarray, Sequence],
     name: str,
@@ -51,13 +104,14 @@ def check_tensor(
         name: argument name used in error messages.
         ndim: allowed number(s) of dimensions.
         kind: ``"float"``, ``"int"``, ``"bool"`` or ``"real"`` (anything but complex).
-        finite: reject NaN / inf for floating tensors.
+        finite: reject NaN / inf for floating tensors. Meta tensors (no values) are always rejected.
         last_dim: required size of the last dimension (e.g. 4 for boxes).
 
     Returns:
         The checked tensor.
     """
     tensor = as_tensor(value, name)
+    require_values(tensor, name)  # every later check (0/1 masks, box order, NaN) reads values
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if tensor.dim() not in allowed:
@@ -67,8 +121,8 @@ def check_tensor(
         raise TypeError(f"`{name}` must have a {kind} dtype, got {tensor.dtype}")
     if last_dim is not None and (tensor.dim() == 0 or tensor.shape[-1] != last_dim):
         raise ValueError(f"`{name}` must have last dimension {last_dim}, got shape {tuple(tensor.shape)}")
-    if finite and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-        raise ValueError(f"`{name}` contains NaN or inf values")
+    if finite:
+        check_finite(tensor, name)
     return tensor
 
 

@@ -234,7 +234,8 @@ class MultiLayerClassDiffSaliency(GradientAttribution):
                 multi-input models; every 4-D input is rescaled with ``scales``).
             target (int, Tensor or list, optional): the class to explain per image (Captum ``TargetType``).
                 Default: ``None``, the top-scoring class.
-            additional_forward_args (Any, optional): extra model arguments, after the inputs.
+            additional_forward_args (Any, optional): extra model arguments, after the inputs; they must match
+                the model's remaining ``forward`` parameters (surplus or missing ones raise a ``TypeError``).
             attribute_to_layer_input (bool, optional): differentiate with respect to each layer's input (the
                 authors' code) instead of its output. Default: False.
             candidates (list, optional): per image, the candidate classes (must include the target), or one list
@@ -283,6 +284,8 @@ class MultiLayerClassDiffSaliency(GradientAttribution):
         min_candidates = check_scalar(min_candidates, "min_candidates", low=1, integer=True)
         extra = format_additional_args(additional_forward_args)
         self._refresh()
+        # The fx interpreter would silently drop arguments the model does not take: refuse them, as NodeBacktrack.
+        G.check_forward_arguments(self._plain, len(formatted), len(extra))
         model_inputs = to_model_dtype(formatted, self._model)
         n, _, height, width = formatted[0].shape
         with torch.enable_grad(), eval_mode(self._plain):

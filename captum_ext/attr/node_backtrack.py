@@ -362,9 +362,7 @@ class NodeBacktrack(Attribution):
     def _backtrack(self, inputs: Tuple[Tensor, ...], target: Any, extra: Tuple[Any, ...]) -> Tuple[Tensor, ...]:
         self._refresh()
         args = (*to_model_dtype(inputs, self._model), *extra)
-        if len(args) > len(self._placeholders):
-            raise ValueError(f"the model takes {len(self._placeholders)} argument(s), got {len(args)} (inputs plus "
-                             f"additional_forward_args)")
+        G.check_forward_arguments(self.graph_module, len(inputs), len(extra))
         walk = Walk(self.graph_module, fc_rule=self.fc_rule, fc_top_n=self.fc_top_n,
                     spatial_fc_rule=self.spatial_fc_rule, spatial_fc_top_n=self.spatial_fc_top_n,
                     conv_rule=self.conv_rule, conv_top_n=self.conv_top_n, include_bias=self.include_bias,

@@ -26,7 +26,7 @@ from captum_ext._utils.attribution import (
 )
 from captum_ext._utils.ridge import RidgeRegression
 from captum_ext._utils.smoothing import gaussian_blur
-from captum_ext._utils.validation import check_in_choices, check_scalar
+from captum_ext._utils.validation import check_finite, check_in_choices, check_scalar
 from captum_ext.attr._box_features import DEFAULT_FEATURES, box_feature_matrix, check_features, feature_count
 from captum_ext.attr._box_fitting import BoxMapFitting, order_and_clip
 
@@ -281,8 +281,7 @@ class SensitivityBBox(BoxMapFitting, GradientAttribution):
             raise TypeError(f"`attributions` must be a torch.Tensor, got {type(attributions).__name__}")
         if attributions.dim() != 4:
             raise ValueError(f"`attributions` must be N×C×H×W, got shape {tuple(attributions.shape)}")
-        if not bool(torch.isfinite(attributions).all()):
-            raise ValueError("`attributions` contains NaN or inf values")
+        check_finite(attributions, "attributions")
         return attributions
 
     def boxes_from_attributions(self, attributions: Tensor, target: Any = None) -> Tensor:

@@ -157,22 +157,31 @@ def export_coco(batch: SceneBatch, out_dir: PathLike, image_format: str = "png")
     return ann_file, images_dir
 
 
-#: Name of the class map the exports write: category id (as a string) → the zoo models' class index (the digit).
+#: Name of the class map the exports write beside their annotations; ``captum-ext evaluate`` finds it there.
 CLASS_MAP_FILE = "class_map.json"
 
 
-def write_class_map(path: PathLike) -> Path:
-    """Write the exports' class map: ``{"1": 0, …, "10": 9}``, category id (digit + 1) → class index (the digit),
-    the ``--class-map`` file ``captum-ext evaluate`` needs for the zoo models (category ids start at 1, as in COCO).
+def write_class_map(path: PathLike, keys: str = "ids") -> Path:
+    """Write the exports' class map to the zoo models' classes (the digit): keyed by category id
+    (``{"ids": {"1": 0, …, "10": 9}}``, COCO's ids start at 1) or by name (``{"names": {"0": 0, …, "9": 9}}``,
+    what VOC annotations carry). The explicit form leaves no doubt whether ``"1"`` is an id or a name.
 
     Args:
         path (str or PathLike): the JSON file to write.
+        keys (str): ``"ids"`` or ``"names"``.
 
     Returns:
         Path: ``path``.
+
+    Raises:
+        ValueError: ``keys`` is neither.
     """
+    if keys not in ("ids", "names"):
+        raise ValueError(f"`keys` must be 'ids' or 'names', got {keys!r}")
     path = Path(path)
-    path.write_text(json.dumps({str(c["id"]): int(str(c["name"])) for c in coco_categories()}), encoding="utf-8")
+    field = "id" if keys == "ids" else "name"
+    classes = {str(c[field]): int(str(c["name"])) for c in coco_categories()}
+    path.write_text(json.dumps({keys: classes}), encoding="utf-8")
     return path
 
 
@@ -244,7 +253,7 @@ def export_voc(batch: SceneBatch, root: PathLike, year: str = "2012", split: str
 
     Returns:
         Path: ``root``, to pass to ``VOCDetection(root, year=year, image_set=split)`` or as ``voc:ROOT:YEAR:SPLIT``;
-        ``root/class_map.json`` maps the category ids to the zoo models' classes (as for :func:`export_coco`).
+        ``root/class_map.json`` maps the class names to the zoo models' classes (:func:`write_class_map`).
 
     Raises:
         TypeError: if ``batch`` is not a :class:`SceneBatch`.
@@ -272,5 +281,5 @@ def export_voc(batch: SceneBatch, root: PathLike, year: str = "2012", split: str
         _voc_xml(stem, year, height, width, _objects(batch, i)).write(
             base / "Annotations" / f"{stem}.xml", encoding="utf-8", xml_declaration=False)
     (base / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{s}\n" for s in stems), encoding="utf-8")
-    write_class_map(Path(root) / CLASS_MAP_FILE)  # the VOC reader gives the digits the same ids as COCO
+    write_class_map(Path(root) / CLASS_MAP_FILE, keys="names")  # VOC annotations carry names only
     return Path(root)

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from captum_ext.evaluation._annotations import BadAnnotation, box_problem, clip_box
+from captum_ext.evaluation.class_maps import carried_class_map
 from captum_ext.evaluation.data import ImageEntry, read_image
 from captum_ext.metrics.ground_truth import GroundTruth
 
@@ -37,8 +39,21 @@ def _check(dataset: object, ann_file: str) -> None:
     annotations = dataset.get("annotations", [])
     if not isinstance(annotations, list) or not isinstance(dataset.get("categories", []), list):
         raise _fail(ann_file, '"annotations" and "categories" must be lists')
-    images = {img.get("id") for img in dataset["images"]}
-    categories = {c.get("id") for c in dataset.get("categories", []) if isinstance(c, dict)}
+    first_file: Dict[object, str] = {}
+    for img in dataset["images"]:
+        if img.get("id") in first_file:  # pycocotools keeps the last and scores both images' objects against it
+            raise _fail(ann_file, f"image id {img.get('id')!r} is used twice, by {first_file[img.get('id')]!r} and "
+                                  f"{img['file_name']!r}")
+        first_file[img.get("id")] = img["file_name"]
+    images = set(first_file)
+    first_name: Dict[object, str] = {}
+    for cat in dataset.get("categories", []):
+        if isinstance(cat, dict) and cat.get("id") in first_name:
+            raise _fail(ann_file, f"category id {cat.get('id')!r} is used twice, by {first_name[cat.get('id')]!r} and "
+                                  f"{cat.get('name')!r}")
+        if isinstance(cat, dict):
+            first_name[cat.get("id")] = cat.get("name")
+    categories = set(first_name)
     for ann in annotations:
         if not isinstance(ann, dict):
             raise _fail(ann_file, f"annotation is not an object: {str(ann)[:120]}")
@@ -47,9 +62,8 @@ def _check(dataset: object, ann_file: str) -> None:
         if ann.get("category_id") not in categories:
             raise _fail(ann_file, f"annotation {ann.get('id')!r} has unknown category {ann.get('category_id')!r}")
         box = ann.get("bbox")
-        if (not isinstance(box, list) or len(box) != 4 or not all(isinstance(v, numbers.Real) for v in box)
-                or box[2] < 0 or box[3] < 0):
-            raise _fail(ann_file, f"annotation {ann.get('id')!r} needs a bbox [x, y, w, h] with w, h >= 0")
+        if not isinstance(box, list) or len(box) != 4 or not all(isinstance(v, numbers.Real) for v in box):
+            raise _fail(ann_file, f"annotation {ann.get('id')!r} needs a bbox [x, y, w, h] of numbers")
 
 
 class CocoSource:
@@ -75,12 +89,23 @@ class CocoSource:
         anns = coco.dataset.get("annotations", [])
         self.has_boxes = bool(anns)
         self.has_masks = bool(anns) and all(bool(a.get("segmentation")) for a in anns)
+        self.annotation_files = [ann_file]
+        self.ids_are_classes = False
+        self.carried_class_map = carried_class_map(os.path.dirname(os.path.abspath(ann_file)))
         self.entries: List[ImageEntry] = []
+        self.bad: List[BadAnnotation] = []
         for index, image_id in enumerate(self.dataset.ids):  # sorted image ids: a stable order to resume by
             info = coco.imgs[image_id]
             cats = tuple(sorted({int(a["category_id"]) for a in coco.imgToAnns.get(image_id, [])}))
             path = os.path.join(images_dir, info["file_name"])
-            self.entries.append(ImageEntry(index, image_id, path, int(info["height"]), int(info["width"]), cats))
+            height, width = int(info["height"]), int(info["width"])
+            self.entries.append(ImageEntry(index, image_id, path, height, width, cats))
+            for ann in coco.imgToAnns.get(image_id, []):
+                x, y, w, h = ann["bbox"]
+                why = box_problem((x, y, x + w, y + h), height, width)
+                if why is not None:
+                    self.bad.append(BadAnnotation(image_id, path, f"annotation {ann.get('id')!r}",
+                                                  int(ann["category_id"]), why, index))
 
     def image(self, entry: ImageEntry) -> Tensor:
         """The decoded image of ``entry``."""
@@ -95,8 +120,8 @@ class CocoSource:
         truths = []
         for category in sorted(by_category):
             anns = by_category[category]
-            boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)],
-                                 dtype=torch.float32).reshape(-1, 4)
+            boxes = torch.tensor([clip_box((x, y, x + w, y + h), entry.height, entry.width)
+                                  for x, y, w, h in (a["bbox"] for a in anns)], dtype=torch.float32).reshape(-1, 4)
             mask = None
             if all(a.get("segmentation") for a in anns):
                 union = np.zeros((entry.height, entry.width), dtype=bool)

@@ -31,6 +31,10 @@ class FolderSource:
         classes = self.dataset.classes if self.dataset is not None else []
         self.categories: Dict[int, str] = dict(enumerate(classes))
         self.has_boxes, self.has_masks = False, False
+        self.ids_are_classes = True  # ImageFolder's class index is how models trained on the folder label it
+        self.bad: list = []
+        self.annotation_files: List[str] = []
+        self.carried_class_map = None
         self.entries: List[ImageEntry] = []
         for index, (path, label) in enumerate(samples):
             try:  # the header only: PIL decodes pixels lazily
@@ -60,6 +64,10 @@ class SceneSource:
         self.entries: List[ImageEntry] = []
         self.categories: Dict[int, str] = {d: str(d) for d in range(10)}
         self.has_boxes, self.has_masks = True, True
+        self.ids_are_classes = True
+        self.bad: list = []
+        self.annotation_files: List[str] = []
+        self.carried_class_map = None
         if n < 1:
             return  # open_dataset reports that the spec yields no images
         # The zoo's held-out seed: `scenes:` scores the models on the scenes their reported accuracy comes from.

@@ -2,6 +2,7 @@
 ``captum-ext fit-boxes``, whose output ``captum-ext evaluate --method sensitivity --box-map`` reads."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 
@@ -10,9 +11,30 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from captum_ext._utils.attribution import eval_mode
-from captum_ext.evaluation import scoring
+from captum_ext.evaluation.class_maps import as_class_map, resolve_classes
 from captum_ext.evaluation.distributed import batches_of, my_batches, processes
 from captum_ext.evaluation.models import EvaluationModel
+
+
+def check_writable(path: Path, name: str) -> None:
+    """Refuse an output file that cannot be written, before the work that would fill it.
+
+    Args:
+        path (Path): the file to write later.
+        name (str): the argument, for the message.
+
+    Raises:
+        ValueError: ``path`` is a folder, or its folder cannot be created or written (naming the path).
+    """
+    if path.is_dir():
+        raise ValueError(f"`{name}` {str(path)!r} is a folder; give a file name, e.g. {str(path / 'boxes.pt')!r}")
+    probe = path.with_name(f".{path.name}.{os.getpid()}.probe")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"`{name}` {str(path)!r} cannot be written: {err.strerror or err}") from None
 
 
 def training_box(boxes: Tensor) -> Tensor:
@@ -39,6 +61,7 @@ def fit_box_map(
     resize: Optional[Tuple[int, int]] = None,
     num_workers: int = 0,
     features: Optional[Union[str, Sequence[str]]] = None,
+    skip_bad: bool = False,
 ) -> Dict[str, Any]:
     """Fit a SensitivityBBox box map on every (image, class) pair with boxes, and save it (rank 0).
 
@@ -52,31 +75,38 @@ def fit_box_map(
         batch_size (int, optional): images per batch. Default: 32.
         ridge (float, optional): the ridge penalty. Default: ``None``, chosen by generalised cross-validation
             (see :meth:`SensitivityBBox.fit <captum_ext.SensitivityBBox.fit>`).
-        class_map (dict, optional): category → class index, as in ``evaluate``.
+        class_map (dict or ClassMap, optional): category → class index, resolved as in ``evaluate``.
         device (str, optional): ``"cpu"`` or ``"cuda"``.
         resize (tuple of int, optional): ``(H, W)`` to resize images to.
         num_workers (int, optional): DataLoader workers.
         features (str or sequence of str, optional): the box feature blocks (see
             :class:`~captum_ext.SensitivityBBox`); recorded in the file. ``"class"`` takes the
             number of classes from the model. Default: ``None``, SensitivityBBox's default set.
+        skip_bad (bool, optional): skip (image, class) pairs with bad annotations and images that do not decode
+            instead of stopping (as ``evaluate`` does). Default: False.
 
     Returns:
         dict: the fitted state (the same on every process).
 
     Raises:
-        ValueError: a dataset without boxes, or categories the model does not have.
+        ValueError: a dataset without boxes, bad annotations (unless ``skip_bad``), categories the model does not
+            have, or an ``out`` that cannot be written (checked before any fitting).
     """
     from captum_ext import SensitivityBBox
     from captum_ext.attr._box_features import DEFAULT_FEATURES
     from captum_ext.evaluation.runner import _dataset_of, _model_of
 
+    class_map = as_class_map(class_map)
     with processes(device) as group, eval_mode(model if isinstance(model, nn.Module) else None):
-        dataset = _dataset_of(data, resize, False)
+        if group.is_main:
+            check_writable(Path(out), "out")
+        dataset = _dataset_of(data, resize, skip_bad, class_map)
         if not dataset.has_boxes:
             raise ValueError(f"`data` {getattr(dataset, 'spec', '')!r} has no boxes to fit a box map on")
         loaded = _model_of(model, group.device)
-        class_of = scoring.class_indices([c for e in dataset.entries for c in e.categories], dataset.categories,
-                                         class_map, len(loaded.class_names))
+        class_of = resolve_classes([c for e in dataset.entries for c in e.categories], dataset.categories,
+                                   class_map, len(loaded.class_names), dataset.carried_class_map,
+                                   dataset.ids_are_classes).classes
         batches = batches_of(len(dataset), batch_size)
         mine = [batches[k] for k in my_batches(len(batches), group)]
         loader = DataLoader(dataset, batch_sampler=mine, collate_fn=list, num_workers=num_workers)

@@ -15,11 +15,13 @@ Specs:
     of the class lacks a segmentation. Crowd annotations count: a crowd of people is where "person" lies.
 ``voc:ROOT[:YEAR:SPLIT]``
     A Pascal VOC tree read by ``torchvision.datasets.VOCDetection`` (defaults 2012, ``val``). VOC boxes are 1-based
-    inclusive pixels: ``(xmin − 1, ymin − 1, xmax, ymax)`` gives the exclusive 0-based box, clipped to the image.
-    ``difficult`` objects are kept (they still show the class). Boxes only (``mask`` is ``None``). Category ids
-    come from the names: the 20 standard VOC classes are ``1``–``20`` in :data:`VOC_CLASSES` order (the indices of
-    VOC's segmentation PNGs); names that are all non-negative integers (e.g. exported digits) are ``int(name) + 1``,
-    as in :func:`captum_ext.datasets.export.export_coco`; any other name set is numbered ``1…K`` in sorted order.
+    inclusive pixels: ``(xmin − 1, ymin − 1, xmax, ymax)`` gives the exclusive 0-based box. ``difficult`` objects
+    are kept (they still show the class). Boxes only (``mask`` is ``None``). VOC names its classes, so the class
+    list is fixed and never depends on which names happen to appear: the names of a class map (given, or
+    ``ROOT/class_map.json``), ids ``1…K`` in class-index order; else, when every name is an integer (exported
+    digits), ``int(name) + 1`` as :func:`captum_ext.datasets.export.export_coco` numbers them; else the 20 standard
+    VOC classes as ``1``–``20`` in :data:`VOC_CLASSES` order (the indices of VOC's segmentation PNGs). An object
+    whose name is not in the list is a bad annotation.
 ``folder:DIR``
     ``torchvision.datasets.ImageFolder``: class labels only; one truth per image with ``0×4`` boxes and no mask;
     category = the ImageFolder class index (sorted directory names).
@@ -27,6 +29,11 @@ Specs:
     ``N`` held-out scenes of :func:`captum_ext.datasets.scenes.make_scenes` (``split="test"``, seed
     ``HELD_OUT_SEED`` of :mod:`captum_ext.training.scene_classifiers`), generated in memory. Category = the digit;
     per class, the boxes and union mask of its digits.
+
+Every annotation is checked when the dataset opens: a box of zero area, or reaching more than
+:data:`~captum_ext.evaluation._annotations.EDGE_SLACK` pixels outside its image, refuses the dataset with an error
+naming the image id, file and annotation (or, with ``skip_bad``, its (image, category) pair is left out and listed);
+boxes within that slack are clipped to the image. A COCO image or category id used twice is refused.
 
 Images are float32 ``3×H×W`` in ``[0, 1]`` (gray becomes RGB, alpha is dropped, 16-bit gray is scaled by 65535).
 An image whose annotation lists no objects is kept with an empty ``truths`` list, so every image of the dataset is
@@ -36,7 +43,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -120,11 +127,26 @@ class AnnotatedImages(Dataset):
 
     def __init__(self, source: object, spec: str, resize: Optional[Tuple[int, int]] = None,
                  skip_bad: bool = False) -> None:
+        from captum_ext.evaluation._annotations import bad_annotations_error, drop_pairs
+
         self._source = source
-        self.entries: List[ImageEntry] = source.entries
+        self.bad_annotations: List[Any] = list(getattr(source, "bad", []))
+        if self.bad_annotations and not skip_bad:
+            raise bad_annotations_error(self.bad_annotations, spec)
+        skipped: Dict[int, List[Optional[int]]] = {entry.index: [] for entry in source.entries}
+        for bad in self.bad_annotations:
+            skipped[bad.image_index].append(bad.category)
+        # Pairs with a bad annotation are skipped as a whole: their truth would be incomplete.
+        self.entries: List[ImageEntry] = [
+            entry if not skipped[entry.index] else
+            ImageEntry(entry.index, entry.image_id, entry.file, entry.height, entry.width,
+                       drop_pairs(entry.categories, skipped[entry.index]))
+            for entry in source.entries]
         self.categories: Dict[int, str] = source.categories
         self.has_masks: bool = source.has_masks
         self.has_boxes: bool = source.has_boxes
+        self.carried_class_map: Optional[Any] = getattr(source, "carried_class_map", None)
+        self.ids_are_classes: bool = bool(getattr(source, "ids_are_classes", False))
         self.spec = spec
         self.resize = resize
         self.skip_bad = skip_bad
@@ -134,6 +156,37 @@ class AnnotatedImages(Dataset):
 
     def __repr__(self) -> str:
         return f"AnnotatedImages({self.spec!r}, {len(self)} images, {len(self.categories)} categories)"
+
+    def stored_size(self, entry: ImageEntry) -> Tuple[int, int]:
+        """``(height, width)`` of the image as this dataset yields it: the resize size, or the native one.
+
+        Args:
+            entry (ImageEntry): one of :attr:`entries`.
+
+        Returns:
+            tuple of int: the size of ``self[entry.index].image`` (and of its maps).
+        """
+        return tuple(self.resize) if self.resize is not None else (entry.height, entry.width)
+
+    def fingerprint(self) -> Dict[str, str]:
+        """SHA-256 digests of what the dataset's results depend on: the annotation files' bytes and the image list
+        (ids, files, sizes, categories, resize). A resumed run compares them with the first run's.
+
+        Returns:
+            dict: ``{"annotations": hex, "images": hex}``.
+        """
+        import hashlib
+        import json
+
+        annotations = hashlib.sha256()
+        for path in getattr(self._source, "annotation_files", []):
+            annotations.update(os.fsencode(os.path.basename(path)))
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    annotations.update(block)
+        listing = [[str(e.image_id), e.file, e.height, e.width, list(e.categories)] for e in self.entries]
+        images = hashlib.sha256(json.dumps([listing, self.resize], default=str).encode("utf-8"))
+        return {"annotations": annotations.hexdigest(), "images": images.hexdigest()}
 
     def __getitem__(self, index: int) -> Sample:
         """The image ``index`` with its truths; raises ``ValueError`` naming the file for an unreadable image
@@ -150,7 +203,8 @@ class AnnotatedImages(Dataset):
             if not self.skip_bad:
                 raise
             image, error = None, str(exc)
-        truths = sorted(self._source.truths(entry), key=lambda t: t.category)
+        truths = sorted((t for t in self._source.truths(entry) if t.category in entry.categories),
+                        key=lambda t: t.category)
         if self.resize is not None and (entry.height, entry.width) != tuple(self.resize):
             image, truths = _resized(image, truths, (entry.height, entry.width), self.resize)
         return Sample(entry.index, entry.image_id, image, truths, error)
@@ -261,8 +315,8 @@ def _check_resize(resize: Optional[Sequence[int]]) -> Optional[Tuple[int, int]]:
     return int(resize[0]), int(resize[1])
 
 
-def _open_source(spec: str) -> object:
-    """Parse ``spec`` and read its annotations."""
+def _open_source(spec: str, class_map: Optional[Any] = None) -> object:
+    """Parse ``spec`` and read its annotations (a VOC tree takes its class list from ``class_map``)."""
     kind, _, rest = spec.partition(":")
     parts = rest.split(":") if rest else []
     if any(not p for p in parts):
@@ -278,7 +332,7 @@ def _open_source(spec: str) -> object:
             raise _spec_error(spec, "voc needs a root, optionally followed by both a year and a split")
         from captum_ext.evaluation._voc import VocSource
 
-        return VocSource(parts[0], *(parts[1:] or ["2012", "val"]))
+        return VocSource(parts[0], *(parts[1:] or ["2012", "val"]), class_map=class_map)
     if kind == "folder":
         if len(parts) != 1:
             raise _spec_error(spec, "folder needs one directory")
@@ -296,7 +350,8 @@ def _open_source(spec: str) -> object:
     raise _spec_error(spec, f"unknown kind {kind!r}")
 
 
-def open_dataset(spec: str, resize: Optional[Tuple[int, int]] = None, skip_bad: bool = False) -> AnnotatedImages:
+def open_dataset(spec: str, resize: Optional[Tuple[int, int]] = None, skip_bad: bool = False,
+                 class_map: Optional[Any] = None) -> AnnotatedImages:
     """Open an annotated image dataset from a spec (see the module docstring for the forms and conventions).
 
     Args:
@@ -306,7 +361,12 @@ def open_dataset(spec: str, resize: Optional[Tuple[int, int]] = None, skip_bad: 
             scaled and its masks resized (nearest) alike, so the truth stays on the same pixels. Default: native
             sizes (which may differ between images).
         skip_bad (bool): an image that does not decode gives a :class:`Sample` with ``image=None`` and ``error``
-            set, for the caller to list, instead of raising.
+            set, for the caller to list, instead of raising; an (image, category) pair with a bad annotation (a box
+            of zero area or reaching more than a pixel outside the image, a VOC class outside the class list) is
+            left out and listed in :attr:`AnnotatedImages.bad_annotations`, instead of refusing the dataset.
+        class_map (dict or ClassMap, optional): a class map (see :mod:`captum_ext.evaluation.class_maps`); a VOC
+            tree takes its class list from it (it must be keyed by the names in the XML). Default: the map the
+            dataset carries, if any.
 
     Returns:
         AnnotatedImages: the dataset; only the annotations have been read.
@@ -315,8 +375,9 @@ def open_dataset(spec: str, resize: Optional[Tuple[int, int]] = None, skip_bad: 
         TypeError: if ``spec`` is not a string.
         ValueError: for a malformed spec (showing the accepted forms), an annotation file that is not valid COCO
             JSON or a VOC annotation that is not valid XML (naming the file), a bad ``resize``, or a spec that
-            yields no images. Indexing later raises ``ValueError`` naming an image that does not decode (or is not
-            its annotated size), unless ``skip_bad``.
+            yields no images, a COCO image or category id used twice, bad annotations (each named by image id,
+            file and annotation) unless ``skip_bad``. Indexing later raises ``ValueError`` naming an image that does
+            not decode (or is not its annotated size), unless ``skip_bad``.
         FileNotFoundError: for a missing annotation file, image directory, VOC tree, split list or annotation
             (naming the path).
 
@@ -329,8 +390,10 @@ def open_dataset(spec: str, resize: Optional[Tuple[int, int]] = None, skip_bad: 
     """
     if not isinstance(spec, str):
         raise TypeError(f"`spec` must be a string, got {type(spec).__name__}")
+    from captum_ext.evaluation.class_maps import as_class_map
+
     size = _check_resize(resize)
-    source = _open_source(spec)
+    source = _open_source(spec, as_class_map(class_map))
     if not source.entries:
         raise ValueError(f"dataset spec {spec!r} yields no images")
     return AnnotatedImages(source, spec, resize=size, skip_bad=bool(skip_bad))

@@ -131,10 +131,16 @@ def build_method(
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)
             except Exception as err:  # torch raises several types for files that are not its archives
-                raise ValueError(f"could not read the box map {str(path)!r}: {err}") from err
-            sensitivity = SensitivityBBox(model, **{k: state[k] for k in ("grid_size", "channel_reduction", "sigma",
-                                                                          "power") if k in state})
-            sensitivity.load_state_dict(state)
+                raise ValueError(f"could not read the box map {str(path)!r}: {type(err).__name__}: {err}") from None
+            if not isinstance(state, dict) or "stats.count" not in state:
+                raise ValueError(f"{str(path)!r} is not a box map (a SensitivityBBox state saved by captum-ext "
+                                 f"fit-boxes): it lacks the fitted statistics")
+            try:
+                sensitivity = SensitivityBBox(model, **{k: state[k] for k in ("grid_size", "channel_reduction",
+                                                                              "sigma", "power") if k in state})
+                sensitivity.load_state_dict(state)
+            except (KeyError, TypeError, ValueError, RuntimeError) as err:
+                raise ValueError(f"the box map {str(path)!r} does not load: {type(err).__name__}: {err}") from None
 
         def sensitivity_maps(images: Tensor, targets: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
             raw = sensitivity.attribute(images, target=targets)

@@ -30,7 +30,9 @@ def write_reports(out: Path, summary: Dict[str, Any], records: BatchRecords, n_b
         dataset: the evaluated dataset (for the example images).
         store (MapStore): the run's maps.
     """
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True), encoding="utf-8")
+    # allow_nan=False: a NaN would make the file invalid JSON; undefined values are None (null) upstream.
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True, allow_nan=False),
+                                      encoding="utf-8")
     best, worst, column = _write_table(out / "pairs.csv", records, n_batches)
     _figure(out / "summary.png", summary, best, worst, column, dataset, store)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from tqdm.auto import tqdm
 
 from captum_ext._utils.attribution import eval_mode
 from captum_ext.evaluation import scoring
+from captum_ext.evaluation._fingerprints import changed_inputs, run_fingerprint
+from captum_ext.evaluation.class_maps import ClassMap, as_class_map, resolve_classes
 from captum_ext.evaluation.distributed import Processes, batches_of, my_batches, processes
 from captum_ext.evaluation.methods import MapFunction, build_method, scale_to_unit
 from captum_ext.evaluation.models import EvaluationModel, load_evaluation_model
@@ -48,11 +51,12 @@ class _Run:
     pair_batch: int
 
 
-def _dataset_of(data: DataArgument, resize: Optional[Tuple[int, int]], skip_bad: bool) -> Any:
+def _dataset_of(data: DataArgument, resize: Optional[Tuple[int, int]], skip_bad: bool,
+                class_map: Optional[ClassMap] = None) -> Any:
     from captum_ext.evaluation.data import AnnotatedImages, open_dataset
 
     if isinstance(data, str):
-        return open_dataset(data, resize=resize, skip_bad=skip_bad)
+        return open_dataset(data, resize=resize, skip_bad=skip_bad, class_map=class_map)
     dataset = data.dataset if isinstance(data, DataLoader) else data
     if not isinstance(dataset, AnnotatedImages):
         raise TypeError(f"`data` must be a dataset spec, an AnnotatedImages dataset or a DataLoader over one, got "
@@ -141,8 +145,8 @@ def evaluate(
     data: DataArgument,
     out: Union[str, Path],
     batch_size: int = 16,
-    tolerance: float = 15.0,
-    class_map: Optional[Dict[str, int]] = None,
+    tolerance: Optional[float] = None,
+    class_map: Optional[Union[Dict[str, Any], ClassMap]] = None,
     resume: bool = False,
     device: str = "cpu",
     resize: Optional[Tuple[int, int]] = None,
@@ -167,17 +171,24 @@ def evaluate(
             batching is this function's, so that any number of processes computes the same batches).
         out (str or Path): the results folder (created).
         batch_size (int, optional): images per batch. Default: 16.
-        tolerance (float, optional): the pointing game's tolerance in pixels. Default: 15.
-        class_map (dict, optional): category id (as a string) or name → the model's class index; default: the
-            category id is the class index.
-        resume (bool, optional): continue the run in ``out``: recorded batches are not computed again.
+        tolerance (float, optional): the pointing game's tolerance in pixels. Default: ``None``, 15 px per 224 px
+            of each image's longer side (:func:`captum_ext.metrics.pointing.default_tolerance`).
+        class_map (dict or ClassMap, optional): dataset category → the model's class index, keyed by category ids
+            or by names (``{"ids": {...}}``, ``{"names": {...}}`` or a plain mapping that can be read only one way;
+            see :mod:`captum_ext.evaluation.class_maps`). Default: the map the dataset carries, else the category
+            names when they are class indices (or VOC classes for a 20-class model), else the class folders'
+            indices; anything else is refused. The resolved map is printed at start and saved in ``metrics.json``.
+        resume (bool, optional): continue the run in ``out``: recorded batches are not computed again. Refused
+            when an input changed since the run began (annotation files, image list, class map, model weights,
+            box map), naming what changed.
         device (str, optional): ``"cpu"`` or ``"cuda"`` (under torchrun: one GPU per process). Default: cpu.
         resize (tuple of int, optional): ``(H, W)`` to resize images (and their annotations) to.
         layer (str, optional): grad_cam's layer (a dotted submodule name).
         box_map (str or Path, optional): a SensitivityBBox box map for learned boxes (``sensitivity``).
         map_dtype (str, optional): ``"float16"`` or ``"float32"`` maps in the store. Default: float16.
         num_workers (int, optional): DataLoader workers that read images. Default: 0.
-        skip_bad (bool, optional): list images that do not decode instead of stopping at the first one.
+        skip_bad (bool, optional): list images that do not decode, and skip (image, class) pairs with bad
+            annotations (named in ``metrics.json``'s ``skipped``), instead of stopping.
         show_progress (bool, optional): a progress bar (images/s) on rank 0. Default: True.
         metrics (sequence of str, optional): the localisation metrics to compute (from
             :data:`~captum_ext.evaluation.scoring.LOCALISATION_METRICS`; ``()`` for none: maps, table and
@@ -194,26 +205,32 @@ def evaluate(
     from captum_ext.evaluation.report import write_reports
 
     batch_size = check_scalar(batch_size, "batch_size", low=1, integer=True)
-    tolerance = check_scalar(tolerance, "tolerance", low=0.0)
+    tolerance = None if tolerance is None else check_scalar(tolerance, "tolerance", low=0.0)
+    class_map = as_class_map(class_map)
     check_in_choices(map_dtype, "map_dtype", MAP_DTYPES)
     out = Path(out)
     with processes(device) as group, ExitStack() as restore:
-        dataset = _dataset_of(data, resize, skip_bad)
+        dataset = _dataset_of(data, resize, skip_bad, class_map)
         loaded = _model_of(model, group.device)
         # Eval mode for the run (BatchNorm on its running statistics), the model's own flags restored afterwards,
         # also after an exception.
         restore.enter_context(eval_mode(loaded.model))
         num_classes = len(loaded.class_names)
-        class_of = scoring.class_indices([c for e in dataset.entries for c in e.categories], dataset.categories,
-                                         class_map, num_classes)
+        resolved = resolve_classes([c for e in dataset.entries for c in e.categories], dataset.categories,
+                                   class_map, num_classes, dataset.carried_class_map, dataset.ids_are_classes)
+        class_of = resolved.classes
+        talk = show_progress and group.is_main
+        if talk:
+            tqdm.write(resolved.describe(dataset.categories, loaded.class_names), file=sys.stderr)
         method_name = method if isinstance(method, str) else getattr(method, "__name__", "custom")
         map_function = build_method(method, loaded.model, loaded.layers, layer, box_map, loaded.multi_label) \
             if isinstance(method, str) else method
         settings = {"model": loaded.spec, "method": method_name, "data": getattr(dataset, "spec", "dataset"),
                     "batch_size": batch_size, "tolerance": tolerance, "resize": list(resize) if resize else None,
-                    "class_map": class_map, "layer": layer, "box_map": str(box_map) if box_map else None,
+                    "layer": layer, "box_map": str(box_map) if box_map else None, "skip_bad": bool(skip_bad),
                     "map_dtype": map_dtype, "maps": "each map scaled so its maximum is 1, scored as stored",
-                    "metrics": list(metrics) if metrics is not None else None}
+                    "metrics": list(metrics) if metrics is not None else None,
+                    "inputs": run_fingerprint(dataset, class_of, loaded.model, box_map)}
         records = BatchRecords(out / "progress")
         _check_out(out, settings, resume, records, group)
         entries = dataset.entries
@@ -223,11 +240,13 @@ def evaluate(
             total += len(entry.categories)
         store = MapStore(out / "maps.zarr")
         if group.is_main:
-            height = [e.height for e in entries for _ in e.categories]
-            width = [e.width for e in entries for _ in e.categories]
+            sizes = [dataset.stored_size(e) for e in entries for _ in e.categories]
             store.create([e.index for e in entries for _ in e.categories],
                          [c for e in entries for c in e.categories],
-                         [class_of[c] for e in entries for c in e.categories], height, width, map_dtype)
+                         [class_of[c] for e in entries for c in e.categories], [h for h, _ in sizes],
+                         [w for _, w in sizes], map_dtype,
+                         native=([e.height for e in entries for _ in e.categories],
+                                 [e.width for e in entries for _ in e.categories]))
         group.barrier()
         scorers = scoring.localisation_metrics(max(num_classes, 1), tolerance, dataset.has_boxes, dataset.has_masks,
                                                metrics)
@@ -243,7 +262,11 @@ def evaluate(
             _apply(records.read(k), run)
         loader = DataLoader(dataset, batch_sampler=[batches[k] for k in todo], collate_fn=list,
                             num_workers=num_workers)
-        bar = tqdm(total=sum(len(batches[k]) for k in todo), unit="img", disable=not (show_progress and group.is_main),
+        done_before = sum(len(batches[k]) for k in mine) - sum(len(batches[k]) for k in todo)
+        if talk and done_before:
+            tqdm.write(f"resuming: {done_before} of {sum(len(batches[k]) for k in mine)} images done"
+                       + (" (this process's share)" if group.world_size > 1 else ""), file=sys.stderr)
+        bar = tqdm(total=sum(len(batches[k]) for k in mine), initial=done_before, unit="img", disable=not talk,
                    desc=f"evaluate ({method_name}, rank 0 of {group.world_size})")
         started, computed = time.perf_counter(), 0
         for k, samples in zip(todo, loader):
@@ -260,8 +283,10 @@ def evaluate(
              "seconds": time.perf_counter() - started}), encoding="utf-8")
         results = scoring.compute_all({**scorers, "accuracy": accuracy})
         group.barrier()
+        bad = [f"skipped pair: {item}" for item in dataset.bad_annotations]
         summary = {"n_images": len(entries), "n_pairs": total, **results,
-                   "skipped": records.skipped(len(batches)) if group.is_main else [],
+                   "skipped": bad + (records.skipped(len(batches)) if group.is_main else []),
+                   "class_map": resolved.report(dataset.categories, loaded.class_names),
                    "settings": {**settings, "processes": group.world_size}}
         if group.is_main:
             write_reports(out, summary, records, len(batches), dataset, store)
@@ -281,9 +306,17 @@ def _check_out(out: Path, settings: Dict[str, Any], resume: bool, records: Batch
     """Refuse to mix runs: ``out`` is new, or holds this very run and ``resume`` is set."""
     run_file = out / "run.json"
     if run_file.is_file():
-        earlier = json.loads(run_file.read_text(encoding="utf-8"))
-        if earlier != json.loads(json.dumps(settings)):
-            changed = sorted(k for k in set(earlier) | set(settings) if earlier.get(k) != settings.get(k))
+        try:
+            earlier = json.loads(run_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"the run settings {str(run_file)!r} are corrupt ({err}); use another folder") from None
+        now = json.loads(json.dumps(settings))
+        inputs = changed_inputs(earlier.get("inputs", {}), now.get("inputs", {}))
+        if inputs:
+            raise ValueError(f"`out` {str(out)!r} holds a run whose inputs have changed since: "
+                             f"{', '.join(inputs)}; continuing would mix results, so start again in another folder")
+        changed = sorted(k for k in set(earlier) | set(now) if k != "inputs" and earlier.get(k) != now.get(k))
+        if changed:
             raise ValueError(f"`out` {str(out)!r} holds a run with other settings ({', '.join(changed)}); use "
                              f"another folder")
         if not resume:

@@ -1,7 +1,9 @@
 """The metrics of an evaluation run, chosen by what the dataset annotates, and the per-batch arithmetic on them."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+import math
+import warnings
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -77,13 +79,14 @@ class PairAccuracy(Metric):
 LOCALISATION_METRICS = ("pointing_game", "energy_pointing_game", "corloc", "maxboxacc_v2", "pxap")
 
 
-def localisation_metrics(num_classes: int, tolerance: float, has_boxes: bool, has_masks: bool,
+def localisation_metrics(num_classes: int, tolerance: Optional[float], has_boxes: bool, has_masks: bool,
                          names: Optional[Sequence[str]] = None) -> Dict[str, Metric]:
     """The localisation metrics a dataset supports, by the names ``metrics.json`` uses.
 
     Args:
         num_classes (int): the model's classes (the pointing game averages over them).
-        tolerance (float): the pointing game's tolerance in pixels.
+        tolerance (float or None): the pointing game's tolerance in pixels; ``None`` scales it with each map's
+            size (:func:`captum_ext.metrics.pointing.default_tolerance`).
         has_boxes (bool): the dataset annotates boxes (or masks).
         has_masks (bool): the dataset annotates masks (PxAP needs them).
         names (sequence of str, optional): only these (from :data:`LOCALISATION_METRICS`); default: every one the
@@ -160,52 +163,22 @@ def add_deltas(total: Dict[str, Dict[str, Tensor]], more: Dict[str, Dict[str, Te
             into[name] = into[name] + value if name in into else value.clone()
 
 
-def compute_all(metrics: Dict[str, Metric]) -> Dict[str, float]:
+def compute_all(metrics: Dict[str, Metric]) -> Dict[str, Optional[float]]:
     """``compute()`` every metric (each call syncs its states across processes), as plain floats.
 
     Args:
         metrics (dict): name → metric.
 
     Returns:
-        dict: name → value.
+        dict: name → value, ``None`` where undefined (no pair scored): JSON has no NaN.
     """
-    results: Dict[str, float] = {}
+    results: Dict[str, Optional[float]] = {}
     for name, metric in metrics.items():
-        value = metric.compute()
-        results[name] = float(value) if not isinstance(value, (tuple, list)) else float(value[0])
+        with warnings.catch_warnings():
+            # A process (or a whole run) may have scored no pair; its states still take part in the sum, and the
+            # value is then undefined, reported as None, which torchmetrics would also warn about.
+            warnings.filterwarnings("ignore", message=".*compute.*before.*update.*")
+            value = metric.compute()
+        value = float(value) if not isinstance(value, (tuple, list)) else float(value[0])
+        results[name] = None if math.isnan(value) else value
     return results
-
-
-def class_indices(categories: Sequence[int], names: Dict[int, str], class_map: Optional[Dict[str, int]],
-                  num_classes: int) -> Dict[int, int]:
-    """The model class index of every dataset category.
-
-    Args:
-        categories (sequence of int): the category ids the dataset uses.
-        names (dict): category id → name.
-        class_map (dict, optional): keys are category ids (as strings) or names, values class indices; without it,
-            a category id is the class index.
-        num_classes (int): the model's classes (0: unknown, not checked).
-
-    Returns:
-        dict: category id → class index.
-
-    Raises:
-        ValueError: a category with no class, or a class index the model does not have (named in the message).
-    """
-    mapping: Dict[int, int] = {}
-    missing: List[str] = []
-    for category in sorted(set(categories)):
-        if class_map is None:
-            index: Optional[int] = category
-        else:
-            index = class_map.get(str(category), class_map.get(names.get(category, ""), None))
-        if index is None or not isinstance(index, int) or (num_classes and not 0 <= index < num_classes):
-            missing.append(f"{category} ({names.get(category, '?')!r})" + ("" if index is None else f" → {index}"))
-            continue
-        mapping[category] = index
-    if missing:
-        where = "the model's classes" if class_map is None else "`class_map`"
-        raise ValueError(f"categories without a class of the model ({num_classes} classes) in {where}: "
-                         f"{', '.join(missing)}; give a class map from category ids or names to class indices")
-    return mapping

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -17,7 +17,8 @@ MAP_DTYPES = ("float16", "float32")
 class MapStore:
     """The maps of a run: ``maps`` (``pairs×H×W``, each map in the top-left ``height×width`` corner of its chunk),
     with ``image_index`` (the image's position in the dataset; its id, which may be a name, is in the pair table),
-    ``category``, ``class_index``, ``height`` and ``width`` arrays (one entry per pair).
+    ``category``, ``class_index``, ``height`` and ``width`` (the stored map's size: the resized size when the run
+    resizes images) and ``native_height`` and ``native_width`` (the image file's size) arrays, one entry per pair.
 
     Args:
         path (Path): the store folder (``DIR/maps.zarr``).
@@ -27,12 +28,16 @@ class MapStore:
         self.path = Path(path)
 
     def create(self, image_indices: Sequence[int], categories: Sequence[int], class_indices: Sequence[int],
-               heights: Sequence[int], widths: Sequence[int], dtype: str = "float16") -> None:
+               heights: Sequence[int], widths: Sequence[int], dtype: str = "float16",
+               native: Optional[Tuple[Sequence[int], Sequence[int]]] = None) -> None:
         """Create (or re-open, keeping written chunks) the arrays for every pair of the run.
 
         Args:
-            image_indices, categories, class_indices, heights, widths (sequence of int): one entry per pair.
+            image_indices, categories, class_indices (sequence of int): one entry per pair.
+            heights, widths (sequence of int): the size of each stored map.
             dtype (str): ``"float16"`` or ``"float32"``.
+            native (tuple of sequences, optional): ``(heights, widths)`` of the image files, when the maps were
+                resized from them. Default: the stored sizes.
         """
         import zarr
 
@@ -44,8 +49,10 @@ class MapStore:
         if tuple(maps.shape) != (n, *size) or str(maps.dtype) != dtype:
             raise ValueError(f"the map store {str(self.path)!r} holds {tuple(maps.shape)} {maps.dtype} maps, this "
                              f"run needs {(n, *size)} {dtype}: use another `out` folder")
+        native_heights, native_widths = native if native is not None else (heights, widths)
         for name, values in (("image_index", image_indices), ("category", categories), ("class_index", class_indices),
-                             ("height", heights), ("width", widths)):
+                             ("height", heights), ("width", widths), ("native_height", native_heights),
+                             ("native_width", native_widths)):
             array = zarr.open_array(str(self.path / name), mode="a", shape=(n,), chunks=(max(n, 1),),
                                     dtype="int64", fill_value=-1)
             array[:] = np.asarray(values, dtype=np.int64)

@@ -9,7 +9,8 @@ the papers that introduced them:
   IoU >= 0.5 with a ground-truth box of the target class; Deselaers et al., *Localizing objects while learning
   their appearance*, ECCV 2010), as used for weakly supervised localisation.
 * :func:`pointing_game` -- Zhang et al., *Top-down neural attention by excitation backprop*, ECCV 2016, with
-  TorchRay's class-mean accuracy; :func:`energy_pointing_game` -- the energy-based pointing game of Wang et al.,
+  TorchRay's class-mean accuracy and its 15-px tolerance scaled to the map size (:func:`default_tolerance`:
+  ``15 · max(H, W) / 224``); :func:`energy_pointing_game` -- the energy-based pointing game of Wang et al.,
   *Score-CAM*, CVPR Workshops 2020.
 * :func:`saliency_fmeasure`, :func:`mae` -- the salient-object-detection max-F / adaptive-F (``beta^2 = 0.3``;
   Achanta et al., CVPR 2009) and mean absolute error (Perazzi et al., CVPR 2012).
@@ -63,7 +64,7 @@ from captum_ext.metrics.cam import boxes_from_saliency
 from captum_ext.metrics.distinctness import DistinctnessResult, class_distinctness
 from captum_ext.metrics.ground_truth import GroundTruth
 from captum_ext.metrics.masks import mask_iou
-from captum_ext.metrics.pointing import energy_pointing_game, pointing_game
+from captum_ext.metrics.pointing import default_tolerance, energy_pointing_game, pointing_game
 from captum_ext.metrics.saliency import FMeasure, mae, saliency_fmeasure
 from captum_ext.metrics.streaming import (
     CorLocMetric,
@@ -97,6 +98,7 @@ __all__ = [
     "boxes_to_masks",
     "class_distinctness",
     "corloc",
+    "default_tolerance",
     "energy_pointing_game",
     "mae",
     "mask_iou",

@@ -13,13 +13,62 @@ from captum_ext._utils.validation import check_scalar
 from captum_ext.metrics._batching import checked_saliency_and_masks, per_image, reduce_mean
 from captum_ext.metrics._checks import TensorLike, check_labels
 
-__all__ = ["energy_pointing_game", "pointing_game"]
+__all__ = ["default_tolerance", "energy_pointing_game", "pointing_game"]
+
+#: TorchRay's pointing-game tolerance (15 px) and the image side it was chosen for (224 px, ImageNet crops).
+TORCHRAY_TOLERANCE = 15.0
+TORCHRAY_SIDE = 224
+
+
+def default_tolerance(height: int, width: int) -> float:
+    r"""The pointing game's default hit radius for an ``height×width`` map: TorchRay's 15 px at 224 px, scaled with
+    the image, ``15 · max(height, width) / 224``.
+
+    A fixed 15 px saturates the game on small images: on 64-pixel scenes it is a quarter of the image side, and a
+    maximum that plainly misses the object still scores a hit. Scaling keeps the radius the same *share* of the
+    image as in the benchmark it comes from.
+
+    Args:
+        height (int): map height in pixels, ``>= 1``.
+        width (int): map width in pixels, ``>= 1``.
+
+    Returns:
+        float: the tolerance in pixels (15.0 at 224×224, about 4.29 at 64×64).
+
+    Raises:
+        TypeError: if a size is not an integer.
+        ValueError: if a size is below 1.
+
+    Example::
+
+        >>> default_tolerance(224, 224)
+        15.0
+        >>> round(default_tolerance(64, 64), 3)
+        4.286
+    """
+    side = max(check_scalar(height, "height", low=1, integer=True), check_scalar(width, "width", low=1, integer=True))
+    return TORCHRAY_TOLERANCE * side / TORCHRAY_SIDE
+
+
+def _check_tolerance(tolerance: Optional[float]) -> Optional[float]:
+    """``None`` (the size-scaled default) or a pixel radius ``>= 0``, as a float.
+
+    Args:
+        tolerance (float, optional): the argument to check.
+
+    Returns:
+        float or None: the checked tolerance.
+
+    Raises:
+        TypeError / ValueError: naming ``tolerance`` (not a number; negative, NaN or inf).
+    """
+    return None if tolerance is None else check_scalar(tolerance, "tolerance", low=0.0)
 
 
 def pointing_game(
     saliency: TensorLike,
     masks: TensorLike,
-    tolerance: float = 15.0,
+    tolerance: Optional[float] = None,
     labels: Optional[TensorLike] = None,
     reduce: bool = True,
 ) -> Union[float, Tensor]:
@@ -31,6 +80,11 @@ def pointing_game(
     a hit when the Euclidean distance between that pixel's centre and the nearest mask pixel's centre is
     ``<= tolerance`` (computed with :func:`scipy.ndimage.distance_transform_edt` of the mask's complement).
 
+    The default tolerance scales with the maps' size: TorchRay's 15 px at 224 px, ``15 · max(H, W) / 224``
+    (:func:`default_tolerance`; about 4.3 px on 64-pixel maps). A fixed 15 px would make the game nearly
+    saturate on small images. An explicit number is a radius in pixels at any size (pass ``tolerance=15`` for
+    TorchRay's fixed radius).
+
     Accuracy follows TorchRay: with ``labels``, the mean over classes of ``hits / (hits + misses)`` (every class
     weighted equally); without, the mean over images.
 
@@ -38,7 +92,8 @@ def pointing_game(
         saliency (Tensor): ``N×H×W`` or ``N×1×H×W`` saliency maps.
         masks (Tensor): ground-truth masks of the same shape (bool or 0/1); each must contain at least one pixel.
             A box can be turned into a mask with :func:`boxes_to_masks`.
-        tolerance (float, optional): hit radius in pixels, ``>= 0``. Default: 15.
+        tolerance (float, optional): hit radius in pixels, ``>= 0``. Default: ``None``,
+            ``default_tolerance(H, W)`` (15 px at 224×224, scaled with the maps' larger side).
         labels (Tensor, optional): ``N`` integer class ids, for the class-mean accuracy. Default: None.
         reduce (bool, optional): return the accuracy (``True``) or the per-image hits. Default: True.
 
@@ -57,14 +112,18 @@ def pointing_game(
         >>> saliency[0, 5, 20] = 1.0   # 14 px right of the mask's last column (x = 6)
         >>> saliency[1, 5, 22] = 1.0   # 16 px away
         >>> masks = torch.zeros(2, 32, 32, dtype=torch.bool); masks[:, :, :7] = True
-        >>> pointing_game(saliency, masks, reduce=False)
+        >>> pointing_game(saliency, masks, tolerance=15, reduce=False)
         tensor([ True, False])
-        >>> pointing_game(saliency, masks, labels=torch.tensor([0, 1]))
+        >>> pointing_game(saliency, masks, tolerance=15, labels=torch.tensor([0, 1]))
         0.5
+        >>> pointing_game(saliency, masks, reduce=False)  # default at 32 px: 15 · 32 / 224 ≈ 2.1 px
+        tensor([False, False])
     """
     sal, gt = checked_saliency_and_masks(saliency, masks)
-    tol = check_scalar(tolerance, "tolerance", low=0.0)
+    tol = _check_tolerance(tolerance)
     n, height, width = sal.shape
+    if tol is None:
+        tol = default_tolerance(height, width)
     label_t = check_labels(labels, "labels", n) if labels is not None else None
 
     flat_sal = sal.flatten(1)

@@ -40,7 +40,7 @@ from captum_ext.metrics._streaming import stack
 from captum_ext.metrics.boxes import corloc
 from captum_ext.metrics.cam import boxes_from_saliency
 from captum_ext.metrics.ground_truth import GroundTruth
-from captum_ext.metrics.pointing import energy_pointing_game, pointing_game
+from captum_ext.metrics.pointing import _check_tolerance, energy_pointing_game, pointing_game
 
 __all__ = ["CorLocMetric", "EnergyPointingGameMetric", "MaxBoxAccV2Metric", "PointingGameMetric", "PxAPMetric"]
 
@@ -58,14 +58,15 @@ class PointingGameMetric(SumMetric):
     Args:
         num_classes (int): number of classes; ``GroundTruth.category`` must be a class index in
             ``[0, num_classes)`` (map dataset ids to indices first).
-        tolerance (float, optional): hit radius in pixels, ``>= 0``. Default: 15.
+        tolerance (float, optional): hit radius in pixels, ``>= 0``. Default: ``None``, each map's own
+            :func:`~captum_ext.metrics.default_tolerance` (15 px at 224 px, scaled with the map's larger side).
         **kwargs: ``torchmetrics.Metric`` options (``sync_on_compute``, ``process_group``, ...).
     """
 
-    def __init__(self, num_classes: int, tolerance: float = 15, **kwargs: Any) -> None:
+    def __init__(self, num_classes: int, tolerance: Optional[float] = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.num_classes = int(check_scalar(num_classes, "num_classes", low=1, integer=True))
-        self.tolerance = check_scalar(tolerance, "tolerance", low=0.0)
+        self.tolerance = _check_tolerance(tolerance)
         self._sum_state("hits", torch.zeros(self.num_classes, dtype=torch.int64))
         self._sum_state("totals", torch.zeros(self.num_classes, dtype=torch.int64))
 
@@ -94,7 +95,7 @@ class PointingGameMetric(SumMetric):
             )
         targets = regions(pairs)
         hits = torch.zeros(len(pairs.maps), dtype=torch.int64)
-        for index in size_groups(pairs.maps):
+        for index in size_groups(pairs.maps):  # one size per group: the default tolerance is each map's own
             found = pointing_game(stack(pairs.maps, index), stack(targets, index), self.tolerance, reduce=False)
             hits[index] = found.cpu().long()
         categories = torch.tensor([t.category for t in pairs.truths], dtype=torch.int64)

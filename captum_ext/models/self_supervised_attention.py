@@ -7,7 +7,7 @@ from typing import Any, NamedTuple, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from captum_ext._utils.validation import check_in_choices, check_scalar, is_tracing
+from captum_ext._utils.validation import check_finite, check_in_choices, check_scalar, is_tracing
 from captum_ext.models._attention_nets import (  # noqa: F401 (re-exported)
     AttentionNet,
     CoordinateChannels,
@@ -142,8 +142,8 @@ class SelfSupervisedAttentionRegressor(nn.Module):
             raise ValueError(f"`images` must have {self.in_channels} channel(s) (in_channels), got {images.shape[1]}")
         if not images.is_floating_point():
             raise TypeError(f"`images` must be a floating-point tensor, got {images.dtype}")
-        if finite and not bool(torch.isfinite(images).all()):
-            raise ValueError("`images` contains NaN or inf values")
+        if finite:
+            check_finite(images, "images")
         return images
 
     def _check_targets(self, targets: Any, n: int) -> Tensor:
@@ -156,8 +156,7 @@ class SelfSupervisedAttentionRegressor(nn.Module):
                              f"{tuple(targets.shape)}")
         if targets.shape[0] != n:
             raise ValueError(f"`targets` must hold one row per image ({n}), got {targets.shape[0]}")
-        if not bool(torch.isfinite(targets).all()):
-            raise ValueError("`targets` contains NaN or inf values")
+        check_finite(targets, "targets")
         return targets
 
     def set_target_normalization(self, mean: Union[Tensor, Sequence[float]], scale: Union[Tensor, Sequence[float]]

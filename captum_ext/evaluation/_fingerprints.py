@@ -1,0 +1,90 @@
+"""What a run's results depend on, as digests: a resumed run compares them with the first run's and refuses to
+mix results when anything changed (the annotations, the image list, the class map, the model's weights, the box
+map), naming what did."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+import torch
+from torch import nn
+
+#: Readable names of the fingerprinted inputs, for the refusal message.
+DESCRIPTIONS = {
+    "annotations": "the annotation files",
+    "images": "the image list (ids, files, sizes, categories)",
+    "class_map": "the category → class map",
+    "model_weights": "the model's weights and buffers",
+    "box_map": "the box map file",
+}
+
+
+def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over named tensors: names, dtypes, shapes and bytes, in order.
+
+    Args:
+        tensors (mapping of str to Tensor): e.g. a ``state_dict()``.
+
+    Returns:
+        str: the hex digest.
+    """
+    digest = hashlib.sha256()
+    for name, value in tensors.items():
+        if not isinstance(value, torch.Tensor):
+            digest.update(f"{name}={value!r}".encode("utf-8"))
+            continue
+        value = value.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode("utf-8"))
+        if value.numel():
+            digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def file_digest(path: Union[str, Path]) -> str:
+    """SHA-256 of a file's bytes.
+
+    Args:
+        path (str or Path): the file.
+
+    Returns:
+        str: the hex digest.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_fingerprint(dataset: Any, classes: Mapping[int, int], model: nn.Module,
+                    box_map: Optional[Union[str, Path]]) -> Dict[str, Optional[str]]:
+    """The digests :func:`changed_inputs` compares.
+
+    Args:
+        dataset: the run's :class:`~captum_ext.evaluation.data.AnnotatedImages`.
+        classes (mapping of int to int): the resolved category → class map.
+        model (nn.Module): the evaluated model.
+        box_map (str or Path, optional): the box map file.
+
+    Returns:
+        dict: input name → hex digest (``None`` for an input the run does not have).
+    """
+    mapping = json.dumps(sorted((int(c), int(k)) for c, k in classes.items()))
+    return {**dataset.fingerprint(), "class_map": hashlib.sha256(mapping.encode("utf-8")).hexdigest(),
+            "model_weights": tensor_digest(model.state_dict()),
+            "box_map": file_digest(box_map) if box_map is not None else None}
+
+
+def changed_inputs(earlier: Mapping[str, Any], now: Mapping[str, Any]) -> List[str]:
+    """The readable names of the inputs whose digests differ.
+
+    Args:
+        earlier (mapping): the first run's fingerprint.
+        now (mapping): this run's.
+
+    Returns:
+        list of str: descriptions of what changed, empty when nothing did.
+    """
+    return [DESCRIPTIONS.get(key, key) for key in sorted(set(earlier) | set(now)) if earlier.get(key) != now.get(key)]

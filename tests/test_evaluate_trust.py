@@ -1,0 +1,300 @@
+"""The dataset driver never gives a wrong number silently: image ids, class maps, resized maps, resumed runs and
+bad boxes. Each test here failed before the behaviour it checks existed."""
+import csv
+import json
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from captum_ext.datasets import export_coco, export_voc, scenes
+from captum_ext.evaluation import evaluate, fit_box_map, open_dataset
+from captum_ext.evaluation.class_maps import as_class_map, read_class_map, resolve_classes
+
+MODEL = "zoo:scenes_vgg_multilabel"
+
+
+@pytest.fixture(scope="module")
+def multi_batch():
+    return scenes.make_scenes(8, mode="multi", split="test", seed=5)
+
+
+def coco(tmp_path: Path, batch, edit=None) -> str:
+    annotations, images = export_coco(batch, tmp_path)
+    if edit is not None:
+        document = json.loads(annotations.read_text())
+        edit(document)
+        annotations.write_text(json.dumps(document))
+    return f"coco:{annotations}:{images}"
+
+
+def run(tmp_path: Path, data: str, name: str, **kwargs):
+    return evaluate(MODEL, "saliency", data, tmp_path / name, batch_size=4, show_progress=False, **kwargs)
+
+
+def rows_of(folder: Path):
+    return list(csv.DictReader(open(folder / "pairs.csv")))
+
+
+# -- image ids -----------------------------------------------------------------------------------------------------
+
+def test_a_coco_image_id_used_twice_is_refused_naming_both_files(tmp_path, multi_batch):
+    def duplicate(document):
+        document["images"][3]["id"] = document["images"][1]["id"]
+
+    data = coco(tmp_path / "coco", multi_batch, duplicate)
+    with pytest.raises(ValueError, match=r"image id 2 is used twice, by '000001.png' and '000003.png'"):
+        open_dataset(data)
+
+
+def test_a_coco_category_id_used_twice_is_refused(tmp_path, multi_batch):
+    def duplicate(document):
+        document["categories"][4]["id"] = document["categories"][2]["id"]
+
+    with pytest.raises(ValueError, match=r"category id 3 is used twice, by '2' and '4'"):
+        open_dataset(coco(tmp_path / "coco", multi_batch, duplicate))
+
+
+# -- class maps ----------------------------------------------------------------------------------------------------
+
+def categories_of_export():
+    return {d + 1: str(d) for d in range(10)}
+
+
+def test_a_name_keyed_map_is_read_by_names_and_an_id_keyed_one_by_ids():
+    names = categories_of_export()
+    by_names = resolve_classes([1, 5, 10], names, as_class_map({str(d): d for d in range(10)}), 10)
+    by_ids = resolve_classes([1, 5, 10], names, as_class_map({str(d + 1): d for d in range(10)}), 10)
+    assert by_names.classes == by_ids.classes == {1: 0, 5: 4, 10: 9}
+
+
+def test_a_map_whose_keys_read_both_ways_is_refused_not_guessed():
+    # Keys "1".."9" are ids of digits 0..8 and names of digits 1..9: before, id 10 fell back to the name "9".
+    ambiguous = as_class_map({str(k): k - 1 for k in range(1, 10)})
+    with pytest.raises(ValueError, match=r"ambiguous: key '1' is the id of category '0' and the name of category id 2"):
+        resolve_classes([1, 10], categories_of_export(), ambiguous, 10)
+    explicit = as_class_map({"ids": {str(k): k - 1 for k in range(1, 10)}})
+    with pytest.raises(ValueError, match=r"categories without a class: 10 \('9'\)"):
+        resolve_classes([1, 10], categories_of_export(), explicit, 10)
+
+
+def test_class_map_keys_that_are_neither_or_mixed_are_refused():
+    names = categories_of_export()
+    with pytest.raises(ValueError, match="neither category ids nor names"):
+        resolve_classes([1], names, as_class_map({"cat": 0}), 10)
+    with pytest.raises(ValueError, match="not names of the dataset's categories"):
+        resolve_classes([1], names, as_class_map({"names": {"10": 0}}), 10)
+    with pytest.raises(ValueError, match="several category ids"):
+        resolve_classes([1], {1: "cat", 2: "cat"}, as_class_map({"names": {"cat": 0}}), 10)
+    with pytest.raises(ValueError, match="class index"):
+        as_class_map({"1": -1})
+    with pytest.raises(ValueError, match=r"does not have: 1 \('0'\) → 12"):
+        resolve_classes([1], names, as_class_map({"ids": {"1": 12}}), 10)
+
+
+def test_without_a_map_a_dataset_with_unknown_names_is_refused_not_mapped_by_id():
+    with pytest.raises(ValueError, match=r"no class map for categories named 'cat'"):
+        resolve_classes([1], {1: "cat"}, None, 10)
+    # Class folders: the folder index is the class by construction.
+    assert resolve_classes([1], {0: "cat", 1: "dog"}, None, 2, ids_are_classes=True).classes == {1: 1}
+
+
+def test_coco_export_without_a_digit_is_scored_against_the_right_classes(tmp_path, multi_batch):
+    """Before: no map → category id used as the class, every class off by one (accuracy 0), no error."""
+    kept = multi_batch.object_labels != 9
+
+    def drop_nines(document):
+        document["annotations"] = [a for a in document["annotations"] if a["category_id"] != 10]
+
+    data = coco(tmp_path / "coco", multi_batch, drop_nines)
+    reference = run(tmp_path, data, "explicit", class_map={"names": {str(d): d for d in range(10)}})
+    carried = run(tmp_path, data, "carried")  # the export's own class_map.json
+    (tmp_path / "coco" / "class_map.json").unlink()
+    by_names = run(tmp_path, data, "names")  # digit names are class indices
+    assert bool(kept.any()) and reference["accuracy"] > 0.5
+    assert carried["accuracy"] == by_names["accuracy"] == reference["accuracy"]
+    assert carried["class_map"]["how"].startswith("carried by the dataset")
+    assert by_names["class_map"]["how"] == "category names are class indices"
+    assert {r["id"]: r["class"] for r in by_names["class_map"]["categories"]} == \
+        {c + 1: c for c in sorted({int(v) for v in multi_batch.object_labels[kept & (multi_batch.object_labels >= 0)]})}
+    written = json.loads((tmp_path / "names" / "metrics.json").read_text())
+    assert written["class_map"] == by_names["class_map"]
+    assert all(int(r["class_index"]) == int(r["category"]) - 1 for r in rows_of(tmp_path / "names"))
+
+
+def test_the_resolved_map_is_printed_at_start(tmp_path, capsys):
+    evaluate("zoo:scenes_vgg", "saliency", "scenes:single:2", tmp_path / "run", show_progress=True)
+    assert re.search(r"class map \(category names are class indices\): \d '\d' → \d", capsys.readouterr().err)
+
+
+def test_voc_keeps_its_class_list_when_a_stray_name_appears(tmp_path, multi_batch):
+    """Before: one stray <name> renumbered every category and the export's id-keyed map scored the wrong classes."""
+    root = export_voc(multi_batch, tmp_path / "voc")
+    clean = run(tmp_path, f"voc:{root}", "clean")
+    xml = root / "VOCdevkit" / "VOC2012" / "Annotations" / "000002.xml"
+    text = xml.read_text()
+    first = re.search(r"<name>(\d)</name>", text)
+    xml.write_text(text[:first.start()] + "<name>zebra</name>" + text[first.end():])
+    with pytest.raises(ValueError, match=r"image '000002' .*object 1 in 000002.xml: class 'zebra' is not one of"):
+        open_dataset(f"voc:{root}")
+    stray = run(tmp_path, f"voc:{root}", "stray", skip_bad=True)
+    assert clean["class_map"] == {**stray["class_map"], "categories": clean["class_map"]["categories"]}
+    assert all(int(r["class_index"]) == int(r["category"]) - 1 for r in rows_of(tmp_path / "stray"))
+    assert any("zebra" in item for item in stray["skipped"])
+    by_pair = {(r["image_id"], r["category"]): r["class_score"] for r in rows_of(tmp_path / "clean")}
+    for row in rows_of(tmp_path / "stray"):  # every other pair scored exactly as before
+        assert by_pair[(row["image_id"], row["category"])] == row["class_score"]
+    with pytest.raises(ValueError, match="names its classes"):
+        open_dataset(f"voc:{root}", class_map={"ids": {"1": 0}})
+
+
+def test_the_exports_write_explicit_class_maps(tmp_path, multi_batch):
+    export_coco(multi_batch, tmp_path / "coco")
+    export_voc(multi_batch, tmp_path / "voc")
+    assert read_class_map(tmp_path / "coco" / "class_map.json").keys == "ids"
+    assert read_class_map(tmp_path / "voc" / "class_map.json").keys == "names"
+
+
+# -- resized maps --------------------------------------------------------------------------------------------------
+
+def tiny_net():
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 10))
+
+
+def test_resized_runs_record_the_stored_size_and_the_native_one(tmp_path):
+    """Before: the native size was recorded, so ``maps[p, :height, :width]`` cropped resized maps wrongly."""
+    evaluate(tiny_net(), "saliency", "scenes:multi:3", tmp_path / "run", resize=(48, 40), show_progress=False)
+    store = zarr.open_group(str(tmp_path / "run" / "maps.zarr"), mode="r")
+    assert set(np.asarray(store["height"][:]).tolist()) == {48} and set(np.asarray(store["width"][:]).tolist()) == {40}
+    assert set(np.asarray(store["native_height"][:]).tolist()) == {64}
+    assert store["maps"].shape[1:] == (48, 40) and store["maps"].chunks[1:] == (48, 40)
+    # The documented read gives the whole map, whose maximum is 1 (each map is scaled so).
+    for pair in range(store["maps"].shape[0]):
+        height, width = int(store["height"][pair]), int(store["width"][pair])
+        assert float(np.asarray(store["maps"][pair, :height, :width]).max()) == 1.0
+
+
+# -- resumed runs --------------------------------------------------------------------------------------------------
+
+def test_resume_after_the_annotations_changed_is_refused_naming_them(tmp_path, multi_batch):
+    data = coco(tmp_path / "coco", multi_batch)
+    run(tmp_path, data, "run")
+    annotations = Path(data.split(":")[1])
+    document = json.loads(annotations.read_text())
+    document["annotations"][0]["bbox"][0] += 1
+    annotations.write_text(json.dumps(document))
+    with pytest.raises(ValueError, match=r"inputs have changed since: the annotation files;"):
+        run(tmp_path, data, "run", resume=True)
+
+
+def test_resume_with_other_weights_or_class_map_is_refused(tmp_path):
+    model = tiny_net()
+    evaluate(model, "saliency", "scenes:single:3", tmp_path / "run", show_progress=False)
+    evaluate(model, "saliency", "scenes:single:3", tmp_path / "run", resume=True, show_progress=False)  # same: fine
+    with torch.no_grad():
+        model[0].weight[0, 0, 0, 0] += 1.0
+    with pytest.raises(ValueError, match="the model's weights and buffers"):
+        evaluate(model, "saliency", "scenes:single:3", tmp_path / "run", resume=True, show_progress=False)
+    with torch.no_grad():
+        model[0].weight[0, 0, 0, 0] -= 1.0
+    with pytest.raises(ValueError, match="the category → class map"):
+        evaluate(model, "saliency", "scenes:single:3", tmp_path / "run", resume=True, show_progress=False,
+                 class_map={"ids": {str(d): 9 - d for d in range(10)}})
+
+
+def test_a_resumed_run_says_where_it_starts(tmp_path, capsys):
+    evaluate("zoo:scenes_vgg", "saliency", "scenes:single:6", tmp_path / "run", batch_size=2, show_progress=False)
+    for name in ("batch-00000001.json", "batch-00000002.json"):
+        (tmp_path / "run" / "progress" / name).unlink()
+    evaluate("zoo:scenes_vgg", "saliency", "scenes:single:6", tmp_path / "run", batch_size=2, resume=True)
+    err = capsys.readouterr().err
+    assert "resuming: 2 of 6 images done" in err
+    assert re.search(r"\b6/6\b", err)  # the bar counts from the images already done
+
+
+# -- bad boxes -----------------------------------------------------------------------------------------------------
+
+def spoil_boxes(document):
+    document["annotations"][2]["bbox"][3] = 0  # zero height
+    document["annotations"][5]["bbox"][0] = 80  # starts right of a 64-px image
+    document["annotations"][7]["bbox"][2] += 0.5  # half a pixel past the edge at most: clipped, kept
+
+
+def test_bad_boxes_are_found_when_the_dataset_opens_naming_image_file_and_annotation(tmp_path, multi_batch):
+    data = coco(tmp_path / "coco", multi_batch, spoil_boxes)
+    document = json.loads(Path(data.split(":")[1]).read_text())
+    zero, outside = document["annotations"][2], document["annotations"][5]
+    file_of = {img["id"]: img["file_name"] for img in document["images"]}
+    with pytest.raises(ValueError) as raised:
+        open_dataset(data)
+    message = str(raised.value)
+    assert "2 annotation(s) cannot be scored" in message
+    assert f"image {zero['image_id']} " in message and file_of[zero["image_id"]] in message
+    assert f"annotation {zero['id']}: box" in message and "has zero area" in message
+    assert f"annotation {outside['id']}: box (80," in message and "reaches outside the 64×64 image" in message
+    with pytest.raises(ValueError, match="cannot be scored"):
+        fit_box_map("zoo:scenes_vgg", data, tmp_path / "boxes.pt")
+
+
+def test_skip_bad_skips_the_pairs_of_bad_boxes_and_lists_them(tmp_path, multi_batch):
+    data = coco(tmp_path / "coco", multi_batch, spoil_boxes)
+    document = json.loads(Path(data.split(":")[1]).read_text())
+    bad_pairs = {(document["annotations"][k]["image_id"], document["annotations"][k]["category_id"]) for k in (2, 5)}
+    summary = run(tmp_path, data, "run", skip_bad=True)
+    scored = {(int(r["image_id"]), int(r["category"])) for r in rows_of(tmp_path / "run")}
+    all_pairs = {(a["image_id"], a["category_id"]) for a in document["annotations"]}
+    assert scored == all_pairs - bad_pairs and summary["n_pairs"] == len(scored)
+    assert sum("skipped pair" in item for item in summary["skipped"]) == 2
+    dataset = open_dataset(data, skip_bad=True)
+    clipped = document["annotations"][7]
+    sample = dataset[[e.image_id for e in dataset.entries].index(clipped["image_id"])]
+    truth = next(t for t in sample.truths if t.category == clipped["category_id"])
+    assert float(truth.boxes[:, 2].max()) <= 64.0
+
+
+def test_voc_bad_boxes_are_named_too(tmp_path, multi_batch):
+    root = export_voc(multi_batch, tmp_path / "voc")
+    xml = root / "VOCdevkit" / "VOC2012" / "Annotations" / "000001.xml"
+    text = xml.read_text()
+    xml.write_text(re.sub(r"<xmax>\d+</xmax>", "<xmax>0</xmax>", text, count=1))
+    with pytest.raises(ValueError, match=r"image '000001' .*object 1 in 000001.xml: box .* negative size"):
+        open_dataset(f"voc:{root}")
+
+
+# -- smaller -------------------------------------------------------------------------------------------------------
+
+def test_a_dataset_without_pairs_writes_valid_json_and_no_warning(tmp_path, multi_batch):
+    def no_objects(document):
+        document["annotations"] = []
+
+    data = coco(tmp_path / "coco", multi_batch, no_objects)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        summary = run(tmp_path, data, "run")
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())  # NaN would not parse strictly
+    assert summary["accuracy"] is None and written["accuracy"] is None and written["n_pairs"] == 0
+    assert "NaN" not in (tmp_path / "run" / "metrics.json").read_text()
+
+
+def test_a_file_that_is_not_a_box_map_is_named(tmp_path):
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "model.pt")
+    with pytest.raises(ValueError, match=r"'.*model.pt' is not a box map"):
+        evaluate("zoo:scenes_vgg", "sensitivity", "scenes:single:2", tmp_path / "run", box_map=tmp_path / "model.pt",
+                 show_progress=False)
+
+
+def test_fit_boxes_checks_its_output_before_fitting(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match=r"`out` '.*a_file/boxes.pt' cannot be written"):
+        fit_box_map("zoo:scenes_vgg", "scenes:single:2", blocker / "boxes.pt")
+    with pytest.raises(ValueError, match="is a folder"):
+        fit_box_map("zoo:scenes_vgg", "scenes:single:2", tmp_path)
