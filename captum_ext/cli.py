@@ -18,26 +18,41 @@
                                     (:func:`captum_ext.evaluation.evaluate`)
     captum-ext fit-boxes --model M --data DATA --out BOXES.pt
                                     fit SensitivityBBox's box map for ``evaluate --box-map``
+
+The parser (:mod:`captum_ext._cli_parser`) and this module import no torch, so ``--help`` is immediate; a command
+imports what it needs when it runs. :func:`main` turns a user error into one line ``captum-ext: error: …`` (exit
+status 2), Ctrl-C into ``captum-ext: interrupted`` (130), and keeps the traceback of an error raised by your own
+model file (exit status 1); ``--debug`` or ``CAPTUM_EXT_DEBUG=1`` shows every traceback.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
 import time
+import traceback
 from pathlib import Path
-from typing import List, Optional
-
-from captum_ext import zoo
-from captum_ext.demo import demo, save_figure
-from captum_ext.explain import METHODS
-from captum_ext.models.roi_attention_resnet import DEPTHS, HARD, MERGE_POINTS, MODES
-from captum_ext.training import roi
-from captum_ext.zoo.ellipses import DATASETS
+from typing import Any, Callable, List, Optional
 
 __all__ = ["BENCHMARKS", "bench", "demo", "find_benchmarks", "main"]
 
+#: Exit status of a user error (as argparse's own), of a model factory that raised, and of Ctrl-C (128 + SIGINT).
+USAGE_ERROR, FACTORY_ERROR, INTERRUPTED = 2, 1, 130
+#: Set to 1 (or true / yes) to get tracebacks, as ``--debug`` does.
+DEBUG_VARIABLE = "CAPTUM_EXT_DEBUG"
+
+
+def __getattr__(name: str) -> Any:
+    # `captum_ext.cli.demo` / `save_figure` keep working without the command line importing torch up front.
+    if name in ("demo", "save_figure"):
+        return getattr(importlib.import_module("captum_ext.demo"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 def _train_roi(args: argparse.Namespace) -> int:
+    from captum_ext.training import roi
+
     run = roi.train_and_record(args.out, depth=args.depth, merge=args.merge, mode=args.mode, hard=args.hard,
                                backbone_weights=args.backbone, epochs=args.epochs, n_train=args.n_train,
                                n_test=args.n_test, seed=args.seed)
@@ -63,6 +78,8 @@ def _train_regressor(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from captum_ext.demo import demo
+
     print(f"captum-ext demo -> {args.out.resolve()}")
     for path in demo(args.out, args.seed):
         print(f"  wrote {path.resolve()}")
@@ -74,8 +91,9 @@ def _explain(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")
     from captum_ext import explain
+    from captum_ext.demo import save_figure
 
-    methods = list(METHODS) if args.method == "all" else [args.method]
+    methods = list(explain.METHODS) if args.method == "all" else [args.method]
     loaded = explain.load_model(args.model, args.weights)
     result = explain.explain(explain.read_image(args.image), loaded, methods, target=args.target)
     out = args.out or args.image.with_name(f"{args.image.stem}_explained.png")
@@ -183,81 +201,76 @@ def bench(quick: bool = False, only: Optional[List[str]] = None, bench_dir: Opti
     return 1 if failed or report.returncode != 0 else 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="captum-ext", description="captum_ext command line")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo_parser = commands.add_parser("demo", help="write demo figures (PNG) to a folder")
-    demo_parser.add_argument("--out", type=Path, default=Path("captum_ext_demo"), help="output folder")
-    demo_parser.add_argument("--seed", type=int, default=0, help="seed of the generated scenes")
-    demo_parser.set_defaults(run=_demo)
+def _debug_from_environment() -> bool:
+    return os.environ.get(DEBUG_VARIABLE, "").strip().lower() not in ("", "0", "false", "no", "off")
 
-    train_parser = commands.add_parser("train-regressor",
-                                       help="train SelfSupervisedAttentionRegressor on an ellipse dataset")
-    train_parser.add_argument("--dataset", type=int, choices=DATASETS, required=True)
-    train_parser.add_argument("--out", type=Path, default=Path("captum_ext_regressor"), help="output folder")
-    train_parser.add_argument("--epochs", type=int, default=None, help="default: the shipped weights' setting")
-    train_parser.add_argument("--n-train", type=int, default=None, help="default: the paper's training-set size")
-    train_parser.add_argument("--n-test", type=int, default=None, help="default: the paper's test-set size")
-    train_parser.add_argument("--seed", type=int, default=0)
-    train_parser.add_argument("--width", type=int, default=None, help="regressor width (default: the model's)")
-    train_parser.add_argument("--no-attention", action="store_true",
-                              help="ablation: train the regressor alone on the supervised term")
-    train_parser.set_defaults(run=_train_regressor)
 
-    roi_parser = commands.add_parser("train-roi", help="train ROIAttentionResNet on the ROI digit scenes")
-    roi_parser.add_argument("--merge", default="first", choices=MERGE_POINTS)
-    roi_parser.add_argument("--mode", default="add", choices=MODES)
-    roi_parser.add_argument("--hard", default=None, choices=[h for h in HARD if h is not None])
-    roi_parser.add_argument("--depth", type=int, default=18, choices=DEPTHS)
-    roi_parser.add_argument("--backbone", type=Path, default=None,
-                            help="state_dict of a torchvision ResNet (10 classes) to start from, e.g. pretrained")
-    roi_parser.add_argument("--epochs", type=int, default=roi.DEFAULT_EPOCHS)
-    roi_parser.add_argument("--n-train", type=int, default=roi.DEFAULT_N_TRAIN)
-    roi_parser.add_argument("--n-test", type=int, default=roi.DEFAULT_N_TEST)
-    roi_parser.add_argument("--seed", type=int, default=0)
-    roi_parser.add_argument("--out", type=Path, default=Path("captum_ext_roi"), help="output folder")
-    roi_parser.set_defaults(run=_train_roi)
+def _runner(reference: str) -> Callable[[argparse.Namespace], int]:
+    """The function named ``"module:function"``: importing it here is what keeps ``--help`` free of torch."""
+    module, _, function = reference.partition(":")
+    return getattr(importlib.import_module(module), function)
 
-    bench_parser = commands.add_parser("bench", help="run the benchmarks and write the reproduction report")
-    bench_parser.add_argument("--quick", action="store_true",
-                              help="smaller data and fewer repeats (under 10 minutes on 2 CPU cores)")
-    bench_parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=None,
-                              help="run only these benchmarks")
-    bench_parser.add_argument("--bench-dir", type=Path, default=None,
-                              help="the repository's benchmarks/ folder (default: ./benchmarks)")
-    bench_parser.add_argument("--out-dir", type=Path, default=None,
-                              help="default: benchmarks/results, or benchmarks/results/quick with --quick")
-    bench_parser.set_defaults(run=_bench)
 
-    explain_parser = commands.add_parser("explain", help="explain your own image with a captum_ext method")
-    explain_parser.add_argument("image", type=Path, help="image file (PNG, JPEG, ...)")
-    explain_parser.add_argument(
-        "--model", default="efficientnet_lite0",
-        help=f"a zoo scene classifier ({', '.join(zoo.available(zoo.SCENE_CLASSIFIER))}), 'efficientnet_lite0' "
-             "(default) or 'torchvision:<name>' with --weights")
-    explain_parser.add_argument("--weights", type=Path, default=None, help="state_dict file for a torchvision model")
-    explain_parser.add_argument("--method", default="all", choices=("all",) + METHODS)
-    explain_parser.add_argument("--target", type=int, default=None, help="class index (default: the top class)")
-    explain_parser.add_argument("--out", type=Path, default=None, help="PNG to write (default: <image>_explained.png)")
-    explain_parser.set_defaults(run=_explain)
+def _is_factory_error(err: BaseException) -> bool:
+    # Only a run that loaded captum_ext.evaluation.models can raise its ModelFactoryError; looking the class up
+    # in sys.modules avoids importing torch just to test for it.
+    models = sys.modules.get("captum_ext.evaluation.models")
+    return models is not None and isinstance(err, models.ModelFactoryError)
 
-    from captum_ext.evaluation.command import add_commands
 
-    add_commands(commands)
-    return parser
+def _one_line(err: BaseException, options: List[argparse.Action]) -> str:
+    """The error's message on one line, the library's `name` of a parameter written as its ``--option``."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    for action in options:
+        if action.option_strings:
+            text = text.replace(f"`{action.dest}`", action.option_strings[-1])
+    return text
+
+
+def _command_options(parser: argparse.ArgumentParser, command: str) -> List[argparse.Action]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return list(action.choices[command]._actions)
+    return []
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of the ``captum-ext`` command.
+    """Entry point of the ``captum-ext`` command: parse, run the command, turn errors into one line.
+
+    A user error (``ValueError``, ``TypeError`` or ``OSError`` such as a missing file, raised while the command
+    runs) prints ``captum-ext: error: <message>`` on stderr and returns 2, like argparse's own errors (which exit
+    with 2 through ``SystemExit``). Ctrl-C prints ``captum-ext: interrupted`` and returns 130. An error raised by
+    your model file (``--model PATH.py:FUNCTION``: importing it or calling the function) prints its traceback and
+    the error line and returns 1. With ``--debug`` or ``CAPTUM_EXT_DEBUG=1`` every error propagates with its
+    traceback. Other exceptions (bugs) propagate unchanged.
 
     Args:
         argv (list of str, optional): the arguments. Default: ``sys.argv[1:]``.
 
     Returns:
-        int: the exit status.
+        int: the exit status: 0 on success, 1 when a benchmark or your model factory failed, 2 on a user error,
+        130 when interrupted.
     """
-    args = _parser().parse_args(argv)
-    return args.run(args)
+    from captum_ext._cli_parser import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = args.debug or _debug_from_environment()
+    try:
+        return _runner(args.run)(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("captum-ext: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except (ValueError, TypeError, OSError, RuntimeError) as err:
+        factory = _is_factory_error(err)
+        if debug or not (factory or isinstance(err, (ValueError, TypeError, OSError))):
+            raise
+        if factory:  # the user's own code failed: its traceback is what they need to fix it
+            traceback.print_exception(err)
+        print(f"captum-ext: error: {_one_line(err, _command_options(parser, args.command))}", file=sys.stderr)
+        return FACTORY_ERROR if factory else USAGE_ERROR
 
 
 if __name__ == "__main__":

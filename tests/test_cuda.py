@@ -70,3 +70,30 @@ def test_roi_net_explained_on_cuda_with_the_mask_as_an_additional_argument():
     expected = NodeBacktrack(cpu).attribute(images, target=1, additional_forward_args=(masks,))
     result = NodeBacktrack(gpu).attribute(images.cuda(), target=1, additional_forward_args=(masks.cuda(),))
     assert float((result.cpu() > 0).eq(expected > 0).float().mean()) > 0.99
+
+
+def test_evaluate_on_cuda_scores_as_on_the_cpu(tmp_path):
+    """The dataset driver on a GPU: same pairs, classes and recognition as on the CPU, maps equal up to float16
+    rounding of GPU gradients, and the same input fingerprint (a resume may switch devices)."""
+    import json
+
+    import numpy as np
+    import zarr
+
+    from captum_ext.datasets import export_coco
+    from captum_ext.evaluation import evaluate
+
+    annotations, images = export_coco(scenes.make_scenes(12, mode="multi", split="test", seed=4), tmp_path / "coco")
+    data = f"coco:{annotations}:{images}"
+    results = {device: evaluate("zoo:scenes_vgg_multilabel", "grad_cam", data, tmp_path / device, batch_size=5,
+                                device=device, show_progress=False) for device in ("cpu", "cuda")}
+    cpu, gpu = results["cpu"], results["cuda"]
+    assert cpu["n_pairs"] == gpu["n_pairs"] and cpu["accuracy"] == gpu["accuracy"]
+    assert cpu["class_map"] == gpu["class_map"]
+    for name in ("energy_pointing_game", "maxboxacc_v2", "pxap"):
+        assert abs(cpu[name] - gpu[name]) < 0.02, name
+    maps = [np.asarray(zarr.open_array(str(tmp_path / d / "maps.zarr" / "maps"), mode="r")[:], dtype=np.float32)
+            for d in ("cpu", "cuda")]
+    assert np.abs(maps[0] - maps[1]).max() < 0.01
+    runs = [json.loads((tmp_path / d / "run.json").read_text()) for d in ("cpu", "cuda")]
+    assert runs[0]["inputs"] == runs[1]["inputs"]

@@ -275,5 +275,5 @@ def resolve_classes(used: Sequence[int], names: Mapping[int, str], class_map: Op
         parts = ([f"categories without a class: {', '.join(missing)}"] if missing else []) + \
                 ([f"class indices the model ({num_classes} classes) does not have: {', '.join(outside)}"]
                  if outside else [])
-        raise ValueError(f"{resolved.how}: {'; '.join(parts)}")
+        raise ValueError(f"{resolved.how.removeprefix('from ')}: {'; '.join(parts)}")
     return ResolvedClasses({c: resolved.classes[c] for c in sorted(set(used))}, resolved.how)

@@ -1,48 +1,100 @@
-"""The ``captum-ext evaluate`` and ``captum-ext fit-boxes`` sub-commands (arguments only; the work is
+"""What ``captum-ext evaluate`` and ``captum-ext fit-boxes`` run, from the parsed arguments (the arguments are
+defined in :mod:`captum_ext._cli_parser`, which imports no torch; the work is
 :func:`captum_ext.evaluation.evaluate` and :func:`captum_ext.evaluation.fit_box_map`)."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import traceback
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple, TypeVar
 
-from captum_ext.attr._box_features import FEATURE_BLOCKS
-from captum_ext.evaluation.methods import METHODS
-from captum_ext.evaluation.scoring import LOCALISATION_METRICS
-from captum_ext.evaluation.models import MODEL_FORMS
+from captum_ext.evaluation.models import ModelFactoryError
 
-DATA_FORMS = ("coco:ANNOTATIONS.json:IMAGES_DIR", "voc:ROOT[:YEAR:SPLIT]", "folder:DIR", "scenes:MODE:N")
+T = TypeVar("T")
+
+#: Messages of torch layers refusing an input smaller than their window (pooling, convolution, padding).
+_TOO_SMALL = ("Output size is too small", "Kernel size can't be greater than actual input size",
+              "Padding size should be less than the corresponding input dimension")
+#: A fully connected layer after a flatten gets as many features as the image size gives: mat1 is N×got.
+_LINEAR_MISMATCH = re.compile(r"mat1 and mat2 shapes cannot be multiplied \(\d+x(\d+) and (\d+)x\d+\)")
 
 
-def _class_map(path: Optional[Path]) -> Optional[Dict[str, int]]:
+def _class_map(path: Optional[Path]) -> Any:
     if path is None:
         return None
-    if not path.is_file():
-        raise FileNotFoundError(f"class map file {str(path)!r} does not exist")
-    try:
-        mapping = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"class map file {str(path)!r} is not valid JSON: {err}") from err
-    if not isinstance(mapping, dict) or not all(isinstance(v, int) for v in mapping.values()):
-        raise ValueError(f"class map file {str(path)!r} must hold a JSON object of category id or name → class "
-                         f"index (an integer)")
-    return {str(k): int(v) for k, v in mapping.items()}
+    from captum_ext.evaluation.class_maps import read_class_map
 
-
-def _size(text: Optional[str]) -> Optional[Tuple[int, int]]:
-    if text is None:
-        return None
-    parts = text.lower().split("x")
-    if len(parts) not in (1, 2) or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise argparse.ArgumentTypeError(f"--resize must be N or HxW (positive integers), got {text!r}")
-    return (int(parts[0]), int(parts[-1]))
+    return read_class_map(path)
 
 
 def _model(args: argparse.Namespace) -> Any:
     from captum_ext.evaluation.models import load_evaluation_model
 
     return load_evaluation_model(args.model, args.weights)
+
+
+def _input_size(err: BaseException) -> Optional[Tuple[int, int]]:
+    """``(H, W)`` of the image batch the outermost ``nn.Module`` call of the failing traceback received."""
+    from torch import Tensor, nn
+
+    for frame, _ in traceback.walk_tb(err.__traceback__):
+        if frame.f_code.co_name not in ("_wrapped_call_impl", "_call_impl"):
+            continue
+        inputs = frame.f_locals.get("args")
+        if (isinstance(frame.f_locals.get("self"), nn.Module) and isinstance(inputs, tuple) and inputs
+                and isinstance(inputs[0], Tensor) and inputs[0].dim() == 4):
+            height, width = inputs[0].shape[-2:]
+            return int(height), int(width)
+    return None
+
+
+def image_size_problem(err: RuntimeError, model: str, resize: Optional[Tuple[int, int]]) -> Optional[str]:
+    """The one-line explanation of a model refusing the images' size, or ``None`` when ``err`` is not clearly that.
+
+    Clearly that means: torch's message is a layer refusing an input smaller than its window, or a fully connected
+    layer getting another number of features than it was built for (what a different image size gives a fixed-size
+    head), and the error was raised inside a model call on a batch of images.
+
+    Args:
+        err (RuntimeError): what the run raised.
+        model (str): the ``--model`` value, for the message.
+        resize (tuple of int, optional): the ``--resize`` value, if given.
+
+    Returns:
+        str or None: the message, naming the image size and whether it is too small or too large.
+    """
+    if isinstance(err, ModelFactoryError):
+        return None
+    text = " ".join(str(err).split())
+    mismatch = _LINEAR_MISMATCH.search(text)
+    if mismatch is not None:
+        got, needs = int(mismatch.group(1)), int(mismatch.group(2))
+        verdict = "too small" if got < needs else "too large"
+        detail = f"a fully connected layer needs {needs} features and got {got}"
+    elif any(marker in text for marker in _TOO_SMALL):
+        verdict, detail = "too small", text
+    else:
+        return None
+    size = _input_size(err)
+    if size is None:  # not raised by a model on images: some other shape problem, left as it is
+        return None
+    given = f" (--resize {resize[0]}x{resize[1]})" if resize is not None else ""
+    return (f"images of {size[0]}x{size[1]} pixels{given} are {verdict} for the model {model!r}: {detail}; "
+            f"give --resize a size the model accepts, e.g. the size it was trained on")
+
+
+def _sized(run: Callable[[], T], args: argparse.Namespace) -> T:
+    """``run()``, with a model's refusal of the image size turned into a ``ValueError`` that says so."""
+    try:
+        return run()
+    except RuntimeError as err:
+        problem = image_size_problem(err, args.model, args.resize)
+        if problem is None:
+            raise
+        raise ValueError(problem) from err
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -53,14 +105,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     Returns:
         int: the exit status, 0.
+
+    Raises:
+        ValueError: besides the library's errors, images whose size the model cannot take.
     """
     from captum_ext.evaluation.runner import evaluate
 
-    summary = evaluate(_model(args), args.method, args.data, args.out, batch_size=args.batch_size,
-                       tolerance=args.tolerance, class_map=_class_map(args.class_map), resume=args.resume,
-                       device=args.device, resize=args.resize, layer=args.layer, box_map=args.box_map,
-                       map_dtype=args.map_dtype, num_workers=args.workers, skip_bad=args.skip_bad,
-                       show_progress=not args.no_progress, metrics=args.metrics)
+    model, class_map = _model(args), _class_map(args.class_map)
+    summary = _sized(lambda: evaluate(
+        model, args.method, args.data, args.out, batch_size=args.batch_size, tolerance=args.tolerance,
+        class_map=class_map, resume=args.resume, device=args.device, resize=args.resize, layer=args.layer,
+        box_map=args.box_map, map_dtype=args.map_dtype, num_workers=args.workers, skip_bad=args.skip_bad,
+        show_progress=not args.no_progress, metrics=args.metrics), args)
     if _is_main():
         print(json.dumps({k: v for k, v in summary.items() if k != "settings"}, indent=2))
         print(f"results in {args.out}")
@@ -75,64 +131,21 @@ def run_fit_boxes(args: argparse.Namespace) -> int:
 
     Returns:
         int: the exit status, 0.
+
+    Raises:
+        ValueError: besides the library's errors, images whose size the model cannot take.
     """
     from captum_ext.evaluation.box_fitting import fit_box_map
 
-    state = fit_box_map(_model(args), args.data, args.out, batch_size=args.batch_size, ridge=args.ridge,
-                        class_map=_class_map(args.class_map), device=args.device, resize=args.resize,
-                        num_workers=args.workers, features=args.features)
+    model, class_map = _model(args), _class_map(args.class_map)
+    state = _sized(lambda: fit_box_map(
+        model, args.data, args.out, batch_size=args.batch_size, ridge=args.ridge, class_map=class_map,
+        device=args.device, resize=args.resize, num_workers=args.workers, features=args.features,
+        skip_bad=args.skip_bad), args)
     if _is_main():
         print(f"box map fitted on {int(state['stats.count'])} (image, class) pairs, written to {args.out}")
     return 0
 
 
 def _is_main() -> bool:
-    import os
-
     return os.environ.get("RANK", "0") == "0"
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help=f"one of: {', '.join(MODEL_FORMS)}")
-    parser.add_argument("--weights", type=Path, default=None, help="state_dict file (torchvision or factory models)")
-    parser.add_argument("--data", required=True, help=f"one of: {', '.join(DATA_FORMS)}")
-    parser.add_argument("--class-map", type=Path, default=None,
-                        help="JSON object: category id (as a string) or name → the model's class index")
-    parser.add_argument("--resize", type=_size, default=None, help="resize images to N×N or HxW")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: one GPU per process)")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes reading images")
-
-
-def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Add ``evaluate`` and ``fit-boxes`` to the ``captum-ext`` sub-commands.
-
-    Args:
-        commands: the ``add_subparsers`` object of the ``captum-ext`` parser.
-    """
-    evaluate = commands.add_parser("evaluate", help="explain and score a whole annotated dataset (torchrun-ready)")
-    _common(evaluate)
-    evaluate.add_argument("--method", required=True, choices=METHODS)
-    evaluate.add_argument("--out", type=Path, required=True, help="results folder")
-    evaluate.add_argument("--batch-size", type=int, default=16)
-    evaluate.add_argument("--tolerance", type=float, default=15.0, help="pointing-game tolerance in pixels")
-    evaluate.add_argument("--resume", action="store_true", help="continue the run in --out")
-    evaluate.add_argument("--layer", default=None, help="grad_cam layer (dotted submodule name)")
-    evaluate.add_argument("--box-map", type=Path, default=None, help="fit-boxes output (sensitivity method)")
-    evaluate.add_argument("--map-dtype", default="float16", choices=("float16", "float32"))
-    evaluate.add_argument("--skip-bad", action="store_true", help="list undecodable images instead of stopping")
-    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
-    evaluate.add_argument("--metrics", nargs="*", default=None, choices=LOCALISATION_METRICS,
-                          help="localisation metrics to compute (default: all the annotations support; none: "
-                               "maps, table and accuracy only)")
-    evaluate.set_defaults(run=run_evaluate)
-
-    fit = commands.add_parser("fit-boxes", help="fit SensitivityBBox's box map on an annotated dataset")
-    _common(fit)
-    fit.add_argument("--out", type=Path, required=True, help="box map file to write (.pt)")
-    fit.add_argument("--batch-size", type=int, default=32)
-    fit.add_argument("--ridge", type=float, default=None,
-                     help="ridge penalty (default: chosen by generalised cross-validation on the training data)")
-    fit.add_argument("--features", nargs="+", default=None, choices=tuple(FEATURE_BLOCKS),
-                     help="box feature blocks, recorded in the file (default: SensitivityBBox's default set; "
-                          "'grid' alone is the paper's)")
-    fit.set_defaults(run=run_fit_boxes)

@@ -3,6 +3,7 @@ normalisation as its first operation (a constant affine map that every attributi
 from __future__ import annotations
 
 import importlib.util
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
@@ -11,6 +12,14 @@ import torch
 from torch import Tensor, nn
 
 MODEL_FORMS = ("zoo:NAME", "efficientnet_lite0", "torchvision:NAME (with weights)", "PATH.py:FUNCTION")
+
+
+class ModelFactoryError(RuntimeError):
+    """Your model file (``"PATH.py:FUNCTION"``) failed: importing it, or calling the function, raised.
+
+    The original exception is its ``__cause__``, with the traceback into your code; the command line prints that
+    traceback (where other errors get one line) and exits with status 1.
+    """
 
 
 class Normalized(nn.Module):
@@ -68,14 +77,27 @@ def _from_factory(spec: str) -> nn.Module:
     if module_spec is None or module_spec.loader is None:
         raise ValueError(f"cannot import {path_text!r} (in `model`) as a Python file")
     module = importlib.util.module_from_spec(module_spec)
+    # The file's folder goes first on sys.path while the file runs and while its function builds the model, so
+    # that `import my_layers` beside it works as it does for `python net.py`; it is taken off again afterwards.
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)
     try:
-        module_spec.loader.exec_module(module)
-    except Exception as err:  # the user's file: any error it raises is reported with its name
-        raise ValueError(f"importing {path_text!r} (in `model`) failed: {type(err).__name__}: {err}") from err
-    factory = getattr(module, function, None)
-    if not callable(factory):
-        raise ValueError(f"{path_text!r} has no function {function!r} (in `model`)")
-    model = factory()
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as err:  # the user's file: any error it raises is theirs, traceback included
+            message = f"importing {path_text!r} (in `model`) failed: {type(err).__name__}: {err}"
+            raise ModelFactoryError(message) from err
+        factory = getattr(module, function, None)
+        if not callable(factory):
+            raise ValueError(f"{path_text!r} has no function {function!r} (in `model`)")
+        try:
+            model = factory()
+        except Exception as err:
+            message = f"{path_text}:{function}() (in `model`) raised {type(err).__name__}: {err}"
+            raise ModelFactoryError(message) from err
+    finally:
+        if folder in sys.path:
+            sys.path.remove(folder)  # the first occurrence: the one put there above
     if not isinstance(model, nn.Module):
         raise TypeError(f"{path_text}:{function}() must return an nn.Module, got {type(model).__name__}")
     return model
@@ -98,6 +120,7 @@ def load_evaluation_model(spec: str, weights: Optional[Union[str, Path]] = None)
     Raises:
         ValueError / FileNotFoundError / TypeError: an unknown spec (the accepted forms are listed), a missing
             file, a factory that does not return an ``nn.Module``, weights that do not fit.
+        ModelFactoryError: importing your file or calling its function raised (chained to that exception).
 
     Example::
 
