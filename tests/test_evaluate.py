@@ -33,7 +33,7 @@ def cli(*args: str, processes: int = 1, check: bool = True, **popen) -> subproce
 def outputs(folder: Path):
     metrics = json.loads((folder / "metrics.json").read_text())
     metrics["settings"].pop("processes")
-    rows = list(csv.DictReader(open(folder / "pairs.csv")))
+    rows = list(csv.DictReader((folder / "pairs.csv").read_text().splitlines()))
     maps = np.asarray(zarr.open_array(str(folder / "maps.zarr" / "maps"), mode="r")[:])
     return metrics, rows, maps
 
@@ -165,7 +165,7 @@ def test_an_undecodable_image_stops_the_run_naming_it_or_is_listed_with_skip_bad
     summary = evaluate("zoo:scenes_vgg", "saliency", data, tmp_path / "lenient", class_map=class_map,
                        skip_bad=True, show_progress=False)
     assert len(summary["skipped"]) == 1 and broken.name in summary["skipped"][0]
-    rows = list(csv.DictReader(open(tmp_path / "lenient" / "pairs.csv")))
+    rows = list(csv.DictReader((tmp_path / "lenient" / "pairs.csv").read_text().splitlines()))
     assert len(rows) == summary["n_pairs"] - 1  # every pair but the broken image's
     assert 2 not in {int(r["image_index"]) for r in rows}
 

@@ -37,7 +37,7 @@ def run(tmp_path: Path, data: str, name: str, **kwargs):
 
 
 def rows_of(folder: Path):
-    return list(csv.DictReader(open(folder / "pairs.csv")))
+    return list(csv.DictReader((folder / "pairs.csv").read_text().splitlines()))
 
 
 # -- image ids -----------------------------------------------------------------------------------------------------

@@ -106,7 +106,8 @@ def test_captum_attribution_to_the_image_and_to_image_and_mask():
     images, masks = inputs()
     to_image = IntegratedGradients(net).attribute(images, additional_forward_args=(masks,), target=1, n_steps=8)
     assert to_image.shape == images.shape
-    both = Saliency(net).attribute((images, masks), target=1)
+    # Inputs that already require gradients: Captum otherwise sets the flag itself and warns that it did.
+    both = Saliency(net).attribute((images.clone().requires_grad_(), masks.clone().requires_grad_()), target=1)
     assert isinstance(both, tuple) and both[0].shape == images.shape and both[1].shape == masks.shape
 
 

@@ -47,10 +47,11 @@ def test_loss_parts_by_hand():
     supervised = (10 - 9) ** 2 + (2 - 1) ** 2
     noisy = 2.0 * ((10 - 9) ** 2 + (4 - 1) ** 2)
     area = 3.0 * (0.5 - 0.8) ** 2
-    assert math.isclose(float(parts.supervised), supervised, rel_tol=1e-6)
-    assert math.isclose(float(parts.noisy), noisy, rel_tol=1e-6)
-    assert math.isclose(float(parts.area), area, rel_tol=1e-6)
-    assert math.isclose(float(parts.total), supervised + noisy + area, rel_tol=1e-6)
+    # The parts keep their graph (they are meant for backward): detach before reading them as numbers.
+    assert math.isclose(float(parts.supervised.detach()), supervised, rel_tol=1e-6)
+    assert math.isclose(float(parts.noisy.detach()), noisy, rel_tol=1e-6)
+    assert math.isclose(float(parts.area.detach()), area, rel_tol=1e-6)
+    assert math.isclose(float(parts.total.detach()), supervised + noisy + area, rel_tol=1e-6)
     assert torch.equal(model.loss(image, target, noise=noise), parts.total)
 
 
@@ -70,7 +71,7 @@ def test_target_normalisation_only_rescales_errors():
     assert params.tolist() == [[10.0 * 2 + 1, 2.0 * 4]]  # forward returns target units
     target = torch.tensor([[9.0, 1.0]])
     # standardised error: (10 - (9 - 1)/2)² + (2 - 1/4)²
-    assert math.isclose(float(model.loss(image, target)), (10 - 4) ** 2 + (2 - 0.25) ** 2, rel_tol=1e-6)
+    assert math.isclose(float(model.loss(image, target).detach()), (10 - 4) ** 2 + (2 - 0.25) ** 2, rel_tol=1e-6)
 
 
 def test_noise_only_touches_background_pixels():
@@ -97,7 +98,7 @@ def test_area_term_is_zero_when_area_matches_the_target():
     s_r = 0.9
     model = hand_model(logit=math.log((1 - s_r) / s_r), area_target=s_r)  # W = 0.1 → R = 0.9
     parts = model.loss(torch.rand(2, 1, 2, 2), torch.zeros(2, 2), return_parts=True)
-    assert float(parts.area) < 1e-12
+    assert float(parts.area.detach()) < 1e-12
 
 
 @settings(max_examples=10, deadline=None)
@@ -165,7 +166,8 @@ def test_state_dict_round_trip(tmp_path):
 def test_captum_attributions_of_one_output_parameter():
     model = small_model(4)
     images = torch.rand(2, 1, 16, 16)
-    saliency = Saliency(model.regress).attribute(images, target=1)
+    # Inputs that already require gradients: Captum otherwise sets the flag itself and warns that it did.
+    saliency = Saliency(model.regress).attribute(images.clone().requires_grad_(), target=1)
     ig = IntegratedGradients(model.regress).attribute(images, target=0, n_steps=8)
     assert saliency.shape == ig.shape == images.shape
     assert float(saliency.abs().sum()) > 0

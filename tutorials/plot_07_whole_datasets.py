@@ -17,9 +17,12 @@ the comments; the torchrun recipe is on the :doc:`command-line page </api/comman
 # A COCO dataset on disk
 # ----------------------
 # :func:`~captum_ext.datasets.export_coco` writes PNGs, ``annotations.json`` (boxes and RLE masks, one annotation
-# per digit) and ``class_map.json``: COCO category ids start at 1, the zoo's classes at 0.
+# per digit) and ``class_map.json`` (``{"ids": {"1": 0, …}}``): COCO category ids start at 1, the zoo's classes at 0.
+# ``evaluate`` finds that file beside the annotations on its own (and prints the map it resolved); passing it
+# explicitly, as here, is the same.
 import json
 import tempfile
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -29,13 +32,16 @@ from captum_ext.datasets import export_coco, scenes
 from captum_ext.evaluation import evaluate, open_dataset
 
 work = Path(tempfile.mkdtemp())
-annotations, images = export_coco(scenes.make_scenes(48, mode="multi", split="test", seed=5), work / "coco")
+scenes_batch = scenes.make_scenes(48, mode="multi", split="test", seed=5)
+annotations, images = export_coco(scenes_batch, work / "coco")
 class_map = json.loads((work / "coco" / "class_map.json").read_text())
 data = f"coco:{annotations}:{images}"
 dataset = open_dataset(data)
-print(len(dataset), "images,", sum(len(e.categories) for e in dataset.entries), "(image, class) pairs")
+pairs_total = sum(len(e.categories) for e in dataset.entries)
+print(len(dataset), "images,", pairs_total, "(image, class) pairs")
 sample = dataset[0]
-print("image", tuple(sample.image.shape), "- category ids", [t.category for t in sample.truths],
+print("image", tuple(sample.image.shape),
+      "- category ids", [t.category for t in sample.truths],
       "- boxes per category", [t.boxes.shape[0] for t in sample.truths])
 
 # %%
@@ -46,9 +52,11 @@ print("image", tuple(sample.image.shape), "- category ids", [t.category for t in
 # ``captum-ext evaluate --model zoo:scenes_vgg_multilabel --method node_backtrack --data coco:... --class-map ...``.
 results = {}
 for method in ("node_backtrack", "grad_cam"):
-    results[method] = evaluate("zoo:scenes_vgg_multilabel", method, data, work / method, batch_size=16,
-                               tolerance=4, class_map=class_map, show_progress=False)
-columns = {"accuracy": "accuracy", "pointing_game": "pointing", "energy_pointing_game": "energy", "corloc": "corloc",
+    results[method] = evaluate("zoo:scenes_vgg_multilabel", method, data, work / method,
+                               batch_size=16, tolerance=4, class_map=class_map,
+                               show_progress=False)
+columns = {"accuracy": "accuracy", "pointing_game": "pointing",
+           "energy_pointing_game": "energy", "corloc": "corloc",
            "maxboxacc_v2": "maxboxacc", "pxap": "pxap"}
 print(f"{'method':>15} " + " ".join(f"{short:>9}" for short in columns.values()))
 for method, summary in results.items():
@@ -60,25 +68,31 @@ for method, summary in results.items():
 # One chunk per map, each in the top-left corner of its chunk (images may differ in size), with the pair's image
 # (its position in the dataset) and category beside it. ``pairs.csv`` holds the per-pair metric values in the same order.
 store = zarr.open_group(str(work / "node_backtrack" / "maps.zarr"), mode="r")
-pairs = [k for k in range(store["maps"].shape[0]) if int(store["image_index"][k]) == 0]  # the first image's
-fig, axes = plt.subplots(1, len(pairs) + 1, figsize=(2.4 * (len(pairs) + 1), 2.6))
+# the pairs of the first image
+pairs = [k for k in range(store["maps"].shape[0]) if int(store["image_index"][k]) == 0]
+fig, axes = plt.subplots(1, len(pairs) + 1, figsize=(2.4 * (len(pairs) + 1) + 0.8, 2.6),
+                         layout="constrained")
 axes[0].imshow(sample.image.permute(1, 2, 0).numpy())
 axes[0].set_title(f"image {sample.image_id}", fontsize=8)
 for axis, k in zip(axes[1:], pairs):
     height, width = int(store["height"][k]), int(store["width"][k])
-    axis.imshow(store["maps"][k, :height, :width], cmap="jet")
+    shown = axis.imshow(store["maps"][k, :height, :width], cmap="jet", vmin=0, vmax=1)
     axis.set_title(f"NodeBacktrack, class {int(store['class_index'][k])}", fontsize=8)
 for axis in axes:
     axis.axis("off")
-plt.tight_layout()
-print((work / "node_backtrack" / "pairs.csv").read_text().splitlines()[0])
+fig.colorbar(shown, ax=axes[1:], shrink=0.8, label="map (scaled to max 1)")
+header = (work / "node_backtrack" / "pairs.csv").read_text().splitlines()[0]
+print("pairs.csv columns:")
+print(textwrap.fill(", ".join(header.split(",")), width=80))
 
 # %%
 # The summary figure
 # ------------------
 # Written by rank 0 at the end of a run: the metrics and the best and worst pairs by energy in the object.
 summary_figure = plt.imread(work / "node_backtrack" / "summary.png")
-plt.figure(figsize=(9, 4.5))
-plt.imshow(summary_figure)
-plt.axis("off")
-plt.tight_layout()
+# At its own pixel size and without margins: the page shows it at the full text width.
+height, width = summary_figure.shape[:2]
+fig = plt.figure(figsize=(width / 100, height / 100), dpi=100)
+axis = fig.add_axes((0, 0, 1, 1))
+axis.imshow(summary_figure)
+axis.set_axis_off()

@@ -1,0 +1,198 @@
+"""Connected components of many binary planes at once, in tensor operations on the planes' device, for the
+localisation metrics that label thresholded maps (MaxBoxAccV2, the CAM box of CorLoc).
+
+On a GPU, labelling plane after plane with SciPy on the host is what the metrics cost; here a whole batch of planes
+(maps × thresholds) is labelled together: each foreground pixel takes the smallest row-major index of its
+8-connected component (the first pixel SciPy's scan meets, so components come out in SciPy's order), by minimum
+propagation over the 3×3 neighbourhood, segmented minimum scans along rows and columns (a run of pixels converges in
+one step) and pointer jumping (a pixel adopts its label's label). The loop ends when nothing changes, which is
+checked once per few rounds, so the host waits a handful of times per batch, not once per plane. The results are
+exactly SciPy's (tests compare them on random, structured and adversarial planes); on the CPU SciPy stays faster
+and the metrics keep using it there.
+"""
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+#: Propagation rounds between two convergence checks (each check waits for the device).
+ROUNDS_PER_CHECK = 4
+
+
+def _segmented_min_scan(labels: Tensor, background: int, dim: int) -> Tensor:
+    """Within every run of foreground pixels along ``dim``, each pixel's label becomes the run's minimum.
+
+    A run's pixels are 4-connected, so they share a component; the two scans (forward, backward) make the whole
+    run carry its minimum in one step instead of one pixel per round.
+    """
+    foreground = labels != background
+    length = labels.shape[dim]
+    # Run number along the line: it grows by one at each run start. Offsetting by -run·span makes every later run
+    # smaller than every earlier one, so a forward cumulative minimum cannot leak from one run into the next; the
+    # backward scan uses +run·span for the same reason. Background positions hold a value above them all.
+    starts = foreground & ~torch.cat([torch.zeros_like(foreground.narrow(dim, 0, 1)),
+                                      foreground.narrow(dim, 0, length - 1)], dim=dim)
+    run = starts.to(torch.int64).cumsum(dim)
+    span = background + 1
+    filler = torch.full_like(labels, (length + 2) * span)
+    forward = torch.where(foreground, labels - run * span, filler).cummin(dim).values + run * span
+    backward = torch.where(foreground, labels + run * span, filler).flip(dim).cummin(dim).values.flip(dim) - run * span
+    return torch.where(foreground, torch.minimum(torch.minimum(labels, forward), backward), labels)
+
+
+def label_components(regions: Tensor) -> Tensor:
+    """Label the 8-connected components of a batch of binary planes.
+
+    Args:
+        regions (Tensor): ``P×H×W`` bool planes, on any device.
+
+    Returns:
+        Tensor: ``P×H×W`` int64: for a foreground pixel, the smallest row-major index (``y·W + x``) of a pixel in
+        its component; ``H·W`` for a background pixel.
+
+    Example::
+
+        >>> planes = torch.tensor([[[1, 0, 0], [0, 1, 0], [0, 0, 0]], [[1, 0, 1], [0, 0, 1], [1, 0, 0]]]) > 0
+        >>> label_components(planes)
+        tensor([[[0, 9, 9],
+                 [9, 0, 9],
+                 [9, 9, 9]],
+        <BLANKLINE>
+                [[0, 9, 2],
+                 [9, 9, 2],
+                 [6, 9, 9]]])
+    """
+    planes, height, width = regions.shape
+    background = height * width
+    index = torch.arange(background, device=regions.device, dtype=torch.int64).view(1, height, width)
+    labels = torch.where(regions, index, torch.full_like(index, background)).expand(planes, -1, -1).contiguous()
+    if planes == 0 or background == 0:
+        return labels
+    flat_offset = (torch.arange(planes, device=regions.device, dtype=torch.int64) * background).view(-1, 1)
+    while True:
+        before = labels
+        for _ in range(ROUNDS_PER_CHECK):
+            labels = _segmented_min_scan(labels, background, 2)
+            labels = _segmented_min_scan(labels, background, 1)
+            # 3×3 minimum (diagonal neighbours included) as a max-pool of the negated labels; float64 holds every
+            # index exactly. Background pixels pool too, but are put back to `background` right after.
+            pooled = -F.max_pool2d(-labels.to(torch.float64).unsqueeze(1), 3, stride=1, padding=1).squeeze(1)
+            labels = torch.where(regions, torch.minimum(labels, pooled.to(torch.int64)), labels)
+            # Pointer jumping: a label is the index of a pixel of the same component, whose own label is no larger.
+            flat = labels.view(planes, -1)
+            safe = torch.where(flat == background, torch.zeros_like(flat), flat)
+            jumped = flat.reshape(-1)[(safe + flat_offset).reshape(-1)].view(planes, -1)
+            labels = torch.where(flat == background, flat, torch.minimum(flat, jumped)).view(planes, height, width)
+        if torch.equal(labels, before):
+            return labels
+
+
+def component_boxes(labels: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Tight boxes of every component of labelled planes.
+
+    Args:
+        labels (Tensor): ``P×H×W`` int64 from :func:`label_components`.
+
+    Returns:
+        tuple of Tensor: ``(plane, root, boxes)``: for each component, its plane (``K`` int64), its label (``K``
+        int64, the row-major index of its first pixel) and its box (``K×4`` float64 ``(x1, y1, x2, y2)``, exclusive
+        right/bottom edges); components ordered by plane, then label.
+    """
+    planes, height, width = labels.shape
+    background = height * width
+    flat = labels.view(planes, -1)
+    index = torch.arange(background, device=labels.device, dtype=torch.int64).expand(planes, -1)
+    foreground = flat != background
+    slot = (flat + torch.arange(planes, device=labels.device).view(-1, 1) * background)[foreground]
+    xs, ys = (index % width)[foreground], torch.div(index, width, rounding_mode="floor")[foreground]
+    size = planes * background
+    low_x = torch.full((size,), width, dtype=torch.int64, device=labels.device).scatter_reduce(0, slot, xs, "amin")
+    low_y = torch.full((size,), height, dtype=torch.int64, device=labels.device).scatter_reduce(0, slot, ys, "amin")
+    high_x = torch.full((size,), -1, dtype=torch.int64, device=labels.device).scatter_reduce(0, slot, xs, "amax")
+    high_y = torch.full((size,), -1, dtype=torch.int64, device=labels.device).scatter_reduce(0, slot, ys, "amax")
+    roots = (foreground & (flat == index)).reshape(-1).nonzero().squeeze(1)  # one host wait per call
+    boxes = torch.stack([low_x[roots], low_y[roots], high_x[roots] + 1, high_y[roots] + 1], dim=1)
+    return torch.div(roots, background, rounding_mode="floor"), roots % background, boxes.to(torch.float64)
+
+
+def component_sizes(labels: Tensor, plane: Tensor, root: Tensor) -> Tensor:
+    """Pixel counts of the components that :func:`component_boxes` listed.
+
+    Args:
+        labels (Tensor): ``P×H×W`` int64 from :func:`label_components`.
+        plane (Tensor): ``K`` int64 planes of the components.
+        root (Tensor): ``K`` int64 labels of the components.
+
+    Returns:
+        Tensor: ``K`` int64 sizes.
+    """
+    planes, height, width = labels.shape
+    background = height * width
+    flat = labels.view(planes, -1)
+    foreground = flat != background
+    slot = (flat + torch.arange(planes, device=labels.device).view(-1, 1) * background)[foreground]
+    counts = torch.bincount(slot, minlength=planes * background)
+    return counts[plane * background + root]
+
+
+def first_per_plane(plane: Tensor, score: Tensor, planes: int) -> Tensor:
+    """For each plane, the position (in the component list) of the component with the highest ``score``; ties go
+    to the earliest position (the smallest label, SciPy's first component).
+
+    Args:
+        plane (Tensor): ``K`` int64 planes, non-decreasing.
+        score (Tensor): ``K`` scores.
+        planes (int): number of planes.
+
+    Returns:
+        Tensor: ``P`` int64 positions (``-1`` for a plane without components).
+    """
+    best = torch.full((planes,), torch.iinfo(torch.int64).min, dtype=torch.int64, device=plane.device)
+    best = best.scatter_reduce(0, plane, score.to(torch.int64), "amax")
+    winners = score.to(torch.int64) == best[plane]
+    position = torch.arange(len(plane), device=plane.device)
+    first = torch.full((planes,), len(plane), dtype=torch.int64, device=plane.device)
+    first = first.scatter_reduce(0, plane[winners], position[winners], "amin")
+    return torch.where(first == len(plane), torch.full_like(first, -1), first)
+
+
+def nearest_squared_distance(points: Tensor, regions: Tensor) -> Tensor:
+    """Squared Euclidean distance from one pixel per plane to the nearest pixel of the plane's region.
+
+    Args:
+        points (Tensor): ``N`` int64 row-major pixel indices.
+        regions (Tensor): ``N×H×W`` bool regions, each with at least one pixel.
+
+    Returns:
+        Tensor: ``N`` int64 squared distances (0 when the pixel lies in the region).
+    """
+    n, height, width = regions.shape
+    ys = torch.arange(height, device=regions.device).view(1, -1, 1)
+    xs = torch.arange(width, device=regions.device).view(1, 1, -1)
+    py = torch.div(points, width, rounding_mode="floor").view(-1, 1, 1)
+    px = (points % width).view(-1, 1, 1)
+    squared = (ys - py) ** 2 + (xs - px) ** 2
+    far = torch.full_like(squared, (height + width) ** 2)
+    return torch.where(regions, squared, far).flatten(1).amin(dim=1)
+
+
+def stack_boxes(boxes: Sequence[Tensor], device: torch.device) -> Tuple[Tensor, Tensor]:
+    """Variable numbers of boxes per pair as one padded ``N×K×4`` float64 tensor and an ``N×K`` validity mask.
+
+    Args:
+        boxes (sequence of Tensor): ``N`` tensors ``K_i×4``.
+        device (torch.device): where to put them.
+
+    Returns:
+        tuple of Tensor: ``(padded, valid)``.
+    """
+    most = max((len(b) for b in boxes), default=0)
+    padded = torch.zeros(len(boxes), max(most, 1), 4, dtype=torch.float64)
+    valid = torch.zeros(len(boxes), max(most, 1), dtype=torch.bool)
+    for i, b in enumerate(boxes):
+        padded[i, : len(b)] = b.to(device="cpu", dtype=torch.float64)
+        valid[i, : len(b)] = True
+    return padded.to(device), valid.to(device)
