@@ -97,3 +97,34 @@ def test_evaluate_on_cuda_scores_as_on_the_cpu(tmp_path):
     assert np.abs(maps[0] - maps[1]).max() < 0.01
     runs = [json.loads((tmp_path / d / "run.json").read_text()) for d in ("cpu", "cuda")]
     assert runs[0]["inputs"] == runs[1]["inputs"]
+
+
+def test_localisation_metrics_on_cuda_maps_equal_the_host_path_exactly():
+    """Maps on a GPU are scored there (batched component labelling); every state delta and per-pair value equals
+    the host path's, on saliency-like noisy maps and smooth CAM-like ones, with masks and several boxes."""
+    from captum_ext.metrics import (CorLocMetric, EnergyPointingGameMetric, MaxBoxAccV2Metric, PointingGameMetric,
+                                    PxAPMetric)
+    from captum_ext.metrics.ground_truth import GroundTruth
+
+    generator = torch.Generator().manual_seed(0)
+    maps, truths = [], []
+    for i in range(12):
+        size = 48 if i < 8 else 40  # two sizes: scored in groups
+        smooth = torch.nn.functional.avg_pool2d(torch.rand(1, 1, size, size, generator=generator), 9, 1, 4)[0, 0]
+        noisy = torch.randn(size, size, generator=generator).abs()
+        raw = noisy if i % 2 else smooth
+        maps.append((raw / raw.max()).half().float())
+        x, y = torch.randint(0, size - 12, (2,), generator=generator).tolist()
+        boxes = torch.tensor([[x, y, x + 12, y + 9], [2, 3, 10, 20]][: 1 + i % 2], dtype=torch.float32)
+        mask = torch.zeros(size, size, dtype=torch.bool)
+        for x1, y1, x2, y2 in boxes.long().tolist():
+            mask[y1:y2, x1:x2] = True
+        truths.append(GroundTruth(i % 10, boxes, mask if i % 3 else None))
+    for metric in (PointingGameMetric(10), PointingGameMetric(10, tolerance=3.0), EnergyPointingGameMetric(),
+                   CorLocMetric(), MaxBoxAccV2Metric(), PxAPMetric()):
+        host = metric.statistics(maps, truths)
+        device = metric.statistics([m.cuda() for m in maps], truths)
+        for part in (0, 1):
+            assert host[part].keys() == device[part].keys()
+            for key in host[part]:
+                assert torch.equal(host[part][key].cpu(), device[part][key].cpu()), (type(metric).__name__, key)

@@ -115,11 +115,13 @@ def _compute_batch(samples: Sequence[Any], run: _Run) -> Dict[str, Any]:
         for start in range(0, len(truths), run.pair_batch):
             part = slice(start, start + run.pair_batch)
             chunk, chunk_boxes = run.method(images[owner[part]], classes[part].to(run.group.device))
-            maps.append(scale_to_unit(chunk)[:, 0].to(run.map_dtype).cpu())
+            maps.append(scale_to_unit(chunk)[:, 0].to(run.map_dtype))
             boxes.append(chunk_boxes)
-        stored = torch.cat(maps)
-        run.store.write(pair_ids, stored)
-        scored = [single.to(torch.float32) for single in stored]  # scored as stored: reruns score the same
+        on_device = torch.cat(maps)
+        run.store.write(pair_ids, on_device.cpu())
+        # Scored as stored (reruns score the same) and where the maps are: on a GPU the metrics label and measure
+        # them there, with the values the host computes.
+        scored = [single.to(torch.float32) for single in on_device]
         predicted_boxes = torch.cat([b.cpu() for b in boxes]) if boxes[0] is not None else None
         group_deltas, columns = scoring.batch_statistics(run.metrics, scored, truths, predicted_boxes)
         predicted = probabilities[owner].argmax(dim=1)

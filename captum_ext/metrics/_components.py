@@ -15,32 +15,27 @@ from __future__ import annotations
 from typing import Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-#: Propagation rounds between two convergence checks (each check waits for the device).
-ROUNDS_PER_CHECK = 4
+#: Pointer jumps per hooking round.
+ROUNDS_PER_CHECK = 2
 
 
-def _segmented_min_scan(labels: Tensor, background: int, dim: int) -> Tensor:
-    """Within every run of foreground pixels along ``dim``, each pixel's label becomes the run's minimum.
-
-    A run's pixels are 4-connected, so they share a component; the two scans (forward, backward) make the whole
-    run carry its minimum in one step instead of one pixel per round.
-    """
-    foreground = labels != background
-    length = labels.shape[dim]
-    # Run number along the line: it grows by one at each run start. Offsetting by -run·span makes every later run
-    # smaller than every earlier one, so a forward cumulative minimum cannot leak from one run into the next; the
-    # backward scan uses +run·span for the same reason. Background positions hold a value above them all.
-    starts = foreground & ~torch.cat([torch.zeros_like(foreground.narrow(dim, 0, 1)),
-                                      foreground.narrow(dim, 0, length - 1)], dim=dim)
-    run = starts.to(torch.int64).cumsum(dim)
-    span = background + 1
-    filler = torch.full_like(labels, (length + 2) * span)
-    forward = torch.where(foreground, labels - run * span, filler).cummin(dim).values + run * span
-    backward = torch.where(foreground, labels + run * span, filler).flip(dim).cummin(dim).values.flip(dim) - run * span
-    return torch.where(foreground, torch.minimum(torch.minimum(labels, forward), backward), labels)
+def _edges(regions: Tensor) -> Tuple[Tensor, Tensor]:
+    """The 8-connectivity edges between foreground pixels, as pairs of flat indices into ``P·H·W`` (each
+    undirected edge once: to the right, down, down-right and down-left)."""
+    planes, height, width = regions.shape
+    flat = torch.arange(planes * height * width, device=regions.device).view(planes, height, width)
+    first, second = [], []
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        rows = slice(0, height - dy)
+        cols = slice(max(0, -dx), width - max(0, dx))
+        rows_q = slice(dy, height)
+        cols_q = slice(max(0, dx), width - max(0, -dx) if dx < 0 else width)
+        both = regions[:, rows, cols] & regions[:, rows_q, cols_q]
+        first.append(flat[:, rows, cols][both])
+        second.append(flat[:, rows_q, cols_q][both])
+    return torch.cat(first), torch.cat(second)
 
 
 def label_components(regions: Tensor) -> Tensor:
@@ -66,28 +61,31 @@ def label_components(regions: Tensor) -> Tensor:
                  [6, 9, 9]]])
     """
     planes, height, width = regions.shape
-    background = height * width
-    index = torch.arange(background, device=regions.device, dtype=torch.int64).view(1, height, width)
-    labels = torch.where(regions, index, torch.full_like(index, background)).expand(planes, -1, -1).contiguous()
-    if planes == 0 or background == 0:
-        return labels
-    flat_offset = (torch.arange(planes, device=regions.device, dtype=torch.int64) * background).view(-1, 1)
+    size = height * width
+    parent = torch.arange(planes * size, device=regions.device, dtype=torch.int64)
+    here, there = _edges(regions)
+    while here.numel():
+        # Hooking (Shiloach–Vishkin): across every edge whose ends point to different trees, the larger pointer
+        # target is hooked under the smaller. Pointers only ever decrease, so the forest stays acyclic and each
+        # tree's root ends as its component's smallest index; the rounds grow with the log of a component's size,
+        # not with its diameter (winding, fractal regions of noisy maps included).
+        low, high = torch.minimum(parent[here], parent[there]), torch.maximum(parent[here], parent[there])
+        parent.scatter_reduce_(0, high, low, "amin")
+        for _ in range(ROUNDS_PER_CHECK):  # pointer jumping
+            parent = parent[parent]
+        apart = parent[here] != parent[there]
+        if not bool(apart.any()):  # one wait for the device per round
+            break
+        here, there = here[apart], there[apart]
+    # Full compression: every pixel's pointer to its root.
     while True:
-        before = labels
-        for _ in range(ROUNDS_PER_CHECK):
-            labels = _segmented_min_scan(labels, background, 2)
-            labels = _segmented_min_scan(labels, background, 1)
-            # 3×3 minimum (diagonal neighbours included) as a max-pool of the negated labels; float64 holds every
-            # index exactly. Background pixels pool too, but are put back to `background` right after.
-            pooled = -F.max_pool2d(-labels.to(torch.float64).unsqueeze(1), 3, stride=1, padding=1).squeeze(1)
-            labels = torch.where(regions, torch.minimum(labels, pooled.to(torch.int64)), labels)
-            # Pointer jumping: a label is the index of a pixel of the same component, whose own label is no larger.
-            flat = labels.view(planes, -1)
-            safe = torch.where(flat == background, torch.zeros_like(flat), flat)
-            jumped = flat.reshape(-1)[(safe + flat_offset).reshape(-1)].view(planes, -1)
-            labels = torch.where(flat == background, flat, torch.minimum(flat, jumped)).view(planes, height, width)
-        if torch.equal(labels, before):
-            return labels
+        jumped = parent[parent]
+        if torch.equal(jumped, parent):
+            break
+        parent = jumped
+    labels = (parent - torch.arange(planes, device=regions.device).repeat_interleave(size) * size).view(
+        planes, height, width)
+    return torch.where(regions, labels, torch.full_like(labels, size))
 
 
 def component_boxes(labels: Tensor) -> Tuple[Tensor, Tensor, Tensor]:

@@ -101,7 +101,7 @@ def regions(pairs: Pairs) -> List[Tensor]:
     out = []
     for sal, truth in zip(pairs.maps, pairs.truths):
         if truth.mask is not None:
-            out.append(truth.mask)
+            out.append(truth.mask.to(sal.device))
         else:
             height, width = sal.shape
             out.append(boxes_to_masks(truth.boxes.to(sal.device), height, width).any(dim=0))

@@ -48,6 +48,10 @@ def boxes_from_saliency(saliency: TensorLike, threshold: float = 0.2) -> Tensor:
     """
     sal = check_maps(saliency, "saliency")
     frac = check_scalar(threshold, "threshold", low=0.0, high=1.0)
+    if sal.device.type != "cpu":  # maps on an accelerator are labelled there, with the same result
+        from captum_ext.metrics._on_device import cam_boxes
+
+        return cam_boxes(sal, frac)
     n, height, width = sal.shape
     values = sal.to(torch.float64).cpu()
     peak = values.flatten(1).amax(dim=1)

@@ -126,20 +126,24 @@ def pointing_game(
         tol = default_tolerance(height, width)
     label_t = check_labels(labels, "labels", n) if labels is not None else None
 
-    flat_sal = sal.flatten(1)
-    if flat_sal.dtype == torch.bool:
-        flat_sal = flat_sal.to(torch.uint8)
-    peak = flat_sal.argmax(dim=1).cpu()  # first maximum in row-major order
-    ys, xs = (peak // width).tolist(), (peak % width).tolist()
-    gt_np = gt.cpu().numpy()
-    hits = torch.zeros(n, dtype=torch.bool)
-    for i in range(n):
-        if gt_np[i, ys[i], xs[i]]:
-            hits[i] = True
-        else:
-            distance = ndimage.distance_transform_edt(~gt_np[i])
-            hits[i] = bool(distance[ys[i], xs[i]] <= tol)
-    hits = hits.to(sal.device)
+    if sal.device.type != "cpu":  # distances computed where the maps are, with the same values
+        from captum_ext.metrics._on_device import pointing_hits
+
+        hits = pointing_hits(sal, gt, tol)
+    else:
+        flat_sal = sal.flatten(1)
+        if flat_sal.dtype == torch.bool:
+            flat_sal = flat_sal.to(torch.uint8)
+        peak = flat_sal.argmax(dim=1)  # first maximum in row-major order
+        ys, xs = (peak // width).tolist(), (peak % width).tolist()
+        gt_np = gt.cpu().numpy()
+        hits = torch.zeros(n, dtype=torch.bool)
+        for i in range(n):
+            if gt_np[i, ys[i], xs[i]]:
+                hits[i] = True
+            else:
+                distance = ndimage.distance_transform_edt(~gt_np[i])
+                hits[i] = bool(distance[ys[i], xs[i]] <= tol)
     if not reduce:
         return hits
     if label_t is None:

@@ -163,7 +163,10 @@ class EnergyPointingGameMetric(SumMetric):
         targets = regions(pairs)
         energy = torch.zeros(len(pairs.maps), dtype=torch.float64)
         for index in size_groups(pairs.maps):
-            energy[index] = energy_pointing_game(stack(pairs.maps, index), stack(targets, index), reduce=False).cpu()
+            # On the host whatever the maps' device: a float sum's rounding depends on its order, which differs
+            # between devices, and the fixed-point state must not (one multiply-add per pixel: cheap anywhere).
+            energy[index] = energy_pointing_game(stack(pairs.maps, index).cpu(), stack(targets, index).cpu(),
+                                                 reduce=False)
         fixed = torch.round(energy / ENERGY_UNIT).to(torch.int64)
         deltas = {"energy_sum": fixed.sum(), "pairs": torch.tensor(len(pairs.maps), dtype=torch.int64)}
         return deltas, {"energy": energy}
@@ -378,7 +381,7 @@ class PxAPMetric(SumMetric):
             "bg_hist": torch.zeros(size, dtype=torch.int64),
             "skipped": torch.tensor(len(pairs.maps) - len(masked), dtype=torch.int64),
         }
-        masks = [t.mask for t in pairs.truths]
+        masks = [t.mask if t.mask is None else t.mask.to(m.device) for m, t in zip(pairs.maps, pairs.truths)]
         for group in size_groups([pairs.maps[i] for i in masked]):
             index = [masked[g] for g in group]
             fg, bg = wsol._pxap_histograms(stack(pairs.maps, index), stack(masks, index), self.thresholds)

@@ -174,6 +174,10 @@ def _iou_curves(saliency: Tensor, gt_boxes: Sequence[Tensor], thresholds: Tensor
     Returns:
         Tensor: ``N×T`` float64 IoUs in ``[0, 1]`` on the CPU.
     """
+    if saliency.device.type != "cpu":  # maps on an accelerator are scored there, with the same values
+        from captum_ext.metrics._on_device import iou_curves
+
+        return iou_curves(saliency, gt_boxes, thresholds).cpu()
     n, height, width = saliency.shape
     sweep = thresholds.numpy()
     out = torch.empty(n, len(sweep), dtype=torch.float64)

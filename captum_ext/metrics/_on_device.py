@@ -1,0 +1,110 @@
+"""The localisation metrics' per-pair quantities computed on the maps' own device, for maps that live on a GPU.
+
+Each function gives exactly what its host counterpart gives (the SciPy-based code in :mod:`~captum_ext.metrics.wsol`,
+:mod:`~captum_ext.metrics.cam` and :mod:`~captum_ext.metrics.pointing`, which stays the reference and the CPU path):
+the same float64 normalisation and thresholds, the same components (see :mod:`~captum_ext.metrics._components`),
+the same IoU arithmetic and the same tie rules. Batches of planes are labelled together, a bounded number of planes
+at a time, so the host waits a few times per batch instead of once per map and threshold.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from captum_ext._utils.boxes import box_iou_matrix
+from captum_ext._utils.maps import minmax_normalise
+from captum_ext.metrics._components import (
+    component_boxes,
+    component_sizes,
+    first_per_plane,
+    label_components,
+    nearest_squared_distance,
+)
+
+#: Pixels (planes × height × width) labelled together: the edge lists take about 64 bytes per pixel.
+PLANE_PIXELS = 1 << 26
+
+
+def iou_curves(saliency: Tensor, gt_boxes: Sequence[Tensor], thresholds: Tensor) -> Tensor:
+    """``N×T`` float64: per map and threshold τ, the best IoU between a component box of ``{map >= τ}`` (maps
+    min-max normalised) and one of the map's ground-truth boxes; 0 for an empty region.
+
+    Args:
+        saliency (Tensor): checked ``N×H×W`` maps.
+        gt_boxes (sequence of Tensor): ``N`` checked ``K_i×4`` boxes, ``K_i >= 1``.
+        thresholds (Tensor): ``T`` float64 sweep.
+
+    Returns:
+        Tensor: ``N×T`` float64 on the maps' device.
+    """
+    n, height, width = saliency.shape
+    device = saliency.device
+    sweep = thresholds.to(device=device, dtype=torch.float64)
+    steps = len(sweep)
+    out = torch.zeros(n, steps, dtype=torch.float64, device=device)
+    per_chunk = max(1, PLANE_PIXELS // max(1, steps * height * width))
+    for start in range(0, n, per_chunk):
+        maps = minmax_normalise(saliency[start:start + per_chunk])
+        count = len(maps)
+        regions = (maps.unsqueeze(1) >= sweep.view(1, -1, 1, 1)).view(count * steps, height, width)
+        plane, _, boxes = component_boxes(label_components(regions))
+        owner = torch.div(plane, steps, rounding_mode="floor")
+        # Components come ordered by plane, so each map's are one slice: one IoU matrix per map, computed by the
+        # package's one IoU function (the host path's arithmetic, hence its exact values).
+        bounds = torch.searchsorted(owner, torch.arange(count + 1, device=device)).tolist()
+        best = torch.zeros(count * steps, dtype=torch.float64, device=device)
+        for k in range(count):
+            first, last = bounds[k], bounds[k + 1]
+            if first == last:
+                continue
+            gt = gt_boxes[start + k].to(device=device, dtype=torch.float64)
+            iou = box_iou_matrix(boxes[first:last], gt).amax(dim=1)
+            best.scatter_reduce_(0, plane[first:last], iou, reduce="amax")
+        out[start:start + count] = best.view(count, steps)
+    return out
+
+
+def cam_boxes(saliency: Tensor, fraction: float) -> Tensor:
+    """The CAM box of each map: the tight box of the largest 8-connected component of ``{S >= fraction · max S}``
+    (ties: the component whose first pixel comes first in row-major order); the full image when ``max S <= 0``.
+
+    Args:
+        saliency (Tensor): checked ``N×H×W`` maps.
+        fraction (float): the threshold as a fraction of each map's maximum.
+
+    Returns:
+        Tensor: ``N×4`` float32 boxes on the maps' device.
+    """
+    n, height, width = saliency.shape
+    values = saliency.to(torch.float64)
+    peak = values.flatten(1).amax(dim=1)
+    keep = values >= (fraction * peak).view(-1, 1, 1)
+    labels = label_components(keep)
+    plane, root, boxes = component_boxes(labels)
+    chosen = first_per_plane(plane, component_sizes(labels, plane, root), n)
+    full = torch.tensor([0.0, 0.0, width, height], dtype=torch.float64, device=saliency.device)
+    picked = boxes[chosen.clamp_min(0)] if len(boxes) else full.expand(n, 4)
+    result = torch.where(((peak <= 0) | (chosen < 0)).view(-1, 1), full.expand(n, 4), picked)
+    return result.to(torch.float32)
+
+
+def pointing_hits(saliency: Tensor, regions: Tensor, tolerance: float) -> Tensor:
+    """Whether each map's first maximum (row-major) lies within ``tolerance`` pixels (Euclidean) of its region.
+
+    Args:
+        saliency (Tensor): checked ``N×H×W`` maps.
+        regions (Tensor): ``N×H×W`` bool, each with at least one pixel.
+        tolerance (float): the radius in pixels.
+
+    Returns:
+        Tensor: ``N`` bool on the maps' device.
+    """
+    flat = saliency.flatten(1)
+    if flat.dtype == torch.bool:
+        flat = flat.to(torch.uint8)
+    peak = flat.argmax(dim=1)
+    # The host path's Euclidean distance transform gives sqrt of the integer squared distance in float64.
+    distance = nearest_squared_distance(peak, regions.to(saliency.device)).to(torch.float64).sqrt()
+    return distance <= tolerance
