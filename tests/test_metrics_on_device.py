@@ -132,3 +132,21 @@ def test_pointing_hits_equal_the_host_path(tolerance):
         regions[i, y:y + 4, x:x + 3] = True
     expected = pointing_game(maps, regions, tolerance, reduce=False)
     assert torch.equal(_on_device.pointing_hits(maps, regions, tolerance), expected)
+
+
+def test_float16_maps_have_order_free_energy_sums():
+    """The energy metric runs on an accelerator only when its float64 sums are exact in any order: then a
+    permutation of the pixels (another summation order) gives the very same bits."""
+    from captum_ext.metrics._streaming import exact_float64_sums
+    from captum_ext.metrics.pointing import energy_pointing_game
+
+    generator = torch.Generator().manual_seed(0)
+    maps = torch.rand(4, 64, 64, generator=generator).half().float()
+    masks = torch.rand(4, 64, 64, generator=generator) > 0.7
+    assert exact_float64_sums(maps)
+    order = torch.randperm(64 * 64, generator=generator)
+    shuffled = energy_pointing_game(maps.flatten(1)[:, order].view(4, 64, 64),
+                                    masks.flatten(1)[:, order].view(4, 64, 64), reduce=False)
+    assert torch.equal(shuffled, energy_pointing_game(maps, masks, reduce=False))
+    assert not exact_float64_sums(torch.rand(2, 8, 8, generator=generator))  # float32 values: rounding may differ
+    assert not exact_float64_sums(torch.full((1, 64, 128), 60000.0).half().float())  # magnitudes too large

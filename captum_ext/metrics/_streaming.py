@@ -121,6 +121,24 @@ def require_boxes(pairs: Pairs) -> None:
         raise ValueError(f"`truths` must give every pair a box of positive area; none at index(es) {bare}")
 
 
+def exact_float64_sums(maps: Tensor) -> bool:
+    """Whether float64 sums over any subset of each map's pixels are exact, so equal in any order and on any
+    device: every value is a float16 value (a multiple of 2⁻²⁴, as ``evaluate`` stores maps) and a map's summed
+    magnitude stays below 2²⁸ (the float64 mantissa then holds every partial sum).
+
+    Args:
+        maps (Tensor): ``N×H×W`` floating maps.
+
+    Returns:
+        bool: True when the sums are exact.
+    """
+    if not maps.is_floating_point() or maps.numel() == 0:
+        return False
+    representable = bool((maps.to(torch.float16).to(maps.dtype) == maps).all())
+    pixels = maps[0].numel()
+    return representable and float(maps.abs().amax()) * pixels < 2.0**28
+
+
 def stack(tensors: Sequence[Tensor], index: Sequence[int]) -> Tensor:
     """``tensors[index]`` stacked into one batch."""
     return torch.stack([tensors[i] for i in index])

@@ -36,7 +36,7 @@ from captum_ext._utils.boxes import box_iou_matrix
 from captum_ext._utils.validation import check_scalar
 from captum_ext.metrics import wsol
 from captum_ext.metrics._streaming import Statistics, SumMetric, check_pairs, regions, require_boxes, size_groups
-from captum_ext.metrics._streaming import stack
+from captum_ext.metrics._streaming import exact_float64_sums, stack
 from captum_ext.metrics.boxes import corloc
 from captum_ext.metrics.cam import boxes_from_saliency
 from captum_ext.metrics.ground_truth import GroundTruth
@@ -163,10 +163,13 @@ class EnergyPointingGameMetric(SumMetric):
         targets = regions(pairs)
         energy = torch.zeros(len(pairs.maps), dtype=torch.float64)
         for index in size_groups(pairs.maps):
-            # On the host whatever the maps' device: a float sum's rounding depends on its order, which differs
-            # between devices, and the fixed-point state must not (one multiply-add per pixel: cheap anywhere).
-            energy[index] = energy_pointing_game(stack(pairs.maps, index).cpu(), stack(targets, index).cpu(),
-                                                 reduce=False)
+            batch, inside = stack(pairs.maps, index), stack(targets, index)
+            # A float sum's rounding depends on its order, which differs between devices, and the fixed-point state
+            # must not: on an accelerator only when every sum is exact in any order, else from a host copy.
+            if batch.device.type != "cpu" and exact_float64_sums(batch):
+                energy[index] = energy_pointing_game(batch, inside, reduce=False).cpu()
+            else:
+                energy[index] = energy_pointing_game(batch.cpu(), inside.cpu(), reduce=False)
         fixed = torch.round(energy / ENERGY_UNIT).to(torch.int64)
         deltas = {"energy_sum": fixed.sum(), "pairs": torch.tensor(len(pairs.maps), dtype=torch.int64)}
         return deltas, {"energy": energy}
