@@ -298,3 +298,33 @@ def test_fit_boxes_checks_its_output_before_fitting(tmp_path):
         fit_box_map("zoo:scenes_vgg", "scenes:single:2", blocker / "boxes.pt")
     with pytest.raises(ValueError, match="is a folder"):
         fit_box_map("zoo:scenes_vgg", "scenes:single:2", tmp_path)
+
+
+# -- the background writer -----------------------------------------------------------------------------------------
+
+def test_the_writer_writes_maps_before_records_in_order_and_raises_its_errors():
+    from captum_ext.evaluation._writer import BackgroundWriter
+
+    log = []
+
+    class Store:
+        def write(self, pair_ids, maps):
+            if pair_ids == [99]:
+                raise OSError("disk full")
+            log.append(("maps", list(pair_ids)))
+
+    class Records:
+        def write(self, batch, record):
+            log.append(("record", batch))
+
+    with BackgroundWriter(Store(), Records(), depth=1) as writer:
+        for batch in range(4):
+            writer.submit(batch, [([2 * batch, 2 * batch + 1], torch.zeros(2, 3, 3))], {"rows": []})
+    assert log == [entry for b in range(4) for entry in (("maps", [2 * b, 2 * b + 1]), ("record", b))]
+    writer = BackgroundWriter(Store(), Records())
+    writer.submit(10, [([99], torch.zeros(1, 3, 3))], {})
+    with pytest.raises(OSError, match="disk full"):
+        for batch in range(11, 20):  # never blocks on the failed thread; the error surfaces here or at close
+            writer.submit(batch, [([batch], torch.zeros(1, 3, 3))], {})
+        writer.close()
+    assert ("record", 10) not in log  # a batch whose maps failed is not recorded: a resume computes it again

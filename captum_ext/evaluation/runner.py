@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from captum_ext._utils.attribution import eval_mode
 from captum_ext.evaluation import scoring
 from captum_ext.evaluation._fingerprints import changed_inputs, run_fingerprint
+from captum_ext.evaluation._writer import BackgroundWriter
 from captum_ext.evaluation.class_maps import ClassMap, as_class_map, resolve_classes
 from captum_ext.evaluation.distributed import Processes, batches_of, my_batches, processes
 from captum_ext.evaluation.methods import MapFunction, build_method, scale_to_unit
@@ -92,8 +93,9 @@ def _model_of(model: Union[str, nn.Module, EvaluationModel], device: torch.devic
     return loaded
 
 
-def _compute_batch(samples: Sequence[Any], run: _Run) -> Dict[str, Any]:
-    """Maps, rows and metric contributions of one batch (maps go straight into the store)."""
+def _compute_batch(samples: Sequence[Any], run: _Run) -> Tuple[Dict[str, Any], List[Tuple[List[int], Tensor]]]:
+    """Rows and metric contributions (the batch record) of one batch, and its maps to write, per size group."""
+    writes: List[Tuple[List[int], Tensor]] = []
     rows: List[Dict[str, Any]] = []
     deltas: Dict[str, Dict[str, Tensor]] = {}
     skipped = [sample.error for sample in samples if sample.image is None]
@@ -118,7 +120,7 @@ def _compute_batch(samples: Sequence[Any], run: _Run) -> Dict[str, Any]:
             maps.append(scale_to_unit(chunk)[:, 0].to(run.map_dtype))
             boxes.append(chunk_boxes)
         on_device = torch.cat(maps)
-        run.store.write(pair_ids, on_device.cpu())
+        writes.append((pair_ids, on_device.cpu()))
         # Scored as stored (reruns score the same) and where the maps are: on a GPU the metrics label and measure
         # them there, with the values the host computes.
         scored = [single.to(torch.float32) for single in on_device]
@@ -138,7 +140,7 @@ def _compute_batch(samples: Sequence[Any], run: _Run) -> Dict[str, Any]:
             row.update({name: (values[k].item() if isinstance(values[k], Tensor) else values[k])
                         for name, values in columns.items()})
             rows.append(row)
-    return {"rows": rows, "deltas": to_json(deltas), "skipped": skipped}
+    return {"rows": rows, "deltas": to_json(deltas), "skipped": skipped}, writes
 
 
 def evaluate(
@@ -271,12 +273,15 @@ def evaluate(
         bar = tqdm(total=sum(len(batches[k]) for k in mine), initial=done_before, unit="img", disable=not talk,
                    desc=f"evaluate ({method_name}, rank 0 of {group.world_size})")
         started, computed = time.perf_counter(), 0
-        for k, samples in zip(todo, loader):
-            record = _compute_batch(samples, run)
-            records.write(k, record)
-            _apply(record, run)
-            bar.update(len(samples))
-            computed += len(samples)
+        # Maps and records go to disk on a thread while the next batch is computed; a batch is done (and skipped
+        # by a resume) only once its record is written, after its maps.
+        with BackgroundWriter(store, records) as writer:
+            for k, samples in zip(todo, loader):
+                record, writes = _compute_batch(samples, run)
+                writer.submit(k, writes, record)
+                _apply(record, run)
+                bar.update(len(samples))
+                computed += len(samples)
         bar.close()
         # This process's throughput, for benchmarks and capacity planning (not part of the results).
         (out / "progress").mkdir(parents=True, exist_ok=True)
