@@ -39,6 +39,9 @@ EVALUATION_METHODS: Dict[str, str] = {
 }
 #: ``captum_ext.evaluation.scoring.LOCALISATION_METRICS``.
 LOCALISATION_METRICS: Tuple[str, ...] = ("pointing_game", "energy_pointing_game", "corloc", "maxboxacc_v2", "pxap")
+#: ``captum_ext.evaluation.scoring.FAITHFULNESS_METRICS`` and ``captum_ext.metrics.faithfulness.BASELINES``.
+FAITHFULNESS_METRICS: Tuple[str, ...] = ("deletion", "insertion")
+FAITHFULNESS_BASELINES: Tuple[str, ...] = ("zero", "blur", "mean")
 #: The keys of ``captum_ext.attr._box_features.FEATURE_BLOCKS``.
 FEATURE_BLOCKS: Tuple[str, ...] = ("grid", "multiscale", "moments", "cam", "window", "class")
 #: ``captum_ext.evaluation.models.MODEL_FORMS``.
@@ -131,9 +134,17 @@ def _add_evaluation_commands(commands: "argparse._SubParsersAction[argparse.Argu
                           help="skip and list undecodable images and (image, class) pairs with bad boxes instead of "
                                "stopping")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
-    evaluate.add_argument("--metrics", nargs="*", default=None, choices=LOCALISATION_METRICS, metavar="METRIC",
-                          help=f"localisation metrics to compute, of: {', '.join(LOCALISATION_METRICS)} (default: all "
-                               "the annotations support; the flag alone: none, only maps, table and accuracy)")
+    evaluate.add_argument("--metrics", nargs="*", default=None, choices=LOCALISATION_METRICS + FAITHFULNESS_METRICS,
+                          metavar="METRIC",
+                          help=f"metrics to compute: localisation ({', '.join(LOCALISATION_METRICS)}) and "
+                               f"faithfulness ({', '.join(FAITHFULNESS_METRICS)}: deletion / insertion AUC, steps + 1 "
+                               "forward passes per pair) (default: every localisation metric the annotations support; "
+                               "the flag alone: none, only maps, table and accuracy)")
+    evaluate.add_argument("--faithfulness-steps", type=int, default=32, metavar="S",
+                          help="steps of the deletion and insertion curves")
+    evaluate.add_argument("--baseline", default=None, choices=FAITHFULNESS_BASELINES,
+                          help="what deleted pixels become / insertion starts from (default: zero for deletion, "
+                               "blur for insertion, as in RISE)")
 
     fit = _command(commands, "fit-boxes", "fit SensitivityBBox's box map on an annotated dataset",
                    "captum-ext fit-boxes --model zoo:scenes_vgg --data scenes:single:400 --out boxes.pt",

@@ -232,6 +232,10 @@ def test_parser_choices_equal_the_library_constants():
                                         "n_test": roi.DEFAULT_N_TEST}
     assert tuple(_cli_parser.EVALUATION_METHODS) == methods.METHODS  # names and order
     assert _cli_parser.LOCALISATION_METRICS == scoring.LOCALISATION_METRICS
+    assert _cli_parser.FAITHFULNESS_METRICS == scoring.FAITHFULNESS_METRICS
+    from captum_ext.metrics import faithfulness
+
+    assert _cli_parser.FAITHFULNESS_BASELINES == faithfulness.BASELINES
     assert _cli_parser.FEATURE_BLOCKS == tuple(FEATURE_BLOCKS)
     assert _cli_parser.MODEL_FORMS == models.MODEL_FORMS
 

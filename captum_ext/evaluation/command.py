@@ -116,7 +116,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         model, args.method, args.data, args.out, batch_size=args.batch_size, tolerance=args.tolerance,
         class_map=class_map, resume=args.resume, device=args.device, resize=args.resize, layer=args.layer,
         box_map=args.box_map, map_dtype=args.map_dtype, num_workers=args.workers, skip_bad=args.skip_bad,
-        show_progress=not args.no_progress, metrics=args.metrics), args)
+        show_progress=not args.no_progress, metrics=args.metrics, faithfulness_steps=args.faithfulness_steps,
+        faithfulness_baseline=args.baseline), args)
     if _is_main():
         print(json.dumps({k: v for k, v in summary.items() if k != "settings"}, indent=2))
         print(f"results in {args.out}")

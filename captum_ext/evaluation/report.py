@@ -71,7 +71,8 @@ def _figure(path: Path, summary: Dict[str, Any], best: List[Dict[str, Any]], wor
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    names = [k for k in ("accuracy", "pointing_game", "energy_pointing_game", "corloc", "maxboxacc_v2", "pxap")
+    names = [k for k in ("accuracy", "pointing_game", "energy_pointing_game", "corloc", "maxboxacc_v2", "pxap",
+                         "deletion_auc", "insertion_auc")
              if isinstance(summary.get(k), float)]
     examples = [("best", r) for r in best] + [("worst", r) for r in worst]
     columns = max(len(examples), 1)

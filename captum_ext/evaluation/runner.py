@@ -50,6 +50,9 @@ class _Run:
     map_dtype: torch.dtype
     group: Processes
     pair_batch: int
+    faithfulness: Dict[str, Any]
+    faithfulness_steps: int
+    faithfulness_baseline: Optional[str]
 
 
 def _dataset_of(data: DataArgument, resize: Optional[Tuple[int, int]], skip_bad: bool,
@@ -126,6 +129,11 @@ def _compute_batch(samples: Sequence[Any], run: _Run) -> Tuple[Dict[str, Any], L
         scored = [single.to(torch.float32) for single in on_device]
         predicted_boxes = torch.cat([b.cpu() for b in boxes]) if boxes[0] is not None else None
         group_deltas, columns = scoring.batch_statistics(run.metrics, scored, truths, predicted_boxes)
+        if run.faithfulness:
+            aucs = _faithfulness(run, images[owner], on_device, classes.to(images.device))
+            for key, metric in run.faithfulness.items():
+                group_deltas[key], per_pair = metric.statistics(aucs[metric.mode])
+                columns.update(per_pair)
         predicted = probabilities[owner].argmax(dim=1)
         class_probability = probabilities[owner].gather(1, classes[:, None])[:, 0]
         recognised = class_probability >= 0.5 if run.multi_label else predicted == classes
@@ -161,6 +169,8 @@ def evaluate(
     skip_bad: bool = False,
     show_progress: bool = True,
     metrics: Optional[Sequence[str]] = None,
+    faithfulness_steps: int = 32,
+    faithfulness_baseline: Optional[str] = None,
 ) -> Dict[str, Any]:
     r"""Explain every (image, annotated class) pair of a dataset and score the maps; under ``torchrun`` the work
     is split over the processes and the metrics are summed across them.
@@ -194,9 +204,15 @@ def evaluate(
         skip_bad (bool, optional): list images that do not decode, and skip (image, class) pairs with bad
             annotations (named in ``metrics.json``'s ``skipped``), instead of stopping.
         show_progress (bool, optional): a progress bar (images/s) on rank 0. Default: True.
-        metrics (sequence of str, optional): the localisation metrics to compute (from
-            :data:`~captum_ext.evaluation.scoring.LOCALISATION_METRICS`; ``()`` for none: maps, table and
-            accuracy only). Default: every one the annotations support.
+        metrics (sequence of str, optional): the metrics to compute: localisation metrics (from
+            :data:`~captum_ext.evaluation.scoring.LOCALISATION_METRICS`) and the faithfulness metrics
+            ``"deletion"`` and ``"insertion"`` (:mod:`captum_ext.metrics.faithfulness`: keys ``deletion_auc`` and
+            ``insertion_auc``, a column each in ``pairs.csv``; they need no annotations but cost
+            ``faithfulness_steps + 1`` forward passes per pair); ``()`` for none: maps, table and accuracy only.
+            Default: every localisation metric the annotations support.
+        faithfulness_steps (int, optional): steps of the deletion and insertion curves. Default: 32.
+        faithfulness_baseline (str, optional): ``"zero"``, ``"blur"`` or ``"mean"``. Default: RISE's, zeros for
+            deletion and a blurred copy for insertion.
 
     Returns:
         dict: the content of ``metrics.json`` (the same on every process).
@@ -211,6 +227,11 @@ def evaluate(
     batch_size = check_scalar(batch_size, "batch_size", low=1, integer=True)
     tolerance = None if tolerance is None else check_scalar(tolerance, "tolerance", low=0.0)
     class_map = as_class_map(class_map)
+    faithfulness_steps = int(check_scalar(faithfulness_steps, "faithfulness_steps", low=1, integer=True))
+    if faithfulness_baseline is not None:
+        from captum_ext.metrics.faithfulness import BASELINES
+
+        check_in_choices(faithfulness_baseline, "faithfulness_baseline", BASELINES)
     check_in_choices(map_dtype, "map_dtype", MAP_DTYPES)
     out = Path(out)
     with processes(device) as group, ExitStack() as restore:
@@ -234,6 +255,7 @@ def evaluate(
                     "layer": layer, "box_map": str(box_map) if box_map else None, "skip_bad": bool(skip_bad),
                     "map_dtype": map_dtype, "maps": "each map scaled so its maximum is 1, scored as stored",
                     "metrics": list(metrics) if metrics is not None else None,
+                    "faithfulness": {"steps": faithfulness_steps, "baseline": faithfulness_baseline},
                     "inputs": run_fingerprint(dataset, class_of, loaded.model, box_map)}
         records = BatchRecords(out / "progress")
         _check_out(out, settings, resume, records, group)
@@ -252,13 +274,16 @@ def evaluate(
                          native=([e.height for e in entries for _ in e.categories],
                                  [e.width for e in entries for _ in e.categories]))
         group.barrier()
+        localisation, faithful = scoring.split_metric_names(metrics)
         scorers = scoring.localisation_metrics(max(num_classes, 1), tolerance, dataset.has_boxes, dataset.has_masks,
-                                               metrics)
+                                               localisation)
+        faithfulness = scoring.faithfulness_metrics(faithful)
         accuracy = scoring.PairAccuracy()
-        for metric in (*scorers.values(), accuracy):
+        for metric in (*scorers.values(), *faithfulness.values(), accuracy):
             metric.to(group.device)
         run = _Run(loaded.model, map_function, loaded.multi_label, class_of, pair_start, scorers, accuracy, store,
-                   getattr(torch, map_dtype), group, pair_batch=max(batch_size, 1))
+                   getattr(torch, map_dtype), group, max(batch_size, 1), faithfulness, faithfulness_steps,
+                   faithfulness_baseline)
         batches = batches_of(len(dataset), batch_size)
         mine = my_batches(len(batches), group)
         todo = [k for k in mine if not records.done(k)]
@@ -288,7 +313,7 @@ def evaluate(
         (out / "progress" / f"timing-rank{group.rank}.json").write_text(json.dumps(
             {"rank": group.rank, "world_size": group.world_size, "images": computed,
              "seconds": time.perf_counter() - started}), encoding="utf-8")
-        results = scoring.compute_all({**scorers, "accuracy": accuracy})
+        results = scoring.compute_all({**scorers, **faithfulness, "accuracy": accuracy})
         group.barrier()
         bad = [f"skipped pair: {item}" for item in dataset.bad_annotations]
         summary = {"n_images": len(entries), "n_pairs": total, **results,
@@ -301,10 +326,19 @@ def evaluate(
     return summary
 
 
+def _faithfulness(run: _Run, images: Tensor, maps: Tensor, classes: Tensor) -> Dict[str, Tensor]:
+    """Each asked-for mode's AUC per pair, from the maps as stored (so a rerun scores the same)."""
+    from captum_ext.metrics.faithfulness import curve_auc, deletion_insertion_curves
+
+    return {metric.mode: curve_auc(deletion_insertion_curves(
+        run.model, images, maps.to(torch.float32), classes, metric.mode, run.faithfulness_steps,
+        run.faithfulness_baseline, run.multi_label, batch_size=run.pair_batch)) for metric in run.faithfulness.values()}
+
+
 def _apply(record: Dict[str, Any], run: _Run) -> None:
     """Add a batch record's contributions to the metric states."""
     deltas = from_json(record["deltas"])
-    for name, metric in (*run.metrics.items(), ("accuracy", run.accuracy)):
+    for name, metric in (*run.metrics.items(), *run.faithfulness.items(), ("accuracy", run.accuracy)):
         if name in deltas:
             metric.update_from_statistics(deltas[name])
 

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from captum_ext.metrics.faithfulness import MODES as FAITHFULNESS_MODES
 from captum_ext.metrics.ground_truth import GroundTruth
 
 
@@ -77,6 +78,45 @@ class PairAccuracy(Metric):
 
 #: The localisation metrics a run can compute, by their names in ``metrics.json``.
 LOCALISATION_METRICS = ("pointing_game", "energy_pointing_game", "corloc", "maxboxacc_v2", "pxap")
+#: The faithfulness metrics a run can compute on request (``metrics.json``: ``deletion_auc``, ``insertion_auc``).
+FAITHFULNESS_METRICS = FAITHFULNESS_MODES
+
+
+def split_metric_names(names: Optional[Sequence[str]]) -> Tuple[Optional[List[str]], List[str]]:
+    """Split a run's ``metrics`` into localisation and faithfulness names.
+
+    Args:
+        names (sequence of str, optional): names from :data:`LOCALISATION_METRICS` and :data:`FAITHFULNESS_METRICS`;
+            ``None``: every localisation metric the data supports and no faithfulness metric (they cost a forward
+            pass per step per pair, so they are asked for by name).
+
+    Returns:
+        tuple: (localisation names, or ``None`` for the default; faithfulness names).
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    if names is None:
+        return None, []
+    unknown = [n for n in names if n not in LOCALISATION_METRICS + FAITHFULNESS_METRICS]
+    if unknown:
+        raise ValueError(f"`metrics` must name some of {list(LOCALISATION_METRICS + FAITHFULNESS_METRICS)}, got "
+                         f"{unknown}")
+    return [n for n in names if n in LOCALISATION_METRICS], [n for n in names if n in FAITHFULNESS_METRICS]
+
+
+def faithfulness_metrics(names: Sequence[str]) -> Dict[str, Metric]:
+    """The faithfulness metrics, by their ``metrics.json`` keys (``deletion_auc``, ``insertion_auc``).
+
+    Args:
+        names (sequence of str): from :data:`FAITHFULNESS_METRICS`.
+
+    Returns:
+        dict: key → :class:`~captum_ext.metrics.faithfulness.FaithfulnessAUCMetric`.
+    """
+    from captum_ext.metrics.faithfulness import FaithfulnessAUCMetric
+
+    return {f"{name}_auc": FaithfulnessAUCMetric(name) for name in FAITHFULNESS_METRICS if name in names}
 
 
 def localisation_metrics(num_classes: int, tolerance: Optional[float], has_boxes: bool, has_masks: bool,

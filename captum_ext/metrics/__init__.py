@@ -22,6 +22,8 @@ the papers that introduced them:
 * :func:`maxboxacc_v2` (:class:`MaxBoxAccResult`), :func:`pxap` (:class:`PxAPResult`) -- MaxBoxAccV2 and the pixel
   average precision PxAP of Choe et al., *Evaluating Weakly Supervised Object Localization Methods Right*,
   CVPR 2020 (dataset-level: one threshold sweep, pooled counts).
+* :func:`deletion_insertion_curves`, :func:`curve_auc`, :class:`FaithfulnessAUCMetric` -- the deletion and
+  insertion AUCs of Petsiuk et al., *RISE*, BMVC 2018: does the map rank the pixels the model uses?
 * :class:`PointingGameMetric`, :class:`EnergyPointingGameMetric`, :class:`CorLocMetric`,
   :class:`MaxBoxAccV2Metric`, :class:`PxAPMetric` -- streaming ``torchmetrics.Metric`` versions for whole datasets
   of (map, :class:`~captum_ext.metrics.ground_truth.GroundTruth`) pairs, in one or several processes: summed
@@ -62,6 +64,7 @@ from captum_ext.metrics.binned import BinnedAccuracy, binned_accuracy
 from captum_ext.metrics.boxes import box_iou, corloc
 from captum_ext.metrics.cam import boxes_from_saliency
 from captum_ext.metrics.distinctness import DistinctnessResult, class_distinctness
+from captum_ext.metrics.faithfulness import FaithfulnessAUCMetric, curve_auc, deletion_insertion_curves
 from captum_ext.metrics.ground_truth import GroundTruth
 from captum_ext.metrics.masks import mask_iou
 from captum_ext.metrics.pointing import default_tolerance, energy_pointing_game, pointing_game
@@ -86,6 +89,7 @@ __all__ = [
     "DistinctnessResult",
     "EnergyPointingGameMetric",
     "FMeasure",
+    "FaithfulnessAUCMetric",
     "GroundTruth",
     "MaxBoxAccResult",
     "MaxBoxAccV2Metric",
@@ -98,7 +102,9 @@ __all__ = [
     "boxes_to_masks",
     "class_distinctness",
     "corloc",
+    "curve_auc",
     "default_tolerance",
+    "deletion_insertion_curves",
     "energy_pointing_game",
     "mae",
     "mask_iou",

@@ -1,0 +1,206 @@
+"""Deletion and insertion (Petsiuk et al., *RISE: Randomized Input Sampling for Explanation of Black-box Models*,
+BMVC 2018): does a map rank the pixels the model actually uses?
+
+Deletion starts from the image and replaces its pixels by a baseline in the order of the map (highest first), in
+``steps`` equal steps; the probability of the explained class after each step draws a curve from the untouched
+image (x = 0) to the fully replaced one (x = 1), and the score is its area (trapezoidal rule). A faithful map makes
+the probability fall at once: **lower is better**. Insertion starts from the baseline (RISE: a blurred copy) and
+puts the pixels back in the same order: **higher is better**. All ``steps + 1`` images of every pair go through
+the model in batched forwards on the images' device. Ties in the map are broken by pixel position (a stable sort),
+so the order, and the result, are the same on every device and in every process.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from captum_ext._utils.validation import check_in_choices, check_scalar
+from captum_ext.metrics._streaming import SumMetric
+
+__all__ = ["BASELINES", "MODES", "FaithfulnessAUCMetric", "deletion_insertion_curves", "curve_auc"]
+
+MODES = ("deletion", "insertion")
+BASELINES = ("zero", "blur", "mean")
+#: RISE's baselines: deletion replaces pixels by zeros, insertion starts from a blurred copy.
+DEFAULT_BASELINE = {"deletion": "zero", "insertion": "blur"}
+#: RISE's blur: an 11×11 Gaussian kernel of standard deviation 5.
+BLUR_KERNEL, BLUR_SIGMA = 11, 5.0
+#: The fixed-point unit of :class:`FaithfulnessAUCMetric`'s summed state (as for the energy metric).
+AUC_UNIT = 2.0**-32
+
+
+def baseline_images(images: Tensor, kind: str) -> Tensor:
+    """The images every pixel is moved towards (deletion) or from (insertion).
+
+    Args:
+        images (Tensor): ``N×C×H×W`` images.
+        kind (str): ``"zero"``, ``"blur"`` (RISE's 11×11 Gaussian, σ = 5, reflected at the border) or ``"mean"``
+            (each image's per-channel mean).
+
+    Returns:
+        Tensor: ``N×C×H×W`` baseline images.
+    """
+    check_in_choices(kind, "baseline", BASELINES)
+    if kind == "zero":
+        return torch.zeros_like(images)
+    if kind == "mean":
+        return images.mean(dim=(2, 3), keepdim=True).expand_as(images).clone()
+    from torchvision.transforms.functional import gaussian_blur
+
+    return gaussian_blur(images, [BLUR_KERNEL, BLUR_KERNEL], [BLUR_SIGMA, BLUR_SIGMA])
+
+
+def deletion_insertion_curves(
+    model: nn.Module,
+    images: Tensor,
+    maps: Tensor,
+    targets: Tensor,
+    mode: str = "deletion",
+    steps: int = 32,
+    baseline: Optional[str] = None,
+    multi_label: bool = False,
+    batch_size: int = 64,
+) -> Tensor:
+    r"""The probability of each pair's class along its deletion or insertion curve.
+
+    Args:
+        model (nn.Module): the classifier (in eval mode), taking ``images`` as they are.
+        images (Tensor): ``N×C×H×W`` images, one per pair.
+        maps (Tensor): ``N×H×W`` (or ``N×1×H×W``) maps ranking the pixels, highest first.
+        targets (Tensor): ``N`` class indices.
+        mode (str): ``"deletion"`` or ``"insertion"``. Default: deletion.
+        steps (int): how many equal steps take the curve from the image to the baseline (``ceil(H·W / steps)``
+            pixels each, the last step possibly fewer). Default: 32.
+        baseline (str, optional): one of :data:`BASELINES`. Default: RISE's, ``"zero"`` for deletion and
+            ``"blur"`` for insertion.
+        multi_label (bool): the class probability is a sigmoid of the score (else a softmax over classes).
+        batch_size (int): images per forward pass. Default: 64.
+
+    Returns:
+        Tensor: ``N×(steps+1)`` float32 probabilities on the images' device, from x = 0 to x = 1.
+
+    Example::
+
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2, bias=False))
+        >>> with torch.no_grad():
+        ...     _ = model[1].weight.copy_(torch.tensor([[4.0, 0, 0, 0], [0, 0, 0, 0]]))
+        >>> images, maps = torch.ones(1, 1, 2, 2), torch.tensor([[[1.0, 0], [0, 0]]])
+        >>> deletion_insertion_curves(model, images, maps, torch.tensor([0]), steps=4)[0]  # the evidence goes first
+        tensor([0.9820, 0.5000, 0.5000, 0.5000, 0.5000])
+    """
+    check_in_choices(mode, "mode", MODES)
+    steps = int(check_scalar(steps, "steps", low=1, integer=True))
+    batch_size = int(check_scalar(batch_size, "batch_size", low=1, integer=True))
+    if images.dim() != 4:
+        raise ValueError(f"`images` must be N×C×H×W, got shape {tuple(images.shape)}")
+    n, _, height, width = images.shape
+    maps = maps.reshape(n, -1) if maps.dim() == 4 else maps.reshape(maps.shape[0], -1)
+    if maps.shape != (n, height * width):
+        raise ValueError(f"`maps` must hold one H×W map per image ({n}×{height}×{width}), got {tuple(maps.shape)}")
+    if targets.shape != (n,):
+        raise ValueError(f"`targets` must hold one class per image ({n}), got shape {tuple(targets.shape)}")
+    pixels = height * width
+    base = baseline_images(images, baseline or DEFAULT_BASELINE[mode])
+    start, finish = (images, base) if mode == "deletion" else (base, images)
+    # Rank of every pixel in the map's order (stable: ties by position, the same on every device).
+    order = maps.float().argsort(dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(pixels, device=order.device).expand(n, -1))
+    rank = rank.view(n, 1, height, width)
+    per_step = math.ceil(pixels / steps)
+    changed = [min(k * per_step, pixels) for k in range(steps + 1)]
+    curves = torch.empty(n, steps + 1, dtype=torch.float32, device=images.device)
+    jobs = [(i, k) for i in range(n) for k in range(steps + 1)]
+    with torch.no_grad():
+        for first in range(0, len(jobs), batch_size):
+            part = jobs[first:first + batch_size]
+            rows = torch.tensor([i for i, _ in part], device=images.device)
+            limits = torch.tensor([changed[k] for _, k in part], device=images.device).view(-1, 1, 1, 1)
+            moved = rank[rows] < limits
+            scores = model(torch.where(moved, finish[rows], start[rows]))
+            probability = torch.sigmoid(scores) if multi_label else torch.softmax(scores, dim=1)
+            values = probability.gather(1, targets[rows].view(-1, 1))[:, 0].float()
+            curves[rows, torch.tensor([k for _, k in part], device=images.device)] = values
+    return curves
+
+
+def curve_auc(curves: Tensor) -> Tensor:
+    """Area under ``N×(S+1)`` curves sampled at x = 0, 1/S, …, 1 (trapezoidal rule), in float64.
+
+    Args:
+        curves (Tensor): ``N×(S+1)`` values, ``S >= 1``.
+
+    Returns:
+        Tensor: ``N`` float64 areas.
+
+    Example::
+
+        >>> curve_auc(torch.tensor([[1.0, 0.5, 0.0], [1.0, 1.0, 1.0]]))
+        tensor([0.5000, 1.0000], dtype=torch.float64)
+    """
+    values = curves.to(torch.float64)
+    steps = values.shape[1] - 1
+    return (values.sum(dim=1) - (values[:, 0] + values[:, -1]) / 2) / steps
+
+
+class FaithfulnessAUCMetric(SumMetric):
+    """The mean deletion or insertion AUC over (image, class) pairs, summed in fixed point (units of
+    :data:`AUC_UNIT`) so that any number of processes gives bit-identical results.
+
+    States: ``auc_sum`` (int64) and ``pairs`` (int64). Per-pair value: ``<mode>_auc`` (float64).
+
+    Args:
+        mode (str): ``"deletion"`` or ``"insertion"`` (names the per-pair column).
+        **kwargs: ``torchmetrics.Metric`` options.
+
+    Example::
+
+        >>> metric = FaithfulnessAUCMetric("deletion")
+        >>> metric.update_from_statistics(metric.statistics(torch.tensor([0.25, 0.75], dtype=torch.float64))[0])
+        >>> float(metric.compute())
+        0.5
+    """
+
+    # Deletion: lower is better; insertion: higher (torchmetrics keeps this a class constant, so neither is claimed).
+    higher_is_better = None
+
+    def __init__(self, mode: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        check_in_choices(mode, "mode", MODES)
+        self.mode = mode
+        self._sum_state("auc_sum", torch.zeros((), dtype=torch.int64))
+        self._sum_state("pairs", torch.zeros((), dtype=torch.int64))
+
+    def update(self, aucs: Tensor) -> None:  # type: ignore[override]
+        """Add a batch of pairs' AUCs.
+
+        Args:
+            aucs (Tensor): ``N`` AUCs (:func:`curve_auc`).
+        """
+        self._add(self.statistics(aucs)[0])
+
+    def statistics(self, aucs: Tensor) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:  # type: ignore[override]
+        """One batch's contribution from its pairs' AUCs (:func:`curve_auc`).
+
+        Args:
+            aucs (Tensor): ``N`` AUCs in ``[0, 1]``.
+
+        Returns:
+            tuple of dict: ``({"auc_sum", "pairs"}, {"<mode>_auc": N float64})``.
+        """
+        values = aucs.detach().to(device="cpu", dtype=torch.float64)
+        fixed = torch.round(values / AUC_UNIT).to(torch.int64)
+        return ({"auc_sum": fixed.sum(), "pairs": torch.tensor(len(values), dtype=torch.int64)},
+                {f"{self.mode}_auc": values})
+
+    def compute(self) -> Tensor:
+        """The mean AUC (NaN before any pair).
+
+        Returns:
+            Tensor: float64 scalar.
+        """
+        if int(self.pairs) == 0:
+            return torch.tensor(float("nan"), dtype=torch.float64)
+        return self.auc_sum.to(torch.float64) * AUC_UNIT / self.pairs.to(torch.float64)
