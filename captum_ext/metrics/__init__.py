@@ -24,6 +24,8 @@ the papers that introduced them:
   CVPR 2020 (dataset-level: one threshold sweep, pooled counts).
 * :func:`deletion_insertion_curves`, :func:`curve_auc`, :class:`FaithfulnessAUCMetric` -- the deletion and
   insertion AUCs of Petsiuk et al., *RISE*, BMVC 2018: does the map rank the pixels the model uses?
+* :func:`cascading_randomization` (:class:`SanityResult`) -- the model-randomisation sanity check of Adebayo et al.,
+  *Sanity Checks for Saliency Maps*, NeurIPS 2018.
 * :class:`PointingGameMetric`, :class:`EnergyPointingGameMetric`, :class:`CorLocMetric`,
   :class:`MaxBoxAccV2Metric`, :class:`PxAPMetric` -- streaming ``torchmetrics.Metric`` versions for whole datasets
   of (map, :class:`~captum_ext.metrics.ground_truth.GroundTruth`) pairs, in one or several processes: summed
@@ -69,6 +71,7 @@ from captum_ext.metrics.ground_truth import GroundTruth
 from captum_ext.metrics.masks import mask_iou
 from captum_ext.metrics.pointing import default_tolerance, energy_pointing_game, pointing_game
 from captum_ext.metrics.saliency import FMeasure, mae, saliency_fmeasure
+from captum_ext.metrics.sanity import SanityResult, cascading_randomization
 from captum_ext.metrics.streaming import (
     CorLocMetric,
     EnergyPointingGameMetric,
@@ -96,9 +99,11 @@ __all__ = [
     "PointingGameMetric",
     "PxAPMetric",
     "PxAPResult",
+    "SanityResult",
     "binned_accuracy",
     "box_iou",
     "boxes_from_saliency",
+    "cascading_randomization",
     "boxes_to_masks",
     "class_distinctness",
     "corloc",
