@@ -500,3 +500,18 @@ def test_errors_name_what_the_user_passed():
         sb.fit_attributions(images[:1], boxes[:1])
     with pytest.raises(ValueError, match="`inputs` must hold at least two"):
         sb.fit(images[:1], boxes[:1])
+
+
+def test_window_boxes_agree_with_the_windows_just_below_a_whole_half_side():
+    """A half-side a hair below 2 (1.9999999999999964): float32 rounds it to 2, so the windows took one pixel more
+    than the window boxes, which read whole pixels."""
+    from captum_ext.attr._box_features import gaussian_blur, peak_windows, threshold_boxes, window_boxes
+
+    maps = torch.rand(4, 1, 3, 4, generator=torch.Generator().manual_seed(0))
+    maps[0] = 0.0
+    maps[1, 0, :1] = 0.0
+    half = 1.9999999999999964
+    _, windows = peak_windows(maps, (half,), peak_blur=1.0)
+    peak = gaussian_blur(maps, 1.0).flatten(1).argmax(1)
+    torch.testing.assert_close(window_boxes(maps, peak // 4, peak % 4, half), threshold_boxes(maps * windows[0]),
+                               atol=1e-12, rtol=0)

@@ -4,6 +4,8 @@ them. Kept apart from the attribution (:mod:`captum_ext.attr.sensitivity_bbox`) 
 (:mod:`captum_ext.attr._box_fitting`)."""
 from __future__ import annotations
 
+import math
+
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -313,8 +315,11 @@ def _windows_at(rows: Tensor, cols: Tensor, half_sides: Sequence[float], height:
                 ) -> Tuple[Tensor, Tensor]:
     row_distance = (torch.arange(height, device=rows.device)[None, :] - rows[:, None]).abs()  # N×H
     col_distance = (torch.arange(width, device=cols.device)[None, :] - cols[:, None]).abs()  # N×W
-    windows = torch.stack([((row_distance <= r)[:, :, None] & (col_distance <= r)[:, None, :])[:, None]
-                           for r in half_sides])
+    # Distances are whole pixels, so "within r" is "within floor(r)": comparing the integers keeps r out of float32
+    # (which rounds 1.9999999999999964 up to 2 and would disagree with window_boxes' int(half_side)).
+    reaches = [math.floor(r) for r in half_sides]
+    windows = torch.stack([((row_distance <= d)[:, :, None] & (col_distance <= d)[:, None, :])[:, None]
+                           for d in reaches])
     return _pixel_centres(rows, cols, height, width), windows
 
 
