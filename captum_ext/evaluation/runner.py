@@ -33,6 +33,8 @@ from captum_ext.evaluation.store import MAP_DTYPES, BatchRecords, MapStore, from
 from captum_ext.metrics.ground_truth import GroundTruth
 
 DataArgument = Union[str, "torch.utils.data.Dataset", DataLoader]
+#: Perturbed images per forward pass of the deletion and insertion curves (at least the run's batch size).
+FAITHFULNESS_FORWARD_BATCH = 64
 
 
 @dataclass
@@ -332,7 +334,8 @@ def _faithfulness(run: _Run, images: Tensor, maps: Tensor, classes: Tensor) -> D
 
     return {metric.mode: curve_auc(deletion_insertion_curves(
         run.model, images, maps.to(torch.float32), classes, metric.mode, run.faithfulness_steps,
-        run.faithfulness_baseline, run.multi_label, batch_size=run.pair_batch)) for metric in run.faithfulness.values()}
+        run.faithfulness_baseline, run.multi_label, batch_size=max(run.pair_batch, FAITHFULNESS_FORWARD_BATCH)))
+        for metric in run.faithfulness.values()}
 
 
 def _apply(record: Dict[str, Any], run: _Run) -> None:
