@@ -202,6 +202,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_evaluation_commands(commands)
 
+    compare = _command(commands, "compare", "compare evaluate runs: leaderboard with bootstrap intervals, HTML report",
+                       "captum-ext compare runs/saliency runs/node_backtrack --out report/",
+                       "captum_ext.evaluation.compare:run_compare")
+    compare.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="evaluate output folders")
+    compare.add_argument("--out", type=Path, required=True, metavar="DIR",
+                         help="folder for leaderboard.csv, leaderboard.md and index.html")
+    compare.add_argument("--resamples", type=int, default=1000, metavar="B",
+                         help="bootstrap resamples over images for the intervals")
+    compare.add_argument("--seed", type=int, default=0, help="seed of the resampling")
+
     bench = _command(commands, "bench", "run the benchmarks (from a clone) and write the reproduction report",
                      "captum-ext bench --quick --only datasets evaluate", "captum_ext.cli:_bench")
     bench.add_argument("--quick", action="store_true",

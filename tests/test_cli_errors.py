@@ -14,7 +14,7 @@ import torch
 
 from captum_ext import _cli_parser, cli
 
-COMMANDS = ("demo", "explain", "evaluate", "fit-boxes", "bench", "train-roi", "train-regressor")
+COMMANDS = ("demo", "explain", "evaluate", "fit-boxes", "compare", "bench", "train-roi", "train-regressor")
 EVALUATE = ["evaluate", "--model", "zoo:scenes_vgg", "--method", "saliency", "--data", "scenes:single:2",
             "--no-progress"]
 
