@@ -111,6 +111,8 @@ _PUBLIC_API = [
     "EnergyPointingGameMetric", "CorLocMetric", "MaxBoxAccV2Metric", "PxAPMetric",
     "class_distinctness", "DistinctnessResult",
     "default_tolerance",
+    # which method to trust: faithfulness and the sanity check
+    "FaithfulnessAUCMetric", "curve_auc", "deletion_insertion_curves", "SanityResult", "cascading_randomization",
 ]
 
 
