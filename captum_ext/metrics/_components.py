@@ -88,6 +88,25 @@ def label_components(regions: Tensor) -> Tensor:
     return torch.where(regions, labels, torch.full_like(labels, size))
 
 
+def _slots(labels: Tensor) -> Tuple[Tensor, Tensor]:
+    """Where each foreground pixel's component sits in the flat ``P·H·W`` label space (its label offset by its
+    plane), the index the per-component reductions scatter into.
+
+    Args:
+        labels (Tensor): ``P×H×W`` int64 from :func:`label_components`.
+
+    Returns:
+        tuple of Tensor: ``(foreground, slot)``: the ``P×HW`` bool foreground and the slot of each foreground
+        pixel (int64, row-major order).
+    """
+    planes, height, width = labels.shape
+    background = height * width
+    flat = labels.view(planes, -1)
+    foreground = flat != background
+    slot = (flat + torch.arange(planes, device=labels.device).view(-1, 1) * background)[foreground]
+    return foreground, slot
+
+
 def component_boxes(labels: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """Tight boxes of every component of labelled planes.
 
@@ -103,8 +122,7 @@ def component_boxes(labels: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     background = height * width
     flat = labels.view(planes, -1)
     index = torch.arange(background, device=labels.device, dtype=torch.int64).expand(planes, -1)
-    foreground = flat != background
-    slot = (flat + torch.arange(planes, device=labels.device).view(-1, 1) * background)[foreground]
+    foreground, slot = _slots(labels)
     xs, ys = (index % width)[foreground], torch.div(index, width, rounding_mode="floor")[foreground]
     size = planes * background
     low_x = torch.full((size,), width, dtype=torch.int64, device=labels.device).scatter_reduce(0, slot, xs, "amin")
@@ -129,9 +147,7 @@ def component_sizes(labels: Tensor, plane: Tensor, root: Tensor) -> Tensor:
     """
     planes, height, width = labels.shape
     background = height * width
-    flat = labels.view(planes, -1)
-    foreground = flat != background
-    slot = (flat + torch.arange(planes, device=labels.device).view(-1, 1) * background)[foreground]
+    _, slot = _slots(labels)
     counts = torch.bincount(slot, minlength=planes * background)
     return counts[plane * background + root]
 

@@ -22,6 +22,7 @@ from captum_ext.metrics._components import (
     label_components,
     nearest_squared_distance,
 )
+from captum_ext.metrics.pointing import _first_peak
 
 #: Pixels (planes × height × width) labelled together: about 150 bytes per pixel at the peak (edge lists,
 #: pointers, boxes), so 2²⁵ pixels (a third of a batch of 64 maps of 224² at 100 thresholds) take about 5 GB.
@@ -103,10 +104,7 @@ def pointing_hits(saliency: Tensor, regions: Tensor, tolerance: float) -> Tensor
     Returns:
         Tensor: ``N`` bool on the maps' device.
     """
-    flat = saliency.flatten(1)
-    if flat.dtype == torch.bool:
-        flat = flat.to(torch.uint8)
-    peak = flat.argmax(dim=1)
+    peak = _first_peak(saliency)
     # The host path's Euclidean distance transform gives sqrt of the integer squared distance in float64.
     distance = nearest_squared_distance(peak, regions.to(saliency.device)).to(torch.float64).sqrt()
     return distance <= tolerance

@@ -139,6 +139,38 @@ def exact_float64_sums(maps: Tensor) -> bool:
     return representable and float(maps.abs().amax()) * pixels < 2.0**28
 
 
+#: The fixed-point unit of the summed float states (mean energy share, mean deletion / insertion AUC): integer sums
+#: do not depend on their order, so any number of processes, in any grouping, gives bit-identical results.
+FIXED_POINT_UNIT = 2.0**-32
+
+
+def to_fixed_point(values: Tensor) -> Tensor:
+    """``values`` rounded to int64 multiples of :data:`FIXED_POINT_UNIT`, the units the summed states hold.
+
+    Args:
+        values (Tensor): float64 values in ``[0, 1]``.
+
+    Returns:
+        Tensor: int64, the same shape.
+    """
+    return torch.round(values / FIXED_POINT_UNIT).to(torch.int64)
+
+
+def fixed_point_mean(total: Tensor, count: Tensor) -> Tensor:
+    """The mean of ``count`` values whose :func:`to_fixed_point` sum is ``total``.
+
+    Args:
+        total (Tensor): int64 scalar, the summed fixed-point values.
+        count (Tensor): int64 scalar, how many values were summed.
+
+    Returns:
+        Tensor: float64 scalar; NaN when ``count`` is 0.
+    """
+    if int(count) == 0:
+        return torch.tensor(float("nan"), dtype=torch.float64, device=count.device)
+    return total.to(torch.float64) * FIXED_POINT_UNIT / count.to(torch.float64)
+
+
 def stack(tensors: Sequence[Tensor], index: Sequence[int]) -> Tensor:
     """``tensors[index]`` stacked into one batch."""
     return torch.stack([tensors[i] for i in index])

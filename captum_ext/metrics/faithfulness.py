@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_ext._utils.validation import check_in_choices, check_scalar
-from captum_ext.metrics._streaming import SumMetric
+from captum_ext.metrics._streaming import FIXED_POINT_UNIT, SumMetric, fixed_point_mean, to_fixed_point
 
 __all__ = ["BASELINES", "MODES", "FaithfulnessAUCMetric", "deletion_insertion_curves", "curve_auc"]
 
@@ -28,8 +28,8 @@ BASELINES = ("zero", "blur", "mean")
 DEFAULT_BASELINE = {"deletion": "zero", "insertion": "blur"}
 #: RISE's blur: an 11×11 Gaussian kernel of standard deviation 5.
 BLUR_KERNEL, BLUR_SIGMA = 11, 5.0
-#: The fixed-point unit of :class:`FaithfulnessAUCMetric`'s summed state (as for the energy metric).
-AUC_UNIT = 2.0**-32
+#: The fixed-point unit of :class:`FaithfulnessAUCMetric`'s summed state (shared with the energy metric).
+AUC_UNIT = FIXED_POINT_UNIT
 
 
 def baseline_images(images: Tensor, kind: str) -> Tensor:
@@ -191,8 +191,7 @@ class FaithfulnessAUCMetric(SumMetric):
             tuple of dict: ``({"auc_sum", "pairs"}, {"<mode>_auc": N float64})``.
         """
         values = aucs.detach().to(device="cpu", dtype=torch.float64)
-        fixed = torch.round(values / AUC_UNIT).to(torch.int64)
-        return ({"auc_sum": fixed.sum(), "pairs": torch.tensor(len(values), dtype=torch.int64)},
+        return ({"auc_sum": to_fixed_point(values).sum(), "pairs": torch.tensor(len(values), dtype=torch.int64)},
                 {f"{self.mode}_auc": values})
 
     def compute(self) -> Tensor:
@@ -201,6 +200,4 @@ class FaithfulnessAUCMetric(SumMetric):
         Returns:
             Tensor: float64 scalar.
         """
-        if int(self.pairs) == 0:
-            return torch.tensor(float("nan"), dtype=torch.float64)
-        return self.auc_sum.to(torch.float64) * AUC_UNIT / self.pairs.to(torch.float64)
+        return fixed_point_mean(self.auc_sum, self.pairs)

@@ -65,6 +65,22 @@ def _check_tolerance(tolerance: Optional[float]) -> Optional[float]:
     return None if tolerance is None else check_scalar(tolerance, "tolerance", low=0.0)
 
 
+def _first_peak(saliency: Tensor) -> Tensor:
+    """The flat index of each map's first maximum in row-major order, the pixel the pointing game tests (one rule
+    for the host path and :func:`~captum_ext.metrics._on_device.pointing_hits`, so both pick the same pixel).
+
+    Args:
+        saliency (Tensor): checked ``N×H×W`` maps, on any device.
+
+    Returns:
+        Tensor: ``N`` int64 row-major indices on the maps' device.
+    """
+    flat = saliency.flatten(1)
+    if flat.dtype == torch.bool:  # argmax is not implemented for bool
+        flat = flat.to(torch.uint8)
+    return flat.argmax(dim=1)
+
+
 def pointing_game(
     saliency: TensorLike,
     masks: TensorLike,
@@ -131,10 +147,7 @@ def pointing_game(
 
         hits = pointing_hits(sal, gt, tol)
     else:
-        flat_sal = sal.flatten(1)
-        if flat_sal.dtype == torch.bool:
-            flat_sal = flat_sal.to(torch.uint8)
-        peak = flat_sal.argmax(dim=1)  # first maximum in row-major order
+        peak = _first_peak(sal)
         ys, xs = (peak // width).tolist(), (peak % width).tolist()
         gt_np = gt.cpu().numpy()
         hits = torch.zeros(n, dtype=torch.bool)
