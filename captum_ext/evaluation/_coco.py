@@ -7,7 +7,7 @@ import numbers
 import os
 import warnings
 from collections import defaultdict
-from typing import Dict, List
+from typing import Any, Dict, List, Set
 
 import numpy as np
 import torch
@@ -27,6 +27,30 @@ def _positive_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
 
 
+def _unique_ids(records: List[Dict[str, Any]], kind: str, label: str, ann_file: str) -> Set[object]:
+    """The ids of ``records``, refusing an id used twice and naming both records by their ``label`` field.
+
+    Args:
+        records (list of dict): the image or category records.
+        kind (str): ``"image"`` or ``"category"``, for the message.
+        label (str): the field that names a record (``"file_name"``, ``"name"``).
+        ann_file (str): the annotation file, for the message.
+
+    Returns:
+        set: the ids.
+
+    Raises:
+        ValueError: an id used twice.
+    """
+    first: Dict[object, object] = {}
+    for record in records:
+        key = record.get("id")
+        if key in first:
+            raise _fail(ann_file, f"{kind} id {key!r} is used twice, by {first[key]!r} and {record.get(label)!r}")
+        first[key] = record.get(label)
+    return set(first)
+
+
 def _check(dataset: object, ann_file: str) -> None:
     """Refuse what pycocotools indexes silently but would break later (every message names the file)."""
     if not isinstance(dataset, dict) or not isinstance(dataset.get("images"), list):
@@ -39,21 +63,10 @@ def _check(dataset: object, ann_file: str) -> None:
     annotations = dataset.get("annotations", [])
     if not isinstance(annotations, list) or not isinstance(dataset.get("categories", []), list):
         raise _fail(ann_file, '"annotations" and "categories" must be lists')
-    first_file: Dict[object, str] = {}
-    for img in dataset["images"]:
-        if img.get("id") in first_file:  # pycocotools keeps the last and scores both images' objects against it
-            raise _fail(ann_file, f"image id {img.get('id')!r} is used twice, by {first_file[img.get('id')]!r} and "
-                                  f"{img['file_name']!r}")
-        first_file[img.get("id")] = img["file_name"]
-    images = set(first_file)
-    first_name: Dict[object, str] = {}
-    for cat in dataset.get("categories", []):
-        if isinstance(cat, dict) and cat.get("id") in first_name:
-            raise _fail(ann_file, f"category id {cat.get('id')!r} is used twice, by {first_name[cat.get('id')]!r} and "
-                                  f"{cat.get('name')!r}")
-        if isinstance(cat, dict):
-            first_name[cat.get("id")] = cat.get("name")
-    categories = set(first_name)
+    # pycocotools keeps the last record of an id and scores every record's objects against it.
+    images = _unique_ids(dataset["images"], "image", "file_name", ann_file)
+    categories = _unique_ids([c for c in dataset.get("categories", []) if isinstance(c, dict)], "category", "name",
+                             ann_file)
     for ann in annotations:
         if not isinstance(ann, dict):
             raise _fail(ann_file, f"annotation is not an object: {str(ann)[:120]}")

@@ -42,6 +42,18 @@ def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def hash_file(digest: "hashlib._Hash", path: Union[str, Path]) -> None:
+    """Feed a file's bytes to ``digest``, a block at a time (annotation files of large datasets run to gigabytes).
+
+    Args:
+        digest (hashlib hash): the running digest, updated in place.
+        path (str or Path): the file.
+    """
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+
+
 def file_digest(path: Union[str, Path]) -> str:
     """SHA-256 of a file's bytes.
 
@@ -52,9 +64,7 @@ def file_digest(path: Union[str, Path]) -> str:
         str: the hex digest.
     """
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    hash_file(digest, path)
     return digest.hexdigest()
 
 

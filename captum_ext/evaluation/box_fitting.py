@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from captum_ext._utils.attribution import eval_mode
-from captum_ext.evaluation.class_maps import as_class_map, resolve_classes
+from captum_ext.evaluation.class_maps import as_class_map, resolve_dataset_classes
 from captum_ext.evaluation.distributed import batches_of, my_batches, processes
 from captum_ext.evaluation.models import EvaluationModel
 
@@ -104,9 +104,7 @@ def fit_box_map(
         if not dataset.has_boxes:
             raise ValueError(f"`data` {getattr(dataset, 'spec', '')!r} has no boxes to fit a box map on")
         loaded = _model_of(model, group.device)
-        class_of = resolve_classes([c for e in dataset.entries for c in e.categories], dataset.categories,
-                                   class_map, len(loaded.class_names), dataset.carried_class_map,
-                                   dataset.ids_are_classes).classes
+        class_of = resolve_dataset_classes(dataset, class_map, len(loaded.class_names)).classes
         batches = batches_of(len(dataset), batch_size)
         mine = [batches[k] for k in my_batches(len(batches), group)]
         loader = DataLoader(dataset, batch_sampler=mine, collate_fn=list, num_workers=num_workers)

@@ -20,7 +20,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+if TYPE_CHECKING:  # data imports this module; the annotation only names its dataset class
+    from captum_ext.evaluation.data import AnnotatedImages
 
 #: The two explicit forms' keys.
 KEY_KINDS = ("ids", "names")
@@ -218,15 +221,39 @@ def _categories_text(names: Mapping[int, str]) -> str:
     return f"({shown}{', …' if len(names) > 6 else ''})"
 
 
-def _by_names(names: Mapping[int, str], num_classes: int) -> Optional[ResolvedClasses]:
-    """The name rules of :func:`~captum_ext.evaluation.data.default_class_map`, where they apply to the model."""
+def _classes_by_name(names: Mapping[int, str]) -> Optional[Tuple[str, Dict[int, int]]]:
+    """The name rules shared by :func:`~captum_ext.evaluation.data.default_class_map` and :func:`resolve_classes`:
+    integer names are class indices, else all-VOC names take their :data:`~captum_ext.evaluation.data.VOC_CLASSES`
+    position.
+
+    Args:
+        names (mapping of int to str): category id → name.
+
+    Returns:
+        tuple or None: ``("integers" or "voc", category id → class index)``, or ``None`` when neither rule applies.
+    """
     from captum_ext.evaluation.data import VOC_CLASSES, _is_count
 
     if names and all(_is_count(n) for n in names.values()):
-        return ResolvedClasses({cid: int(n) for cid, n in names.items()}, "category names are class indices")
-    if names and num_classes == len(VOC_CLASSES) and all(n in VOC_CLASSES for n in names.values()):
-        return ResolvedClasses({cid: VOC_CLASSES.index(n) for cid, n in names.items()},
-                               "Pascal VOC class names in their standard order")
+        return "integers", {cid: int(n) for cid, n in names.items()}
+    if names and all(n in VOC_CLASSES for n in names.values()):
+        return "voc", {cid: VOC_CLASSES.index(n) for cid, n in names.items()}
+    return None
+
+
+def _by_names(names: Mapping[int, str], num_classes: int) -> Optional[ResolvedClasses]:
+    """The name rules of :func:`~captum_ext.evaluation.data.default_class_map`, where they apply to the model (the
+    VOC rule only to a 20-class model: another model's class 3 is not VOC's "boat")."""
+    from captum_ext.evaluation.data import VOC_CLASSES
+
+    found = _classes_by_name(names)
+    if found is None:
+        return None
+    rule, classes = found
+    if rule == "integers":
+        return ResolvedClasses(classes, "category names are class indices")
+    if num_classes == len(VOC_CLASSES):
+        return ResolvedClasses(classes, "Pascal VOC class names in their standard order")
     return None
 
 
@@ -277,3 +304,23 @@ def resolve_classes(used: Sequence[int], names: Mapping[int, str], class_map: Op
                  if outside else [])
         raise ValueError(f"{resolved.how.removeprefix('from ')}: {'; '.join(parts)}")
     return ResolvedClasses({c: resolved.classes[c] for c in sorted(set(used))}, resolved.how)
+
+
+def resolve_dataset_classes(dataset: "AnnotatedImages", class_map: Optional[ClassMap], num_classes: int
+                            ) -> ResolvedClasses:
+    """:func:`resolve_classes` for every category an opened dataset scores, with the map it carries and its own
+    kind of ids (what ``evaluate`` and ``fit_box_map`` both resolve).
+
+    Args:
+        dataset (AnnotatedImages): the opened dataset.
+        class_map (ClassMap, optional): the user's map.
+        num_classes (int): the model's classes (0: unknown, indices not checked).
+
+    Returns:
+        ResolvedClasses: category id → class index for every scored category, and how.
+
+    Raises:
+        ValueError: as :func:`resolve_classes`.
+    """
+    return resolve_classes([c for e in dataset.entries for c in e.categories], dataset.categories, class_map,
+                           num_classes, dataset.carried_class_map, dataset.ids_are_classes)

@@ -178,12 +178,12 @@ class AnnotatedImages(Dataset):
         import hashlib
         import json
 
+        from captum_ext.evaluation._fingerprints import hash_file
+
         annotations = hashlib.sha256()
         for path in getattr(self._source, "annotation_files", []):
             annotations.update(os.fsencode(os.path.basename(path)))
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    annotations.update(block)
+            hash_file(annotations, path)
         listing = [[str(e.image_id), e.file, e.height, e.width, list(e.categories)] for e in self.entries]
         images = hashlib.sha256(json.dumps([listing, self.resize], default=str).encode("utf-8"))
         return {"annotations": annotations.hexdigest(), "images": images.hexdigest()}
@@ -284,11 +284,12 @@ def default_class_map(categories: Mapping[int, str]) -> Dict[int, int]:
         >>> default_class_map({15: "person"})
         {15: 14}
     """
+    from captum_ext.evaluation.class_maps import _classes_by_name
+
     names = dict(categories)
-    if names and all(_is_count(n) for n in names.values()):
-        return {cid: int(n) for cid, n in names.items()}
-    if names and all(n in VOC_CLASSES for n in names.values()):
-        return {cid: VOC_CLASSES.index(n) for cid, n in names.items()}
+    found = _classes_by_name(names)
+    if found is not None:
+        return found[1]
     shown = ", ".join(repr(n) for n in sorted(names.values())[:5])
     raise ValueError(f"no default class map for categories named {shown}{', ...' if len(names) > 5 else ''}: "
                      "names must all be integers or all VOC classes; pass an explicit category → class map")

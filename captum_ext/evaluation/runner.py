@@ -25,7 +25,7 @@ from captum_ext._utils.attribution import eval_mode
 from captum_ext.evaluation import scoring
 from captum_ext.evaluation._fingerprints import changed_inputs, run_fingerprint
 from captum_ext.evaluation._writer import BackgroundWriter
-from captum_ext.evaluation.class_maps import ClassMap, as_class_map, resolve_classes
+from captum_ext.evaluation.class_maps import ClassMap, as_class_map, resolve_dataset_classes
 from captum_ext.evaluation.distributed import Processes, batches_of, my_batches, processes
 from captum_ext.evaluation.methods import MapFunction, build_method, scale_to_unit
 from captum_ext.evaluation.models import EvaluationModel, load_evaluation_model
@@ -127,12 +127,13 @@ def _compute_batch(samples: Sequence[Any], run: _Run) -> Tuple[Dict[str, Any], L
         on_device = torch.cat(maps)
         writes.append((pair_ids, on_device.cpu()))
         # Scored as stored (reruns score the same) and where the maps are: on a GPU the metrics label and measure
-        # them there, with the values the host computes.
-        scored = [single.to(torch.float32) for single in on_device]
+        # them there, with the values the host computes. One float32 copy serves every metric.
+        as_float = on_device.to(torch.float32)
+        scored = list(as_float)
         predicted_boxes = torch.cat([b.cpu() for b in boxes]) if boxes[0] is not None else None
         group_deltas, columns = scoring.batch_statistics(run.metrics, scored, truths, predicted_boxes)
         if run.faithfulness:
-            aucs = _faithfulness(run, images[owner], on_device, classes.to(images.device))
+            aucs = _faithfulness(run, images[owner], as_float, classes.to(images.device))
             for key, metric in run.faithfulness.items():
                 group_deltas[key], per_pair = metric.statistics(aucs[metric.mode])
                 columns.update(per_pair)
@@ -225,9 +226,10 @@ def evaluate(
     """
     from captum_ext._utils.validation import check_in_choices, check_scalar
     from captum_ext.evaluation.report import write_reports
+    from captum_ext.metrics.pointing import _check_tolerance
 
     batch_size = check_scalar(batch_size, "batch_size", low=1, integer=True)
-    tolerance = None if tolerance is None else check_scalar(tolerance, "tolerance", low=0.0)
+    tolerance = _check_tolerance(tolerance)
     class_map = as_class_map(class_map)
     faithfulness_steps = int(check_scalar(faithfulness_steps, "faithfulness_steps", low=1, integer=True))
     if faithfulness_baseline is not None:
@@ -243,8 +245,7 @@ def evaluate(
         # also after an exception.
         restore.enter_context(eval_mode(loaded.model))
         num_classes = len(loaded.class_names)
-        resolved = resolve_classes([c for e in dataset.entries for c in e.categories], dataset.categories,
-                                   class_map, num_classes, dataset.carried_class_map, dataset.ids_are_classes)
+        resolved = resolve_dataset_classes(dataset, class_map, num_classes)
         class_of = resolved.classes
         talk = show_progress and group.is_main
         if talk:
@@ -268,13 +269,11 @@ def evaluate(
             total += len(entry.categories)
         store = MapStore(out / "maps.zarr")
         if group.is_main:
-            sizes = [dataset.stored_size(e) for e in entries for _ in e.categories]
-            store.create([e.index for e in entries for _ in e.categories],
-                         [c for e in entries for c in e.categories],
-                         [class_of[c] for e in entries for c in e.categories], [h for h, _ in sizes],
-                         [w for _, w in sizes], map_dtype,
-                         native=([e.height for e in entries for _ in e.categories],
-                                 [e.width for e in entries for _ in e.categories]))
+            pairs = [(e, c) for e in entries for c in e.categories]  # the store's pair order
+            sizes = [dataset.stored_size(e) for e, _ in pairs]
+            store.create([e.index for e, _ in pairs], [c for _, c in pairs], [class_of[c] for _, c in pairs],
+                         [h for h, _ in sizes], [w for _, w in sizes], map_dtype,
+                         native=([e.height for e, _ in pairs], [e.width for e, _ in pairs]))
         group.barrier()
         localisation, faithful = scoring.split_metric_names(metrics)
         scorers = scoring.localisation_metrics(max(num_classes, 1), tolerance, dataset.has_boxes, dataset.has_masks,
@@ -329,11 +328,12 @@ def evaluate(
 
 
 def _faithfulness(run: _Run, images: Tensor, maps: Tensor, classes: Tensor) -> Dict[str, Tensor]:
-    """Each asked-for mode's AUC per pair, from the maps as stored (so a rerun scores the same)."""
+    """Each asked-for mode's AUC per pair, from the float32 copy of the maps as stored (so a rerun scores the
+    same)."""
     from captum_ext.metrics.faithfulness import curve_auc, deletion_insertion_curves
 
     return {metric.mode: curve_auc(deletion_insertion_curves(
-        run.model, images, maps.to(torch.float32), classes, metric.mode, run.faithfulness_steps,
+        run.model, images, maps, classes, metric.mode, run.faithfulness_steps,
         run.faithfulness_baseline, run.multi_label, batch_size=max(run.pair_batch, FAITHFULNESS_FORWARD_BATCH)))
         for metric in run.faithfulness.values()}
 
