@@ -103,10 +103,18 @@ def test_ctrl_c_prints_interrupted_and_exits_130(tmp_path):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert command.stdout.readline().startswith("captum-ext demo ->")  # the command is running: interrupt it
-    command.send_signal(signal.SIGINT)
-    out, err = command.communicate(timeout=120)
-    assert command.returncode == cli.INTERRUPTED == 130
-    assert err.strip() == "captum-ext: interrupted"
+    # A SIGINT that lands inside a finaliser is reported by Python as "Exception ignored" and lost (a CI run saw
+    # the demo finish with status 0): press Ctrl-C again until the command stops, as a user would.
+    err = ""
+    for _ in range(240):
+        command.send_signal(signal.SIGINT)
+        try:
+            out, err = command.communicate(timeout=0.5)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    assert command.returncode == cli.INTERRUPTED == 130, err[-3000:]
+    assert err.strip().splitlines()[-1] == "captum-ext: interrupted"
 
 
 def test_ctrl_c_through_main_and_with_debug(monkeypatch, capsys):

@@ -66,12 +66,40 @@ class OpCounts(TorchDispatchMode):
 
 
 def count_ops() -> OpCounts:
-    """A context manager counting the ATen operations run inside it (see :class:`OpCounts`)."""
+    """A context manager counting the ATen operations run inside it.
+
+    Returns:
+        OpCounts: the counter; enter it with ``with``, read ``total``, ``by_name``, ``syncs`` and
+        ``syncs_by_name`` after the block.
+
+    Examples::
+
+        >>> import torch
+        >>> from captum_ext.testing import count_ops
+        >>> with count_ops() as counts:
+        ...     _ = torch.ones(3).add(1).sum()
+        >>> counts.total
+        3
+    """
     return OpCounts()
 
 
 def ops_of(function: Callable[[], Any]) -> OpCounts:
-    """Run ``function()`` once and return its :class:`OpCounts`."""
+    """Run ``function()`` once and count the ATen operations it dispatched.
+
+    Args:
+        function (callable): called once without arguments; its result is discarded.
+
+    Returns:
+        OpCounts: the operations and host synchronisations counted during the call.
+
+    Examples::
+
+        >>> import torch
+        >>> from captum_ext.testing import ops_of
+        >>> ops_of(lambda: torch.arange(4).nonzero()).syncs
+        1
+    """
     with count_ops() as counts:
         function()
     return counts
