@@ -15,32 +15,46 @@ Values = Dict[fx.Node, Any]
 
 @dataclass
 class Selection:
-    """Kept nodes of one graph value: example index, index into the flattened per-example value, path count."""
+    """Kept nodes of one graph value: example index, index into the flattened per-example value, path count.
+
+    An entry with count 0 is dead: rules mark the nodes a path does not continue from (the other branch of a
+    residual add, a window wholly in the padding) by zeroing their count instead of removing them, so that the
+    walk needs no host synchronisation to learn how many remain; :func:`compact` drops them. ``since`` counts the
+    rules applied since the last compaction and ``base`` is the length the selection had then: they tell the walk
+    when duplicates may have piled up enough to be worth removing.
+    """
 
     batch: Tensor
     flat: Tensor
     count: Tensor
+    since: int = 0
+    base: int = 0
 
     def __len__(self) -> int:
         return int(self.batch.numel())
 
-    def take(self, keep: Tensor, flat: Optional[Tensor] = None) -> "Selection":
-        return Selection(self.batch[keep], (self.flat if flat is None else flat)[keep], self.count[keep])
+    def masked(self, keep: Tensor, flat: Optional[Tensor] = None) -> "Selection":
+        """The same entries with the ones outside ``keep`` dead (``flat`` replaces the indices when given; it
+        must be a valid index wherever ``keep`` is false too)."""
+        return Selection(self.batch, self.flat if flat is None else flat, self.count * keep, self.since, self.base)
 
 
-def merge(parts: Sequence[Selection], numel: int, deduplicate: bool) -> Selection:
-    """Union of selections of the same value; counts add up (or collapse to 1 with ``deduplicate``)."""
-    batch = torch.cat([p.batch for p in parts])
-    flat = torch.cat([p.flat for p in parts])
-    count = torch.cat([p.count for p in parts])
+def compact(parts: Sequence[Selection], numel: int, total: int, collapse: bool) -> Selection:
+    """Union of selections of the same value: one entry per node, counts added up (or 1 for every live node with
+    ``collapse``, the paper's de-duplication), dead entries dropped. ``total`` is the value's element count over
+    the batch. One host synchronisation (the number of distinct nodes)."""
+    batch, flat, count = (parts[0].batch, parts[0].flat, parts[0].count) if len(parts) == 1 else (
+        torch.cat([p.batch for p in parts]), torch.cat([p.flat for p in parts]), torch.cat([p.count for p in parts]))
     if batch.numel() == 0:
         return Selection(batch, flat, count)
-    key = batch * numel + flat
+    # Dead entries share the key `total`, past every node, so they sort last and leave as one entry of count 0.
+    key = torch.where(count > 0, batch * numel + flat, total)
     unique, inverse = torch.unique(key, return_inverse=True)
     summed = torch.zeros(unique.numel(), dtype=count.dtype, device=count.device).index_add_(0, inverse, count)
-    if deduplicate:
-        summed = torch.ones_like(summed)
-    return Selection(unique // numel, unique % numel, summed)
+    if collapse:
+        summed = (summed > 0).to(count.dtype)
+    unique = unique.clamp_(max=total - 1)  # the dead entry, if any, keeps a valid index
+    return Selection(unique // numel, unique % numel, summed, 0, int(unique.numel()))
 
 
 @dataclass
@@ -57,6 +71,8 @@ class Walk:
     conv_top_n: int = 2
     include_bias: bool = False
     dependent: Set[fx.Node] = field(default_factory=set)
+    #: What rules prepare once and reuse across calls (folded weights, index tables of a layer's geometry).
+    cache: Dict[Any, Any] = field(default_factory=dict)
 
     def module(self, node: fx.Node) -> nn.Module:
         return self.graph_module.get_submodule(str(node.target))
@@ -89,6 +105,41 @@ def windows(y: Tensor, x: Tensor, kernel: Tuple[int, int], stride: Tuple[int, in
     cols = (x * stride[1] - padding[1])[:, None] + torch.arange(kernel[1], device=x.device) * dilation[1]
     inside = ((rows >= 0) & (rows < size[0]))[:, :, None] & ((cols >= 0) & (cols < size[1]))[:, None, :]
     return rows, cols, inside
+
+
+@dataclass
+class WindowTable:
+    """Index tables of a sliding window's geometry (a convolution or pooling on one input size), one row per
+    output position ``y·Wo + x``; built once per layer and input size, so a rule decodes its kept nodes' windows
+    with a fixed number of tensor operations."""
+
+    #: ``Ho·Wo``: the window's top-left corner in the zero-padded input, as a flat ``Hp×Wp`` index.
+    origin: Tensor
+    #: ``T = kh·kw``: each tap's flat offset from the corner in the padded input.
+    taps: Tensor
+    #: ``Ho·Wo×T``: whether the tap lies inside the (unpadded) input.
+    inside: Tensor
+    #: ``Ho·Wo×T``: the tap's flat ``H×W`` position in the unpadded input (clamped to it where outside).
+    source: Tensor
+    #: Whether some window lies wholly in the padding (its path ends there).
+    can_miss: bool
+
+
+def window_table(kernel: Tuple[int, int], stride: Tuple[int, int], padding: Tuple[int, int],
+                 dilation: Tuple[int, int], size: Tuple[int, int], out_size: Tuple[int, int],
+                 device: torch.device) -> WindowTable:
+    """The :class:`WindowTable` of a window geometry for an ``size = (H, W)`` input and ``(Ho, Wo)`` output."""
+    (height, width), (h_out, w_out) = size, out_size
+    padded_width = width + 2 * padding[1]
+    y = torch.arange(h_out, device=device).repeat_interleave(w_out)
+    x = torch.arange(w_out, device=device).repeat(h_out)
+    rows, cols, inside = windows(y, x, kernel, stride, padding, dilation, size)
+    source = rows.clamp(0, height - 1)[:, :, None] * width + cols.clamp(0, width - 1)[:, None, :]
+    taps = (torch.arange(kernel[0], device=device)[:, None] * dilation[0] * padded_width
+            + torch.arange(kernel[1], device=device) * dilation[1])
+    inside = inside.flatten(1)
+    return WindowTable(origin=y * stride[0] * padded_width + x * stride[1], taps=taps.reshape(-1), inside=inside,
+                       source=source.flatten(1), can_miss=bool((~inside.any(dim=1)).any()))
 
 
 def arg(node: fx.Node, index: int, name: str, default: Any) -> Any:

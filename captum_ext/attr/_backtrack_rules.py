@@ -6,8 +6,7 @@ none of them has no rule, and NodeBacktrack refuses the model naming it.
 """
 from __future__ import annotations
 
-import operator
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.fx as fx
@@ -15,125 +14,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_ext._utils import graph as G
-from captum_ext._utils.chunking import budget_chunks
+from captum_ext._utils.chunking import budget_chunks, chunk_budget
 from captum_ext._utils.folding import fold_bn
 from captum_ext.attr._backtrack_core import Rule, Selection, Values, Walk, arg, pair, windows
 from captum_ext.attr._backtrack_pooling import interpolate, pool
+from captum_ext.attr._backtrack_routing import add, cat, identity, pad, scale, scale_problem
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Shape-preserving operations
-# ---------------------------------------------------------------------------------------------------------------------
-
-def identity(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tuple[fx.Node, Selection]]:
-    """ReLU-family, dropout, BatchNorm, flatten/view/reshape: the same node of the input."""
-    parent = walk.first_input(node)
-    out, inp = values[node], values[parent]
-    if out.shape[0] != inp.shape[0] or out[0].numel() != inp[0].numel():
-        raise NotImplementedError(f"{walk.describe(node)} changes the batch dimension or the number of elements "
-                                  f"({tuple(inp.shape)} → {tuple(out.shape)})")
-    return [(parent, sel)]
-
-
-def _operands(walk: Walk, node: fx.Node, values: Values) -> Tuple[List[fx.Node], List[fx.Node]]:
-    """The tensor operands of a binary operation, split into input-dependent ones and constants."""
-    tensors = [a for a in node.args[:2] if isinstance(a, fx.Node) and isinstance(values[a], Tensor)]
-    return [a for a in tensors if a in walk.dependent], [a for a in tensors if a not in walk.dependent]
-
-
-def _through(walk: Walk, node: fx.Node, parent: fx.Node, sel: Selection, values: Values
-             ) -> List[Tuple[fx.Node, Selection]]:
-    if values[parent].shape != values[node].shape:
-        raise NotImplementedError(f"{walk.describe(node)}: broadcasting the attributed operand "
-                                  f"{tuple(values[parent].shape)} to {tuple(values[node].shape)} is not supported")
-    return [(parent, sel)]
-
-
-def add(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tuple[fx.Node, Selection]]:
-    """Residual add: the operand with the larger value at the node. A constant operand (a bias, a branch fed only
-    by ``additional_forward_args``) is never followed: the node's path continues through the other one."""
-    if node.kwargs.get("alpha", 1) != 1:
-        raise NotImplementedError(f"{walk.describe(node)}: add with alpha is not supported")
-    dependent, _ = _operands(walk, node, values)
-    if len(dependent) == 1:
-        return _through(walk, node, dependent[0], sel, values)
-    if len(dependent) != 2:
-        raise NotImplementedError(f"{walk.describe(node)}: only a + b of two tensors is supported")
-    a, b = dependent
-    va, vb, out = values[a], values[b], values[node]
-    if va.shape != out.shape or vb.shape != out.shape:
-        raise NotImplementedError(f"{walk.describe(node)}: broadcasting add {tuple(va.shape)} + {tuple(vb.shape)} "
-                                  f"is not supported")
-    left = va.reshape(va.shape[0], -1)[sel.batch, sel.flat] >= vb.reshape(vb.shape[0], -1)[sel.batch, sel.flat]
-    return [(a, sel.take(left)), (b, sel.take(~left))]
-
-
-def scale_problem(node: fx.Node, dependent: Set[fx.Node], describe: Callable[[fx.Node], str]) -> Optional[str]:
-    """Why :func:`scale` cannot handle a node (both operands attributed, or an attributed divisor), or ``None``."""
-    operands = [a for a in node.args[:2] if isinstance(a, fx.Node) and a in dependent]
-    divides = node.target in (operator.truediv, torch.div, "div")
-    if len(operands) == 1 and not (divides and node.args[0] is not operands[0]):
-        return None
-    return (f"{describe(node)}: only products, quotients and differences with one attributed operand are "
-            f"supported (pass the other tensor, e.g. a mask, through `additional_forward_args`)")
-
-
-def scale(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tuple[fx.Node, Selection]]:
-    """Multiplication or division by a constant (a mask given through ``additional_forward_args``, a target
-    scale), or subtraction of one: the same node of the attributed operand."""
-    problem = scale_problem(node, walk.dependent, walk.describe)
-    if problem is not None:
-        raise NotImplementedError(problem)
-    dependent, _ = _operands(walk, node, values)
-    return _through(walk, node, dependent[0], sel, values)
-
-
-def cat(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tuple[fx.Node, Selection]]:
-    """Channel concatenation: the input each channel came from (constant parts end the path)."""
-    parts = node.args[0]
-    dim = arg(node, 1, "dim", 0)
-    out = values[node]
-    if not isinstance(parts, (list, tuple)) or dim % out.dim() != 1:
-        raise NotImplementedError(f"{walk.describe(node)}: only concatenation along the channel dimension (1) is "
-                                  f"supported, got dim={dim}")
-    inner = out[0, 0].numel()
-    channel = sel.flat // inner
-    result = []
-    offset = 0
-    for part in parts:
-        size = values[part].shape[1]
-        keep = (channel >= offset) & (channel < offset + size)
-        if bool(keep.any()) and part in walk.dependent:
-            result.append((part, sel.take(keep, sel.flat - offset * inner)))
-        offset += size
-    return result
-
-
-def pad(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tuple[fx.Node, Selection]]:
-    """Zero padding: positions inside the image (padding ends the path)."""
-    parent = walk.first_input(node)
-    if node.op == "call_module":
-        module = walk.module(node)
-        left, _, top, _ = module.padding
-        if isinstance(module, nn.ConstantPad2d) and module.value != 0:
-            raise NotImplementedError(f"{walk.describe(node)}: only zero padding is supported")
-    else:
-        widths = list(arg(node, 1, "pad", ()))
-        mode = arg(node, 2, "mode", "constant")
-        value = arg(node, 3, "value", None)
-        if mode != "constant" or (value not in (None, 0, 0.0)) or len(widths) not in (2, 4):
-            raise NotImplementedError(f"{walk.describe(node)}: only zero padding of the last two dimensions is "
-                                      f"supported")
-        left = widths[0]
-        top = widths[2] if len(widths) == 4 else 0
-    inp, out = values[parent], values[node]
-    height, width = inp.shape[-2:]
-    h_out, w_out = out.shape[-2:]
-    plane = sel.flat // (h_out * w_out)
-    y = (sel.flat // w_out) % h_out - top
-    x = sel.flat % w_out - left
-    keep = (y >= 0) & (y < height) & (x >= 0) & (x < width)
-    return [(parent, sel.take(keep, (plane * height + y) * width + x))]
-
+__all__ = ["READS_ACTIVATIONS", "conv", "identity", "linear", "rule_for", "scale", "scale_problem"]
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Weighted layers
@@ -149,6 +36,30 @@ def _feeds_from_spatial(walk: Walk, node: fx.Node, values: Values) -> bool:
         if current.op == "placeholder" or rule_for(current, walk.graph_module) is not identity:
             return False
         current = walk.first_input(current)
+
+
+# Weight matrices up to this many elements take the positive rule as two matrix products (their sign patterns are
+# kept in float64, 8 bytes per weight); larger ones (VGG's 25088-wide first layer) go node by node.
+SIGN_PRODUCT_LIMIT = 1 << 22
+
+
+def _positive_by_signs(walk: Walk, node: fx.Node, weight: Tensor, activations: Tensor, sel: Selection
+                       ) -> Selection:
+    """The positive rule for a whole batch in two matrix products: ``A_j W_ij > 0`` exactly when both factors
+    are non-zero with the same sign, so the paths reaching input ``j`` of image ``b`` number
+    ``[A_bj > 0] Σ_i C_bi [W_ij > 0] + [A_bj < 0] Σ_i C_bi [W_ij < 0]``, with ``C`` the kept nodes' counts (integer
+    sums in float64: exact). One host synchronisation (the number of kept inputs)."""
+    key = _versions(weight)
+    cached = walk.cache.get(("signs", node))
+    if cached is None or cached[0] != key:
+        cached = (key, (weight > 0).to(torch.float64), (weight < 0).to(torch.float64))
+        walk.cache[("signs", node)] = cached
+    _, positive, negative = cached
+    counts = torch.zeros(activations.shape[0], weight.shape[0], dtype=torch.float64, device=activations.device)
+    counts.index_put_((sel.batch, sel.flat), sel.count, accumulate=True)
+    dense = (activations > 0) * (counts @ positive) + (activations < 0) * (counts @ negative)
+    rows, cols = dense.nonzero(as_tuple=True)
+    return Selection(rows, cols, dense[rows, cols])
 
 
 def linear(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tuple[fx.Node, Selection]]:
@@ -170,6 +81,8 @@ def linear(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tu
     rule, top_n = (walk.spatial_fc_rule, walk.spatial_fc_top_n) if spatial else (walk.fc_rule, walk.fc_top_n)
     one_argmax = rule == "argmax"
     use_bias = walk.include_bias and bias is not None
+    if rule == "positive" and not use_bias and weight.numel() <= SIGN_PRODUCT_LIMIT:
+        return [(parent, _positive_by_signs(walk, node, weight, activations, sel))]
     # Inputs that are zero in every image contribute exactly 0: leave them out of the products (post-ReLU
     # activations are mostly zero). Exact: a positive best beats every zero; other rows are redone in full.
     columns = None
@@ -220,7 +133,14 @@ def linear(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tu
     return [(parent, Selection(torch.cat(batches), torch.cat(flats), torch.cat(counts)))]
 
 
+def _versions(*tensors: Optional[Tensor]) -> Tuple[Tuple[int, int], ...]:
+    """Identity and in-place version of tensors: changes when a parameter is replaced or updated in place."""
+    return tuple((id(t), t._version) for t in tensors if t is not None)
+
+
 def _conv_parameters(walk: Walk, node: fx.Node, values: Values) -> Dict[str, Any]:
+    """The convolution's settings and weights (a BatchNorm right after it folded in), in the layouts the rule
+    reads; prepared once and reused while the parameters stay the same."""
     if node.op == "call_module":
         conv = walk.module(node)
         params = {"weight": conv.weight, "bias": conv.bias, "stride": conv.stride, "padding": conv.padding,
@@ -235,11 +155,24 @@ def _conv_parameters(walk: Walk, node: fx.Node, values: Values) -> Dict[str, Any
                                   f"use explicit padding")
     if params["mode"] != "zeros":
         raise NotImplementedError(f"{walk.describe(node)}: padding_mode '{params['mode']}' is not supported")
-    weight, bias = params["weight"], params["bias"]
     users = list(node.users)
-    if len(users) == 1 and users[0].op == "call_module" and isinstance(walk.module(users[0]), nn.BatchNorm2d):
-        weight, bias = fold_bn(weight, bias, walk.module(users[0]))
-    params["weight"], params["bias"] = weight.detach(), None if bias is None else bias.detach()
+    bn = walk.module(users[0]) if len(users) == 1 and users[0].op == "call_module" else None
+    bn = bn if isinstance(bn, nn.BatchNorm2d) else None
+    key = _versions(params["weight"], params["bias"], *([] if bn is None else [*bn.parameters(), *bn.buffers()]))
+    cached = walk.cache.get(("conv", node))
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    weight, bias = params["weight"], params["bias"]
+    if bn is not None:
+        weight, bias = fold_bn(weight, bias, bn)
+    weight = weight.detach()
+    c_out, c_group, kh, kw = weight.shape
+    params.update(
+        bias=None if bias is None else bias.detach(),
+        stride=pair(params["stride"]), padding=pair(params["padding"]), dilation=pair(params["dilation"]),
+        fields_weight=weight.permute(0, 2, 3, 1).contiguous(),  # Co×kh×kw×Cg, the fields' layout
+        weight_taps=weight.permute(2, 3, 0, 1).reshape(kh * kw, c_out, c_group).contiguous())
+    walk.cache[("conv", node)] = (key, params)
     return params
 
 
@@ -261,8 +194,8 @@ def _tap_sums(rows_matrix: Tensor, weight_taps: Tensor, row_base: Tensor, tap_of
               ) -> Tensor:
     """``P×Cg``: each kept node's contribution summed over its window, per input channel, one kernel tap at a time
     (``row_base + tap_offsets[t]`` is the node's input row at tap ``t``; ``weight_taps`` is ``taps×Co×Cg``)."""
-    sums = torch.zeros(len(row_base), rows_matrix.shape[1], dtype=rows_matrix.dtype, device=rows_matrix.device)
-    for tap in range(len(tap_offsets)):
+    sums = rows_matrix.index_select(0, row_base + tap_offsets[0]).mul_(weight_taps[0].index_select(0, out_channel))
+    for tap in range(1, len(tap_offsets)):
         sums.addcmul_(rows_matrix.index_select(0, row_base + tap_offsets[tap]),
                       weight_taps[tap].index_select(0, out_channel))
     return sums
@@ -279,72 +212,88 @@ def _gather_fields(activations: Tensor, batch: Tensor, first_channel: Tensor, c_
     return activations.reshape(-1)[index].mul_(inside[..., None])
 
 
+def _chosen_channels(walk: Walk, sums: Tensor) -> Tuple[Optional[Tensor], Tensor, Optional[Tensor]]:
+    """The channels each node continues through: ``(rows, channels, alive)``, one entry per (node, channel);
+    ``rows`` is ``None`` when every node keeps exactly one channel (entry ``i`` is node ``i``), ``alive`` is
+    ``None`` when every entry is alive. Only ``conv_rule="positive"`` keeps a data-dependent number of channels
+    (one host synchronisation); the others keep a fixed number and mark non-positive sums dead."""
+    if walk.conv_rule == "max":
+        return None, sums.argmax(dim=1), None
+    if walk.conv_rule == "positive":
+        rows, cols = (sums > 0).nonzero(as_tuple=True)
+        return rows, cols, None
+    top = min(walk.conv_top_n, sums.shape[1])
+    cols = sums.topk(top, dim=1).indices  # P×top
+    alive = sums.gather(1, cols) > 0
+    rows = torch.arange(len(sums), device=sums.device)[:, None].expand(-1, top)
+    return rows.reshape(-1), cols.reshape(-1), alive.reshape(-1)
+
+
 def conv(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tuple[fx.Node, Selection]]:
     """Convolution: in the kept node's receptive field, the channel with the largest summed contribution
     ``W ⊙ A_rf`` (or the top n, or every positive one), then the position of the largest contribution inside that
     channel's window."""
     parent = walk.first_input(node)
     p = _conv_parameters(walk, node, values)
-    bias = p["bias"]
+    bias, stride, padding, dilation, groups = p["bias"], p["stride"], p["padding"], p["dilation"], p["groups"]
     activations = values[parent]
     _, _, height, width = activations.shape
-    c_out, c_group, kh, kw = p["weight"].shape
+    c_out, kh, kw, c_group = p["fields_weight"].shape
     _, _, h_out, w_out = values[node].shape
-    stride, padding, dilation = pair(p["stride"]), pair(p["padding"]), pair(p["dilation"])
+    device = sel.flat.device
     # A channels-last copy of the whole input pays off when the kept nodes gather more than a fraction of it;
     # a few nodes in a large early layer gather their fields straight from the input instead.
-    groups = p["groups"]
     by_rows = FIELD_COPY_RATIO * len(sel) * c_group * kh * kw >= activations.numel()
     if by_rows:
         rows_matrix = _channels_last_rows(activations, groups, padding)
         padded_width = width + 2 * padding[1]
-        weight_taps = p["weight"].permute(2, 3, 0, 1).reshape(kh * kw, c_out, c_group).contiguous()
-        tap_offsets = ((torch.arange(kh, device=sel.flat.device)[:, None] * dilation[0] * padded_width
-                        + torch.arange(kw, device=sel.flat.device) * dilation[1]) * groups).reshape(-1)
-    weight = p["weight"].permute(0, 2, 3, 1).contiguous()  # Co×kh×kw×Cg, the fields' layout
+        tap_offsets = walk.cache.get(("taps", node, padded_width, device))
+        if tap_offsets is None:
+            tap_offsets = ((torch.arange(kh, device=device)[:, None] * dilation[0] * padded_width
+                            + torch.arange(kw, device=device) * dilation[1]) * groups).reshape(-1)
+            walk.cache[("taps", node, padded_width, device)] = tap_offsets
     out_per_group = c_out // groups
-    device = sel.flat.device
     batches, flats, counts = [], [], []
-    for part in budget_chunks(len(sel), c_group * kh * kw):
+    # Per kept node, the channels-last way holds Cg sums at a time; the fields way Cg·kh·kw products.
+    for part in budget_chunks(len(sel), c_group * (1 if by_rows else kh * kw), chunk_budget(device)):
         b, f, c = sel.batch[part], sel.flat[part], sel.count[part]
         co, y, x = f // (h_out * w_out), (f // w_out) % h_out, f % w_out
-        group = co // out_per_group
+        group = co // out_per_group if groups > 1 else None
         window_rows, window_cols, inside = windows(y, x, (kh, kw), stride, padding, dilation, (height, width))
         if by_rows:
             # The window's top-left input row in the padded matrix (window rows/columns start at -padding).
-            top_left = ((b * (height + 2 * padding[0]) + window_rows[:, 0] + padding[0]) * padded_width
-                        + window_cols[:, 0] + padding[1]) * groups + group
-            sums = _tap_sums(rows_matrix, weight_taps, top_left, tap_offsets, co)  # P×Cg
+            top_left = (b * (height + 2 * padding[0]) + y * stride[0]) * padded_width + x * stride[1]
+            top_left = top_left * groups + group if group is not None else top_left
+            sums = _tap_sums(rows_matrix, p["weight_taps"], top_left, tap_offsets, co)  # P×Cg
         else:
-            contrib = _gather_fields(activations, b, group * c_group, c_group, window_rows, window_cols, inside)
-            contrib.mul_(weight.index_select(0, co))
+            first_channel = group * c_group if group is not None else torch.zeros_like(co)
+            contrib = _gather_fields(activations, b, first_channel, c_group, window_rows, window_cols, inside)
+            contrib.mul_(p["fields_weight"].index_select(0, co))
             sums = contrib.sum(dim=(1, 2))  # P×Cg
         if walk.include_bias and bias is not None:
             sums = sums + bias[co][:, None] * (kh * kw)  # the paper's W * A + b, summed over x and y
-        if walk.conv_rule == "max":
-            rows = torch.arange(len(b), device=device)
-            cols = sums.argmax(dim=1)
-        else:
-            keep = sums > 0
-            if walk.conv_rule == "top_n" and walk.conv_top_n < sums.shape[1]:
-                keep &= torch.zeros_like(keep).scatter_(1, sums.topk(walk.conv_top_n, dim=1).indices, True)
-            rows, cols = keep.nonzero(as_tuple=True)
-        iy, ix = window_rows[rows], window_cols[rows]
+        rows, cols, alive = _chosen_channels(walk, sums)
+        pick = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))
         if by_rows:
             # Only the chosen channels' windows are needed: kh·kw values per (node, channel).
-            taps = top_left[rows][:, None] + tap_offsets  # P'×taps rows of the padded matrix
+            taps = pick(top_left)[:, None] + tap_offsets  # P'×taps rows of the padded matrix
             chosen = rows_matrix.view(-1)[taps * c_group + cols[:, None]].view(-1, kh, kw)
-            window = chosen.mul_(weight[co[rows], :, :, cols])
+            window = chosen.mul_(p["fields_weight"][pick(co), :, :, cols])
         else:
-            window = contrib[rows, :, :, cols]
-        window = window.masked_fill(~inside[rows], float("-inf")).flatten(1)  # never the padding
-        # A window wholly in the padding (padding wider than the kernel's reach) has no input: its path ends.
-        reaches = inside[rows].flatten(1).any(dim=1)
-        rows, window, iy, ix = rows[reaches], window[reaches], iy[reaches], ix[reaches]
+            window = contrib[torch.arange(len(b), device=device) if rows is None else rows, :, :, cols]
+        node_inside = pick(inside)
+        window = window.masked_fill(~node_inside, float("-inf")).flatten(1)  # never the padding
         best = window.argmax(dim=1)
-        by, bx = iy.gather(1, (best // kw)[:, None])[:, 0], ix.gather(1, (best % kw)[:, None])[:, 0]
-        channel = group[rows] * c_group + cols[reaches]
-        batches.append(b[rows]), flats.append((channel * height + by) * width + bx), counts.append(c[rows])
+        # A window wholly in the padding (padding wider than the kernel's reach) has no input: its path ends.
+        reaches = node_inside.flatten(1).any(dim=1)
+        alive = reaches if alive is None else alive & reaches
+        by = pick(window_rows).gather(1, (best // kw)[:, None])[:, 0].clamp_(0, height - 1)
+        bx = pick(window_cols).gather(1, (best % kw)[:, None])[:, 0].clamp_(0, width - 1)
+        channel = cols if group is None else pick(group) * c_group + cols
+        batches.append(pick(b)), flats.append((channel * height + by) * width + bx)
+        counts.append(pick(c) * alive)
+    if len(batches) == 1:
+        return [(parent, Selection(batches[0], flats[0], counts[0]))]
     return [(parent, Selection(torch.cat(batches), torch.cat(flats), torch.cat(counts)))]
 
 
