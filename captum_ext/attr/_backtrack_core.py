@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import torch
 import torch.fx as fx
@@ -39,24 +39,6 @@ class Selection:
         return Selection(self.batch, self.flat if flat is None else flat, self.count * keep, self.since, self.base)
 
 
-def compact(parts: Sequence[Selection], numel: int, total: int, collapse: bool) -> Selection:
-    """Union of selections of the same value: one entry per node, counts added up (or 1 for every live node with
-    ``collapse``, the paper's de-duplication), dead entries dropped. ``total`` is the value's element count over
-    the batch. One host synchronisation (the number of distinct nodes)."""
-    batch, flat, count = (parts[0].batch, parts[0].flat, parts[0].count) if len(parts) == 1 else (
-        torch.cat([p.batch for p in parts]), torch.cat([p.flat for p in parts]), torch.cat([p.count for p in parts]))
-    if batch.numel() == 0:
-        return Selection(batch, flat, count)
-    # Dead entries share the key `total`, past every node, so they sort last and leave as one entry of count 0.
-    key = torch.where(count > 0, batch * numel + flat, total)
-    unique, inverse = torch.unique(key, return_inverse=True)
-    summed = torch.zeros(unique.numel(), dtype=count.dtype, device=count.device).index_add_(0, inverse, count)
-    if collapse:
-        summed = (summed > 0).to(count.dtype)
-    unique = unique.clamp_(max=total - 1)  # the dead entry, if any, keeps a valid index
-    return Selection(unique // numel, unique % numel, summed, 0, int(unique.numel()))
-
-
 @dataclass
 class Walk:
     """What every rule reads: the traced graph, the options, and which values depend on the attributed inputs
@@ -73,12 +55,17 @@ class Walk:
     dependent: Set[fx.Node] = field(default_factory=set)
     #: What rules prepare once and reuse across calls (folded weights, index tables of a layer's geometry).
     cache: Dict[Any, Any] = field(default_factory=dict)
+    #: Nodes whose rule passes kept nodes through unchanged (element-wise activations, reshapes).
+    pass_through: Set[fx.Node] = field(default_factory=set)
 
     def module(self, node: fx.Node) -> nn.Module:
         return self.graph_module.get_submodule(str(node.target))
 
     def describe(self, node: fx.Node) -> str:
         return G.describe(node, self.graph_module)
+
+    def passes_through(self, node: fx.Node) -> bool:
+        return node in self.pass_through
 
     def first_input(self, node: fx.Node) -> fx.Node:
         """The first argument that depends on the attributed inputs (the first tensor argument otherwise)."""
@@ -89,6 +76,12 @@ class Walk:
 
 
 Rule = Callable[[Walk, fx.Node, Selection, Values], List[Tuple[fx.Node, Selection]]]
+
+
+def versions(*tensors: Optional[Tensor]) -> Tuple[Tuple[int, int], ...]:
+    """Identity and in-place version of tensors: changes when a parameter is replaced or updated in place, so a
+    rule knows when what it prepared from them is stale."""
+    return tuple((id(t), t._version) for t in tensors if t is not None)
 
 
 def pair(value: Any) -> Tuple[int, int]:
@@ -110,10 +103,10 @@ def windows(y: Tensor, x: Tensor, kernel: Tuple[int, int], stride: Tuple[int, in
 @dataclass
 class WindowTable:
     """Index tables of a sliding window's geometry (a convolution or pooling on one input size), one row per
-    output position ``y·Wo + x``; built once per layer and input size, so a rule decodes its kept nodes' windows
-    with a fixed number of tensor operations."""
+    output position ``y·Wo + x``; built once per layer and input size, so that a rule decodes its kept nodes'
+    windows with a fixed number of tensor operations."""
 
-    #: ``Ho·Wo``: the window's top-left corner in the zero-padded input, as a flat ``Hp×Wp`` index.
+    #: ``Ho·Wo``: the window's top-left corner in the zero-padded ``Hp×Wp`` input, as a flat index.
     origin: Tensor
     #: ``T = kh·kw``: each tap's flat offset from the corner in the padded input.
     taps: Tensor
@@ -121,7 +114,13 @@ class WindowTable:
     inside: Tensor
     #: ``Ho·Wo×T``: the tap's flat ``H×W`` position in the unpadded input (clamped to it where outside).
     source: Tensor
-    #: Whether some window lies wholly in the padding (its path ends there).
+    #: ``Ho·Wo``: whether the window has a tap inside the input (a path from a window wholly in the padding ends).
+    reaches: Tensor
+    #: ``Hp·Wp``: the padded input's area.
+    padded_area: int
+    #: Whether some tap of some window lies outside the input (else ``inside`` is all true).
+    leaves_input: bool
+    #: Whether some window lies wholly outside the input (else ``reaches`` is all true).
     can_miss: bool
 
 
@@ -131,15 +130,18 @@ def window_table(kernel: Tuple[int, int], stride: Tuple[int, int], padding: Tupl
     """The :class:`WindowTable` of a window geometry for an ``size = (H, W)`` input and ``(Ho, Wo)`` output."""
     (height, width), (h_out, w_out) = size, out_size
     padded_width = width + 2 * padding[1]
-    y = torch.arange(h_out, device=device).repeat_interleave(w_out)
+    y = torch.arange(h_out, device=device).repeat_interleave(w_out, output_size=h_out * w_out)
     x = torch.arange(w_out, device=device).repeat(h_out)
     rows, cols, inside = windows(y, x, kernel, stride, padding, dilation, size)
     source = rows.clamp(0, height - 1)[:, :, None] * width + cols.clamp(0, width - 1)[:, None, :]
     taps = (torch.arange(kernel[0], device=device)[:, None] * dilation[0] * padded_width
             + torch.arange(kernel[1], device=device) * dilation[1])
     inside = inside.flatten(1)
+    reaches = inside.any(dim=1)
     return WindowTable(origin=y * stride[0] * padded_width + x * stride[1], taps=taps.reshape(-1), inside=inside,
-                       source=source.flatten(1), can_miss=bool((~inside.any(dim=1)).any()))
+                       source=source.flatten(1), reaches=reaches,
+                       padded_area=(height + 2 * padding[0]) * padded_width,
+                       leaves_input=not bool(inside.all()), can_miss=not bool(reaches.all()))
 
 
 def arg(node: fx.Node, index: int, name: str, default: Any) -> Any:

@@ -117,7 +117,7 @@ def pool(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tupl
     channel = sel.flat // per_channel_out
     # the output may be N×C (mean without keepdim) or N×C×Ho×Wo; both flatten the same way
     chosen = index.reshape(index.shape[0], -1)[sel.batch, sel.flat]
-    if int(channels) * per_channel_out != values[node][0].numel():
+    if int(channels) * per_channel_out != values[node].shape[1:].numel():
         raise NotImplementedError(f"{walk.describe(node)}: unexpected output shape "
                                   f"{tuple(values[node].shape)}")
     return [(parent, Selection(sel.batch, channel * height * width + chosen, sel.count))]

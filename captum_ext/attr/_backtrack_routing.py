@@ -19,7 +19,7 @@ def identity(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[
     """ReLU-family, dropout, BatchNorm, flatten/view/reshape: the same node of the input."""
     parent = walk.first_input(node)
     out, inp = values[node], values[parent]
-    if out.shape[0] != inp.shape[0] or out[0].numel() != inp[0].numel():
+    if out.shape[0] != inp.shape[0] or out.shape[1:].numel() != inp.shape[1:].numel():
         raise NotImplementedError(f"{walk.describe(node)} changes the batch dimension or the number of elements "
                                   f"({tuple(inp.shape)} → {tuple(out.shape)})")
     return [(parent, sel)]

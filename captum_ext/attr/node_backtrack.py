@@ -24,15 +24,13 @@ from captum_ext._utils.attribution import (
 from captum_ext._utils.maps import max_normalise
 from captum_ext._utils.smoothing import gaussian_blur
 from captum_ext._utils.validation import check_in_choices, check_scalar
-from captum_ext.attr._backtrack_core import Selection, Walk, compact
+from captum_ext.attr._backtrack_compaction import compacted, layers_next_to_inputs
+from captum_ext.attr._backtrack_core import Selection, Walk
 from captum_ext.attr._backtrack_rules import READS_ACTIVATIONS, identity, rule_for, scale, scale_problem
 
 FC_RULES = ("positive", "top_n")
 SPATIAL_FC_RULES = ("argmax", "positive", "top_n")
 CONV_RULES = ("max", "top_n", "positive")
-# When the walk removes duplicate kept nodes (see NodeBacktrack._compacted).
-COMPACT_AFTER_RULES = 2
-COMPACT_AFTER_GROWTH = 4
 SUPPORTED_OPERATIONS = ("Conv2d, Linear, ReLU-family, max/avg/adaptive pooling, BatchNorm, dropout, "
                         "flatten/view/reshape, zero padding, residual add, channel cat, products and sums with "
                         "constants")
@@ -322,23 +320,11 @@ class NodeBacktrack(Attribution):
                                if node.op not in ("placeholder", "output", "get_attr")
                                and rule_for(node, self.graph_module) in READS_ACTIVATIONS
                                for parent in node.all_input_nodes}
-        self._last_layers = self._layers_next_to_inputs()
+        self._pass_through = {node for node in self.graph_module.graph.nodes
+                              if node.op in ("call_module", "call_function", "call_method")
+                              and rule_for(node, self.graph_module) is identity}
+        self._last_layers = layers_next_to_inputs(self.graph_module, self._pass_through)
         self._walk_cache: Dict[object, object] = {}
-
-    def _layers_next_to_inputs(self) -> Set[fx.Node]:
-        """Nodes with a rule other than ``identity`` whose inputs reach a placeholder through ``identity`` nodes
-        only: their kept nodes are the ones whose arrivals the hits count, so they are de-duplicated exactly there
-        (elsewhere de-duplication may wait: it does not change which nodes a rule keeps)."""
-        near: Set[fx.Node] = set()
-        last: Set[fx.Node] = set()
-        for node in self.graph_module.graph.nodes:  # topological order: inputs come first
-            rule = rule_for(node, self.graph_module) if node.op != "placeholder" else None
-            feeds = any(parent in near for parent in node.all_input_nodes)
-            if node.op == "placeholder" or (rule is identity and feeds):
-                near.add(node)
-            elif rule is not None and feeds:
-                last.add(node)
-        return last
 
     def _refresh(self) -> None:
         """Re-trace when a submodule was replaced since the last trace, so the current model is explained."""
@@ -378,24 +364,6 @@ class NodeBacktrack(Attribution):
             self._checked[n_inputs] = reached
         return self._checked[n_inputs]
 
-    def _compacted(self, node: fx.Node, parts: List[Selection], numel: int, total: int, passes_through: bool
-                   ) -> Selection:
-        """The node's kept nodes, united and de-duplicated where it matters: where several paths meet, next to
-        the inputs, and where duplicates may have piled up (two rules or a fourfold growth since the last time).
-        Each compaction costs one host synchronisation; in between, selections keep a size known on the host.
-        Pass-through operations (ReLU, flatten, …) keep the counts so that the arrivals at the input still count
-        the kept nodes of the first layer."""
-        collapse = self.deduplicate and not passes_through
-        if len(parts) > 1:
-            return compact(parts, numel, total, collapse)
-        selection = parts[0]
-        if passes_through:
-            return selection
-        if (node in self._last_layers or selection.since >= COMPACT_AFTER_RULES or len(selection) > total
-                or len(selection) >= COMPACT_AFTER_GROWTH * max(selection.base, 1)):
-            return compact(parts, numel, total, collapse)
-        return selection
-
     @torch.no_grad()
     def _backtrack(self, inputs: Tuple[Tensor, ...], target: Any, extra: Tuple[Any, ...]) -> Tuple[Tensor, ...]:
         self._refresh()
@@ -404,7 +372,8 @@ class NodeBacktrack(Attribution):
         walk = Walk(self.graph_module, fc_rule=self.fc_rule, fc_top_n=self.fc_top_n,
                     spatial_fc_rule=self.spatial_fc_rule, spatial_fc_top_n=self.spatial_fc_top_n,
                     conv_rule=self.conv_rule, conv_top_n=self.conv_top_n, include_bias=self.include_bias,
-                    dependent=self._dependent_on(len(inputs)), cache=self._walk_cache)
+                    dependent=self._dependent_on(len(inputs)), cache=self._walk_cache,
+                    pass_through=self._pass_through)
         with explained_model_errors(inputs):
             output, values = G.record(self.graph_module, args, keep=self._needed_values)
         source = self._explained_output()
@@ -426,7 +395,7 @@ class NodeBacktrack(Attribution):
             if not parts:
                 continue
             value = values[node]
-            numel = value[0].numel()
+            numel = value.shape[1:].numel()
             if node.op == "placeholder":  # count every kept first-layer node's arrival
                 counts = torch.zeros(value.numel(), dtype=torch.float64, device=device)  # value may be meta
                 for part in parts:
@@ -435,7 +404,8 @@ class NodeBacktrack(Attribution):
                 continue
             rule = rule_for(node, self.graph_module)
             assert rule is not None  # _dependent_on checked every node a path can reach
-            selection = self._compacted(node, parts, numel, value.numel(), passes_through=rule is identity)
+            selection = compacted(parts, numel, value.numel(), passes_through=rule is identity,
+                                  collapse=self.deduplicate, next_to_inputs=node in self._last_layers)
             steps = selection.since + (rule is not identity)
             for parent, parent_selection in rule(walk, node, selection, values):
                 if len(parent_selection) and parent in walk.dependent:

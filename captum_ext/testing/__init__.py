@@ -4,9 +4,11 @@ the library's vectorised algorithms, written independently so that tests (yours 
 - :func:`backtrack_loop`: node backtracking one node at a time (the paper's Algorithms 1–3), for
   ``nn.Sequential`` stacks; the reference for :class:`captum_ext.NodeBacktrack`.
 - :func:`count_ops`: the ATen operations and host synchronisations a piece of code dispatches, the same on the
-  CPU as on a GPU (a CPU test can guard GPU behaviour with it).
+  CPU as on a GPU (a CPU test can guard GPU behaviour with it); :func:`accelerator_code_paths` makes the CPU take
+  the code paths chosen for GPUs (fewer, larger operations), so that their counts can be checked without one.
 """
+from captum_ext._utils.chunking import accelerator_code_paths
 from captum_ext.testing.node_backtrack_reference import backtrack_loop
 from captum_ext.testing.op_counts import OpCounts, count_ops, ops_of
 
-__all__ = ["OpCounts", "backtrack_loop", "count_ops", "ops_of"]
+__all__ = ["OpCounts", "accelerator_code_paths", "backtrack_loop", "count_ops", "ops_of"]
