@@ -1,6 +1,7 @@
 """NodeBacktrack reproduction (Gandikota & Mishra) and speed/memory benchmark.
 
     python benchmarks/bench_node_backtrack.py [--quick] [--out-dir benchmarks/results]
+    python benchmarks/bench_node_backtrack.py --speed-only [--device cuda] [--batch 8 64]
 
 Reproduction. Paper: saliency F-measure 0.7 and IoU 0.6 on MSRA-B with VGG19. Here: the trained zoo VGG
 (``scenes_vgg``) on held-out single-object cluttered scenes. For every method — NodeBacktrack's density, Captum
@@ -13,6 +14,11 @@ Speed and memory, same batch, one run: NodeBacktrack.attribute / Captum Saliency
 ResNet-50 (random weights; 224×224, batch 8), the vectorised walk versus a literal per-node Python loop
 (``captum_ext.testing.backtrack_loop``) on the zoo VGG, and peak memory of NodeBacktrack / of a forward pass, each
 measured as the peak resident-set growth of a fresh subprocess.
+
+``--speed-only``: only the speed table of VGG16 and ResNet-50 (224², random weights) on ``--device`` at each
+``--batch``: Saliency, the default rules and the two-channel rules, with the operations and host synchronisations
+each ``attribute`` call dispatches and, on a GPU, peak memory against a forward with grad
+(``node_backtrack_speed_<device>.json`` / ``.md``).
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ import torch
 from captum.attr import GuidedBackprop, LayerAttribution, LayerGradCam, Saliency
 from torch import Tensor, nn
 
+import _node_backtrack_speed as device_speed
 from _common import benchmark_parser, environment, parse_benchmark_args, time_interleaved, write_results
 from captum_ext import NodeBacktrack, metrics, zoo
 from captum_ext._utils.smoothing import gaussian_blur
@@ -211,7 +218,16 @@ def loop_speed(n_images: int) -> Dict[str, float]:
 def main() -> None:
     parser = benchmark_parser(__doc__, "100/200 scenes, one timing repeat, no memory measurement")
     parser.add_argument("--seed", type=int, default=3030)
+    parser.add_argument("--speed-only", action="store_true", help="only the speed table (see --device, --batch)")
+    parser.add_argument("--device", default="cpu", help="device of the speed table (default: cpu)")
+    parser.add_argument("--batch", type=int, nargs="+", default=[8], help="batch sizes of the speed table")
     args = parse_benchmark_args(parser)
+    if args.speed_only:
+        device = torch.device(args.device)
+        rows = device_speed.measure_all(device, args.batch, repeats=3 if args.quick else 5)
+        write_results(f"node_backtrack_speed_{device.type}", {"environment": environment(), "rows": rows},
+                      device_speed.to_markdown(rows, environment()), args.out_dir)
+        return
     n_val, n_test = (100, 200) if args.quick else (500, 1000)
     started = time.perf_counter()
     record: Dict[str, Any] = {"environment": environment(), "quick": args.quick, "seed": args.seed,
