@@ -143,6 +143,11 @@ def _functional_twin(module: nn.Module) -> "Tuple[Callable[..., Any], Dict[str, 
         return F.hardtanh, {"min_val": module.min_val, "max_val": module.max_val}
     if isinstance(module, (nn.Dropout, nn.Dropout2d)):
         return F.dropout, {"p": module.p, "training": False}
+    # torchvision's Conv2dNormActivation builds these in place (EfficientNet's SiLU, MobileNetV3's Hardswish).
+    for kind, function in ((nn.SiLU, F.silu), (nn.Hardswish, F.hardswish), (nn.Hardsigmoid, F.hardsigmoid),
+                           (nn.Mish, F.mish)):
+        if isinstance(module, kind):
+            return function, {}
     return None
 
 
@@ -226,14 +231,24 @@ def describe(node: fx.Node, graph_module: fx.GraphModule) -> str:
 
 # Operation families, by what a graph walk must do with them. ------------------------------------------------------
 
+def _stochastic_depth() -> Tuple[Callable[..., Any], ...]:
+    """torchvision's ``stochastic_depth`` (a leaf of fx traces, the identity in eval mode), when importable."""
+    try:
+        from torchvision.ops import stochastic_depth
+    except ImportError:  # pragma: no cover - torchvision is a dependency, but graph walks do not need it
+        return ()
+    return (stochastic_depth,)
+
+
+# Element-wise activations (smooth ones too: a node's value depends on the same node of the input only).
 ELEMENTWISE_MODULES: Tuple[type, ...] = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Dropout, nn.Dropout2d, nn.Identity, nn.BatchNorm2d, nn.BatchNorm1d,
-    nn.Sigmoid, nn.Tanh,
+    nn.Sigmoid, nn.Tanh, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.GELU, nn.Mish,
 )
 ELEMENTWISE_FUNCTIONS: Tuple[Callable[..., Any], ...] = (
     F.relu, torch.relu, F.relu6, F.leaky_relu, F.dropout, F.dropout2d, F.hardtanh, torch.clamp, torch.sigmoid,
-    torch.tanh,
-)
+    torch.tanh, F.silu, F.hardswish, F.hardsigmoid, F.gelu, F.mish, F.sigmoid, F.tanh,
+) + _stochastic_depth()  # stochastic depth is traced in eval mode: training=False is baked into the graph
 ELEMENTWISE_METHODS = ("relu", "relu_", "contiguous", "clone", "clamp", "clamp_", "to", "float", "type_as",
                        "sigmoid", "tanh")
 RESHAPE_FUNCTIONS: Tuple[Callable[..., Any], ...] = (torch.flatten, torch.reshape)

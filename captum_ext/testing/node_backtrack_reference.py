@@ -3,8 +3,8 @@
 
 Used two ways: as an independent check of the vectorised :class:`captum_ext.NodeBacktrack` (the tests compare
 both on random VGG-style nets) and as the "per-node loop" baseline of the speed benchmark. It handles
-``nn.Sequential`` stacks of Conv2d (square kernel, stride 1, dilation 1, groups 1, equal zero padding), ReLU,
-Dropout, MaxPool2d, Flatten and Linear only; other layers or convolution settings raise ``NotImplementedError``.
+``nn.Sequential`` stacks of Conv2d (square kernel, stride 1, dilation 1, groups 1, equal zero padding), ReLU and
+the other element-wise activations of :data:`PASS_THROUGH`, Dropout, MaxPool2d, Flatten and Linear only; other layers or convolution settings raise ``NotImplementedError``.
 """
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from typing import Dict, Tuple
 
 import torch
 from torch import Tensor, nn
+
+#: Layers whose output node depends on the same node of their input only: a path passes them unchanged.
+PASS_THROUGH = (nn.ReLU, nn.Dropout, nn.Sigmoid, nn.Tanh, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.GELU, nn.Mish)
 
 
 @torch.no_grad()
@@ -21,8 +24,8 @@ def backtrack_loop(model: nn.Sequential, image: Tensor, target: int, fc_rule: st
     """Node backtracking for one image, one node at a time (rules and defaults as :class:`~captum_ext.NodeBacktrack`).
 
     Args:
-        model (nn.Sequential): Conv2d (square kernel, stride 1, dilation 1, groups 1, equal zero padding), ReLU,
-            Dropout, MaxPool2d, Flatten and Linear layers.
+        model (nn.Sequential): Conv2d (square kernel, stride 1, dilation 1, groups 1, equal zero padding),
+            element-wise activations (:data:`PASS_THROUGH`), Dropout, MaxPool2d, Flatten and Linear layers.
         image (Tensor): ``1×C×H×W``.
         target (int): the output node to start from.
         fc_rule (str, optional): ``"positive"`` or ``"top_n"`` for a linear layer fed by a vector.
@@ -67,14 +70,14 @@ def backtrack_loop(model: nn.Sequential, image: Tensor, target: int, fc_rule: st
             arrived[node] = arrived.get(node, 0.0) + count
 
         for node, count in kept.items():
-            if isinstance(layer, (nn.ReLU, nn.Dropout)):
+            if isinstance(layer, PASS_THROUGH):
                 add(node, count)
             elif isinstance(layer, nn.Flatten):
                 add(tuple(int(v) for v in torch.unravel_index(torch.tensor(node[0]), a.shape)), count)
             elif isinstance(layer, nn.Linear):
                 contrib = a * layer.weight[node[0]]
-                source = index - 1  # look through dropout/ReLU for a flatten of a spatial map
-                while source > 0 and isinstance(model[source], (nn.Dropout, nn.ReLU)):
+                source = index - 1  # look through activations and dropout for a flatten of a spatial map
+                while source > 0 and isinstance(model[source], PASS_THROUGH):
                     source -= 1
                 spatial = a.dim() == 1 and isinstance(model[source], nn.Flatten) and \
                     acts[source][0].numel() > 1  # a C×H×W map with H·W > 1
@@ -112,7 +115,7 @@ def backtrack_loop(model: nn.Sequential, image: Tensor, target: int, fc_rule: st
             else:
                 raise NotImplementedError(type(layer).__name__)
         producer = model[index - 1] if index > 0 else None  # the layer whose output `arrived` selects from
-        if producer is None or isinstance(producer, (nn.ReLU, nn.Dropout, nn.Flatten)):
+        if producer is None or isinstance(producer, PASS_THROUGH + (nn.Flatten,)):
             kept = arrived  # the input, and pass-through ops, keep counts (as NodeBacktrack does)
         else:
             kept = {node: 1.0 for node in arrived} if deduplicate else arrived  # de-duplicate per layer
