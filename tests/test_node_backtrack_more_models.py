@@ -78,3 +78,140 @@ def test_inplace_smooth_activation_leaves_the_model_and_recorded_values_alone():
     x = torch.randn(2, 3, 8, 8)
     assert torch.equal(NodeBacktrack(inplace.eval()).attribute(x), NodeBacktrack(plain).attribute(x))
     assert inplace[2].inplace and inplace[4].inplace
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 2. Squeeze-and-excitation gates
+# ---------------------------------------------------------------------------------------------------------------------
+
+PRODUCTS = {"f*g": lambda f, g: f * g, "g*f": lambda f, g: g * f, "torch.mul": torch.mul,
+            "Tensor.mul": lambda f, g: f.mul(g)}
+POOLS = {"function": lambda f: F.adaptive_avg_pool2d(f, 1), "mean": lambda f: f.mean((2, 3), keepdim=True),
+         "module": nn.AdaptiveAvgPool2d(1), "max": nn.AdaptiveMaxPool2d((1, 1))}
+
+
+class Gated(nn.Module):
+    """conv1 (2→2, 1×1, identity) → f; g = sigmoid(fc(pool(f))), fc = diag(-1, 1); conv2(f·g) (2→1, 2×2, ones)
+    → Linear(1→1, 1)."""
+
+    def __init__(self, product, pool, scale_activation=torch.sigmoid) -> None:
+        super().__init__()
+        self.product, self.pool, self.scale_activation = product, pool, scale_activation
+        self.conv1 = set_weights(nn.Conv2d(2, 2, 1, bias=False), torch.eye(2))
+        self.fc = set_weights(nn.Conv2d(2, 2, 1, bias=False), [[-1.0, 0.0], [0.0, 1.0]])
+        self.conv2 = set_weights(nn.Conv2d(2, 1, 2, bias=False), torch.ones(8))
+        self.head = set_weights(nn.Linear(1, 1), [[1.0]])
+
+    def forward(self, x):
+        f = self.conv1(x)
+        g = self.scale_activation(self.fc(self.pool(f)))
+        return self.head(self.conv2(self.product(f, g)).flatten(1))
+
+
+# Channel 0 is all ones (window sum 4), channel 1 has 3.5 at pixel 3: ungated, channel 0 would win (its first
+# tap, input pixel 0). The average pooling gives (1, 0.875) → fc → (-1, 0.875) → sigmoid → (0.27, 0.71): gated sums
+# 1.08 and 2.47, so conv2 keeps channel 1 at pixel 3, which conv1 (identity) takes from input channel 1, pixel 3
+# (flat 4 + 3). The max pooling gives (1, 3.5): the same choice.
+GATE_INPUT = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 3.5]).view(1, 2, 2, 2)
+
+
+@pytest.mark.parametrize("product", list(PRODUCTS))
+@pytest.mark.parametrize("pool", list(POOLS))
+def test_gated_product_follows_the_feature_branch_by_hand(product, pool):
+    hits = NodeBacktrack(Gated(PRODUCTS[product], POOLS[pool]).eval()).attribute(GATE_INPUT, target=0)
+    assert hits.view(-1).tolist() == [0.0] * 7 + [1.0]
+    ungated = NodeBacktrack(Gated(lambda f, g: f, POOLS[pool]).eval()).attribute(GATE_INPUT, target=0)
+    assert ungated.view(-1).tolist() == [1.0] + [0.0] * 7
+
+
+def test_hardsigmoid_gate_by_hand():
+    # hardsigmoid(-1, 0.875) = (0.33, 0.65): gated sums 1.33 and 2.27, the same path as with the sigmoid.
+    hits = NodeBacktrack(Gated(PRODUCTS["f*g"], POOLS["module"], nn.Hardsigmoid()).eval()).attribute(GATE_INPUT)
+    assert hits.view(-1).tolist() == [0.0] * 7 + [1.0]
+
+
+@pytest.mark.parametrize("gate", [lambda f: torch.sigmoid(f), lambda f: f, lambda f: f.mean((1,), keepdim=True)],
+                         ids=["sigmoid(f)", "f", "channel-mean"])
+def test_a_product_of_two_attributed_values_without_a_pooled_gate_is_refused(gate):
+    class Product(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 3)
+
+        def forward(self, x):
+            f = self.conv(x)
+            return (f * gate(f)).mean((2, 3))
+
+    with pytest.raises(NotImplementedError, match="mul.*squeeze-and-excitation"):
+        NodeBacktrack(Product())
+
+
+def test_a_product_of_two_gates_is_refused():
+    class TwoGates(nn.Module):
+        def forward(self, x):
+            return (x.mean((2, 3), keepdim=True) * F.adaptive_max_pool2d(x, 1)).flatten(1)
+
+    with pytest.raises(NotImplementedError, match="global pooling"):
+        NodeBacktrack(TwoGates())
+
+
+def test_a_gate_that_does_not_broadcast_per_channel_is_refused_when_called():
+    class Flat(nn.Module):
+        def forward(self, x):
+            return (x * F.adaptive_avg_pool2d(x, 1).flatten(1)).flatten(1)  # 1×2 against 1×2×2×2
+
+    with pytest.raises(NotImplementedError, match="broadcast"):
+        NodeBacktrack(Flat()).attribute(GATE_INPUT, target=0)
+
+
+def test_a_gate_in_a_graph_with_several_inputs_follows_the_attributed_feature():
+    # The gate of the first input's features multiplies them; the second input (attributed too) is added.
+    class TwoInputs(nn.Module):
+        def forward(self, x, y):
+            return ((x * torch.sigmoid(F.adaptive_avg_pool2d(x, 1))) + y).flatten(1)
+
+    x, y = GATE_INPUT, torch.zeros(1, 2, 2, 2)
+    hits_x, hits_y = NodeBacktrack(TwoInputs()).attribute((x, y), target=7)
+    assert hits_x.view(-1).tolist() == [0.0] * 7 + [1.0] and float(hits_y.sum()) == 0.0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# torchvision classifiers with random weights
+# ---------------------------------------------------------------------------------------------------------------------
+
+def check_torchvision_model(name: str, size: int = 64) -> None:
+    """Hits of a randomly initialised torchvision classifier: shaped like the input, finite, non-negative, some
+    paths reach every image, and the model is left as found (mode, parameters, buffers, in-place flags)."""
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None, num_classes=10).train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    inplace = {k: m.inplace for k, m in model.named_modules() if hasattr(m, "inplace")}
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    hits = NodeBacktrack(model).attribute(x, target=[1, 7])
+    assert hits.shape == x.shape and hits.dtype == x.dtype
+    assert bool(torch.isfinite(hits).all()) and bool((hits >= 0).all())
+    assert bool((hits.sum((1, 2, 3)) > 0).all())
+    assert model.training and all(m.training for m in model.modules())
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert inplace == {k: m.inplace for k, m in model.named_modules() if hasattr(m, "inplace")}
+
+
+def newly_supported():
+    """Every torchvision classifier that NodeBacktrack refused before smooth activations, gates, permutations and
+    channels-last blocks were supported."""
+    return [n for n in torchvision.models.list_models(module=torchvision.models)
+            if n.startswith(("efficientnet", "mobilenet_v3", "regnet_y"))]
+
+
+FAST = ["efficientnet_b0", "mobilenet_v3_small", "mobilenet_v3_large", "regnet_y_400mf"]
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_newly_supported_torchvision_models_with_random_weights(name):
+    check_torchvision_model(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in newly_supported() if n not in FAST])
+def test_every_newly_supported_torchvision_model_with_random_weights(name):
+    check_torchvision_model(name)

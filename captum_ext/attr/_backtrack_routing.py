@@ -10,6 +10,7 @@ import torch.fx as fx
 from torch import Tensor, nn
 
 from captum_ext.attr._backtrack_core import Selection, Values, Walk, arg
+from captum_ext.attr._backtrack_gates import gate, gate_operand, gate_refusal
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Shape-preserving operations
@@ -59,22 +60,28 @@ def add(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tuple
 
 
 def scale_problem(node: fx.Node, dependent: Set[fx.Node], describe: Callable[[fx.Node], str]) -> Optional[str]:
-    """Why :func:`scale` cannot handle a node (both operands attributed, or an attributed divisor), or ``None``."""
+    """Why :func:`scale` cannot handle a node (an attributed divisor, two attributed operands neither of which is a
+    gate), or ``None``."""
     operands = [a for a in node.args[:2] if isinstance(a, fx.Node) and a in dependent]
     divides = node.target in (operator.truediv, torch.div, "div")
     if len(operands) == 1 and not (divides and node.args[0] is not operands[0]):
         return None
-    return (f"{describe(node)}: only products, quotients and differences with one attributed operand are "
-            f"supported (pass the other tensor, e.g. a mask, through `additional_forward_args`)")
+    graph_module = node.graph.owning_module
+    if len(operands) == 2 and graph_module is not None and gate_operand(node, dependent, graph_module) is not None:
+        return None  # a squeeze-and-excitation gate: see _backtrack_gates
+    return gate_refusal(describe(node))
 
 
 def scale(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tuple[fx.Node, Selection]]:
     """Multiplication or division by a constant (a mask given through ``additional_forward_args``, a target
-    scale), or subtraction of one: the same node of the attributed operand."""
+    scale), or subtraction of one: the same node of the attributed operand. A product of two attributed operands,
+    one of them a gate (:func:`~captum_ext.attr._backtrack_gates.gate`): the same node of the other one."""
+    dependent, _ = _operands(walk, node, values)
+    if len(dependent) == 2 and dependent[0] is not dependent[1]:
+        return gate(walk, node, sel, values)  # refuses what is not a gated product
     problem = scale_problem(node, walk.dependent, walk.describe)
     if problem is not None:
         raise NotImplementedError(problem)
-    dependent, _ = _operands(walk, node, values)
     return _through(walk, node, dependent[0], sel, values)
 
 
