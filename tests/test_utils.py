@@ -2,6 +2,8 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from captum_ext._utils.boxes import box_areas, box_iou_matrix, boxes_to_masks, masks_to_boxes
 from captum_ext._utils.images import denormalize, normalize
@@ -109,3 +111,22 @@ def test_private_helpers_examples_run(name):
 
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 10_000), m=st.integers(0, 30), k=st.integers(1, 4), fractional=st.booleans())
+def test_paired_box_iou_equals_the_iou_matrix_exactly(seed, m, k, fractional):
+    """Each box against its own boxes gives the matrix's values bit for bit (degenerate and disjoint boxes too)."""
+    from captum_ext._utils.boxes import box_iou_matrix, paired_box_iou
+
+    generator = torch.Generator().manual_seed(seed)
+
+    def boxes(count):
+        corner = torch.randint(0, 20, (count, 2), generator=generator).double()
+        size = torch.randint(0, 8, (count, 2), generator=generator).double()  # zero width or height included
+        if fractional:
+            corner = corner + torch.rand(count, 2, generator=generator, dtype=torch.float64)
+        return torch.cat([corner, corner + size], dim=1)
+
+    mine, theirs = boxes(m), boxes(k)
+    assert torch.equal(paired_box_iou(mine, theirs.expand(m, k, 4)), box_iou_matrix(mine, theirs))

@@ -78,3 +78,34 @@ def box_iou_matrix(boxes1: Tensor, boxes2: Tensor) -> Tensor:
         Tensor: ``M×K`` IoUs in ``[0, 1]``.
     """
     return torch.nan_to_num(_tv_box_iou(boxes1, boxes2), nan=0.0)
+
+
+def paired_box_iou(boxes: Tensor, others: Tensor) -> Tensor:
+    """``M×K`` IoU of each box with its own ``K`` boxes: ``boxes`` is ``M×4``, ``others`` ``M×K×4``.
+
+    The same float operations, element by element, as :func:`box_iou_matrix` (torchvision's ``box_iou``, ``0 / 0``
+    reported as 0), so the values are identical; for many boxes each compared with a few of their own (component
+    boxes with their map's ground truth) in one call.
+
+    Args:
+        boxes (Tensor): ``M×4`` boxes ``(x1, y1, x2, y2)``.
+        others (Tensor): ``M×K×4`` boxes, same dtype and device.
+
+    Returns:
+        Tensor: ``M×K`` IoUs in ``[0, 1]``.
+
+    Example::
+
+        >>> import torch
+        >>> boxes = torch.tensor([[0., 0., 2., 2.]])
+        >>> paired_box_iou(boxes, torch.tensor([[[0., 0., 2., 2.], [1., 0., 3., 2.]]]))
+        tensor([[1.0000, 0.3333]])
+    """
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    other_area = (others[..., 2] - others[..., 0]) * (others[..., 3] - others[..., 1])
+    top_left = torch.max(boxes[:, None, :2], others[..., :2])
+    bottom_right = torch.min(boxes[:, None, 2:], others[..., 2:])
+    size = (bottom_right - top_left).clamp(min=0)
+    inter = size[..., 0] * size[..., 1]
+    union = area[:, None] + other_area - inter
+    return torch.nan_to_num(inter / union, nan=0.0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -193,20 +194,25 @@ def nearest_squared_distance(points: Tensor, regions: Tensor) -> Tensor:
     return torch.where(regions, squared, far).flatten(1).amin(dim=1)
 
 
-def stack_boxes(boxes: Sequence[Tensor], device: torch.device) -> Tuple[Tensor, Tensor]:
-    """Variable numbers of boxes per pair as one padded ``N×K×4`` float64 tensor and an ``N×K`` validity mask.
+def padded_boxes(boxes: Sequence[Tensor], device: torch.device) -> Tuple[Tensor, Tensor]:
+    """Variable numbers of boxes per pair as one padded ``N×K×4`` float64 tensor on ``device`` and an ``N×K``
+    float64 validity mask (1 for a box, 0 for padding), in a fixed number of operations whatever ``N``.
 
     Args:
-        boxes (sequence of Tensor): ``N`` tensors ``K_i×4``.
+        boxes (sequence of Tensor): ``N`` tensors ``K_i×4``, on one device.
         device (torch.device): where to put them.
 
     Returns:
         tuple of Tensor: ``(padded, valid)``.
     """
-    most = max((len(b) for b in boxes), default=0)
-    padded = torch.zeros(len(boxes), max(most, 1), 4, dtype=torch.float64)
-    valid = torch.zeros(len(boxes), max(most, 1), dtype=torch.bool)
-    for i, b in enumerate(boxes):
-        padded[i, : len(b)] = b.to(device="cpu", dtype=torch.float64)
-        valid[i, : len(b)] = True
-    return padded.to(device), valid.to(device)
+    lengths = np.array([len(b) for b in boxes], dtype=np.int64)
+    most = max(int(lengths.max(initial=0)), 1)
+    rows = np.repeat(np.arange(len(boxes)), lengths)
+    cols = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    slots = torch.from_numpy(rows * most + cols).to(device)
+    padded = torch.zeros(len(boxes) * most, 4, dtype=torch.float64, device=device)
+    valid = torch.zeros(len(boxes) * most, dtype=torch.float64, device=device)
+    if len(slots):
+        padded.index_copy_(0, slots, torch.cat(list(boxes)).to(device=device, dtype=torch.float64))
+        valid.index_fill_(0, slots, 1.0)
+    return padded.view(len(boxes), most, 4), valid.view(len(boxes), most)

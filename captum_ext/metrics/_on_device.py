@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from captum_ext._utils.boxes import box_iou_matrix
+from captum_ext._utils.boxes import paired_box_iou
 from captum_ext._utils.maps import minmax_normalise
 from captum_ext.metrics._components import (
     component_boxes,
@@ -21,6 +21,7 @@ from captum_ext.metrics._components import (
     first_per_plane,
     label_components,
     nearest_squared_distance,
+    padded_boxes,
 )
 from captum_ext.metrics.pointing import _first_peak
 
@@ -47,24 +48,19 @@ def iou_curves(saliency: Tensor, gt_boxes: Sequence[Tensor], thresholds: Tensor)
     sweep = thresholds.to(device=device, dtype=torch.float64)
     steps = len(sweep)
     out = torch.zeros(n, steps, dtype=torch.float64, device=device)
+    gt_padded, gt_valid = padded_boxes(gt_boxes, device)
     per_chunk = max(1, PLANE_PIXELS // max(1, steps * height * width))
     for start in range(0, n, per_chunk):
         maps = minmax_normalise(saliency[start:start + per_chunk])
         count = len(maps)
         regions = (maps.unsqueeze(1) >= sweep.view(1, -1, 1, 1)).view(count * steps, height, width)
         plane, _, boxes = component_boxes(label_components(regions))
-        owner = torch.div(plane, steps, rounding_mode="floor")
-        # Components come ordered by plane, so each map's are one slice: one IoU matrix per map, computed by the
-        # package's one IoU function (the host path's arithmetic, hence its exact values).
-        bounds = torch.searchsorted(owner, torch.arange(count + 1, device=device)).tolist()
+        # Every component against its own map's ground-truth boxes at once (padded; a padding box counts as IoU 0,
+        # which never beats a real one), with the IoU function's own arithmetic: the host path's exact values.
+        owner = torch.div(plane, steps, rounding_mode="floor") + start
+        iou = paired_box_iou(boxes, gt_padded.index_select(0, owner)).mul_(gt_valid.index_select(0, owner))
         best = torch.zeros(count * steps, dtype=torch.float64, device=device)
-        for k in range(count):
-            first, last = bounds[k], bounds[k + 1]
-            if first == last:
-                continue
-            gt = gt_boxes[start + k].to(device=device, dtype=torch.float64)
-            iou = box_iou_matrix(boxes[first:last], gt).amax(dim=1)
-            best.scatter_reduce_(0, plane[first:last], iou, reduce="amax")
+        best.scatter_reduce_(0, plane, iou.amax(dim=1), reduce="amax")
         out[start:start + count] = best.view(count, steps)
     return out
 
