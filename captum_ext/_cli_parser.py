@@ -133,7 +133,9 @@ def _add_evaluation_commands(commands: "argparse._SubParsersAction[argparse.Argu
     evaluate.add_argument("--skip-bad", action="store_true",
                           help="skip and list undecodable images and (image, class) pairs with bad boxes instead of "
                                "stopping")
-    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate.add_argument("--no-progress", action="store_true",
+                          help="quiet: no progress bar and no start-up lines (the resolved class map, which "
+                               "metrics.json also records, and where a resumed run starts)")
     evaluate.add_argument("--metrics", nargs="*", default=None, choices=LOCALISATION_METRICS + FAITHFULNESS_METRICS,
                           metavar="METRIC",
                           help=f"metrics to compute: localisation ({', '.join(LOCALISATION_METRICS)}) and "

@@ -206,7 +206,8 @@ def evaluate(
         num_workers (int, optional): DataLoader workers that read images. Default: 0.
         skip_bad (bool, optional): list images that do not decode, and skip (image, class) pairs with bad
             annotations (named in ``metrics.json``'s ``skipped``), instead of stopping.
-        show_progress (bool, optional): a progress bar (images/s) on rank 0. Default: True.
+        show_progress (bool, optional): on rank 0, the resolved class map, where a resumed run starts and a
+            progress bar (images/s). Default: True.
         metrics (sequence of str, optional): the metrics to compute: localisation metrics (from
             :data:`~captum_ext.evaluation.scoring.LOCALISATION_METRICS`) and the faithfulness metrics
             ``"deletion"`` and ``"insertion"`` (:mod:`captum_ext.metrics.faithfulness`: keys ``deletion_auc`` and
