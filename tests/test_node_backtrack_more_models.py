@@ -176,6 +176,93 @@ def test_a_gate_in_a_graph_with_several_inputs_follows_the_attributed_feature():
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# 3. Moving elements: channel shuffle, transpose, permute, slicing, chunk/split
+# ---------------------------------------------------------------------------------------------------------------------
+
+def channel_shuffle(x, groups):
+    """torchvision's ShuffleNetV2 channel shuffle."""
+    batch, channels, height, width = x.size()
+    x = x.view(batch, groups, channels // groups, height, width)
+    x = torch.transpose(x, 1, 2).contiguous()
+    return x.view(batch, -1, height, width)
+
+
+def swap_halves(x):
+    a, b = x.chunk(2, dim=1)
+    return torch.cat((b, a), dim=1)
+
+
+def split_three(x):
+    a, b, c = torch.split(x, [1, 2, 3], dim=1)  # channels 0 | 1 2 | 3 4 5
+    return torch.cat((c, a, b), dim=1)
+
+
+# Each net maps a 1×6×1×2 input to a 12-wide output; the expected list gives, for every output element, the input
+# element (flat C×H×W index) it was moved from, worked out by hand.
+MOVES = {
+    # out channel c' = 3·(c mod 2) + c div 2 holds input channel: 0, 3, 1, 4, 2, 5 (groups 2, 3 channels each)
+    "shuffle": (lambda x: channel_shuffle(x, 2), [0, 1, 6, 7, 2, 3, 8, 9, 4, 5, 10, 11]),
+    # channels 3 4 5 then 0 1 2
+    "chunk": (swap_halves, [6, 7, 8, 9, 10, 11, 0, 1, 2, 3, 4, 5]),
+    # channels 3 4 5, 0, 1 2
+    "split": (split_three, [6, 7, 8, 9, 10, 11, 0, 1, 2, 3, 4, 5]),
+    # N×1×2×6 (H, W, C order): position w, channel c at w·6 + c comes from c·2 + w
+    "permute": (lambda x: x.permute(0, 2, 3, 1), [0, 2, 4, 6, 8, 10, 1, 3, 5, 7, 9, 11]),
+    "torch.permute": (lambda x: torch.permute(x, [0, 3, 2, 1]), [0, 2, 4, 6, 8, 10, 1, 3, 5, 7, 9, 11]),
+    "transpose": (lambda x: x.transpose(1, 3), [0, 2, 4, 6, 8, 10, 1, 3, 5, 7, 9, 11]),
+    "movedim": (lambda x: torch.movedim(x, 1, 3), [0, 2, 4, 6, 8, 10, 1, 3, 5, 7, 9, 11]),
+    # channels 2 3 4, then 0 1 2 (channel 2 twice)
+    "slice": (lambda x: torch.cat((x[:, 2:5], x[:, :3]), dim=1), [4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5]),
+}
+
+
+class Moved(nn.Module):
+    def __init__(self, function) -> None:
+        super().__init__()
+        self.function = function
+
+    def forward(self, x):
+        return self.function(x).flatten(1)
+
+
+@pytest.mark.parametrize("name", list(MOVES))
+def test_moving_operations_map_each_node_to_its_source_by_hand(name):
+    function, sources = MOVES[name]
+    x = torch.rand(12, 6, 1, 2)
+    hits = NodeBacktrack(Moved(function)).attribute(x, target=list(range(12)))
+    expected = torch.zeros(12, 12)
+    expected[torch.arange(12), torch.tensor(sources)] = 1.0
+    assert torch.equal(hits.view(12, 12), expected)
+
+
+def test_shuffled_channels_reach_the_right_convolution_input_by_hand():
+    # conv (1→6, 1×1, weights 1..6) then a shuffle: output channel 1 is conv channel 3 (weight 4), which reads
+    # the single input channel at the same pixel; a Linear picks pixel 1 of output channel 1 (flat 1·2 + 1 = 3).
+    class ConvShuffle(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = set_weights(nn.Conv2d(1, 6, 1, bias=False), torch.arange(1.0, 7.0))
+            self.fc = set_weights(nn.Linear(12, 1), torch.eye(12)[3])
+
+        def forward(self, x):
+            return self.fc(channel_shuffle(self.conv(x), 2).flatten(1))
+
+    x = torch.tensor([1.0, 2.0]).view(1, 1, 1, 2)
+    hits = NodeBacktrack(ConvShuffle(), spatial_fc_rule="argmax").attribute(x, target=0)
+    assert hits.view(-1).tolist() == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("function, words", [
+    (lambda x: x[0:1], "within each example"),
+    (lambda x: x.transpose(0, 1).transpose(0, 1), "within each example"),
+    (lambda x: torch.cat(x.chunk(2, dim=1), dim=1), "chunk|cat"),
+], ids=["batch-slice", "batch-transpose", "cat-of-a-split"])
+def test_moves_across_examples_are_refused(function, words):
+    with pytest.raises(NotImplementedError, match=words):
+        NodeBacktrack(Moved(function)).attribute(torch.rand(2, 6, 1, 2), target=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # torchvision classifiers with random weights
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -200,10 +287,10 @@ def newly_supported():
     """Every torchvision classifier that NodeBacktrack refused before smooth activations, gates, permutations and
     channels-last blocks were supported."""
     return [n for n in torchvision.models.list_models(module=torchvision.models)
-            if n.startswith(("efficientnet", "mobilenet_v3", "regnet_y"))]
+            if n.startswith(("efficientnet", "mobilenet_v3", "regnet_y", "shufflenet_v2"))]
 
 
-FAST = ["efficientnet_b0", "mobilenet_v3_small", "mobilenet_v3_large", "regnet_y_400mf"]
+FAST = ["efficientnet_b0", "mobilenet_v3_small", "mobilenet_v3_large", "regnet_y_400mf", "shufflenet_v2_x0_5"]
 
 
 @pytest.mark.parametrize("name", FAST)

@@ -19,6 +19,8 @@ from captum_ext._utils.folding import fold_bn
 from captum_ext.attr._backtrack_core import (Rule, Selection, Values, Walk, WindowTable, arg, pair, versions,
                                              window_table)
 from captum_ext.attr._backtrack_linear import linear
+from captum_ext.attr._backtrack_permute import (MOVE_FUNCTIONS, MOVE_METHODS, SPLIT_FUNCTIONS, SPLIT_METHODS, move,
+                                                split_parts)
 from captum_ext.attr._backtrack_pooling import interpolate, pool
 from captum_ext.attr._backtrack_routing import add, cat, identity, pad, scale, scale_problem
 
@@ -234,16 +236,20 @@ FUNCTION_RULES: Dict[Callable[..., Any], Rule] = {
     F.linear: linear,
     **{f: pool for f in G.MAX_POOL_FUNCTIONS + G.AVG_POOL_FUNCTIONS + G.ADAPTIVE_FUNCTIONS + (torch.mean,)},
     **{f: add for f in G.ADD_FUNCTIONS},
-    **{f: scale for f in G.SCALE_FUNCTIONS},
+    **{f: scale for f in G.SCALE_FUNCTIONS},  # products with a squeeze-and-excitation gate too
     **{f: cat for f in G.CAT_FUNCTIONS},
     F.pad: pad,
     F.interpolate: interpolate,
+    **{f: move for f in MOVE_FUNCTIONS},  # transpose, permute, indexing (a part of a split too)
+    **{f: split_parts for f in SPLIT_FUNCTIONS},
 }
 METHOD_RULES: Dict[str, Rule] = {
     **{m: identity for m in G.ELEMENTWISE_METHODS + G.RESHAPE_METHODS},
     **{m: add for m in G.ADD_METHODS},
     **{m: scale for m in G.SCALE_METHODS},
     "mean": pool,
+    **{m: move for m in MOVE_METHODS},
+    **{m: split_parts for m in SPLIT_METHODS},
 }
 READS_ACTIVATIONS: Tuple[Rule, ...] = (conv, linear, pool, add, interpolate)
 
