@@ -263,6 +263,75 @@ def test_moves_across_examples_are_refused(function, words):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# 4. Channels-last blocks (ConvNeXt): LayerNorm over channels, Linear on the channel axis
+# ---------------------------------------------------------------------------------------------------------------------
+
+class ChannelsLast(nn.Module):
+    """conv → [permute to N×H×W×C → LayerNorm(C) → Linear(C→D) → GELU → Linear(D→C) → permute back] → head; with
+    ``as_conv`` the bracket is BatchNorm-free 1×1 convolutions with the same weights instead (no LayerNorm)."""
+
+    def __init__(self, as_conv: bool = False, norm: bool = True) -> None:
+        super().__init__()
+        self.as_conv, self.norm = as_conv, norm
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.ln = nn.LayerNorm(3)
+        self.fc1, self.fc2 = nn.Linear(3, 5), nn.Linear(5, 3)
+        self.head = nn.Linear(3 * 4 * 4, 4)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.as_conv:
+            y = F.conv2d(F.gelu(F.conv2d(y, self.fc1.weight[:, :, None, None], self.fc1.bias)),
+                         self.fc2.weight[:, :, None, None], self.fc2.bias)
+        else:
+            y = y.permute(0, 2, 3, 1)
+            y = self.fc2(F.gelu(self.fc1(self.ln(y) if self.norm else y))).permute(0, 3, 1, 2)
+        return self.head(torch.relu(y).flatten(1))
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 10_000), conv_rule=st.sampled_from(["max", "top_n", "positive"]),
+       include_bias=st.booleans(), deduplicate=st.booleans())
+def test_linear_on_channels_last_maps_equals_a_1x1_convolution(seed, conv_rule, include_bias, deduplicate):
+    torch.manual_seed(seed)
+    model = ChannelsLast(norm=False).eval()
+    as_conv = ChannelsLast(as_conv=True).eval()
+    as_conv.load_state_dict(model.state_dict())
+    x = torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(seed))
+    always_kept = conv_rule == "max"  # then the argmax rules keep one node everywhere: some paths arrive
+    rules = {"conv_rule": conv_rule, "conv_top_n": 2, "include_bias": include_bias, "deduplicate": deduplicate,
+             "spatial_fc_rule": "argmax" if always_kept else "top_n", "spatial_fc_top_n": 3}
+    expected = NodeBacktrack(as_conv, **rules).attribute(x, target=[0, 1, 3])
+    assert float(expected.sum()) > 0 or not always_kept
+    assert torch.equal(NodeBacktrack(model, **rules).attribute(x, target=[0, 1, 3]), expected)
+
+
+def test_channels_last_linear_and_layer_norm_by_hand():
+    # x = 1×2×1×2 → permute → 1×1×2×2 (position, channel) → LayerNorm(2): per position (-1, 1) when channel 1 is
+    # larger, (1, -1) otherwise → Linear(2→1, weights (1, 2)) → back to 1×1×1×2 → flatten; target 0 is position
+    # 0, where x = (3, 5): normalised (-1, 1), contributions (-1, 2): channel 1, input flat 1·2 + 0 = 2.
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ln = nn.LayerNorm(2, elementwise_affine=False)
+            self.fc = set_weights(nn.Linear(2, 1, bias=False), [[1.0, 2.0]])
+
+        def forward(self, x):
+            return self.fc(self.ln(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2).flatten(1)
+
+    x = torch.tensor([3.0, 1.0, 5.0, 0.0]).view(1, 2, 1, 2)
+    assert NodeBacktrack(Block()).attribute(x, target=0).view(-1).tolist() == [0.0, 0.0, 1.0, 0.0]
+    # position 1: x = (1, 0) → (1, -1) → contributions (1, -2): channel 0, input flat 1
+    assert NodeBacktrack(Block()).attribute(x, target=1).view(-1).tolist() == [0.0, 1.0, 0.0, 0.0]
+
+
+def test_layer_norm_over_more_than_the_last_dimension_is_refused():
+    model = nn.Sequential(nn.Conv2d(2, 3, 1), nn.LayerNorm([3, 2, 2]), nn.Flatten(), nn.Linear(12, 2))
+    with pytest.raises(NotImplementedError, match="LayerNorm over the last dimension"):
+        NodeBacktrack(model).attribute(torch.rand(1, 2, 2, 2), target=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # torchvision classifiers with random weights
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -287,10 +356,12 @@ def newly_supported():
     """Every torchvision classifier that NodeBacktrack refused before smooth activations, gates, permutations and
     channels-last blocks were supported."""
     return [n for n in torchvision.models.list_models(module=torchvision.models)
-            if n.startswith(("efficientnet", "mobilenet_v3", "regnet_y", "shufflenet_v2"))]
+            if n.startswith(("efficientnet", "mobilenet_v3", "regnet_y", "shufflenet_v2",
+                                                              "convnext"))]
 
 
-FAST = ["efficientnet_b0", "mobilenet_v3_small", "mobilenet_v3_large", "regnet_y_400mf", "shufflenet_v2_x0_5"]
+FAST = ["efficientnet_b0", "mobilenet_v3_small", "mobilenet_v3_large", "regnet_y_400mf", "shufflenet_v2_x0_5",
+        "convnext_tiny"]
 
 
 @pytest.mark.parametrize("name", FAST)

@@ -1,5 +1,6 @@
 """NodeBacktrack's rules for operations that move elements without combining them (transpose, permute, indexing,
-the parts of chunk/split: ShuffleNetV2's channel shuffle).
+the parts of chunk/split: ShuffleNetV2's channel shuffle) and for layers on channels-last tensors (ConvNeXt's
+LayerNorm over channels and Linear on the channel axis of ``N×H×W×C``).
 
 A moving operation maps every output element to one input element. Rather than decoding each operation's
 arguments, the rule runs the operation once on a tensor holding each element's own flat index (an ``arange`` of
@@ -13,9 +14,13 @@ from typing import Any, Callable, List, Tuple
 
 import torch
 import torch.fx as fx
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-from captum_ext.attr._backtrack_core import Selection, Values, Walk
+from captum_ext._utils.chunking import budget_chunks
+from captum_ext.attr._backtrack_core import Selection, Values, Walk, arg
+from captum_ext.attr._backtrack_linear import linear
+from captum_ext.attr._backtrack_routing import identity
 
 #: Operations with one tensor output that only move, drop or repeat elements (traced as functions or methods).
 MOVE_FUNCTIONS: Tuple[Callable[..., Any], ...] = (torch.transpose, torch.permute, torch.movedim, torch.swapaxes,
@@ -100,3 +105,85 @@ def split_parts(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> Li
                               f"indexing (`a, b = x.chunk(2, dim=1)`)")
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Channels-last layers
+# ---------------------------------------------------------------------------------------------------------------------
+
+def layer_norm(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tuple[fx.Node, Selection]]:
+    """LayerNorm over the last dimension only (the channels of a channels-last map: a per-position
+    normalisation, like BatchNorm per channel): the same node."""
+    if node.op == "call_module":
+        normalized_shape = walk.module(node).normalized_shape
+    else:
+        normalized_shape = arg(node, 1, "normalized_shape", ())
+    if len(tuple(normalized_shape)) != 1:
+        raise NotImplementedError(f"{walk.describe(node)}: only LayerNorm over the last dimension is supported, "
+                                  f"got normalized_shape={tuple(normalized_shape)}")
+    return identity(walk, node, sel, values)
+
+
+def _chosen_inputs(walk: Walk, sums: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """The walk's convolution rule on per-input-channel contributions ``sums`` (``P×C``), as for a ``1×1``
+    convolution: ``(rows, channels, alive)``, one entry per (node, channel) kept."""
+    rows = torch.arange(len(sums), device=sums.device)
+    if walk.conv_rule == "max":
+        return rows, sums.argmax(dim=1), torch.ones(len(sums), dtype=torch.bool, device=sums.device)
+    if walk.conv_rule == "positive":
+        rows, cols = (sums > 0).nonzero(as_tuple=True)  # a data-dependent count: one host synchronisation
+        return rows, cols, torch.ones(len(rows), dtype=torch.bool, device=sums.device)
+    top = min(walk.conv_top_n, sums.shape[1])
+    cols = sums.topk(top, dim=1).indices
+    alive = sums.gather(1, cols) > 0
+    return rows[:, None].expand(-1, top).reshape(-1), cols.reshape(-1), alive.reshape(-1)
+
+
+def _channels_last_linear(walk: Walk, node: fx.Node, parent: fx.Node, weight: Tensor, bias: Any, sel: Selection,
+                          values: Values) -> List[Tuple[fx.Node, Selection]]:
+    """Linear on the last axis of an ``N×…×C`` map: a ``1×1`` convolution of the channels-last map, taking the
+    walk's convolution rule (``conv_rule``) at the kept node's own position."""
+    activations = values[parent]
+    c_in, c_out = weight.shape[1], weight.shape[0]
+    rows_of = activations.reshape(activations.shape[0], -1, c_in)  # N×positions×C
+    use_bias = walk.include_bias and bias is not None
+    batches, flats, counts = [], [], []
+    for part in budget_chunks(len(sel), c_in):  # P×C products at a time, not one per node
+        b, f, c = sel.batch[part], sel.flat[part], sel.count[part]
+        position = f.div(c_out, rounding_mode="floor")
+        out_channel = f - position * c_out
+        sums = rows_of[b, position] * weight.index_select(0, out_channel)  # P×C
+        if use_bias:
+            sums = sums + bias[out_channel][:, None]  # the paper's W * A + b
+        rows, cols, alive = _chosen_inputs(walk, sums)
+        batches.append(b[rows]), flats.append(position[rows] * c_in + cols), counts.append(c[rows] * alive)
+    if len(batches) == 1:
+        return [(parent, Selection(batches[0], flats[0], counts[0]))]
+    return [(parent, Selection(torch.cat(batches), torch.cat(flats), torch.cat(counts)))]
+
+
+def any_linear(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tuple[fx.Node, Selection]]:
+    """Linear layers: on ``N×features`` the fully connected rule (:func:`~captum_ext.attr._backtrack_linear.linear`),
+    on the last axis of a higher-dimensional value (a channels-last map) a ``1×1`` convolution.
+
+    Args:
+        walk: the walk's context.
+        node: the linear node (module or ``F.linear``).
+        sel: the kept output nodes.
+        values: the recorded values (the layer's input activations).
+
+    Returns:
+        list: ``(input, selection)`` pairs.
+    """
+    parent = walk.first_input(node)
+    if values[parent].dim() <= 2:
+        return linear(walk, node, sel, values)
+    if node.op == "call_module":
+        module = walk.module(node)
+        weight, bias = module.weight, module.bias
+    else:
+        weight, bias = values[node.args[1]], arg(node, 2, "bias", None)
+        bias = values[bias] if isinstance(bias, fx.Node) else bias
+    return _channels_last_linear(walk, node, parent, weight, bias, sel, values)
+
+
+LAYER_NORM_MODULES: Tuple[type, ...] = (nn.LayerNorm,)
+LAYER_NORM_FUNCTIONS: Tuple[Callable[..., Any], ...] = (F.layer_norm,)

@@ -19,7 +19,8 @@ from captum_ext._utils.folding import fold_bn
 from captum_ext.attr._backtrack_core import (Rule, Selection, Values, Walk, WindowTable, arg, pair, versions,
                                              window_table)
 from captum_ext.attr._backtrack_linear import linear
-from captum_ext.attr._backtrack_permute import (MOVE_FUNCTIONS, MOVE_METHODS, SPLIT_FUNCTIONS, SPLIT_METHODS, move,
+from captum_ext.attr._backtrack_permute import (LAYER_NORM_FUNCTIONS, LAYER_NORM_MODULES, MOVE_FUNCTIONS, MOVE_METHODS,
+                                                SPLIT_FUNCTIONS, SPLIT_METHODS, any_linear, layer_norm, move,
                                                 split_parts)
 from captum_ext.attr._backtrack_pooling import interpolate, pool
 from captum_ext.attr._backtrack_routing import add, cat, identity, pad, scale, scale_problem
@@ -226,14 +227,15 @@ def conv(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tupl
 MODULE_RULES: Tuple[Tuple[Tuple[type, ...], Rule], ...] = (
     (G.ELEMENTWISE_MODULES + (nn.Flatten,), identity),
     ((nn.Conv2d,), conv),
-    ((nn.Linear,), linear),
+    ((nn.Linear,), any_linear),  # N×features: `linear`; the channel axis of a channels-last map: a 1×1 conv
     ((nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d), pool),
     ((nn.ZeroPad2d, nn.ConstantPad2d), pad),
+    (LAYER_NORM_MODULES, layer_norm),
 )
 FUNCTION_RULES: Dict[Callable[..., Any], Rule] = {
     **{f: identity for f in G.ELEMENTWISE_FUNCTIONS + G.RESHAPE_FUNCTIONS},
     F.conv2d: conv,
-    F.linear: linear,
+    F.linear: any_linear,
     **{f: pool for f in G.MAX_POOL_FUNCTIONS + G.AVG_POOL_FUNCTIONS + G.ADAPTIVE_FUNCTIONS + (torch.mean,)},
     **{f: add for f in G.ADD_FUNCTIONS},
     **{f: scale for f in G.SCALE_FUNCTIONS},  # products with a squeeze-and-excitation gate too
@@ -242,6 +244,7 @@ FUNCTION_RULES: Dict[Callable[..., Any], Rule] = {
     F.interpolate: interpolate,
     **{f: move for f in MOVE_FUNCTIONS},  # transpose, permute, indexing (a part of a split too)
     **{f: split_parts for f in SPLIT_FUNCTIONS},
+    **{f: layer_norm for f in LAYER_NORM_FUNCTIONS},
 }
 METHOD_RULES: Dict[str, Rule] = {
     **{m: identity for m in G.ELEMENTWISE_METHODS + G.RESHAPE_METHODS},
@@ -251,7 +254,7 @@ METHOD_RULES: Dict[str, Rule] = {
     **{m: move for m in MOVE_METHODS},
     **{m: split_parts for m in SPLIT_METHODS},
 }
-READS_ACTIVATIONS: Tuple[Rule, ...] = (conv, linear, pool, add, interpolate)
+READS_ACTIVATIONS: Tuple[Rule, ...] = (conv, linear, any_linear, pool, add, interpolate)
 
 
 def rule_for(node: fx.Node, graph_module: fx.GraphModule) -> Optional[Rule]:

@@ -4,7 +4,8 @@
 Used two ways: as an independent check of the vectorised :class:`captum_ext.NodeBacktrack` (the tests compare
 both on random VGG-style nets) and as the "per-node loop" baseline of the speed benchmark. It handles
 ``nn.Sequential`` stacks of Conv2d (square kernel, stride 1, dilation 1, groups 1, equal zero padding), ReLU and
-the other element-wise activations of :data:`PASS_THROUGH`, Dropout, MaxPool2d, Flatten and Linear only; other layers or convolution settings raise ``NotImplementedError``.
+the other element-wise activations of :data:`PASS_THROUGH`, Dropout, MaxPool2d, Flatten and Linear only; other
+layers or convolution settings raise ``NotImplementedError``.
 """
 from __future__ import annotations
 
