@@ -288,6 +288,24 @@ def evaluate_rows(record: Dict[str, Any]) -> List[str]:
     return rows
 
 
+# NodeBacktrack / Saliency targets of the device speed tables (``bench_node_backtrack.py --speed-only``).
+NODE_BACKTRACK_SPEED_TARGETS = {"cpu": {"default": 1.0, "two_channel": 1.5},
+                                "cuda": {"default": 2.0, "two_channel": 4.0}}
+
+
+def node_backtrack_speed_rows(record: Dict[str, Any]) -> List[str]:
+    """Speed-table rows of a ``node_backtrack_speed_<device>.json`` record."""
+    rows = []
+    for r in record["rows"]:
+        device = r["device"].split(":")[0]
+        for rules, target in NODE_BACKTRACK_SPEED_TARGETS.get(device, {}).items():
+            ratio = r["ratio_vs_saliency"][rules]
+            rows.append(f"| {_class_name('NodeBacktrack')} | {rules.replace('_', '-')} rules / Captum Saliency, "
+                        f"{r['model']}, batch {r['batch']}, {device} | ≤ {target}× | {ratio:.2f}× | "
+                        f"{_yes(ratio <= target)} |")
+    return rows
+
+
 def build(results_dir: Path, suffix: str = "") -> str:
     """The report's Markdown; plots are written under ``results_dir/plots``."""
     plots = results_dir / "plots"
@@ -315,6 +333,13 @@ def build(results_dir: Path, suffix: str = "") -> str:
         body = "\n".join("#" + line if line.startswith("#") else line for line in body.splitlines())
         plot = f"![{name}](plots/{name}.png)\n" if (plots / f"{name}.png").exists() else ""
         sections.append(f"## {method} ({authors})\n\n{plot}{body.strip()}\n")
+    for name, title in (("node_backtrack_speed_cpu", "NodeBacktrack against Saliency on the CPU"),
+                        ("node_backtrack_speed_cuda", "NodeBacktrack against Saliency on a GPU")):
+        path = results_dir / f"{name}{suffix}.json"
+        if path.exists():
+            speed_lines += node_backtrack_speed_rows(json.loads(path.read_text()))
+            body = (results_dir / f"{name}{suffix}.md").read_text().split("\n", 1)[1].strip()
+            sections.append(f"## {title}\n\n{body}\n")
     for name, title in (("evaluate", "Dataset-scale evaluation (`captum-ext evaluate`)"),
                         ("evaluate_cuda", "Dataset-scale evaluation on a GPU")):
         path = results_dir / f"{name}{suffix}.json"

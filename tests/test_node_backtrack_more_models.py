@@ -373,3 +373,38 @@ def test_newly_supported_torchvision_models_with_random_weights(name):
 @pytest.mark.parametrize("name", [n for n in newly_supported() if n not in FAST])
 def test_every_newly_supported_torchvision_model_with_random_weights(name):
     check_torchvision_model(name)
+
+
+def test_operations_inside_a_gate_branch_need_no_rule():
+    """No path enters a gate's branch, so an operation there without a rule (``torch.erf``) is accepted. A positive
+    gate scales each channel by one factor, which keeps the sign of every FC contribution and every argmax inside a
+    channel: the hits equal those of the same net without the gate."""
+
+    class Gated(nn.Module):
+        def __init__(self, gated: bool) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(2, 3, 3, padding=1)
+            self.excite = nn.Conv2d(3, 3, 1)
+            self.head = nn.Linear(3, 2)
+            self.gated = gated
+
+        def forward(self, x):
+            features = torch.relu(self.conv(x))
+            if self.gated:  # erf has no rule; the gate stays in (1, 3)
+                features = features * (torch.erf(self.excite(F.adaptive_avg_pool2d(features, 1))) + 2.0)
+            return self.head(F.adaptive_avg_pool2d(features, 1).flatten(1))
+
+    torch.manual_seed(0)
+    gated, plain = Gated(True).eval(), Gated(False).eval()
+    plain.load_state_dict(gated.state_dict())
+    x = torch.randn(2, 2, 6, 6)
+    hits = NodeBacktrack(gated).attribute(x, target=[0, 1])
+    assert hits.sum() > 0
+    assert torch.equal(hits, NodeBacktrack(plain).attribute(x, target=[0, 1]))
+
+    class ErfOnThePath(nn.Module):
+        def forward(self, x):
+            return torch.erf(x).flatten(1)
+
+    with pytest.raises(NotImplementedError, match="erf"):
+        NodeBacktrack(ErfOnThePath())
