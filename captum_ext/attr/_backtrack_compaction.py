@@ -10,6 +10,7 @@ from typing import Sequence, Set
 import torch
 import torch.fx as fx
 
+from captum_ext._utils.chunking import chunk_budget, launch_bound
 from captum_ext.attr._backtrack_core import Selection
 
 # De-duplicate after this many rules since the last time, or when the selection grew this many times over.
@@ -17,14 +18,42 @@ COMPACT_AFTER_RULES = 2
 COMPACT_AFTER_GROWTH = 4
 
 
+# De-duplicate by scattering into one slot per node of the value (no sort) when the value has at most this many
+# times as many nodes as there are entries (on the CPU), or fits the chunk budget (on an accelerator, where a sort
+# costs many launches).
+DENSE_RATIO = 16
+
+
+def _dense(entries: int, total: int, device: torch.device) -> bool:
+    if launch_bound(device):
+        return total <= chunk_budget(device)
+    return total <= DENSE_RATIO * entries
+
+
 def compact(parts: Sequence[Selection], numel: int, total: int, collapse: bool) -> Selection:
     """Union of selections of the same value: one entry per node, counts added up (or 1 for every live node with
     ``collapse``, the paper's de-duplication), dead entries dropped. ``total`` is the value's element count over
-    the batch. One host synchronisation (the number of distinct nodes)."""
+    the batch. One host synchronisation (the number of distinct nodes).
+
+    Args:
+        parts (sequence of Selection): selections of the same value.
+        numel (int): the value's element count per example.
+        total (int): the value's element count over the batch.
+        collapse (bool): count each live node once.
+
+    Returns:
+        Selection: the united selection, ordered by example and index.
+    """
     batch, flat, count = (parts[0].batch, parts[0].flat, parts[0].count) if len(parts) == 1 else (
         torch.cat([p.batch for p in parts]), torch.cat([p.flat for p in parts]), torch.cat([p.count for p in parts]))
     if batch.numel() == 0:
         return Selection(batch, flat, count)
+    if _dense(len(batch), total, batch.device):
+        # Counts scattered into one slot per node of the value; the occupied slots, in order, are the nodes.
+        dense = torch.zeros(total, dtype=count.dtype, device=count.device).index_add_(0, batch * numel + flat, count)
+        nodes = dense.nonzero().squeeze(1)
+        summed = torch.ones_like(nodes, dtype=count.dtype) if collapse else dense.index_select(0, nodes)
+        return Selection(nodes // numel, nodes % numel, summed, 0, int(nodes.numel()))
     # Dead entries share the key `total`, past every node, so they sort last and leave as one entry of count 0.
     key = torch.where(count > 0, batch * numel + flat, total)
     unique, inverse = torch.unique(key, return_inverse=True)

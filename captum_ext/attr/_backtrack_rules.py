@@ -64,8 +64,10 @@ def _conv_parameters(walk: Walk, node: fx.Node, values: Values) -> Dict[str, Any
         bias=None if bias is None else bias.detach(),
         stride=pair(params["stride"]), padding=pair(params["padding"]), dilation=pair(params["dilation"]),
         kernel=(kh, kw),
-        fields_weight=weight.permute(0, 2, 3, 1).reshape(c_out, kh * kw, c_group).contiguous(),  # Co×T×Cg
-        weight_taps=weight.permute(2, 3, 0, 1).reshape(kh * kw, c_out, c_group).contiguous().unbind(0))
+        # One copy in the layout the gathers read, Co×T×Cg (input channels contiguous, as in the channels-last
+        # activations), and per-tap views Co×Cg of it.
+        fields_weight=weight.permute(0, 2, 3, 1).reshape(c_out, kh * kw, c_group).contiguous())
+    params["weight_taps"] = params["fields_weight"].unbind(1)
     walk.cache[("conv", node)] = (key, params)
     return params
 

@@ -376,8 +376,11 @@ class NodeBacktrack(Attribution):
         if not isinstance(output, Tensor) or not isinstance(source, fx.Node):
             raise NotImplementedError(f"NodeBacktrack needs a model returning a tensor (or a tuple whose first "
                                       f"element is one), got {type(output).__name__}")
-        _, flat_target = select_targets(output, target)
         n = inputs[0].shape[0]
+        if output.shape[0] != n:
+            raise NotImplementedError(f"the model returns {output.shape[0]} rows for {n} examples: NodeBacktrack "
+                                      f"follows elements within each example, not across examples")
+        _, flat_target = select_targets(output, target)
         device = output.device
         pending: Dict[fx.Node, List[Selection]] = {}
         if source in walk.dependent:
@@ -400,6 +403,8 @@ class NodeBacktrack(Attribution):
             assert rule is not None  # _dependent_on checked every node a path can reach
             selection = compacted(parts, numel, value.numel(), passes_through=rule is identity,
                                   collapse=self.deduplicate, next_to_inputs=node in self._last_layers)
+            if not len(selection):  # every path through this value ended
+                continue
             steps = selection.since + (rule is not identity)
             for parent, parent_selection in rule(walk, node, selection, values):
                 if len(parent_selection) and parent in walk.dependent:
