@@ -85,9 +85,9 @@ class NodeBacktrack(Attribution):
     0.78 × for the argmax, so the default is the best rule that costs less than a gradient, the argmax. These
     sparse walks trail Saliency's max-F (0.609). :attr:`TWO_CHANNEL_RULES` — the two best channels per
     convolution node — reach 100–200 pixels per image: validation max-F 0.624 (VGG and ResNet), above Saliency
-    (0.609, 0.597), with twice its energy inside the object, at 1.6 × (VGG16) and 4.9 × (ResNet-50, whose 16
+    (0.609, 0.597), with twice its energy inside the object, at 1.7 × (VGG16) and 5.0 × (ResNet-50, whose 16
     residual blocks multiply the kept nodes) Saliency's cost on the CPU at 224², batch 8 — above a gradient, so
-    they are not the default (the defaults cost 0.76 × and 0.71 ×). :attr:`DENSE_RULES` — the five best channels,
+    they are not the default (the defaults cost 0.79 × and 0.71 ×). :attr:`DENSE_RULES` — the five best channels,
     every path counted — reach hundreds of pixels weighted by their path counts: max-F 0.656 (VGG) and 0.645
     (ResNet), with three times Saliency's energy inside the object, at 9 × (VGG16) and 23 × (ResNet-50), where
     nearly every node of a layer is kept (``benchmarks/bench_node_backtrack.py`` measures all of this).
@@ -99,8 +99,8 @@ class NodeBacktrack(Attribution):
     tensor operations whatever the batch (the index tables of a layer's window geometry are built once per layer
     and input size), and the walk waits for the device only to de-duplicate kept nodes, where paths meet and every
     two layers. On a GPU, where every operation is a kernel launch, that is what the cost is made of: ResNet-50
-    dispatches about 2,500 operations per call with the default rules and 3,200 with the two-channel rules, the
-    same at batch 1 and 8, and synchronises 38 times. GPUs gather whole receptive fields in one operation; the CPU
+    dispatches about 2,400 operations per call with the default rules and 3,100 with the two-channel rules at
+    112², the same at batch 1 and 8, and synchronises 38 times. GPUs gather whole receptive fields in one operation; the CPU
     sums them tap by tap in cache-sized chunks (faster there; identical hits). Inputs in another floating dtype
     than the model's are cast to it, and the hits come back in the inputs' dtype.
 
