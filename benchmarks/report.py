@@ -333,18 +333,15 @@ def build(results_dir: Path, suffix: str = "") -> str:
         body = "\n".join("#" + line if line.startswith("#") else line for line in body.splitlines())
         plot = f"![{name}](plots/{name}.png)\n" if (plots / f"{name}.png").exists() else ""
         sections.append(f"## {method} ({authors})\n\n{plot}{body.strip()}\n")
-    for name, title in (("node_backtrack_speed_cpu", "NodeBacktrack against Saliency on the CPU"),
-                        ("node_backtrack_speed_cuda", "NodeBacktrack against Saliency on a GPU")):
+    extra_sections = (
+        ("node_backtrack_speed_cpu", "NodeBacktrack against Saliency on the CPU", node_backtrack_speed_rows),
+        ("node_backtrack_speed_cuda", "NodeBacktrack against Saliency on a GPU", node_backtrack_speed_rows),
+        ("evaluate", "Dataset-scale evaluation (`captum-ext evaluate`)", evaluate_rows),
+        ("evaluate_cuda", "Dataset-scale evaluation on a GPU", evaluate_rows))
+    for name, title, rows_of in extra_sections:
         path = results_dir / f"{name}{suffix}.json"
         if path.exists():
-            speed_lines += node_backtrack_speed_rows(json.loads(path.read_text()))
-            body = (results_dir / f"{name}{suffix}.md").read_text().split("\n", 1)[1].strip()
-            sections.append(f"## {title}\n\n{body}\n")
-    for name, title in (("evaluate", "Dataset-scale evaluation (`captum-ext evaluate`)"),
-                        ("evaluate_cuda", "Dataset-scale evaluation on a GPU")):
-        path = results_dir / f"{name}{suffix}.json"
-        if path.exists():
-            speed_lines += evaluate_rows(json.loads(path.read_text()))
+            speed_lines += rows_of(json.loads(path.read_text()))
             body = (results_dir / f"{name}{suffix}.md").read_text().split("\n", 1)[1].strip()
             sections.append(f"## {title}\n\n{body}\n")
     lines = [

@@ -1,7 +1,7 @@
 """NodeBacktrack's fully connected rule: which inputs a kept output node of a linear layer continues through."""
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.fx as fx
@@ -44,17 +44,21 @@ def _positive_by_signs(weight: Tensor, activations: Tensor, sel: Selection) -> S
     return Selection(rows, cols, dense[rows, cols])
 
 
+def linear_parameters(walk: Walk, node: fx.Node, values: Values) -> Tuple[Tensor, Optional[Tensor]]:
+    """A linear layer's ``(weight, bias)``, for a module or an ``F.linear`` call."""
+    if node.op == "call_module":
+        module = walk.module(node)
+        return module.weight, module.bias
+    bias = arg(node, 2, "bias", None)
+    return values[node.args[1]], values[bias] if isinstance(bias, fx.Node) else bias
+
+
 def linear(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tuple[fx.Node, Selection]]:
     """Fully connected: every input with a positive contribution ``A_j W_ij`` (or the top n of them). Fed by a
     flattened spatial map, the walk's spatial rule: the argmax over ``C×H×W``, every positive contribution or the
     top n."""
     parent = walk.first_input(node)
-    if node.op == "call_module":
-        module = walk.module(node)
-        weight, bias = module.weight, module.bias
-    else:
-        weight, bias = values[node.args[1]], arg(node, 2, "bias", None)
-        bias = values[bias] if isinstance(bias, fx.Node) else bias
+    weight, bias = linear_parameters(walk, node, values)
     activations = values[parent]
     if activations.dim() != 2:
         raise NotImplementedError(f"{walk.describe(node)}: linear layers on inputs shaped "

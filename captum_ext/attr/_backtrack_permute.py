@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from captum_ext._utils.chunking import budget_chunks
 from captum_ext.attr._backtrack_core import Selection, Values, Walk, arg
-from captum_ext.attr._backtrack_linear import linear
+from captum_ext.attr._backtrack_linear import linear, linear_parameters
 from captum_ext.attr._backtrack_routing import identity
 
 #: Operations with one tensor output that only move, drop or repeat elements (traced as functions or methods).
@@ -176,12 +176,7 @@ def any_linear(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> Lis
     parent = walk.first_input(node)
     if values[parent].dim() <= 2:
         return linear(walk, node, sel, values)
-    if node.op == "call_module":
-        module = walk.module(node)
-        weight, bias = module.weight, module.bias
-    else:
-        weight, bias = values[node.args[1]], arg(node, 2, "bias", None)
-        bias = values[bias] if isinstance(bias, fx.Node) else bias
+    weight, bias = linear_parameters(walk, node, values)
     return _channels_last_linear(walk, node, parent, weight, bias, sel, values)
 
 

@@ -100,9 +100,9 @@ class NodeBacktrack(Attribution):
     and input size), and the walk waits for the device only to de-duplicate kept nodes, where paths meet and every
     two layers. On a GPU, where every operation is a kernel launch, that is what the cost is made of: ResNet-50
     dispatches about 2,400 operations per call with the default rules and 3,100 with the two-channel rules at
-    112², the same at batch 1 and 8, and synchronises 38 times. GPUs gather whole receptive fields in one operation; the CPU
-    sums them tap by tap in cache-sized chunks (faster there; identical hits). Inputs in another floating dtype
-    than the model's are cast to it, and the hits come back in the inputs' dtype.
+    112², the same at batch 1 and 8, and synchronises 38 times. GPUs gather whole receptive fields in one
+    operation; the CPU sums them tap by tap in cache-sized chunks (faster there; identical hits). Inputs in another
+    floating dtype than the model's are cast to it, and the hits come back in the inputs' dtype.
 
     Args:
         model (nn.Module): the network, returning ``N×K`` scores (or a tuple whose first element holds them);
