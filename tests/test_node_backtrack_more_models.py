@@ -252,13 +252,14 @@ def test_shuffled_channels_reach_the_right_convolution_input_by_hand():
     assert hits.view(-1).tolist() == [0.0, 1.0]
 
 
-@pytest.mark.parametrize("function, words", [
-    (lambda x: x[0:1], "within each example"),
-    (lambda x: x.transpose(0, 1).transpose(0, 1), "within each example"),
-    (lambda x: torch.cat(x.chunk(2, dim=1), dim=1), "chunk|cat"),
+@pytest.mark.parametrize("function, words, errors", [
+    (lambda x: x[0:1], "within each example", NotImplementedError),
+    (lambda x: x.transpose(0, 1).transpose(0, 1), "within each example", NotImplementedError),
+    # torch 2.3's fx cannot trace a cat of a chunk proxy: refused when traced, with fx's reason (ValueError)
+    (lambda x: torch.cat(x.chunk(2, dim=1), dim=1), "chunk|cat", (NotImplementedError, ValueError)),
 ], ids=["batch-slice", "batch-transpose", "cat-of-a-split"])
-def test_moves_across_examples_are_refused(function, words):
-    with pytest.raises(NotImplementedError, match=words):
+def test_moves_across_examples_are_refused(function, words, errors):
+    with pytest.raises(errors, match=words):
         NodeBacktrack(Moved(function)).attribute(torch.rand(2, 6, 1, 2), target=0)
 
 
