@@ -10,14 +10,7 @@ from torch import nn
 
 from captum_ext import NodeBacktrack
 from captum_ext.testing import backtrack_loop
-
-
-def set_weights(layer: nn.Module, weight, bias=None) -> nn.Module:
-    with torch.no_grad():
-        layer.weight.copy_(torch.as_tensor(weight, dtype=torch.float32).view_as(layer.weight))
-        if layer.bias is not None:
-            layer.bias.copy_(torch.zeros_like(layer.bias) if bias is None else torch.as_tensor(bias))
-    return layer
+from test_node_backtrack import set_weights
 
 
 class Functional(nn.Module):

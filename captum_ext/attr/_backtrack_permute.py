@@ -17,7 +17,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captum_ext._utils.chunking import budget_chunks
+from captum_ext._utils.chunking import budget_chunks, chunk_budget
 from captum_ext.attr._backtrack_core import Selection, Values, Walk, arg
 from captum_ext.attr._backtrack_linear import linear, linear_parameters
 from captum_ext.attr._backtrack_routing import identity
@@ -146,7 +146,8 @@ def _channels_last_linear(walk: Walk, node: fx.Node, parent: fx.Node, weight: Te
     rows_of = activations.reshape(activations.shape[0], -1, c_in)  # N×positions×C
     use_bias = walk.include_bias and bias is not None
     batches, flats, counts = [], [], []
-    for part in budget_chunks(len(sel), c_in):  # P×C products at a time, not one per node
+    # P×C products at a time, chunks sized for the device as the convolution rule's
+    for part in budget_chunks(len(sel), c_in, chunk_budget(sel.flat.device)):
         b, f, c = sel.batch[part], sel.flat[part], sel.count[part]
         position = f.div(c_out, rounding_mode="floor")
         out_channel = f - position * c_out
