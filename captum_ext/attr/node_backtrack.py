@@ -81,7 +81,7 @@ class NodeBacktrack(Attribution):
     against the object mask; the object covers 4.8 % of the image). At VGG's spatial FC layer the argmax gives
     about 9 backtracked pixels per image (max-F 0.554), the top 10 about 20 (0.577; top 5: 0.572, top 20: 0.572)
     and every positive contribution about 300 spread over the background (0.245). The top 10 multiply the nodes
-    every convolution below must follow: on torchvision VGG16 at 224² they cost 1.05 × Captum ``Saliency`` against
+    every convolution below must follow: on torchvision VGG16 at 224² they cost 1.5 × Captum ``Saliency`` against
     0.78 × for the argmax, so the default is the best rule that costs less than a gradient, the argmax. These
     sparse walks trail Saliency's max-F (0.609). :attr:`TWO_CHANNEL_RULES` — the two best channels per
     convolution node — reach 100–200 pixels per image: validation max-F 0.624 (VGG and ResNet), above Saliency
@@ -89,7 +89,7 @@ class NodeBacktrack(Attribution):
     residual blocks multiply the kept nodes) Saliency's cost on the CPU at 224², batch 8 — above a gradient, so
     they are not the default (the defaults cost 0.79 × and 0.71 ×). :attr:`DENSE_RULES` — the five best channels,
     every path counted — reach hundreds of pixels weighted by their path counts: max-F 0.656 (VGG) and 0.645
-    (ResNet), with three times Saliency's energy inside the object, at 9 × (VGG16) and 23 × (ResNet-50), where
+    (ResNet), with three times Saliency's energy inside the object, at 8 × (VGG16) and 16 × (ResNet-50), where
     nearly every node of a layer is kept (``benchmarks/bench_node_backtrack.py`` measures all of this).
 
     The model is traced with ``torch.fx`` (never modified, no hooks; a ``torch.compile`` wrapper is unwrapped); any
