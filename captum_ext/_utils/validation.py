@@ -84,7 +84,9 @@ def check_finite(tensor: Tensor, name: str) -> None:
         ValueError: `saliency` contains NaN or inf values
     """
     require_values(tensor, name)
-    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+    # A sum is finite unless an element is NaN / inf (or the sum overflows): one cheap reduction settles the common
+    # case, and only a non-finite sum pays for the element-wise check.
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor.sum())) and not bool(torch.isfinite(tensor).all()):
         raise ValueError(f"`{name}` contains NaN or inf values")
 
 

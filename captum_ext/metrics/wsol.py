@@ -19,6 +19,7 @@ from torch import Tensor
 from captum_ext._utils.boxes import box_iou_matrix
 from captum_ext._utils.maps import minmax_normalise, safe_div
 from captum_ext._utils.validation import check_scalar, check_tensor
+from captum_ext.metrics import _component_tree
 from captum_ext.metrics._batching import checked_saliency_and_masks, chunks
 from captum_ext.metrics._checks import TensorLike, check_maps
 from captum_ext.metrics.boxes import _check_gt_boxes, _check_nonempty_regions
@@ -139,7 +140,25 @@ def _component_boxes(region: np.ndarray) -> np.ndarray:
 
 
 def _iou_curve(normalised: np.ndarray, gt: Tensor, thresholds: np.ndarray) -> Tensor:
-    """For each τ, the best IoU between a component box of ``{map >= τ}`` and a ground-truth box (0: empty region)."""
+    """For each τ, the best IoU between a component box of ``{map >= τ}`` and a ground-truth box (0: empty region):
+    from the map's component tree where Numba is installed, else region by region (the same values)."""
+    if _component_tree.available():
+        return _component_tree.iou_curve(normalised, gt, thresholds)
+    return iou_curve_by_regions(normalised, gt, thresholds)
+
+
+def iou_curve_by_regions(normalised: np.ndarray, gt: Tensor, thresholds: np.ndarray) -> Tensor:
+    """For each τ, the best IoU between a component box of ``{map >= τ}`` and a ground-truth box (0: empty region),
+    labelling each distinct region with SciPy: the reference for the component tree.
+
+    Args:
+        normalised (np.ndarray): ``H×W`` map in ``[0, 1]``.
+        gt (Tensor): ``K×4`` float64 ground-truth boxes on the CPU.
+        thresholds (np.ndarray): ``T`` float64 ascending thresholds.
+
+    Returns:
+        Tensor: ``T`` float64 IoUs.
+    """
     ordered = np.sort(normalised, axis=None)
     sizes = ordered.size - np.searchsorted(ordered, thresholds, side="left")  # |{map >= τ}| per τ
     # The regions are nested (they shrink as τ grows), so two thresholds keeping as many pixels keep the same
@@ -223,10 +242,15 @@ def _pxap_histograms(saliency: Tensor, masks: Tensor, curve: Tensor) -> Tuple[Te
     foreground = torch.zeros(size, dtype=torch.int64)
     background = torch.zeros(size, dtype=torch.int64)
     for part in chunks(n, height * width):
-        bins = torch.bucketize(minmax_normalise(saliency[part]).flatten(), edges, right=True)
-        truth = masks[part].flatten()
-        foreground += torch.bincount(bins[truth], minlength=size).cpu()
-        background += torch.bincount(bins[~truth], minlength=size).cpu()
+        normalised = minmax_normalise(saliency[part]).flatten()
+        if normalised.device.type == "cpu" and _component_tree.available():
+            bins = torch.from_numpy(_component_tree.quantise(normalised.numpy(), curve.numpy())).long()
+        else:
+            bins = torch.bucketize(normalised, edges, right=True)
+        # One histogram of (bin, inside the mask) pairs: no boolean selection of the pixels.
+        joint = torch.bincount(bins * 2 + masks[part].flatten(), minlength=2 * size).view(size, 2).cpu()
+        foreground += joint[:, 1]
+        background += joint[:, 0]
     return foreground, background
 
 

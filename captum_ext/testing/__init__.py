@@ -6,9 +6,12 @@ the library's vectorised algorithms, written independently so that tests (yours 
 - :func:`count_ops`: the ATen operations and host synchronisations a piece of code dispatches, the same on the
   CPU as on a GPU (a CPU test can guard GPU behaviour with it); :func:`accelerator_code_paths` makes the CPU take
   the code paths chosen for GPUs (fewer, larger operations), so that their counts can be checked without one.
+- :func:`iou_curve_by_regions`: MaxBoxAccV2's best IoU per threshold, labelling each thresholded region with SciPy;
+  the reference for the component tree the metric uses where Numba is installed.
 """
 from captum_ext._utils.chunking import accelerator_code_paths
+from captum_ext.metrics.wsol import iou_curve_by_regions
 from captum_ext.testing.node_backtrack_reference import backtrack_loop
 from captum_ext.testing.op_counts import OpCounts, count_ops, ops_of
 
-__all__ = ["OpCounts", "accelerator_code_paths", "backtrack_loop", "count_ops", "ops_of"]
+__all__ = ["OpCounts", "accelerator_code_paths", "backtrack_loop", "count_ops", "iou_curve_by_regions", "ops_of"]
