@@ -24,9 +24,11 @@ def _normalised(values: np.ndarray) -> np.ndarray:
 
 
 def _boxes(rng: np.random.Generator, height: int, width: int, count: int) -> torch.Tensor:
-    corner = rng.integers(0, (width, height), (count, 2))
-    size = rng.integers(1, max(height, width) + 1, (count, 2))
-    return torch.from_numpy(np.concatenate([corner, corner + size], 1).astype(np.float64))
+    corner = rng.integers(0, (width, height), (count, 2)).astype(np.float64)
+    size = rng.integers(0, max(height, width) + 1, (count, 2)).astype(np.float64)  # zero-area boxes too
+    if rng.random() < 0.5:  # fractional corners, as annotations scaled to the map's size have
+        corner, size = corner + rng.random((count, 2)), size * rng.random((count, 2))
+    return torch.from_numpy(np.concatenate([corner, corner + size], 1))
 
 
 def test_hand_built_map_nodes_and_curve():
@@ -115,3 +117,15 @@ def test_check_finite_accepts_values_whose_sum_overflows():
     for bad in (float("inf"), float("nan")):
         with pytest.raises(ValueError, match="`saliency` contains NaN or inf"):
             check_finite(torch.tensor([3e38, bad, 1.0]), "saliency")
+
+
+@given(seed=st.integers(0, 2**31 - 1), count=st.integers(1, 30))
+@settings(max_examples=30, deadline=None)
+def test_joint_histogram_equals_bucketize_and_bincount(seed, count):
+    rng = np.random.default_rng(seed)
+    sweep = np.sort(rng.choice(np.arange(101) / 100, count, replace=False))
+    values = np.concatenate([rng.random(500), sweep, np.round(rng.random(50), 2)])
+    inside = rng.random(len(values)) > 0.4
+    bins = torch.bucketize(torch.from_numpy(values), torch.from_numpy(sweep), right=True)
+    expected = torch.bincount(bins * 2 + torch.from_numpy(inside), minlength=2 * (count + 1)).view(count + 1, 2)
+    assert torch.equal(torch.from_numpy(_component_tree.joint_histogram(values, inside, sweep)), expected)

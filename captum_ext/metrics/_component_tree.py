@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from captum_ext._utils.boxes import box_iou_matrix
 
 try:  # an optional compiled path; the plane-by-plane labelling is the fallback
     import numba
@@ -53,6 +52,18 @@ def _quantise(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:  # prag
             guess -= 1
         levels[i] = guess
     return levels
+
+
+@_compiled
+def _joint_histogram(
+    values: np.ndarray, inside: np.ndarray, thresholds: np.ndarray
+) -> np.ndarray:  # pragma: no cover - compiled
+    """``(T+1)×2`` int64 counts of the pixels by (how many thresholds they reach, whether they are inside)."""
+    levels = _quantise(values, thresholds)
+    counts = np.zeros((thresholds.shape[0] + 1, 2), np.int64)
+    for i in range(values.shape[0]):
+        counts[levels[i], 1 if inside[i] else 0] += 1
+    return counts
 
 
 @_compiled
@@ -187,15 +198,30 @@ def _tree_nodes(
 
 
 @_compiled
-def _best_per_threshold(
-    values: np.ndarray, low: np.ndarray, high: np.ndarray, count: int
+def _best_iou_per_threshold(
+    boxes: np.ndarray, gt: np.ndarray, low: np.ndarray, high: np.ndarray, count: int
 ) -> np.ndarray:  # pragma: no cover - compiled
-    """``count`` float64: for each threshold, the largest of the ``values`` of the nodes that are components of its
-    region (0 where there is none)."""
+    """``count`` float64: for each threshold, the best IoU of a node that is a component of its region with a
+    ground-truth box (0 where there is none).
+
+    The IoU takes torchvision's ``box_iou`` steps in its order (areas; clamped intersection; ``(area + area) -
+    intersection``; one division; ``0 / 0`` as 0), so each value has the same bits as
+    :func:`~captum_ext._utils.boxes.box_iou_matrix`.
+    """
+    truth_area = (gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1])
     best = np.zeros(count, np.float64)
-    for i in range(values.shape[0]):
+    for i in range(boxes.shape[0]):
+        area = (boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1])
+        value = 0.0
+        for j in range(gt.shape[0]):
+            width = min(boxes[i, 2], gt[j, 2]) - max(boxes[i, 0], gt[j, 0])
+            height = min(boxes[i, 3], gt[j, 3]) - max(boxes[i, 1], gt[j, 1])
+            inter = max(width, 0.0) * max(height, 0.0)
+            union = area + truth_area[j] - inter
+            if union != 0.0 or inter != 0.0:
+                value = max(value, inter / union)
         for k in range(low[i], high[i]):
-            best[k] = max(best[k], values[i])
+            best[k] = max(best[k], value)
     return best
 
 
@@ -217,6 +243,24 @@ def quantise(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     return _quantise(np.ascontiguousarray(values, dtype=np.float64), np.ascontiguousarray(thresholds, np.float64))
 
 
+def joint_histogram(values: np.ndarray, inside: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Pixel counts by level and mask, in one pass: PxAP's foreground and background histograms.
+
+    Args:
+        values (np.ndarray): 1-D float64 values.
+        inside (np.ndarray): 1-D bool, whether each pixel lies in the ground truth.
+        thresholds (np.ndarray): ``T`` float64 ascending thresholds.
+
+    Returns:
+        np.ndarray: ``(T+1)×2`` int64: row ``b`` counts the pixels reaching exactly ``b`` thresholds, column 1 those
+        inside, column 0 those outside.
+    """
+    return _joint_histogram(
+        np.ascontiguousarray(values, dtype=np.float64), np.ascontiguousarray(inside, dtype=np.bool_),
+        np.ascontiguousarray(thresholds, dtype=np.float64),
+    )
+
+
 def iou_curve(normalised: np.ndarray, gt: Tensor, thresholds: np.ndarray) -> Tensor:
     """For each threshold τ, the best IoU between a component box of ``{normalised >= τ}`` and a ground-truth box.
 
@@ -231,6 +275,5 @@ def iou_curve(normalised: np.ndarray, gt: Tensor, thresholds: np.ndarray) -> Ten
     height, width = normalised.shape
     levels = quantise(normalised.ravel(), thresholds)
     boxes, low, high = _tree_nodes(levels, height, width)
-    # The IoUs come from the same function as the plane-by-plane path, so the values are the same bits.
-    best = box_iou_matrix(torch.from_numpy(boxes), gt).amax(dim=1).numpy() if len(boxes) else np.zeros(0)
-    return torch.from_numpy(_best_per_threshold(best, low, high, len(thresholds)))
+    truth = np.ascontiguousarray(gt.numpy(), dtype=np.float64)
+    return torch.from_numpy(_best_iou_per_threshold(boxes, truth, low, high, len(thresholds)))

@@ -243,12 +243,13 @@ def _pxap_histograms(saliency: Tensor, masks: Tensor, curve: Tensor) -> Tuple[Te
     background = torch.zeros(size, dtype=torch.int64)
     for part in chunks(n, height * width):
         normalised = minmax_normalise(saliency[part]).flatten()
+        truth = masks[part].flatten()
         if normalised.device.type == "cpu" and _component_tree.available():
-            bins = torch.from_numpy(_component_tree.quantise(normalised.numpy(), curve.numpy())).long()
-        else:
+            counts = _component_tree.joint_histogram(normalised.numpy(), truth.cpu().numpy(), curve.numpy())
+            joint = torch.from_numpy(counts)
+        else:  # one histogram of (bin, inside the mask) pairs: no boolean selection of the pixels
             bins = torch.bucketize(normalised, edges, right=True)
-        # One histogram of (bin, inside the mask) pairs: no boolean selection of the pixels.
-        joint = torch.bincount(bins * 2 + masks[part].flatten(), minlength=2 * size).view(size, 2).cpu()
+            joint = torch.bincount(bins * 2 + truth, minlength=2 * size).view(size, 2).cpu()
         foreground += joint[:, 1]
         background += joint[:, 0]
     return foreground, background
