@@ -2,6 +2,8 @@
 of labelling each thresholded region with SciPy."""
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from scipy import ndimage
 from captum_ext._utils.maps import minmax_normalise
 from captum_ext._utils.validation import check_finite
 from captum_ext.metrics import _component_tree, maxboxacc_v2, pxap, wsol
+from captum_ext.metrics.cam import boxes_from_saliency
 from captum_ext.testing import iou_curve_by_regions
 
 pytestmark = pytest.mark.skipif(not _component_tree.available(), reason="needs the `fast` extra (Numba)")
@@ -129,3 +132,19 @@ def test_joint_histogram_equals_bucketize_and_bincount(seed, count):
     bins = torch.bucketize(torch.from_numpy(values), torch.from_numpy(sweep), right=True)
     expected = torch.bincount(bins * 2 + torch.from_numpy(inside), minlength=2 * (count + 1)).view(count + 1, 2)
     assert torch.equal(torch.from_numpy(_component_tree.joint_histogram(values, inside, sweep)), expected)
+
+
+@given(seed=st.integers(0, 2**31 - 1), planes=st.integers(1, 4), height=st.integers(1, 20), width=st.integers(1, 20),
+       fraction=st.sampled_from([0.0, 0.2, 0.5, 1.0]), kind=st.sampled_from(["uniform", "few_values", "signed"]))
+@settings(max_examples=60, deadline=None)
+def test_cam_boxes_equal_labelling_with_scipy(seed, planes, height, width, fraction, kind):
+    rng = np.random.default_rng(seed)
+    maps = {
+        "uniform": lambda: rng.random((planes, height, width)),
+        "few_values": lambda: rng.integers(0, 3, (planes, height, width)).astype(float),  # ties between sizes
+        "signed": lambda: rng.standard_normal((planes, height, width)) - 1.0,  # some maps all negative
+    }[kind]()
+    saliency = torch.from_numpy(maps).float()
+    fast = boxes_from_saliency(saliency, fraction)
+    with mock.patch.object(_component_tree, "available", lambda: False):
+        assert torch.equal(fast, boxes_from_saliency(saliency, fraction))

@@ -67,6 +67,42 @@ def _joint_histogram(
 
 
 @_compiled
+def _largest_component_boxes(keep: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """``N×4`` int64 tight boxes of each plane's largest 8-connected component of ``keep`` (``N×H×W`` bool; ties:
+    the component met first in row-major order; ``-1`` rows for an empty plane)."""
+    planes, height, width = keep.shape
+    boxes = np.full((planes, 4), -1, np.int64)
+    seen = np.zeros((height, width), np.bool_)
+    queue = np.empty(height * width, np.int64)
+    for n in range(planes):
+        seen[:, :] = False
+        best = 0
+        for start in range(height * width):
+            y0, x0 = start // width, start % width
+            if not keep[n, y0, x0] or seen[y0, x0]:
+                continue
+            seen[y0, x0] = True
+            queue[0] = start
+            head, tail = 0, 1
+            x1, y1, x2, y2 = x0, y0, x0 + 1, y0 + 1
+            while head < tail:
+                p = queue[head]
+                head += 1
+                y, x = p // width, p % width
+                x1, y1, x2, y2 = min(x1, x), min(y1, y), max(x2, x + 1), max(y2, y + 1)
+                for yy in range(max(y - 1, 0), min(y + 2, height)):
+                    for xx in range(max(x - 1, 0), min(x + 2, width)):
+                        if keep[n, yy, xx] and not seen[yy, xx]:
+                            seen[yy, xx] = True
+                            queue[tail] = yy * width + xx
+                            tail += 1
+            if tail > best:
+                best = tail
+                boxes[n, 0], boxes[n, 1], boxes[n, 2], boxes[n, 3] = x1, y1, x2, y2
+    return boxes
+
+
+@_compiled
 def _push_box(stack: np.ndarray, at: int, level: int, width: int, height: int) -> None:  # pragma: no cover - compiled
     """Start an empty component at ``level`` in row ``at`` of the ``depth×5`` component stack."""
     stack[at, 0] = level
@@ -259,6 +295,19 @@ def joint_histogram(values: np.ndarray, inside: np.ndarray, thresholds: np.ndarr
         np.ascontiguousarray(values, dtype=np.float64), np.ascontiguousarray(inside, dtype=np.bool_),
         np.ascontiguousarray(thresholds, dtype=np.float64),
     )
+
+
+def largest_component_boxes(keep: np.ndarray) -> np.ndarray:
+    """Tight boxes of each plane's largest 8-connected component.
+
+    Args:
+        keep (np.ndarray): ``N×H×W`` bool planes.
+
+    Returns:
+        np.ndarray: ``N×4`` int64 boxes ``(x1, y1, x2, y2)`` with exclusive right / bottom edges; ties go to the
+        component whose first pixel comes first in row-major order; ``-1`` rows for an empty plane.
+    """
+    return _largest_component_boxes(np.ascontiguousarray(keep, dtype=np.bool_))
 
 
 def iou_curve(normalised: np.ndarray, gt: Tensor, thresholds: np.ndarray) -> Tensor:

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from captum_ext._utils.boxes import masks_to_boxes
 from captum_ext._utils.validation import check_scalar
+from captum_ext.metrics import _component_tree
 from captum_ext.metrics._checks import TensorLike, check_maps
 
 __all__ = ["boxes_from_saliency"]
@@ -56,6 +57,10 @@ def boxes_from_saliency(saliency: TensorLike, threshold: float = 0.2) -> Tensor:
     values = sal.to(torch.float64).cpu()
     peak = values.flatten(1).amax(dim=1)
     keep = (values >= (frac * peak)[:, None, None]).numpy()
+    if _component_tree.available():
+        boxes = torch.from_numpy(_component_tree.largest_component_boxes(keep)).float()
+        boxes[peak <= 0] = torch.tensor([0.0, 0.0, width, height])
+        return boxes.to(sal.device)
     structure = np.ones((3, 3), dtype=bool)  # 8-connectivity
     component = np.zeros((n, height, width), dtype=bool)
     for i in range(n):
