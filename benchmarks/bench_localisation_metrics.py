@@ -91,6 +91,24 @@ def main() -> None:
         print(f"all localisation metrics on {where}: {total:.2f} ms per pair", flush=True)
     if args.out is not None:
         args.out.write_text(json.dumps(result, indent=2))
+        args.out.with_suffix(".md").write_text(markdown(result, args))
+
+
+def markdown(result: Dict[str, object], args: argparse.Namespace) -> str:
+    """The measured costs as a Markdown table, one column per device."""
+    devices = list(result["per_pair_ms"]["pxap"])
+    threads = result["environment"]["torch_threads"]
+    lines = ["# Localisation metrics per pair", "",
+             f"`python benchmarks/bench_localisation_metrics.py --device {args.device} --size {args.size} --batch "
+             f"{args.batch} --repeats {args.repeats}` ({result['pairs']} pairs of {args.size}² maps, half "
+             f"saliency-like noise under a blob, half smooth CAM-like blobs; masks and 1–3 boxes per pair; "
+             f"{threads} CPU thread(s)). Each metric's `statistics`, ms per pair, median of the repeats after a "
+             f"warm-up.", "", "| metric | " + " | ".join(devices) + " |", "|---|" + "---|" * len(devices)]
+    for name, cost in result["per_pair_ms"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{cost[d]:.2f}" for d in devices) + " |")
+    totals = [sum(v[d] for v in result["per_pair_ms"].values()) for d in devices]
+    lines.append("| **all five** | " + " | ".join(f"**{t:.2f}**" for t in totals) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -7,13 +7,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
 import zarr
 
-from captum_ext.evaluation import evaluate, fit_box_map
+from captum_ext.evaluation import evaluate, fit_box_map, store
 from captum_ext.evaluation.data import open_dataset
 
 DATA = "scenes:multi:12"
@@ -67,6 +68,35 @@ def test_two_processes_give_exactly_the_one_process_results(tmp_path):
     assert one[1] == two[1]  # every row
     assert np.array_equal(one[2], two[2])  # every map, bit for bit
     assert json.loads((tmp_path / "two" / "metrics.json").read_text())["settings"]["processes"] == 2
+
+
+@pytest.mark.skipif(not store.sharding_supported(), reason="Zarr 2 writes no shards")
+def test_one_pair_per_image_stores_one_shard_file_per_batch(tmp_path):
+    evaluate("zoo:scenes_vgg", "saliency", "scenes:single:10", tmp_path / "sharded", batch_size=4,
+             show_progress=False)
+    with mock.patch.object(store, "sharding_supported", lambda: False):
+        evaluate("zoo:scenes_vgg", "saliency", "scenes:single:10", tmp_path / "plain", batch_size=4,
+                 show_progress=False)
+    array = zarr.open_array(str(tmp_path / "sharded" / "maps.zarr" / "maps"), mode="r")
+    assert array.shards == (4, 64, 64) and array.chunks == (1, 64, 64)
+    assert len([p for p in (tmp_path / "sharded" / "maps.zarr" / "maps" / "c").rglob("*") if p.is_file()]) == 3
+    assert len([p for p in (tmp_path / "plain" / "maps.zarr" / "maps" / "c").rglob("*") if p.is_file()]) == 10
+    sharded, plain = outputs(tmp_path / "sharded"), outputs(tmp_path / "plain")
+    assert sharded[0] == plain[0] and sharded[1] == plain[1] and np.array_equal(sharded[2], plain[2])
+    one_map = store.MapStore(tmp_path / "sharded" / "maps.zarr").read(5)  # one map reads back alone
+    assert torch.equal(one_map, torch.from_numpy(sharded[2][5].astype(np.float32)))
+    # A varying number of pairs per image: batches do not line up with shards, so one file per map.
+    evaluate("zoo:scenes_vgg", "saliency", "scenes:multi:6", tmp_path / "multi", batch_size=4, show_progress=False)
+    assert zarr.open_array(str(tmp_path / "multi" / "maps.zarr" / "maps"), mode="r").shards is None
+
+
+def test_two_processes_write_their_shards_exactly_as_one_process(tmp_path):
+    common = ["evaluate", "--model", "zoo:scenes_vgg", "--method", "grad_cam", "--data", "scenes:single:12",
+              "--batch-size", "3", "--no-progress"]
+    cli(*common, "--out", str(tmp_path / "one"))
+    cli(*common, "--out", str(tmp_path / "two"), processes=2)
+    one, two = outputs(tmp_path / "one"), outputs(tmp_path / "two")
+    assert one[0] == two[0] and one[1] == two[1] and np.array_equal(one[2], two[2])
 
 
 def test_a_run_killed_mid_way_resumes_to_the_uninterrupted_result(tmp_path):

@@ -272,9 +272,13 @@ def evaluate(
         if group.is_main:
             pairs = [(e, c) for e in entries for c in e.categories]  # the store's pair order
             sizes = [dataset.stored_size(e) for e, _ in pairs]
+            # With the same number of pairs per image (one, for a classification set), every batch's maps fill
+            # one shard: a file per batch instead of one per map, each written whole by one process.
+            per_image = {len(e.categories) for e in entries}
+            shard = batch_size * per_image.pop() if len(per_image) == 1 and 0 not in per_image else None
             store.create([e.index for e, _ in pairs], [c for _, c in pairs], [class_of[c] for _, c in pairs],
                          [h for h, _ in sizes], [w for _, w in sizes], map_dtype,
-                         native=([e.height for e, _ in pairs], [e.width for e, _ in pairs]))
+                         native=([e.height for e, _ in pairs], [e.width for e, _ in pairs]), pairs_per_shard=shard)
         group.barrier()
         localisation, faithful = scoring.split_metric_names(metrics)
         scorers = scoring.localisation_metrics(max(num_classes, 1), tolerance, dataset.has_boxes, dataset.has_masks,

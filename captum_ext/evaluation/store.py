@@ -1,5 +1,5 @@
-"""Where an evaluation run keeps its results on disk: the maps in a Zarr store, one chunk per map, and one record
-file per finished batch. Both are written so that a process killed at any moment leaves nothing half-counted."""
+"""Where an evaluation run keeps its results on disk: the maps in a Zarr store, one chunk per map (grouped into one
+shard file per batch where the batches allow), and one record file per finished batch. Both are written so that a process killed at any moment leaves nothing half-counted."""
 from __future__ import annotations
 
 import json
@@ -14,8 +14,16 @@ from torch import Tensor
 MAP_DTYPES = ("float16", "float32")
 
 
+def sharding_supported() -> bool:
+    """Whether the installed Zarr writes sharded arrays (Zarr 3)."""
+    import zarr
+
+    return int(zarr.__version__.split(".")[0]) >= 3
+
+
 class MapStore:
-    """The maps of a run: ``maps`` (``pairs×H×W``, each map in the top-left ``height×width`` corner of its chunk),
+    """The maps of a run: ``maps`` (``pairs×H×W``, each map in the top-left ``height×width`` corner of its chunk;
+    with ``pairs_per_shard``, chunks are grouped into shard files, one per batch),
     with ``image_index`` (the image's position in the dataset; its id, which may be a name, is in the pair table),
     ``category``, ``class_index``, ``height`` and ``width`` (the stored map's size: the resized size when the run
     resizes images) and ``native_height`` and ``native_width`` (the image file's size) arrays, one entry per pair.
@@ -29,7 +37,8 @@ class MapStore:
 
     def create(self, image_indices: Sequence[int], categories: Sequence[int], class_indices: Sequence[int],
                heights: Sequence[int], widths: Sequence[int], dtype: str = "float16",
-               native: Optional[Tuple[Sequence[int], Sequence[int]]] = None) -> None:
+               native: Optional[Tuple[Sequence[int], Sequence[int]]] = None,
+               pairs_per_shard: Optional[int] = None) -> None:
         """Create (or re-open, keeping written chunks) the arrays for every pair of the run.
 
         Args:
@@ -38,14 +47,23 @@ class MapStore:
             dtype (str): ``"float16"`` or ``"float32"``.
             native (tuple of sequences, optional): ``(heights, widths)`` of the image files, when the maps were
                 resized from them. Default: the stored sizes.
+            pairs_per_shard (int, optional): store the maps of this many consecutive pairs in one shard file
+                (Zarr 3 sharding; each map stays its own chunk inside, readable alone). Only safe when every
+                shard is written by one batch, i.e. the batches start at multiples of it; ignored with Zarr 2.
+                Default: one file per map.
         """
         import zarr
 
         n = len(image_indices)
         size = (max(heights, default=1), max(widths, default=1))
         zarr.open_group(str(self.path), mode="a")  # the folder is a Zarr group: zarr.open_group lists the arrays
-        maps = zarr.open_array(str(self.path / "maps"), mode="a", shape=(n, *size), chunks=(1, *size), dtype=dtype,
-                               fill_value=0)
+        fresh = not any((self.path / "maps" / meta).is_file() for meta in ("zarr.json", ".zarray"))
+        if fresh and pairs_per_shard and sharding_supported():
+            maps = zarr.create_array(str(self.path / "maps"), shape=(n, *size), chunks=(1, *size),
+                                     shards=(pairs_per_shard, *size), dtype=dtype, fill_value=0)
+        else:
+            maps = zarr.open_array(str(self.path / "maps"), mode="a", shape=(n, *size), chunks=(1, *size),
+                                   dtype=dtype, fill_value=0)
         if tuple(maps.shape) != (n, *size) or str(maps.dtype) != dtype:
             raise ValueError(f"the map store {str(self.path)!r} holds {tuple(maps.shape)} {maps.dtype} maps, this "
                              f"run needs {(n, *size)} {dtype}: use another `out` folder")
