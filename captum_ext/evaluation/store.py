@@ -1,5 +1,6 @@
 """Where an evaluation run keeps its results on disk: the maps in a Zarr store, one chunk per map (grouped into one
-shard file per batch where the batches allow), and one record file per finished batch. Both are written so that a process killed at any moment leaves nothing half-counted."""
+shard file per batch where the batches allow), and one record file per finished batch. Both are written so that
+a process killed at any moment leaves nothing half-counted."""
 from __future__ import annotations
 
 import json
