@@ -16,7 +16,11 @@ MAP_DTYPES = ("float16", "float32")
 
 
 def sharding_supported() -> bool:
-    """Whether the installed Zarr writes sharded arrays (Zarr 3)."""
+    """Whether the installed Zarr writes sharded arrays.
+
+    Returns:
+        bool: True with Zarr 3 or newer.
+    """
     import zarr
 
     return int(zarr.__version__.split(".")[0]) >= 3
