@@ -99,6 +99,34 @@ def test_two_processes_write_their_shards_exactly_as_one_process(tmp_path):
     assert one[0] == two[0] and one[1] == two[1] and np.array_equal(one[2], two[2])
 
 
+@pytest.mark.parametrize("method, shared", [("saliency", True), ("grad_cam", True), ("integrated_gradients", False)])
+def test_predictions_come_from_the_methods_own_forward_where_it_runs_the_plain_model(tmp_path, method, shared):
+    from captum_ext.evaluation.models import load_evaluation_model
+
+    loaded = load_evaluation_model("zoo:scenes_vgg_multilabel")
+    calls = []
+    counter = loaded.model.register_forward_hook(lambda module, args, output: calls.append(len(args[0])))
+    try:
+        evaluate(loaded, method, DATA, tmp_path / "tapped", batch_size=5, show_progress=False, metrics=())
+        tapped_calls = list(calls)
+        calls.clear()
+        with mock.patch("captum_ext.evaluation.runner.PLAIN_FORWARD_METHODS", ()):
+            evaluate(loaded, method, DATA, tmp_path / "separate", batch_size=5, show_progress=False, metrics=())
+        separate_calls = list(calls)
+    finally:
+        counter.remove()
+    assert not loaded.model._forward_hooks  # nothing of the run's left on the model
+    # DATA's 12 images make 3 batches: a separate prediction forward is one more call per batch, which the
+    # method's own forward saves where it runs the plain model (Integrated Gradients never does).
+    assert len(separate_calls) == len(tapped_calls) + (3 if shared else 0)
+    tapped, separate = outputs(tmp_path / "tapped"), outputs(tmp_path / "separate")
+    assert np.array_equal(tapped[2], separate[2])
+    for mine, theirs in zip(tapped[1], separate[1]):
+        assert mine["predicted"] == theirs["predicted"] and mine["recognised"] == theirs["recognised"]
+        for key in ("predicted_score", "class_score"):
+            assert abs(float(mine[key]) - float(theirs[key])) < 1e-6
+
+
 def test_a_run_killed_mid_way_resumes_to_the_uninterrupted_result(tmp_path):
     common = ["evaluate", "--model", "zoo:scenes_vgg", "--method", "integrated_gradients", "--data",
               "scenes:single:40", "--batch-size", "2", "--no-progress"]

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from captum_ext._utils.attribution import eval_mode
 from captum_ext.evaluation import scoring
 from captum_ext.evaluation._fingerprints import changed_inputs, run_fingerprint
+from captum_ext.evaluation._forward_tap import PLAIN_FORWARD_METHODS, ForwardTap
 from captum_ext.evaluation._writer import BackgroundWriter
 from captum_ext.evaluation.class_maps import ClassMap, as_class_map, resolve_dataset_classes
 from captum_ext.evaluation.distributed import Processes, batches_of, my_batches, processes
@@ -55,6 +56,7 @@ class _Run:
     faithfulness: Dict[str, Any]
     faithfulness_steps: int
     faithfulness_baseline: Optional[str]
+    tap: ForwardTap
 
 
 def _dataset_of(data: DataArgument, resize: Optional[Tuple[int, int]], skip_bad: bool,
@@ -110,20 +112,25 @@ def _compute_batch(samples: Sequence[Any], run: _Run) -> Tuple[Dict[str, Any], L
             by_size.setdefault(tuple(sample.image.shape[-2:]), []).append(sample)
     for group in by_size.values():
         images = torch.stack([sample.image for sample in group]).to(run.group.device)
-        with torch.no_grad():
-            scores = run.model(images)
-        probabilities = (torch.sigmoid(scores) if run.multi_label else torch.softmax(scores, dim=1)).cpu()
         owner = [j for j, sample in enumerate(group) for _ in sample.truths]
         categories = [t.category for sample in group for t in sample.truths]
         truths = [GroundTruth(run.class_of[t.category], t.boxes, t.mask) for sample in group for t in sample.truths]
         pair_ids = [run.pair_start[sample.index] + k for sample in group for k in range(len(sample.truths))]
         classes = torch.tensor([t.category for t in truths], dtype=torch.long)
-        maps, boxes = [], []
+        maps, boxes, tapped = [], [], []
         for start in range(0, len(truths), run.pair_batch):
             part = slice(start, start + run.pair_batch)
-            chunk, chunk_boxes = run.method(images[owner[part]], classes[part].to(run.group.device))
+            (chunk, chunk_boxes), pair_scores = run.tap.call(run.method, images[owner[part]],
+                                                             classes[part].to(run.group.device))
             maps.append(scale_to_unit(chunk)[:, 0].to(run.map_dtype))
             boxes.append(chunk_boxes)
+            tapped.append(pair_scores)
+        if all(t is not None for t in tapped):  # the method's own forward: each image's first pair's row
+            scores = torch.cat(tapped)[[owner.index(j) for j in range(len(group))]]
+        else:
+            with torch.no_grad():
+                scores = run.model(images)
+        probabilities = (torch.sigmoid(scores) if run.multi_label else torch.softmax(scores, dim=1)).cpu()
         on_device = torch.cat(maps)
         writes.append((pair_ids, on_device.cpu()))
         # Scored as stored (reruns score the same) and where the maps are: on a GPU the metrics label and measure
@@ -287,9 +294,12 @@ def evaluate(
         accuracy = scoring.PairAccuracy()
         for metric in (*scorers.values(), *faithfulness.values(), accuracy):
             metric.to(group.device)
+        # The predictions come from the method's own forward where it runs the plain model on the images.
+        tap = restore.enter_context(ForwardTap(loaded.model, isinstance(method, str)
+                                               and method in PLAIN_FORWARD_METHODS))
         run = _Run(loaded.model, map_function, loaded.multi_label, class_of, pair_start, scorers, accuracy, store,
                    getattr(torch, map_dtype), group, max(batch_size, 1), faithfulness, faithfulness_steps,
-                   faithfulness_baseline)
+                   faithfulness_baseline, tap)
         batches = batches_of(len(dataset), batch_size)
         mine = my_batches(len(batches), group)
         todo = [k for k in mine if not records.done(k)]
