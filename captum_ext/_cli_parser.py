@@ -74,6 +74,18 @@ def _size(text: str) -> Tuple[int, int]:
     return (int(parts[0]), int(parts[-1]))
 
 
+def _method_names(text: str) -> str:
+    """``evaluate --method`` values: one method, or several separated by commas (computed in one pass)."""
+    names = [name.strip() for name in text.split(",")]
+    unknown = [name for name in names if name not in EVALUATION_METHODS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown method {', '.join(map(repr, unknown))}; choose from "
+                                         f"{', '.join(EVALUATION_METHODS)}, or several separated by commas")
+    if len(set(names)) < len(names):
+        raise argparse.ArgumentTypeError(f"--method names a method twice: {text!r}")
+    return ",".join(names)
+
+
 def _method_lines(names: Tuple[str, ...], **changed: str) -> str:
     """``methods (--method):`` and one line per method, for an epilog; ``changed`` replaces a method's line."""
     lines = {**EVALUATION_METHODS, **changed}
@@ -116,8 +128,9 @@ def _add_evaluation_commands(commands: "argparse._SubParsersAction[argparse.Argu
                         "      --data scenes:multi:100 --out results/",
                         "captum_ext.evaluation.command:run_evaluate", _method_lines(tuple(EVALUATION_METHODS)))
     _add_evaluation_inputs(evaluate)
-    evaluate.add_argument("--method", required=True, choices=tuple(EVALUATION_METHODS), metavar="METHOD",
-                          help="the attribution method (one line each below)")
+    evaluate.add_argument("--method", required=True, type=_method_names, metavar="METHOD[,METHOD...]",
+                          help="the attribution method (one line each below), or several separated by commas: one "
+                               "pass over the data, one folder per method in --out and a leaderboard of them")
     evaluate.add_argument("--out", type=Path, required=True, metavar="DIR", help="results folder")
     evaluate.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per batch")
     evaluate.add_argument("--tolerance", type=float, default=None, metavar="PX",

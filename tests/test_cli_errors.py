@@ -274,4 +274,8 @@ def test_help_shows_defaults_an_example_per_command_and_a_line_per_method(capsys
 def test_argparse_errors_still_exit_2(capsys):
     with pytest.raises(SystemExit) as exited:
         cli.main(["evaluate", "--model", "zoo:scenes_vgg", "--method", "smoothgrad", "--data", "x", "--out", "y"])
-    assert exited.value.code == 2 and "invalid choice: 'smoothgrad'" in capsys.readouterr().err
+    assert exited.value.code == 2 and "unknown method 'smoothgrad'; choose from" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["evaluate", "--model", "zoo:scenes_vgg", "--method", "saliency, saliency", "--data", "x",
+                  "--out", "y"])
+    assert exited.value.code == 2 and "names a method twice" in capsys.readouterr().err

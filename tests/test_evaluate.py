@@ -90,13 +90,18 @@ def test_one_pair_per_image_stores_one_shard_file_per_batch(tmp_path):
     assert zarr.open_array(str(tmp_path / "multi" / "maps.zarr" / "maps"), mode="r").shards is None
 
 
-def test_two_processes_write_their_shards_exactly_as_one_process(tmp_path):
-    common = ["evaluate", "--model", "zoo:scenes_vgg", "--method", "grad_cam", "--data", "scenes:single:12",
-              "--batch-size", "3", "--no-progress"]
-    cli(*common, "--out", str(tmp_path / "one"))
+def test_two_processes_write_their_shards_exactly_as_one_process_for_several_methods(tmp_path):
+    common = ["evaluate", "--model", "zoo:scenes_vgg", "--method", "grad_cam,saliency", "--data",
+              "scenes:single:12", "--batch-size", "3", "--no-progress"]
+    printed = cli(*common, "--out", str(tmp_path / "one")).stdout
+    assert "one folder per method" in printed and set(json.loads(printed.split("\nresults in")[0])) == \
+        {"grad_cam", "saliency"}
     cli(*common, "--out", str(tmp_path / "two"), processes=2)
-    one, two = outputs(tmp_path / "one"), outputs(tmp_path / "two")
-    assert one[0] == two[0] and one[1] == two[1] and np.array_equal(one[2], two[2])
+    for method in ("grad_cam", "saliency"):
+        one, two = outputs(tmp_path / "one" / method), outputs(tmp_path / "two" / method)
+        assert one[0] == two[0] and one[1] == two[1] and np.array_equal(one[2], two[2])
+    boards = [(tmp_path / run / "leaderboard.csv").read_text().replace(str(tmp_path / run), "") for run in ("one", "two")]
+    assert boards[0] == boards[1] and "grad_cam" in boards[0]
 
 
 @pytest.mark.parametrize("method, shared", [("saliency", True), ("grad_cam", True), ("integrated_gradients", False)])
@@ -125,6 +130,63 @@ def test_predictions_come_from_the_methods_own_forward_where_it_runs_the_plain_m
         assert mine["predicted"] == theirs["predicted"] and mine["recognised"] == theirs["recognised"]
         for key in ("predicted_score", "class_score"):
             assert abs(float(mine[key]) - float(theirs[key])) < 1e-6
+
+
+def test_several_methods_in_one_pass_equal_their_separate_runs_and_resume_alone(tmp_path):
+    from captum_ext.evaluation.models import load_evaluation_model
+
+    loaded = load_evaluation_model("zoo:scenes_vgg_multilabel")
+    methods = ["integrated_gradients", "saliency", "grad_cam"]
+    calls = []
+    counter = loaded.model.register_forward_hook(lambda module, args, output: calls.append(len(args[0])))
+    try:
+        together = evaluate(loaded, ",".join(methods), DATA, tmp_path / "together", batch_size=5,
+                            show_progress=False)
+        together_calls = len(calls)
+        separate_calls = {}
+        for method in methods:
+            calls.clear()
+            evaluate(loaded, method, DATA, tmp_path / method, batch_size=5, show_progress=False)
+            separate_calls[method] = len(calls)
+    finally:
+        counter.remove()
+    # One pass: each method's own forwards, and the predictions taken from saliency's (Integrated Gradients, first,
+    # gives none), so no prediction forward at all: 3 fewer calls than the three separate runs' 12 batches.
+    assert together_calls == sum(separate_calls.values()) - 3
+    assert sorted(together) == sorted(methods)
+    for method in methods:
+        mine, theirs = outputs(tmp_path / "together" / method), outputs(tmp_path / method)
+        assert np.array_equal(mine[2], theirs[2])
+        assert {k: v for k, v in mine[0].items() if k != "settings"} == \
+            {k: v for k, v in theirs[0].items() if k != "settings"} == \
+            {k: v for k, v in together[method].items() if k != "settings"}
+        assert mine[0]["settings"] == theirs[0]["settings"]
+        for a, b in zip(mine[1], theirs[1]):
+            assert abs(float(a.pop("class_score")) - float(b.pop("class_score"))) < 1e-6
+            assert abs(float(a.pop("predicted_score")) - float(b.pop("predicted_score"))) < 1e-6
+            assert a == b
+    board = (tmp_path / "together" / "leaderboard.csv").read_text()
+    assert all(method in board for method in methods) and (tmp_path / "together" / "index.html").is_file()
+    # One method's lost batch is recomputed for that method only, and the run ends as before.
+    before = outputs(tmp_path / "together" / "grad_cam")
+    (tmp_path / "together" / "grad_cam" / "progress" / "batch-00000001.json").unlink()
+    from captum_ext.evaluation._batch import compute_batch
+
+    with mock.patch("captum_ext.evaluation.runner.compute_batch", wraps=compute_batch) as computed:
+        evaluate(loaded, methods, DATA, tmp_path / "together", batch_size=5, show_progress=False, resume=True)
+    assert [[run.name for run in call.args[2]] for call in computed.call_args_list] == [["grad_cam"]]
+    after = outputs(tmp_path / "together" / "grad_cam")
+    assert np.array_equal(before[2], after[2]) and before[1] == after[1] and before[0] == after[0]
+
+
+@pytest.mark.parametrize("method, problem", [("saliency,saliency", "twice"), ("saliency,bogus", "bogus"),
+                                             (["saliency", 3], "sequence of names")])
+def test_several_methods_refuse_bad_lists(tmp_path, method, problem):
+    with pytest.raises((ValueError, TypeError), match=problem):
+        evaluate("zoo:scenes_vgg", method, DATA, tmp_path / "run", show_progress=False)
+    with pytest.raises(ValueError, match="grad_cam is not among"):
+        evaluate("zoo:scenes_vgg", "saliency,guided_backprop", DATA, tmp_path / "run", layer="features.0",
+                 show_progress=False)
 
 
 def test_a_run_killed_mid_way_resumes_to_the_uninterrupted_result(tmp_path):

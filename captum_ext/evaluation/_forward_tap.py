@@ -60,19 +60,22 @@ class ForwardTap:
         if self._scores is None and args and args[0] is self._watched and isinstance(output, Tensor):
             self._scores = output.detach()
 
-    def call(self, method: MapFunction, images: Tensor, targets: Tensor) -> Tuple[Any, Optional[Tensor]]:
+    def call(self, method: MapFunction, images: Tensor, targets: Tensor, watch: bool = True
+             ) -> Tuple[Any, Optional[Tensor]]:
         """Run ``method(images, targets)``; also return the model's scores from its first forward on ``images``.
 
         Args:
             method (callable): the map function.
             images (Tensor): ``N×3×H×W`` images, passed to the method as they are.
             targets (Tensor): ``N`` target classes.
+            watch (bool, optional): whether to keep the scores of this call (``False`` for a method whose forward
+                is not the model's plain one). Default: True.
 
         Returns:
-            tuple: ``(method's result, N×K scores or None)``: ``None`` when disabled or when the method did not run
-            the model on ``images`` itself.
+            tuple: ``(method's result, N×K scores or None)``: ``None`` when disabled, not watched, or when the
+            method did not run the model on ``images`` itself.
         """
-        self._watched, self._scores = (images if self._handle is not None else None), None
+        self._watched, self._scores = (images if self._handle is not None and watch else None), None
         try:
             return method(images, targets), self._scores
         finally:

@@ -98,7 +98,7 @@ def _sized(run: Callable[[], T], args: argparse.Namespace) -> T:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Run ``captum-ext evaluate`` from parsed arguments; rank 0 prints the metrics.
+    """Run ``captum-ext evaluate`` from parsed arguments (one method or several); rank 0 prints the metrics.
 
     Args:
         args (argparse.Namespace): the parsed ``evaluate`` arguments.
@@ -119,8 +119,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
         show_progress=not args.no_progress, metrics=args.metrics, faithfulness_steps=args.faithfulness_steps,
         faithfulness_baseline=args.baseline), args)
     if _is_main():
-        print(json.dumps({k: v for k, v in summary.items() if k != "settings"}, indent=2))
-        print(f"results in {args.out}")
+        if "," in args.method:  # several methods: their metrics, and where the leaderboard is
+            print(json.dumps({name: {k: v for k, v in one.items() if k not in ("settings", "class_map")}
+                              for name, one in summary.items()}, indent=2))
+            print(f"results in {args.out}: one folder per method; leaderboard.md, leaderboard.csv and index.html "
+                  f"compare them")
+        else:
+            print(json.dumps({k: v for k, v in summary.items() if k != "settings"}, indent=2))
+            print(f"results in {args.out}")
     return 0
 
 

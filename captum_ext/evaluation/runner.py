@@ -12,51 +12,27 @@ import json
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from captum_ext._utils.attribution import eval_mode
 from captum_ext.evaluation import scoring
 from captum_ext.evaluation._fingerprints import changed_inputs, run_fingerprint
+from captum_ext.evaluation._batch import MethodRun, Shared, compute_batch
 from captum_ext.evaluation._forward_tap import PLAIN_FORWARD_METHODS, ForwardTap
 from captum_ext.evaluation._writer import BackgroundWriter
 from captum_ext.evaluation.class_maps import ClassMap, as_class_map, resolve_dataset_classes
 from captum_ext.evaluation.distributed import Processes, batches_of, my_batches, processes
-from captum_ext.evaluation.methods import MapFunction, build_method, scale_to_unit
+from captum_ext.evaluation.methods import METHODS, MapFunction, build_method
 from captum_ext.evaluation.models import EvaluationModel, load_evaluation_model
-from captum_ext.evaluation.store import MAP_DTYPES, BatchRecords, MapStore, from_json, to_json
-from captum_ext.metrics.ground_truth import GroundTruth
+from captum_ext.evaluation.store import MAP_DTYPES, BatchRecords, MapStore
 
 DataArgument = Union[str, "torch.utils.data.Dataset", DataLoader]
-#: Perturbed images per forward pass of the deletion and insertion curves (at least the run's batch size).
-FAITHFULNESS_FORWARD_BATCH = 64
-
-
-@dataclass
-class _Run:
-    """What every batch needs."""
-
-    model: nn.Module
-    method: MapFunction
-    multi_label: bool
-    class_of: Dict[int, int]
-    pair_start: List[int]
-    metrics: Dict[str, Any]
-    accuracy: scoring.PairAccuracy
-    store: MapStore
-    map_dtype: torch.dtype
-    group: Processes
-    pair_batch: int
-    faithfulness: Dict[str, Any]
-    faithfulness_steps: int
-    faithfulness_baseline: Optional[str]
-    tap: ForwardTap
 
 
 def _dataset_of(data: DataArgument, resize: Optional[Tuple[int, int]], skip_bad: bool,
@@ -100,70 +76,9 @@ def _model_of(model: Union[str, nn.Module, EvaluationModel], device: torch.devic
     return loaded
 
 
-def _compute_batch(samples: Sequence[Any], run: _Run) -> Tuple[Dict[str, Any], List[Tuple[List[int], Tensor]]]:
-    """Rows and metric contributions (the batch record) of one batch, and its maps to write, per size group."""
-    writes: List[Tuple[List[int], Tensor]] = []
-    rows: List[Dict[str, Any]] = []
-    deltas: Dict[str, Dict[str, Tensor]] = {}
-    skipped = [sample.error for sample in samples if sample.image is None]
-    by_size: Dict[Tuple[int, int], List[Any]] = {}
-    for sample in samples:
-        if sample.image is not None and sample.truths:
-            by_size.setdefault(tuple(sample.image.shape[-2:]), []).append(sample)
-    for group in by_size.values():
-        images = torch.stack([sample.image for sample in group]).to(run.group.device)
-        owner = [j for j, sample in enumerate(group) for _ in sample.truths]
-        categories = [t.category for sample in group for t in sample.truths]
-        truths = [GroundTruth(run.class_of[t.category], t.boxes, t.mask) for sample in group for t in sample.truths]
-        pair_ids = [run.pair_start[sample.index] + k for sample in group for k in range(len(sample.truths))]
-        classes = torch.tensor([t.category for t in truths], dtype=torch.long)
-        maps, boxes, tapped = [], [], []
-        for start in range(0, len(truths), run.pair_batch):
-            part = slice(start, start + run.pair_batch)
-            (chunk, chunk_boxes), pair_scores = run.tap.call(run.method, images[owner[part]],
-                                                             classes[part].to(run.group.device))
-            maps.append(scale_to_unit(chunk)[:, 0].to(run.map_dtype))
-            boxes.append(chunk_boxes)
-            tapped.append(pair_scores)
-        if all(t is not None for t in tapped):  # the method's own forward: each image's first pair's row
-            scores = torch.cat(tapped)[[owner.index(j) for j in range(len(group))]]
-        else:
-            with torch.no_grad():
-                scores = run.model(images)
-        probabilities = (torch.sigmoid(scores) if run.multi_label else torch.softmax(scores, dim=1)).cpu()
-        on_device = torch.cat(maps)
-        writes.append((pair_ids, on_device.cpu()))
-        # Scored as stored (reruns score the same) and where the maps are: on a GPU the metrics label and measure
-        # them there, with the values the host computes. One float32 copy serves every metric.
-        as_float = on_device.to(torch.float32)
-        scored = list(as_float)
-        predicted_boxes = torch.cat([b.cpu() for b in boxes]) if boxes[0] is not None else None
-        group_deltas, columns = scoring.batch_statistics(run.metrics, scored, truths, predicted_boxes)
-        if run.faithfulness:
-            aucs = _faithfulness(run, images[owner], as_float, classes.to(images.device))
-            for key, metric in run.faithfulness.items():
-                group_deltas[key], per_pair = metric.statistics(aucs[metric.mode])
-                columns.update(per_pair)
-        predicted = probabilities[owner].argmax(dim=1)
-        class_probability = probabilities[owner].gather(1, classes[:, None])[:, 0]
-        recognised = class_probability >= 0.5 if run.multi_label else predicted == classes
-        accuracy_delta, _ = run.accuracy.statistics(recognised)
-        scoring.add_deltas(deltas, {**group_deltas, "accuracy": accuracy_delta})
-        for k, (pair_id, truth) in enumerate(zip(pair_ids, truths)):
-            sample = group[owner[k]]
-            row = {"pair": pair_id, "image_index": sample.index, "image_id": sample.image_id,
-                   "category": categories[k], "class_index": truth.category, "predicted": int(predicted[k]),
-                   "predicted_score": float(probabilities[owner[k], predicted[k]]),
-                   "class_score": float(probabilities[owner[k], truth.category]), "recognised": bool(recognised[k])}
-            row.update({name: (values[k].item() if isinstance(values[k], Tensor) else values[k])
-                        for name, values in columns.items()})
-            rows.append(row)
-    return {"rows": rows, "deltas": to_json(deltas), "skipped": skipped}, writes
-
-
 def evaluate(
     model: Union[str, nn.Module, EvaluationModel],
-    method: Union[str, MapFunction],
+    method: Union[str, MapFunction, Sequence[str]],
     data: DataArgument,
     out: Union[str, Path],
     batch_size: int = 16,
@@ -188,8 +103,12 @@ def evaluate(
     Args:
         model (str, nn.Module or EvaluationModel): a spec (see :func:`load_evaluation_model`) or a model taking
             images in ``[0, 1]``.
-        method (str or callable): one of :data:`captum_ext.evaluation.methods.METHODS`, or ``f(images, targets)
-            -> (maps N×1×H×W, boxes or None)``.
+        method (str, sequence of str or callable): one of :data:`captum_ext.evaluation.methods.METHODS`, or
+            ``f(images, targets) -> (maps N×1×H×W, boxes or None)``; or several names (a sequence, or one string
+            separated by commas), computed in one pass over the data: the images are read once, the predictions
+            come from one forward, each method's results go to ``out/<method>/`` (each a run of its own, resumable
+            alone) and a leaderboard of them to ``out`` (:func:`captum_ext.evaluation.compare.compare`).
+            ``layer`` then applies to ``grad_cam`` and ``box_map`` to ``sensitivity``.
         data (str, Dataset or DataLoader): a dataset spec (see :func:`captum_ext.evaluation.data.open_dataset`),
             an :class:`~captum_ext.evaluation.data.AnnotatedImages`, or a DataLoader over one (its dataset is used;
             batching is this function's, so that any number of processes computes the same batches).
@@ -226,16 +145,18 @@ def evaluate(
             deletion and a blurred copy for insertion.
 
     Returns:
-        dict: the content of ``metrics.json`` (the same on every process).
+        dict: the content of ``metrics.json`` (the same on every process); for several methods, one such dict
+        per method name.
 
     Raises:
         ValueError: bad arguments, an ``out`` folder holding another run (or a finished one without
             ``resume``), categories the model does not have.
     """
     from captum_ext._utils.validation import check_in_choices, check_scalar
-    from captum_ext.evaluation.report import write_reports
     from captum_ext.metrics.pointing import _check_tolerance
 
+    methods = _method_list(method, layer, box_map)
+    several = len(methods) > 1
     batch_size = check_scalar(batch_size, "batch_size", low=1, integer=True)
     tolerance = _check_tolerance(tolerance)
     class_map = as_class_map(class_map)
@@ -246,6 +167,8 @@ def evaluate(
         check_in_choices(faithfulness_baseline, "faithfulness_baseline", BASELINES)
     check_in_choices(map_dtype, "map_dtype", MAP_DTYPES)
     out = Path(out)
+    if several and (out / "run.json").is_file():
+        raise ValueError(f"`out` {str(out)!r} holds a run of one method; give several methods another folder")
     with processes(device) as group, ExitStack() as restore:
         dataset = _dataset_of(data, resize, skip_bad, class_map)
         loaded = _model_of(model, group.device)
@@ -254,111 +177,154 @@ def evaluate(
         restore.enter_context(eval_mode(loaded.model))
         num_classes = len(loaded.class_names)
         resolved = resolve_dataset_classes(dataset, class_map, num_classes)
-        class_of = resolved.classes
         talk = show_progress and group.is_main
         if talk:
             tqdm.write(resolved.describe(dataset.categories, loaded.class_names), file=sys.stderr)
-        method_name = method if isinstance(method, str) else getattr(method, "__name__", "custom")
-        map_function = build_method(method, loaded.model, loaded.layers, layer, box_map, loaded.multi_label) \
-            if isinstance(method, str) else method
-        settings = {"model": loaded.spec, "method": method_name, "data": getattr(dataset, "spec", "dataset"),
-                    "batch_size": batch_size, "tolerance": tolerance, "resize": list(resize) if resize else None,
-                    "layer": layer, "box_map": str(box_map) if box_map else None, "skip_bad": bool(skip_bad),
-                    "map_dtype": map_dtype, "maps": "each map scaled so its maximum is 1, scored as stored",
-                    "metrics": list(metrics) if metrics is not None else None,
-                    "faithfulness": {"steps": faithfulness_steps, "baseline": faithfulness_baseline},
-                    "inputs": run_fingerprint(dataset, class_of, loaded.model, box_map)}
-        records = BatchRecords(out / "progress")
-        _check_out(out, settings, resume, records, group)
+        common = {"model": loaded.spec, "data": getattr(dataset, "spec", "dataset"), "batch_size": batch_size,
+                  "tolerance": tolerance, "resize": list(resize) if resize else None, "skip_bad": bool(skip_bad),
+                  "map_dtype": map_dtype, "maps": "each map scaled so its maximum is 1, scored as stored",
+                  "metrics": list(metrics) if metrics is not None else None,
+                  "faithfulness": {"steps": faithfulness_steps, "baseline": faithfulness_baseline},
+                  "inputs": run_fingerprint(dataset, resolved.classes, loaded.model, box_map)}
         entries = dataset.entries
         pair_start, total = [], 0
         for entry in entries:
             pair_start.append(total)
             total += len(entry.categories)
-        store = MapStore(out / "maps.zarr")
-        if group.is_main:
-            pairs = [(e, c) for e in entries for c in e.categories]  # the store's pair order
-            sizes = [dataset.stored_size(e) for e, _ in pairs]
-            # With the same number of pairs per image (one, for a classification set), every batch's maps fill
-            # one shard: a file per batch instead of one per map, each written whole by one process.
-            per_image = {len(e.categories) for e in entries}
-            shard = batch_size * per_image.pop() if len(per_image) == 1 and 0 not in per_image else None
-            store.create([e.index for e, _ in pairs], [c for _, c in pairs], [class_of[c] for _, c in pairs],
-                         [h for h, _ in sizes], [w for _, w in sizes], map_dtype,
-                         native=([e.height for e, _ in pairs], [e.width for e, _ in pairs]), pairs_per_shard=shard)
-        group.barrier()
-        localisation, faithful = scoring.split_metric_names(metrics)
-        scorers = scoring.localisation_metrics(max(num_classes, 1), tolerance, dataset.has_boxes, dataset.has_masks,
-                                               localisation)
-        faithfulness = scoring.faithfulness_metrics(faithful)
-        accuracy = scoring.PairAccuracy()
-        for metric in (*scorers.values(), *faithfulness.values(), accuracy):
-            metric.to(group.device)
-        # The predictions come from the method's own forward where it runs the plain model on the images.
-        tap = restore.enter_context(ForwardTap(loaded.model, isinstance(method, str)
-                                               and method in PLAIN_FORWARD_METHODS))
-        run = _Run(loaded.model, map_function, loaded.multi_label, class_of, pair_start, scorers, accuracy, store,
-                   getattr(torch, map_dtype), group, max(batch_size, 1), faithfulness, faithfulness_steps,
-                   faithfulness_baseline, tap)
+        # The predictions come from a method's own forward where it runs the plain model on the images.
+        plain = [isinstance(m, str) and m in PLAIN_FORWARD_METHODS for m in methods]
+        tap = restore.enter_context(ForwardTap(loaded.model, any(plain)))
+        shared = Shared(loaded.model, loaded.multi_label, resolved.classes, pair_start, getattr(torch, map_dtype),
+                        group, batch_size, faithfulness_steps, faithfulness_baseline, tap)
+        folders = [out / m if several else out for m in methods]  # several methods: names only (checked)
+        opening = _Opening(dataset, loaded, shared, common, metrics, tolerance, resume, num_classes)
+        runs = [opening.open(m, folder, layer if m == "grad_cam" or not several else None,
+                             box_map if m == "sensitivity" or not several else None, watch)
+                for m, folder, watch in zip(methods, folders, plain)]
         batches = batches_of(len(dataset), batch_size)
         mine = my_batches(len(batches), group)
-        todo = [k for k in mine if not records.done(k)]
-        for k in sorted(set(mine) - set(todo)):  # finished earlier: replay their contributions
-            _apply(records.read(k), run)
+        todo_of = [{k for k in mine if not run.records.done(k)} for run in runs]
+        for run, todo in zip(runs, todo_of):
+            for k in sorted(set(mine) - todo):  # finished earlier: replay their contributions
+                run.apply(run.records.read(k))
+        todo = sorted(set().union(*todo_of))
         loader = DataLoader(dataset, batch_sampler=[batches[k] for k in todo], collate_fn=list,
                             num_workers=num_workers)
         done_before = sum(len(batches[k]) for k in mine) - sum(len(batches[k]) for k in todo)
         if talk and done_before:
             tqdm.write(f"resuming: {done_before} of {sum(len(batches[k]) for k in mine)} images done"
                        + (" (this process's share)" if group.world_size > 1 else ""), file=sys.stderr)
+        names = ", ".join(run.name for run in runs)
         bar = tqdm(total=sum(len(batches[k]) for k in mine), initial=done_before, unit="img", disable=not talk,
-                   desc=f"evaluate ({method_name}, rank 0 of {group.world_size})")
+                   desc=f"evaluate ({names}, rank 0 of {group.world_size})")
         started, computed = time.perf_counter(), 0
         # Maps and records go to disk on a thread while the next batch is computed; a batch is done (and skipped
         # by a resume) only once its record is written, after its maps.
-        with BackgroundWriter(store, records) as writer:
+        with ExitStack() as writing:
+            writers = [writing.enter_context(BackgroundWriter(run.store, run.records)) for run in runs]
             for k, samples in zip(todo, loader):
-                record, writes = _compute_batch(samples, run)
-                writer.submit(k, writes, record)
-                _apply(record, run)
+                needed = [j for j, pending in enumerate(todo_of) if k in pending]
+                for j, (record, writes) in zip(needed, compute_batch(samples, shared, [runs[j] for j in needed])):
+                    writers[j].submit(k, writes, record)
+                    runs[j].apply(record)
                 bar.update(len(samples))
                 computed += len(samples)
         bar.close()
+        timing = {"rank": group.rank, "world_size": group.world_size, "images": computed,
+                  "seconds": time.perf_counter() - started, "methods": [run.name for run in runs]}
+        summaries = {run.name: opening.finish(run, folder, timing, len(batches), resolved)
+                     for run, folder in zip(runs, folders)}
+        if several and group.is_main:
+            from captum_ext.evaluation.compare import compare
+
+            compare(folders, out)
+        group.barrier()
+    return summaries if several else next(iter(summaries.values()))
+
+
+def _method_list(method: Union[str, MapFunction, Sequence[str]], layer: Optional[str],
+                 box_map: Optional[Union[str, Path]]) -> List[Union[str, MapFunction]]:
+    """The run's methods: one name or callable, or several names (a sequence or one comma-separated string)."""
+    if callable(method) and not isinstance(method, str):
+        return [method]
+    names = [m.strip() for m in method.split(",")] if isinstance(method, str) else list(method)
+    if not names or any(not isinstance(m, str) for m in names):
+        raise TypeError(f"`method` must be a method name, a comma-separated list of names, a sequence of names or "
+                        f"a map function, got {method!r}")
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        raise ValueError(f"`method` must name methods of {list(METHODS)}, got {', '.join(map(repr, unknown))}")
+    if len(set(names)) < len(names):
+        raise ValueError(f"`method` names a method twice: {method!r}")
+    if len(names) > 1 and layer is not None and "grad_cam" not in names:
+        raise ValueError("`layer` is for the grad_cam method only, and grad_cam is not among the methods")
+    if len(names) > 1 and box_map is not None and "sensitivity" not in names:
+        raise ValueError("`box_map` is for the sensitivity method only, and sensitivity is not among the methods")
+    return list(names)
+
+
+class _Opening:
+    """Opens each method's part of a run (settings checked against ``out``, store created, metric states) and
+    finishes it (metrics computed across processes, reports written)."""
+
+    def __init__(self, dataset: Any, loaded: EvaluationModel, shared: Shared, common: Dict[str, Any],
+                 metrics: Optional[Sequence[str]], tolerance: float, resume: bool, num_classes: int) -> None:
+        self.dataset, self.loaded, self.shared, self.common = dataset, loaded, shared, common
+        self.metrics, self.tolerance, self.resume, self.num_classes = metrics, tolerance, resume, num_classes
+
+    def open(self, method: Union[str, MapFunction], folder: Path, layer: Optional[str],
+             box_map: Optional[Union[str, Path]], plain_forward: bool) -> MethodRun:
+        """The method's run state; its folder is checked (and created) first."""
+        dataset, group = self.dataset, self.shared.group
+        name = method if isinstance(method, str) else getattr(method, "__name__", "custom")
+        map_function = build_method(method, self.loaded.model, self.loaded.layers, layer, box_map,
+                                    self.loaded.multi_label) if isinstance(method, str) else method
+        settings = {**self.common, "method": name, "layer": layer, "box_map": str(box_map) if box_map else None}
+        records = BatchRecords(folder / "progress")
+        _check_out(folder, settings, self.resume, records, group)
+        store = MapStore(folder / "maps.zarr")
+        if group.is_main:
+            entries, class_of = dataset.entries, self.shared.class_of
+            pairs = [(e, c) for e in entries for c in e.categories]  # the store's pair order
+            sizes = [dataset.stored_size(e) for e, _ in pairs]
+            # With the same number of pairs per image (one, for a classification set), every batch's maps fill
+            # one shard: a file per batch instead of one per map, each written whole by one process.
+            per_image = {len(e.categories) for e in entries}
+            batch_size = self.common["batch_size"]
+            shard = batch_size * per_image.pop() if len(per_image) == 1 and 0 not in per_image else None
+            store.create([e.index for e, _ in pairs], [c for _, c in pairs], [class_of[c] for _, c in pairs],
+                         [h for h, _ in sizes], [w for _, w in sizes], self.common["map_dtype"],
+                         native=([e.height for e, _ in pairs], [e.width for e, _ in pairs]), pairs_per_shard=shard)
+        group.barrier()
+        localisation, faithful = scoring.split_metric_names(self.metrics)
+        scorers = scoring.localisation_metrics(max(self.num_classes, 1), self.tolerance, dataset.has_boxes,
+                                               dataset.has_masks, localisation)
+        faithfulness = scoring.faithfulness_metrics(faithful)
+        accuracy = scoring.PairAccuracy()
+        for metric in (*scorers.values(), *faithfulness.values(), accuracy):
+            metric.to(group.device)
+        return MethodRun(name, map_function, plain_forward, settings, scorers, faithfulness, accuracy, store, records)
+
+    def finish(self, run: MethodRun, folder: Path, timing: Dict[str, Any], n_batches: int, resolved: Any
+               ) -> Dict[str, Any]:
+        """The method's ``metrics.json`` content (the same on every process), its reports written by rank 0."""
+        from captum_ext.evaluation.report import write_reports
+
+        group, dataset = self.shared.group, self.dataset
         # This process's throughput, for benchmarks and capacity planning (not part of the results).
-        (out / "progress").mkdir(parents=True, exist_ok=True)
-        (out / "progress" / f"timing-rank{group.rank}.json").write_text(json.dumps(
-            {"rank": group.rank, "world_size": group.world_size, "images": computed,
-             "seconds": time.perf_counter() - started}), encoding="utf-8")
-        results = scoring.compute_all({**scorers, **faithfulness, "accuracy": accuracy})
+        (folder / "progress").mkdir(parents=True, exist_ok=True)
+        (folder / "progress" / f"timing-rank{group.rank}.json").write_text(json.dumps(timing), encoding="utf-8")
+        results = scoring.compute_all({**run.metrics, **run.faithfulness, "accuracy": run.accuracy})
         group.barrier()
         bad = [f"skipped pair: {item}" for item in dataset.bad_annotations]
-        summary = {"n_images": len(entries), "n_pairs": total, **results,
-                   "skipped": bad + (records.skipped(len(batches)) if group.is_main else []),
-                   "class_map": resolved.report(dataset.categories, loaded.class_names),
-                   "settings": {**settings, "processes": group.world_size}}
+        summary = {"n_images": len(dataset.entries), "n_pairs": sum(len(e.categories) for e in dataset.entries),
+                   **results, "skipped": bad + (run.records.skipped(n_batches) if group.is_main else []),
+                   "class_map": resolved.report(dataset.categories, self.loaded.class_names),
+                   "settings": {**run.settings, "processes": group.world_size}}
         if group.is_main:
-            write_reports(out, summary, records, len(batches), dataset, store)
+            write_reports(folder, summary, run.records, n_batches, dataset, run.store)
         group.barrier()
-    return summary
-
-
-def _faithfulness(run: _Run, images: Tensor, maps: Tensor, classes: Tensor) -> Dict[str, Tensor]:
-    """Each asked-for mode's AUC per pair, from the float32 copy of the maps as stored (so a rerun scores the
-    same)."""
-    from captum_ext.metrics.faithfulness import curve_auc, deletion_insertion_curves
-
-    return {metric.mode: curve_auc(deletion_insertion_curves(
-        run.model, images, maps, classes, metric.mode, run.faithfulness_steps,
-        run.faithfulness_baseline, run.multi_label, batch_size=max(run.pair_batch, FAITHFULNESS_FORWARD_BATCH)))
-        for metric in run.faithfulness.values()}
-
-
-def _apply(record: Dict[str, Any], run: _Run) -> None:
-    """Add a batch record's contributions to the metric states."""
-    deltas = from_json(record["deltas"])
-    for name, metric in (*run.metrics.items(), *run.faithfulness.items(), ("accuracy", run.accuracy)):
-        if name in deltas:
-            metric.update_from_statistics(deltas[name])
+        return summary
 
 
 def _check_out(out: Path, settings: Dict[str, Any], resume: bool, records: BatchRecords, group: Processes) -> None:

@@ -1,0 +1,161 @@
+"""One batch of an evaluation run: every method's maps, the model's predictions (once for all methods), and each
+method's table rows, metric contributions and maps to write."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from captum_ext.evaluation import scoring
+from captum_ext.evaluation._forward_tap import ForwardTap
+from captum_ext.evaluation.distributed import Processes
+from captum_ext.evaluation.methods import MapFunction, scale_to_unit
+from captum_ext.evaluation.store import BatchRecords, MapStore, from_json, to_json
+from captum_ext.metrics.ground_truth import GroundTruth
+
+#: Perturbed images per forward pass of the deletion and insertion curves (at least the run's batch size).
+FAITHFULNESS_FORWARD_BATCH = 64
+#: ``(pair ids, maps)`` of one size group, for the store.
+Writes = List[Tuple[List[int], Tensor]]
+
+
+@dataclass
+class Shared:
+    """What every method of a run shares: the model, the dataset's pairs, the processes, the settings."""
+
+    model: nn.Module
+    multi_label: bool
+    class_of: Dict[int, int]
+    pair_start: List[int]
+    map_dtype: torch.dtype
+    group: Processes
+    pair_batch: int
+    faithfulness_steps: int
+    faithfulness_baseline: Optional[str]
+    tap: ForwardTap
+
+
+@dataclass
+class MethodRun:
+    """One method of a run: its map function, metric states and output folder's store and records."""
+
+    name: str
+    method: MapFunction
+    plain_forward: bool
+    settings: Dict[str, Any]
+    metrics: Dict[str, Any]
+    faithfulness: Dict[str, Any]
+    accuracy: scoring.PairAccuracy
+    store: MapStore
+    records: BatchRecords
+
+    def apply(self, record: Dict[str, Any]) -> None:
+        """Add a batch record's contributions to the metric states.
+
+        Args:
+            record (dict): a batch record, as :func:`compute_batch` makes and :class:`BatchRecords` stores it.
+        """
+        deltas = from_json(record["deltas"])
+        for name, metric in (*self.metrics.items(), *self.faithfulness.items(), ("accuracy", self.accuracy)):
+            if name in deltas:
+                metric.update_from_statistics(deltas[name])
+
+
+def compute_batch(samples: Sequence[Any], shared: Shared, runs: Sequence[MethodRun]
+                  ) -> List[Tuple[Dict[str, Any], Writes]]:
+    """Each method's batch record (rows, metric contributions, skipped files) and maps to write, per size group.
+
+    Args:
+        samples (sequence of Sample): the batch's images.
+        shared (Shared): the run's common state.
+        runs (sequence of MethodRun): the methods to compute the batch for.
+
+    Returns:
+        list: ``(record, writes)`` for each of ``runs``, in order.
+    """
+    results: List[Tuple[Dict[str, Any], Writes]] = []
+    skipped = [sample.error for sample in samples if sample.image is None]
+    for _ in runs:
+        results.append(({"rows": [], "deltas": {}, "skipped": skipped}, []))
+    deltas: List[Dict[str, Dict[str, Tensor]]] = [{} for _ in runs]
+    by_size: Dict[Tuple[int, int], List[Any]] = {}
+    for sample in samples:
+        if sample.image is not None and sample.truths:
+            by_size.setdefault(tuple(sample.image.shape[-2:]), []).append(sample)
+    for group in by_size.values():
+        images = torch.stack([sample.image for sample in group]).to(shared.group.device)
+        owner = [j for j, sample in enumerate(group) for _ in sample.truths]
+        categories = [t.category for sample in group for t in sample.truths]
+        truths = [GroundTruth(shared.class_of[c.category], c.boxes, c.mask) for sample in group for c in sample.truths]
+        classes = torch.tensor([t.category for t in truths], dtype=torch.long)
+        computed = [_maps(run, images, owner, classes, shared) for run in runs]
+        scores = next((tapped for _, _, tapped in computed if tapped is not None), None)
+        if scores is None:
+            with torch.no_grad():
+                scores = shared.model(images)
+        probabilities = (torch.sigmoid(scores) if shared.multi_label else torch.softmax(scores, dim=1)).cpu()
+        predicted = probabilities[owner].argmax(dim=1)
+        class_probability = probabilities[owner].gather(1, classes[:, None])[:, 0]
+        recognised = class_probability >= 0.5 if shared.multi_label else predicted == classes
+        pair_ids = [shared.pair_start[sample.index] + k for sample in group for k in range(len(sample.truths))]
+        common = []
+        for k, (pair_id, truth) in enumerate(zip(pair_ids, truths)):
+            sample = group[owner[k]]
+            common.append({"pair": pair_id, "image_index": sample.index, "image_id": sample.image_id,
+                           "category": categories[k], "class_index": truth.category, "predicted": int(predicted[k]),
+                           "predicted_score": float(probabilities[owner[k], predicted[k]]),
+                           "class_score": float(probabilities[owner[k], truth.category]),
+                           "recognised": bool(recognised[k])})
+        for run, (on_device, boxes, _), (record, writes), run_deltas in zip(runs, computed, results, deltas):
+            writes.append((pair_ids, on_device.cpu()))
+            # Scored as stored (reruns score the same) and where the maps are: on a GPU the metrics label and
+            # measure them there, with the values the host computes. One float32 copy serves every metric.
+            as_float = on_device.to(torch.float32)
+            group_deltas, columns = scoring.batch_statistics(run.metrics, list(as_float), truths, boxes)
+            if run.faithfulness:
+                aucs = _faithfulness(run, shared, images[owner], as_float, classes.to(images.device))
+                for key, metric in run.faithfulness.items():
+                    group_deltas[key], per_pair = metric.statistics(aucs[metric.mode])
+                    columns.update(per_pair)
+            accuracy_delta, _ = run.accuracy.statistics(recognised)
+            scoring.add_deltas(run_deltas, {**group_deltas, "accuracy": accuracy_delta})
+            for k, row in enumerate(common):
+                record["rows"].append({**row, **{name: (values[k].item() if isinstance(values[k], Tensor)
+                                                        else values[k]) for name, values in columns.items()}})
+    for (record, _), run_deltas in zip(results, deltas):
+        record["deltas"] = to_json(run_deltas)
+    return results
+
+
+def _maps(run: MethodRun, images: Tensor, owner: List[int], classes: Tensor, shared: Shared
+          ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    """One method's maps (as stored) and boxes for a size group's pairs, and the model's scores per image when the
+    method's own forward gave them (each image's first pair's row)."""
+    maps, boxes, tapped = [], [], []
+    for start in range(0, len(owner), shared.pair_batch):
+        part = slice(start, start + shared.pair_batch)
+        (chunk, chunk_boxes), pair_scores = shared.tap.call(run.method, images[owner[part]],
+                                                            classes[part].to(shared.group.device),
+                                                            watch=run.plain_forward)
+        maps.append(scale_to_unit(chunk)[:, 0].to(shared.map_dtype))
+        boxes.append(chunk_boxes)
+        tapped.append(pair_scores)
+    scores = None
+    if all(t is not None for t in tapped):
+        scores = torch.cat(tapped)[[owner.index(j) for j in range(owner[-1] + 1)]]
+    predicted_boxes = torch.cat([b.cpu() for b in boxes]) if boxes[0] is not None else None
+    return torch.cat(maps), predicted_boxes, scores
+
+
+def _faithfulness(run: MethodRun, shared: Shared, images: Tensor, maps: Tensor, classes: Tensor
+                  ) -> Dict[str, Tensor]:
+    """Each asked-for mode's AUC per pair, from the float32 copy of the maps as stored (so a rerun scores the
+    same)."""
+    from captum_ext.metrics.faithfulness import curve_auc, deletion_insertion_curves
+
+    return {metric.mode: curve_auc(deletion_insertion_curves(
+        shared.model, images, maps, classes, metric.mode, shared.faithfulness_steps, shared.faithfulness_baseline,
+        shared.multi_label, batch_size=max(shared.pair_batch, FAITHFULNESS_FORWARD_BATCH)))
+        for metric in run.faithfulness.values()}
