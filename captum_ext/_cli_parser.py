@@ -40,7 +40,7 @@ EVALUATION_METHODS: Dict[str, str] = {
 #: ``captum_ext.evaluation.scoring.LOCALISATION_METRICS``.
 LOCALISATION_METRICS: Tuple[str, ...] = ("pointing_game", "energy_pointing_game", "corloc", "maxboxacc_v2", "pxap")
 #: ``captum_ext.evaluation.scoring.FAITHFULNESS_METRICS`` and ``captum_ext.metrics.faithfulness.BASELINES``.
-FAITHFULNESS_METRICS: Tuple[str, ...] = ("deletion", "insertion")
+FAITHFULNESS_METRICS: Tuple[str, ...] = ("deletion", "insertion", "infidelity", "sensitivity_max")
 FAITHFULNESS_BASELINES: Tuple[str, ...] = ("zero", "blur", "mean")
 #: The keys of ``captum_ext.attr._box_features.FEATURE_BLOCKS``.
 FEATURE_BLOCKS: Tuple[str, ...] = ("grid", "multiscale", "moments", "cam", "window", "class")
@@ -153,13 +153,20 @@ def _add_evaluation_commands(commands: "argparse._SubParsersAction[argparse.Argu
                           metavar="METRIC",
                           help=f"metrics to compute: localisation ({', '.join(LOCALISATION_METRICS)}) and "
                                f"faithfulness ({', '.join(FAITHFULNESS_METRICS)}: deletion / insertion AUC, steps + 1 "
-                               "forward passes per pair) (default: every localisation metric the annotations support; "
-                               "the flag alone: none, only maps, table and accuracy)")
+                               "forward passes per pair; Captum's infidelity and max-sensitivity, --perturbations "
+                               "forward passes or method runs per pair) (default: every localisation metric the "
+                               "annotations support; the flag alone: none, only maps, table and accuracy)")
     evaluate.add_argument("--faithfulness-steps", type=int, default=32, metavar="S",
                           help="steps of the deletion and insertion curves")
     evaluate.add_argument("--baseline", default=None, choices=FAITHFULNESS_BASELINES,
                           help="what deleted pixels become / insertion starts from (default: zero for deletion, "
                                "blur for insertion, as in RISE)")
+    evaluate.add_argument("--perturbations", type=int, default=10, metavar="N",
+                          help="perturbations per pair of infidelity and sensitivity_max (seeded by the batch)")
+    evaluate.add_argument("--infidelity-noise", type=float, default=0.1, metavar="SIGMA",
+                          help="standard deviation of infidelity's Gaussian perturbations (images in [0, 1])")
+    evaluate.add_argument("--sensitivity-radius", type=float, default=0.02, metavar="R",
+                          help="max-sensitivity's uniform perturbation bound per pixel")
 
     fit = _command(commands, "fit-boxes", "fit SensitivityBBox's box map on an annotated dataset",
                    "captum-ext fit-boxes --model zoo:scenes_vgg --data scenes:single:400 --out boxes.pt",

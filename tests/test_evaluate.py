@@ -91,8 +91,10 @@ def test_one_pair_per_image_stores_one_shard_file_per_batch(tmp_path):
 
 
 def test_two_processes_write_their_shards_exactly_as_one_process_for_several_methods(tmp_path):
+    # Infidelity and max-sensitivity too: their perturbations are seeded by the batch, not by the process.
     common = ["evaluate", "--model", "zoo:scenes_vgg", "--method", "grad_cam,saliency", "--data",
-              "scenes:single:12", "--batch-size", "3", "--no-progress"]
+              "scenes:single:12", "--batch-size", "3", "--no-progress", "--metrics", "pointing_game", "maxboxacc_v2",
+              "infidelity", "sensitivity_max", "--perturbations", "3"]
     printed = cli(*common, "--out", str(tmp_path / "one")).stdout
     assert "one folder per method" in printed and set(json.loads(printed.split("\nresults in")[0])) == \
         {"grad_cam", "saliency"}
@@ -140,13 +142,14 @@ def test_several_methods_in_one_pass_equal_their_separate_runs_and_resume_alone(
     calls = []
     counter = loaded.model.register_forward_hook(lambda module, args, output: calls.append(len(args[0])))
     try:
-        together = evaluate(loaded, ",".join(methods), DATA, tmp_path / "together", batch_size=5,
-                            show_progress=False)
+        options = dict(batch_size=5, show_progress=False, perturbation_samples=2,
+                       metrics=["pointing_game", "maxboxacc_v2", "infidelity"])
+        together = evaluate(loaded, ",".join(methods), DATA, tmp_path / "together", **options)
         together_calls = len(calls)
         separate_calls = {}
         for method in methods:
             calls.clear()
-            evaluate(loaded, method, DATA, tmp_path / method, batch_size=5, show_progress=False)
+            evaluate(loaded, method, DATA, tmp_path / method, **options)
             separate_calls[method] = len(calls)
     finally:
         counter.remove()
@@ -173,7 +176,7 @@ def test_several_methods_in_one_pass_equal_their_separate_runs_and_resume_alone(
     from captum_ext.evaluation._batch import compute_batch
 
     with mock.patch("captum_ext.evaluation.runner.compute_batch", wraps=compute_batch) as computed:
-        evaluate(loaded, methods, DATA, tmp_path / "together", batch_size=5, show_progress=False, resume=True)
+        evaluate(loaded, methods, DATA, tmp_path / "together", resume=True, **options)
     assert [[run.name for run in call.args[2]] for call in computed.call_args_list] == [["grad_cam"]]
     after = outputs(tmp_path / "together" / "grad_cam")
     assert np.array_equal(before[2], after[2]) and before[1] == after[1] and before[0] == after[0]

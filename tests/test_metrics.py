@@ -113,6 +113,7 @@ _PUBLIC_API = [
     "default_tolerance",
     # which method to trust: faithfulness and the sanity check
     "FaithfulnessAUCMetric", "curve_auc", "deletion_insertion_curves", "SanityResult", "cascading_randomization",
+    "PerturbationMetric", "infidelity_per_pair", "sensitivity_max_per_pair",
 ]
 
 

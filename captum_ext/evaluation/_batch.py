@@ -2,7 +2,7 @@
 method's table rows, metric contributions and maps to write."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -35,6 +35,8 @@ class Shared:
     faithfulness_steps: int
     faithfulness_baseline: Optional[str]
     tap: ForwardTap
+    #: Infidelity and max-sensitivity: ``samples``, ``noise`` and ``radius``.
+    perturbation: Dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -63,7 +65,7 @@ class MethodRun:
                 metric.update_from_statistics(deltas[name])
 
 
-def compute_batch(samples: Sequence[Any], shared: Shared, runs: Sequence[MethodRun]
+def compute_batch(samples: Sequence[Any], shared: Shared, runs: Sequence[MethodRun], batch: int = 0
                   ) -> List[Tuple[Dict[str, Any], Writes]]:
     """Each method's batch record (rows, metric contributions, skipped files) and maps to write, per size group.
 
@@ -71,6 +73,8 @@ def compute_batch(samples: Sequence[Any], shared: Shared, runs: Sequence[MethodR
         samples (sequence of Sample): the batch's images.
         shared (Shared): the run's common state.
         runs (sequence of MethodRun): the methods to compute the batch for.
+        batch (int, optional): the global batch number (seeds the perturbations of infidelity and
+            max-sensitivity, so that they do not depend on the process or on a resume). Default: 0.
 
     Returns:
         list: ``(record, writes)`` for each of ``runs``, in order.
@@ -84,7 +88,7 @@ def compute_batch(samples: Sequence[Any], shared: Shared, runs: Sequence[MethodR
     for sample in samples:
         if sample.image is not None and sample.truths:
             by_size.setdefault(tuple(sample.image.shape[-2:]), []).append(sample)
-    for group in by_size.values():
+    for group_number, group in enumerate(by_size.values()):
         images = torch.stack([sample.image for sample in group]).to(shared.group.device)
         owner = [j for j, sample in enumerate(group) for _ in sample.truths]
         categories = [t.category for sample in group for t in sample.truths]
@@ -115,9 +119,10 @@ def compute_batch(samples: Sequence[Any], shared: Shared, runs: Sequence[MethodR
             as_float = on_device.to(torch.float32)
             group_deltas, columns = scoring.batch_statistics(run.metrics, list(as_float), truths, boxes)
             if run.faithfulness:
-                aucs = _faithfulness(run, shared, images[owner], as_float, classes.to(images.device))
+                seed = (batch << 16) + group_number  # what a pair's perturbations depend on
+                values = _faithfulness(run, shared, images[owner], as_float, classes.to(images.device), seed)
                 for key, metric in run.faithfulness.items():
-                    group_deltas[key], per_pair = metric.statistics(aucs[metric.mode])
+                    group_deltas[key], per_pair = metric.statistics(values[key])
                     columns.update(per_pair)
             accuracy_delta, _ = run.accuracy.statistics(recognised)
             scoring.add_deltas(run_deltas, {**group_deltas, "accuracy": accuracy_delta})
@@ -149,13 +154,30 @@ def _maps(run: MethodRun, images: Tensor, owner: List[int], classes: Tensor, sha
     return torch.cat(maps), predicted_boxes, scores
 
 
-def _faithfulness(run: MethodRun, shared: Shared, images: Tensor, maps: Tensor, classes: Tensor
+def _faithfulness(run: MethodRun, shared: Shared, images: Tensor, maps: Tensor, classes: Tensor, seed: int
                   ) -> Dict[str, Tensor]:
-    """Each asked-for mode's AUC per pair, from the float32 copy of the maps as stored (so a rerun scores the
-    same)."""
+    """Each asked-for faithfulness metric's value per pair, by key, from the float32 copy of the maps as stored (so
+    a rerun scores the same); the perturbations of infidelity and max-sensitivity come from generators seeded by
+    ``seed`` (each method of a run gets the same ones)."""
     from captum_ext.metrics.faithfulness import curve_auc, deletion_insertion_curves
+    from captum_ext.metrics.perturbation import infidelity_per_pair, sensitivity_max_per_pair
 
-    return {metric.mode: curve_auc(deletion_insertion_curves(
-        shared.model, images, maps, classes, metric.mode, shared.faithfulness_steps, shared.faithfulness_baseline,
-        shared.multi_label, batch_size=max(shared.pair_batch, FAITHFULNESS_FORWARD_BATCH)))
-        for metric in run.faithfulness.values()}
+    per_forward = max(shared.pair_batch, FAITHFULNESS_FORWARD_BATCH)
+    values = {}
+    for key, metric in run.faithfulness.items():
+        if key == "infidelity":
+            values[key] = infidelity_per_pair(
+                shared.model, images, maps, classes, shared.multi_label, torch.Generator().manual_seed(2 * seed),
+                int(shared.perturbation["samples"]), shared.perturbation["noise"], per_forward)
+        elif key == "sensitivity_max":
+            def explain(inputs: Tensor, targets: Tensor) -> Tensor:
+                return scale_to_unit(run.method(inputs, targets)[0])
+
+            values[key] = sensitivity_max_per_pair(
+                explain, images, classes, torch.Generator().manual_seed(2 * seed + 1),
+                int(shared.perturbation["samples"]), shared.perturbation["radius"], per_forward)
+        else:
+            values[key] = curve_auc(deletion_insertion_curves(
+                shared.model, images, maps, classes, metric.mode, shared.faithfulness_steps,
+                shared.faithfulness_baseline, shared.multi_label, batch_size=per_forward))
+    return values

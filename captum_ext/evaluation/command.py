@@ -117,7 +117,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         class_map=class_map, resume=args.resume, device=args.device, resize=args.resize, layer=args.layer,
         box_map=args.box_map, map_dtype=args.map_dtype, num_workers=args.workers, skip_bad=args.skip_bad,
         show_progress=not args.no_progress, metrics=args.metrics, faithfulness_steps=args.faithfulness_steps,
-        faithfulness_baseline=args.baseline), args)
+        faithfulness_baseline=args.baseline, perturbation_samples=args.perturbations,
+        infidelity_noise=args.infidelity_noise, sensitivity_radius=args.sensitivity_radius), args)
     if _is_main():
         if "," in args.method:  # several methods: their metrics, and where the leaderboard is
             print(json.dumps({name: {k: v for k, v in one.items() if k not in ("settings", "class_map")}

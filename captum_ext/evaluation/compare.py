@@ -30,6 +30,8 @@ METRICS: Dict[str, Tuple[str, Optional[str], str]] = {
     "pxap": ("PxAP", None, "higher"),
     "deletion_auc": ("deletion AUC", "deletion_auc", "lower"),
     "insertion_auc": ("insertion AUC", "insertion_auc", "higher"),
+    "infidelity": ("infidelity", "infidelity", "lower"),
+    "sensitivity_max": ("max-sensitivity", "sensitivity_max", "lower"),
 }
 
 
@@ -244,8 +246,9 @@ def _html(board: Dict[str, Dict[str, Score]], runs: Sequence[Run], resamples: in
     charts = "".join(f"<img alt='{html.escape(METRICS[k][0])}' src='data:image/png;base64,{_chart(board, k)}'>"
                      for k in keys)
     data = sorted({str(r.summary.get("settings", {}).get("data", "?")) for r in runs})
+    lower = ", ".join(METRICS[k][0] for k in METRICS if METRICS[k][2] == "lower")
     intro = (f"{len(runs)} runs of <code>captum-ext evaluate</code> on {html.escape(', '.join(data))}. "
-             "Deletion AUC: lower is better; every other metric: higher is better.")
+             f"{lower[0].upper() + lower[1:]}: lower is better; every other metric: higher is better.")
     return _PAGE.format(intro=intro, resamples=resamples, head=head, body="".join(body), charts=charts)
 
 

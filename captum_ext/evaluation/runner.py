@@ -96,6 +96,9 @@ def evaluate(
     metrics: Optional[Sequence[str]] = None,
     faithfulness_steps: int = 32,
     faithfulness_baseline: Optional[str] = None,
+    perturbation_samples: int = 10,
+    infidelity_noise: float = 0.1,
+    sensitivity_radius: float = 0.02,
 ) -> Dict[str, Any]:
     r"""Explain every (image, annotated class) pair of a dataset and score the maps; under ``torchrun`` the work
     is split over the processes and the metrics are summed across them.
@@ -143,6 +146,13 @@ def evaluate(
         faithfulness_steps (int, optional): steps of the deletion and insertion curves. Default: 32.
         faithfulness_baseline (str, optional): ``"zero"``, ``"blur"`` or ``"mean"``. Default: RISE's, zeros for
             deletion and a blurred copy for insertion.
+        perturbation_samples (int, optional): perturbations per pair of ``"infidelity"`` and
+            ``"sensitivity_max"`` (:mod:`captum_ext.metrics.perturbation`, through Captum's own metrics; seeded by
+            the batch, so reproducible in any process and after a resume). Default: 10 (Captum's).
+        infidelity_noise (float, optional): the standard deviation of infidelity's Gaussian perturbations, in
+            image units (``[0, 1]``). Default: 0.1.
+        sensitivity_radius (float, optional): max-sensitivity's perturbation bound per pixel. Default: 0.02
+            (Captum's).
 
     Returns:
         dict: the content of ``metrics.json`` (the same on every process); for several methods, one such dict
@@ -166,6 +176,9 @@ def evaluate(
 
         check_in_choices(faithfulness_baseline, "faithfulness_baseline", BASELINES)
     check_in_choices(map_dtype, "map_dtype", MAP_DTYPES)
+    perturbation = {"samples": int(check_scalar(perturbation_samples, "perturbation_samples", low=1, integer=True)),
+                    "noise": float(check_scalar(infidelity_noise, "infidelity_noise", low=0.0, low_open=True)),
+                    "radius": float(check_scalar(sensitivity_radius, "sensitivity_radius", low=0.0, low_open=True))}
     out = Path(out)
     if several and (out / "run.json").is_file():
         raise ValueError(f"`out` {str(out)!r} holds a run of one method; give several methods another folder")
@@ -186,6 +199,8 @@ def evaluate(
                   "metrics": list(metrics) if metrics is not None else None,
                   "faithfulness": {"steps": faithfulness_steps, "baseline": faithfulness_baseline},
                   "inputs": run_fingerprint(dataset, resolved.classes, loaded.model, box_map)}
+        if set(metrics or ()) & {"infidelity", "sensitivity_max"}:
+            common["perturbation"] = perturbation
         entries = dataset.entries
         pair_start, total = [], 0
         for entry in entries:
@@ -195,7 +210,7 @@ def evaluate(
         plain = [isinstance(m, str) and m in PLAIN_FORWARD_METHODS for m in methods]
         tap = restore.enter_context(ForwardTap(loaded.model, any(plain)))
         shared = Shared(loaded.model, loaded.multi_label, resolved.classes, pair_start, getattr(torch, map_dtype),
-                        group, batch_size, faithfulness_steps, faithfulness_baseline, tap)
+                        group, batch_size, faithfulness_steps, faithfulness_baseline, tap, perturbation)
         folders = [out / m if several else out for m in methods]  # several methods: names only (checked)
         opening = _Opening(dataset, loaded, shared, common, metrics, tolerance, resume, num_classes)
         runs = [opening.open(m, folder, layer if m == "grad_cam" or not several else None,
@@ -224,7 +239,7 @@ def evaluate(
             writers = [writing.enter_context(BackgroundWriter(run.store, run.records)) for run in runs]
             for k, samples in zip(todo, loader):
                 needed = [j for j, pending in enumerate(todo_of) if k in pending]
-                for j, (record, writes) in zip(needed, compute_batch(samples, shared, [runs[j] for j in needed])):
+                for j, (record, writes) in zip(needed, compute_batch(samples, shared, [runs[j] for j in needed], k)):
                     writers[j].submit(k, writes, record)
                     runs[j].apply(record)
                 bar.update(len(samples))

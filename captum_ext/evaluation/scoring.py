@@ -10,6 +10,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from captum_ext.metrics.faithfulness import MODES as FAITHFULNESS_MODES
+from captum_ext.metrics.perturbation import METRICS as PERTURBATION_METRICS
 from captum_ext.metrics.ground_truth import GroundTruth
 
 
@@ -78,8 +79,9 @@ class PairAccuracy(Metric):
 
 #: The localisation metrics a run can compute, by their names in ``metrics.json``.
 LOCALISATION_METRICS = ("pointing_game", "energy_pointing_game", "corloc", "maxboxacc_v2", "pxap")
-#: The faithfulness metrics a run can compute on request (``metrics.json``: ``deletion_auc``, ``insertion_auc``).
-FAITHFULNESS_METRICS = FAITHFULNESS_MODES
+#: The faithfulness metrics a run can compute on request (``metrics.json``: ``deletion_auc``, ``insertion_auc``,
+#: and Captum's ``infidelity`` and ``sensitivity_max``).
+FAITHFULNESS_METRICS = FAITHFULNESS_MODES + PERTURBATION_METRICS
 
 
 def split_metric_names(names: Optional[Sequence[str]]) -> Tuple[Optional[List[str]], List[str]]:
@@ -106,17 +108,21 @@ def split_metric_names(names: Optional[Sequence[str]]) -> Tuple[Optional[List[st
 
 
 def faithfulness_metrics(names: Sequence[str]) -> Dict[str, Metric]:
-    """The faithfulness metrics, by their ``metrics.json`` keys (``deletion_auc``, ``insertion_auc``).
+    """The faithfulness metrics, by their ``metrics.json`` keys (``deletion_auc``, ``insertion_auc``,
+    ``infidelity``, ``sensitivity_max``).
 
     Args:
         names (sequence of str): from :data:`FAITHFULNESS_METRICS`.
 
     Returns:
-        dict: key → :class:`~captum_ext.metrics.faithfulness.FaithfulnessAUCMetric`.
+        dict: key → :class:`~captum_ext.metrics.faithfulness.FaithfulnessAUCMetric` or
+        :class:`~captum_ext.metrics.perturbation.PerturbationMetric`.
     """
     from captum_ext.metrics.faithfulness import FaithfulnessAUCMetric
+    from captum_ext.metrics.perturbation import PerturbationMetric
 
-    return {f"{name}_auc": FaithfulnessAUCMetric(name) for name in FAITHFULNESS_METRICS if name in names}
+    curves = {f"{name}_auc": FaithfulnessAUCMetric(name) for name in FAITHFULNESS_MODES if name in names}
+    return {**curves, **{name: PerturbationMetric(name) for name in PERTURBATION_METRICS if name in names}}
 
 
 def localisation_metrics(num_classes: int, tolerance: Optional[float], has_boxes: bool, has_masks: bool,

@@ -69,6 +69,7 @@ from captum_ext.metrics.distinctness import DistinctnessResult, class_distinctne
 from captum_ext.metrics.faithfulness import FaithfulnessAUCMetric, curve_auc, deletion_insertion_curves
 from captum_ext.metrics.ground_truth import GroundTruth
 from captum_ext.metrics.masks import mask_iou
+from captum_ext.metrics.perturbation import PerturbationMetric, infidelity_per_pair, sensitivity_max_per_pair
 from captum_ext.metrics.pointing import default_tolerance, energy_pointing_game, pointing_game
 from captum_ext.metrics.saliency import FMeasure, mae, saliency_fmeasure
 from captum_ext.metrics.sanity import SanityResult, cascading_randomization
@@ -96,6 +97,7 @@ __all__ = [
     "GroundTruth",
     "MaxBoxAccResult",
     "MaxBoxAccV2Metric",
+    "PerturbationMetric",
     "PointingGameMetric",
     "PxAPMetric",
     "PxAPResult",
@@ -111,6 +113,7 @@ __all__ = [
     "default_tolerance",
     "deletion_insertion_curves",
     "energy_pointing_game",
+    "infidelity_per_pair",
     "mae",
     "mask_iou",
     "masks_to_boxes",
@@ -118,4 +121,5 @@ __all__ = [
     "pointing_game",
     "pxap",
     "saliency_fmeasure",
+    "sensitivity_max_per_pair",
 ]

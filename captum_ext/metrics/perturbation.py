@@ -1,0 +1,199 @@
+"""Captum's infidelity (Yeh et al., *On the (In)fidelity and Sensitivity of Explanations*, NeurIPS 2019) and
+max-sensitivity per (image, class) pair, computed through :mod:`captum.metrics` with reproducible perturbations.
+
+- **Infidelity**: the expected squared difference between the change of the class probability under a random
+  perturbation ``I`` of the image and the map's prediction of it, ``Σ map · I``; with ``normalize=True`` the map is
+  first given its best scale, so only its shape is judged. Lower is better. The map is scored as stored (one value
+  per pixel, the same for every colour channel), and the perturbation is Gaussian noise of standard deviation
+  ``noise`` subtracted from the image, Captum's documented example.
+- **Max-sensitivity**: the largest relative change ``‖map(x + δ) − map(x)‖ / ‖map(x)‖`` of the stored map (each
+  scaled so its maximum is 1) over perturbations ``δ`` uniform in ``[−radius, radius]`` per pixel (Captum's
+  default). Lower is better. It costs ``samples + 1`` runs of the method per pair.
+
+Captum draws its perturbations from the global random state; here they come from a ``torch.Generator`` the caller
+seeds (the evaluation driver: by the global batch number), drawn on the CPU and moved to the images' device, so a
+pair gets the same perturbations in any process, after a resume and on any device.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from captum_ext.metrics._streaming import SumMetric, fixed_point_mean, to_fixed_point
+
+__all__ = ["PerturbationMetric", "infidelity_per_pair", "sensitivity_max_per_pair", "METRICS"]
+
+#: The metrics of this module, by their keys in ``metrics.json`` and ``pairs.csv``.
+METRICS = ("infidelity", "sensitivity_max")
+
+Explanation = Callable[[Tensor, Tensor], Tensor]
+
+
+def _noise(like: Tensor, generator: torch.Generator, uniform: bool) -> Tensor:
+    """Standard normal (or uniform in ``[−1, 1]``) noise of ``like``'s shape, drawn in float32 on the CPU from
+    ``generator`` (the same numbers on every device), then given ``like``'s dtype and device."""
+    shape = tuple(like.shape)
+    noise = torch.rand(shape, generator=generator) * 2 - 1 if uniform else torch.randn(shape, generator=generator)
+    return noise.to(device=like.device, dtype=like.dtype)
+
+
+def infidelity_per_pair(model: nn.Module, images: Tensor, maps: Tensor, targets: Tensor, multi_label: bool,
+                        generator: torch.Generator, samples: int = 10, noise: float = 0.1,
+                        batch_size: int = 64) -> Tensor:
+    """Each pair's infidelity (Captum's ``infidelity`` with ``normalize=True``) on the class probability.
+
+    Args:
+        model (nn.Module): returns ``N×K`` scores.
+        images (Tensor): ``N×C×H×W`` images, one per pair.
+        maps (Tensor): ``N×H×W`` (or ``N×1×H×W``) maps, spread over the ``C`` channels.
+        targets (Tensor): ``N`` classes.
+        multi_label (bool): sigmoid (``True``) or softmax probabilities.
+        generator (torch.Generator): the source of the perturbations.
+        samples (int, optional): perturbations per pair. Default: 10 (Captum's).
+        noise (float, optional): their standard deviation, in the images' units. Default: 0.1.
+        batch_size (int, optional): perturbed images per forward pass. Default: 64.
+
+    Returns:
+        Tensor: ``N`` float64 infidelities (non-negative).
+
+    Example::
+
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+        >>> images, maps = torch.rand(2, 3, 2, 2), torch.rand(2, 2, 2)
+        >>> infidelity_per_pair(model, images, maps, torch.tensor([0, 2]), False, torch.Generator().manual_seed(0)).shape
+        torch.Size([2])
+    """
+    from captum.metrics import infidelity
+
+    attributions = maps.reshape(maps.shape[0], 1, *images.shape[-2:]).to(images).expand_as(images).contiguous()
+
+    def perturb(inputs: Tensor) -> Tuple[Tensor, Tensor]:
+        perturbation = _noise(inputs, generator, uniform=False) * noise
+        return perturbation, inputs - perturbation
+
+    with torch.no_grad():
+        values = infidelity(_probabilities(model, multi_label), perturb, images, attributions, target=targets,
+                            n_perturb_samples=samples, max_examples_per_batch=_per_forward(batch_size, len(images),
+                                                                                           samples),
+                            normalize=True)
+    return values.detach().to(device="cpu", dtype=torch.float64)
+
+
+def sensitivity_max_per_pair(explain: Explanation, images: Tensor, targets: Tensor, generator: torch.Generator,
+                             samples: int = 10, radius: float = 0.02, batch_size: int = 64) -> Tensor:
+    """Each pair's max-sensitivity (Captum's ``sensitivity_max``, Frobenius norm) of the maps ``explain`` gives.
+
+    Args:
+        explain (callable): ``explain(images, targets) -> N×1×H×W maps`` (the maps as stored).
+        images (Tensor): ``N×C×H×W`` images, one per pair.
+        targets (Tensor): ``N`` classes.
+        generator (torch.Generator): the source of the perturbations.
+        samples (int, optional): perturbations per pair. Default: 10 (Captum's).
+        radius (float, optional): the perturbations' bound per pixel, in the images' units. Default: 0.02
+            (Captum's).
+        batch_size (int, optional): perturbed images per call of ``explain``. Default: 64.
+
+    Returns:
+        Tensor: ``N`` float64 sensitivities (non-negative; 0 for a map that does not move).
+
+    Example::
+
+        >>> fixed = lambda images, targets: torch.ones(len(images), 1, *images.shape[-2:])
+        >>> sensitivity_max_per_pair(fixed, torch.rand(2, 3, 4, 4), torch.tensor([0, 1]),
+        ...                          torch.Generator().manual_seed(0)).tolist()
+        [0.0, 0.0]
+    """
+    from captum.metrics import sensitivity_max
+
+    def explanation(inputs: Union[Tensor, Tuple[Tensor, ...]], target: Tensor) -> Tuple[Tensor]:
+        # Captum passes and expects tuples, as its attribution methods do with tuple inputs, and calls this under
+        # no_grad, which gradient methods must leave.
+        with torch.enable_grad():
+            return (explain(inputs[0] if isinstance(inputs, tuple) else inputs, target).detach(),)
+
+    def perturb(inputs: Union[Tensor, Tuple[Tensor, ...]], perturb_radius: float) -> Tensor:
+        inputs = inputs[0] if isinstance(inputs, tuple) else inputs
+        return inputs + _noise(inputs, generator, uniform=True) * perturb_radius
+
+    values = sensitivity_max(explanation, images, perturb_func=perturb, perturb_radius=radius,
+                             n_perturb_samples=samples,
+                             max_examples_per_batch=_per_forward(batch_size, len(images), samples), target=targets)
+    return values.detach().to(device="cpu", dtype=torch.float64)
+
+
+def _per_forward(batch_size: int, pairs: int, samples: int) -> int:
+    """Captum's ``max_examples_per_batch``: it must lie between the pairs and all their perturbed copies."""
+    return min(max(batch_size, pairs), pairs * samples)
+
+
+def _probabilities(model: nn.Module, multi_label: bool) -> Callable[[Tensor], Tensor]:
+    def forward(inputs: Tensor) -> Tensor:
+        scores = model(inputs)
+        return torch.sigmoid(scores) if multi_label else torch.softmax(scores, dim=1)
+
+    return forward
+
+
+class PerturbationMetric(SumMetric):
+    """The mean of a per-pair value (infidelity or max-sensitivity) over (image, class) pairs, summed in fixed
+    point so that any number of processes gives bit-identical results. Lower is better for both.
+
+    States: ``value_sum`` (int64) and ``pairs`` (int64). Per-pair value: the column ``key`` (float64).
+
+    Args:
+        key (str): one of :data:`METRICS`.
+        **kwargs: ``torchmetrics.Metric`` options.
+
+    Example::
+
+        >>> metric = PerturbationMetric("infidelity")
+        >>> metric.update_from_statistics(metric.statistics(torch.tensor([0.5, 1.5], dtype=torch.float64))[0])
+        >>> float(metric.compute())
+        1.0
+    """
+
+    higher_is_better = False
+
+    def __init__(self, key: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if key not in METRICS:
+            raise ValueError(f"`key` must be one of {list(METRICS)}, got {key!r}")
+        self.key = key
+        self._sum_state("value_sum", torch.zeros((), dtype=torch.int64))
+        self._sum_state("pairs", torch.zeros((), dtype=torch.int64))
+
+    def update(self, values: Tensor) -> None:  # type: ignore[override]
+        """Add a batch of pairs' values.
+
+        Args:
+            values (Tensor): ``N`` non-negative values.
+        """
+        self._add(self.statistics(values)[0])
+
+    def statistics(self, values: Tensor) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:  # type: ignore[override]
+        """One batch's contribution from its pairs' values.
+
+        Args:
+            values (Tensor): ``N`` values.
+
+        Returns:
+            tuple of dict: ``({"value_sum", "pairs"}, {key: N float64})``.
+
+        Raises:
+            ValueError: a value that is NaN or infinite.
+        """
+        values = values.detach().to(device="cpu", dtype=torch.float64)
+        if not bool(torch.isfinite(values).all()):
+            raise ValueError(f"{self.key} values must be finite, got {values.tolist()}")
+        return ({"value_sum": to_fixed_point(values).sum(), "pairs": torch.tensor(len(values), dtype=torch.int64)},
+                {self.key: values})
+
+    def compute(self) -> Tensor:
+        """The mean value (NaN before any pair).
+
+        Returns:
+            Tensor: float64 scalar.
+        """
+        return fixed_point_mean(self.value_sum, self.pairs)
