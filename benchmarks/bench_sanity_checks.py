@@ -19,9 +19,10 @@ from _common import benchmark_parser, environment, parse_benchmark_args, write_r
 def methods(model: torch.nn.Module) -> Dict[str, Callable]:
     """``explain(model, images, targets)`` for Captum's baselines and the captum_ext methods (signed maps where the
     method has a sign)."""
-    from captum.attr import GuidedBackprop, IntegratedGradients, Saliency
+    from captum.attr import GuidedBackprop, IntegratedGradients, LayerAttribution, LayerGradCam, Saliency
 
     from captum_ext import MultiLayerClassDiffSaliency, NodeBacktrack, SensitivityBBox
+    from captum_ext.evaluation.methods import last_conv_layer
 
     def needs_grad(x: torch.Tensor) -> torch.Tensor:
         return x.clone().requires_grad_()
@@ -30,6 +31,11 @@ def methods(model: torch.nn.Module) -> Dict[str, Callable]:
         layers = [m.features[i] for i in (5, 7, 10)]  # the layers the scene VGG's benchmark reads
         return MultiLayerClassDiffSaliency(m, layers).attribute(x, target=t.tolist())
 
+    def grad_cam(m: torch.nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        # Signed (no ReLU), at the image's size as the evaluation driver stores it.
+        cams = LayerGradCam(m, last_conv_layer(m)).attribute(x, target=t)
+        return LayerAttribution.interpolate(cams, tuple(x.shape[-2:]), interpolate_mode="bilinear")
+
     return {
         "gradient (Saliency, signed)": lambda m, x, t: Saliency(m).attribute(needs_grad(x), target=t, abs=False),
         "Guided Backprop": lambda m, x, t: GuidedBackprop(m).attribute(needs_grad(x), target=t),
@@ -37,6 +43,7 @@ def methods(model: torch.nn.Module) -> Dict[str, Callable]:
         "NodeBacktrack": lambda m, x, t: NodeBacktrack(m).attribute(x, target=t),
         "SensitivityBBox": lambda m, x, t: SensitivityBBox(m).attribute(x, target=t),
         "MultiLayerClassDiffSaliency": class_diff,
+        "Grad-CAM": grad_cam,
     }
 
 

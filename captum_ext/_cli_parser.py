@@ -40,7 +40,8 @@ EVALUATION_METHODS: Dict[str, str] = {
 #: ``captum_ext.evaluation.scoring.LOCALISATION_METRICS``.
 LOCALISATION_METRICS: Tuple[str, ...] = ("pointing_game", "energy_pointing_game", "corloc", "maxboxacc_v2", "pxap")
 #: ``captum_ext.evaluation.scoring.FAITHFULNESS_METRICS`` and ``captum_ext.metrics.faithfulness.BASELINES``.
-FAITHFULNESS_METRICS: Tuple[str, ...] = ("deletion", "insertion", "infidelity", "sensitivity_max")
+FAITHFULNESS_METRICS: Tuple[str, ...] = ("deletion", "insertion", "infidelity", "sensitivity_max", "road_morf",
+                                         "road_lerf")
 FAITHFULNESS_BASELINES: Tuple[str, ...] = ("zero", "blur", "mean")
 #: The keys of ``captum_ext.attr._box_features.FEATURE_BLOCKS``.
 FEATURE_BLOCKS: Tuple[str, ...] = ("grid", "multiscale", "moments", "cam", "window", "class")
@@ -154,7 +155,8 @@ def _add_evaluation_commands(commands: "argparse._SubParsersAction[argparse.Argu
                           help=f"metrics to compute: localisation ({', '.join(LOCALISATION_METRICS)}) and "
                                f"faithfulness ({', '.join(FAITHFULNESS_METRICS)}: deletion / insertion AUC, steps + 1 "
                                "forward passes per pair; Captum's infidelity and max-sensitivity, --perturbations "
-                               "forward passes or method runs per pair) (default: every localisation metric the "
+                               "forward passes or method runs per pair; ROAD's MoRF / LeRF with noisy linear "
+                               "imputation, 9 forward passes per pair) (default: every localisation metric the "
                                "annotations support; the flag alone: none, only maps, table and accuracy)")
     evaluate.add_argument("--faithfulness-steps", type=int, default=32, metavar="S",
                           help="steps of the deletion and insertion curves")

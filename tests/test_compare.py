@@ -3,7 +3,6 @@ images behave, the files and the self-contained HTML page are written, bad folde
 import csv
 import json
 
-import numpy as np
 import pytest
 
 from captum_ext.cli import main

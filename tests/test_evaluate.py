@@ -91,10 +91,10 @@ def test_one_pair_per_image_stores_one_shard_file_per_batch(tmp_path):
 
 
 def test_two_processes_write_their_shards_exactly_as_one_process_for_several_methods(tmp_path):
-    # Infidelity and max-sensitivity too: their perturbations are seeded by the batch, not by the process.
+    # Infidelity, max-sensitivity and ROAD too: their perturbations are seeded by the batch, not by the process.
     common = ["evaluate", "--model", "zoo:scenes_vgg", "--method", "grad_cam,saliency", "--data",
               "scenes:single:12", "--batch-size", "3", "--no-progress", "--metrics", "pointing_game", "maxboxacc_v2",
-              "infidelity", "sensitivity_max", "--perturbations", "3"]
+              "infidelity", "sensitivity_max", "road_morf", "--perturbations", "3"]
     printed = cli(*common, "--out", str(tmp_path / "one")).stdout
     assert "one folder per method" in printed and set(json.loads(printed.split("\nresults in")[0])) == \
         {"grad_cam", "saliency"}

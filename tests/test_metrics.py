@@ -113,7 +113,7 @@ _PUBLIC_API = [
     "default_tolerance",
     # which method to trust: faithfulness and the sanity check
     "FaithfulnessAUCMetric", "curve_auc", "deletion_insertion_curves", "SanityResult", "cascading_randomization",
-    "PerturbationMetric", "infidelity_per_pair", "sensitivity_max_per_pair",
+    "PerturbationMetric", "infidelity_per_pair", "sensitivity_max_per_pair", "road_curves", "road_impute",
 ]
 
 

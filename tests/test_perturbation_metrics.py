@@ -1,6 +1,7 @@
 """Captum's infidelity and max-sensitivity per pair: against the formulas written out here, reproducible from the
 seed, summed exactly, and in the evaluation driver."""
 import csv
+import json
 
 import pytest
 import torch
@@ -96,6 +97,10 @@ def test_the_driver_writes_each_pairs_values_and_their_mean(tmp_path):
         assert all(v >= 0 for v in values) and len(set(values)) > 1
         assert abs(sum(values) / len(values) - summary[key]) < 1e-9
     assert summary["settings"]["perturbation"] == {"samples": 4, "noise": 0.1, "radius": 0.02}
+    timing = json.loads((tmp_path / "run" / "progress" / "timing-rank0.json").read_text())
+    assert timing["pairs"] == len(rows) and set(timing["seconds_by_part"]) == {"method", "infidelity",
+                                                                             "sensitivity_max"}
+    assert all(seconds > 0 for seconds in timing["seconds_by_part"].values())
     with pytest.raises(ValueError, match="`infidelity_noise` must be > 0"):
         evaluate("zoo:scenes_vgg", "grad_cam", "scenes:multi:6", tmp_path / "bad", metrics=["infidelity"],
                  infidelity_noise=0.0, show_progress=False)

@@ -2,6 +2,7 @@
 method's table rows, metric contributions and maps to write."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -52,6 +53,9 @@ class MethodRun:
     accuracy: scoring.PairAccuracy
     store: MapStore
     records: BatchRecords
+    #: Seconds spent in this process on the method's maps (``"method"``) and on each metric, and the pairs computed.
+    seconds: Dict[str, float] = field(default_factory=dict)
+    pairs: int = 0
 
     def apply(self, record: Dict[str, Any]) -> None:
         """Add a batch record's contributions to the metric states.
@@ -94,7 +98,12 @@ def compute_batch(samples: Sequence[Any], shared: Shared, runs: Sequence[MethodR
         categories = [t.category for sample in group for t in sample.truths]
         truths = [GroundTruth(shared.class_of[c.category], c.boxes, c.mask) for sample in group for c in sample.truths]
         classes = torch.tensor([t.category for t in truths], dtype=torch.long)
-        computed = [_maps(run, images, owner, classes, shared) for run in runs]
+        computed = []
+        for run in runs:
+            started = time.perf_counter()
+            computed.append(_maps(run, images, owner, classes, shared))
+            run.seconds["method"] = run.seconds.get("method", 0.0) + time.perf_counter() - started
+            run.pairs += len(owner)
         scores = next((tapped for _, _, tapped in computed if tapped is not None), None)
         if scores is None:
             with torch.no_grad():
@@ -117,10 +126,11 @@ def compute_batch(samples: Sequence[Any], shared: Shared, runs: Sequence[MethodR
             # Scored as stored (reruns score the same) and where the maps are: on a GPU the metrics label and
             # measure them there, with the values the host computes. One float32 copy serves every metric.
             as_float = on_device.to(torch.float32)
-            group_deltas, columns = scoring.batch_statistics(run.metrics, list(as_float), truths, boxes)
+            group_deltas, columns = scoring.batch_statistics(run.metrics, list(as_float), truths, boxes, run.seconds)
             if run.faithfulness:
                 seed = (batch << 16) + group_number  # what a pair's perturbations depend on
-                values = _faithfulness(run, shared, images[owner], as_float, classes.to(images.device), seed)
+                values = _faithfulness(run, shared, images[owner], as_float, classes.to(images.device), seed,
+                                       run.seconds)
                 for key, metric in run.faithfulness.items():
                     group_deltas[key], per_pair = metric.statistics(values[key])
                     columns.update(per_pair)
@@ -154,17 +164,19 @@ def _maps(run: MethodRun, images: Tensor, owner: List[int], classes: Tensor, sha
     return torch.cat(maps), predicted_boxes, scores
 
 
-def _faithfulness(run: MethodRun, shared: Shared, images: Tensor, maps: Tensor, classes: Tensor, seed: int
-                  ) -> Dict[str, Tensor]:
+def _faithfulness(run: MethodRun, shared: Shared, images: Tensor, maps: Tensor, classes: Tensor, seed: int,
+                  seconds: Dict[str, float]) -> Dict[str, Tensor]:
     """Each asked-for faithfulness metric's value per pair, by key, from the float32 copy of the maps as stored (so
     a rerun scores the same); the perturbations of infidelity and max-sensitivity come from generators seeded by
     ``seed`` (each method of a run gets the same ones)."""
     from captum_ext.metrics.faithfulness import curve_auc, deletion_insertion_curves
     from captum_ext.metrics.perturbation import infidelity_per_pair, sensitivity_max_per_pair
+    from captum_ext.metrics.road import road_curves
 
     per_forward = max(shared.pair_batch, FAITHFULNESS_FORWARD_BATCH)
     values = {}
     for key, metric in run.faithfulness.items():
+        started = time.perf_counter()
         if key == "infidelity":
             values[key] = infidelity_per_pair(
                 shared.model, images, maps, classes, shared.multi_label, torch.Generator().manual_seed(2 * seed),
@@ -176,8 +188,14 @@ def _faithfulness(run: MethodRun, shared: Shared, images: Tensor, maps: Tensor, 
             values[key] = sensitivity_max_per_pair(
                 explain, images, classes, torch.Generator().manual_seed(2 * seed + 1),
                 int(shared.perturbation["samples"]), shared.perturbation["radius"], per_forward)
+        elif key in ("road_morf", "road_lerf"):
+            order = key.split("_")[1]
+            generator = torch.Generator().manual_seed((1 << 40) + 2 * seed + (order == "lerf"))
+            values[key] = road_curves(shared.model, images, maps, classes, order, multi_label=shared.multi_label,
+                                      generator=generator, batch_size=per_forward).to(torch.float64).mean(dim=1)
         else:
             values[key] = curve_auc(deletion_insertion_curves(
                 shared.model, images, maps, classes, metric.mode, shared.faithfulness_steps,
                 shared.faithfulness_baseline, shared.multi_label, batch_size=per_forward))
+        seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - started
     return values

@@ -32,6 +32,8 @@ METRICS: Dict[str, Tuple[str, Optional[str], str]] = {
     "insertion_auc": ("insertion AUC", "insertion_auc", "higher"),
     "infidelity": ("infidelity", "infidelity", "lower"),
     "sensitivity_max": ("max-sensitivity", "sensitivity_max", "lower"),
+    "road_morf": ("ROAD MoRF", "road_morf", "lower"),
+    "road_lerf": ("ROAD LeRF", "road_lerf", "higher"),
 }
 
 

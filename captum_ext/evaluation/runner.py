@@ -154,6 +154,10 @@ def evaluate(
         sensitivity_radius (float, optional): max-sensitivity's perturbation bound per pixel. Default: 0.02
             (Captum's).
 
+    ``"road_morf"`` and ``"road_lerf"`` (:mod:`captum_ext.metrics.road`) are ROAD's scores with its own settings:
+    the class probability averaged over 10 %, …, 90 % of the pixels removed (most or least relevant first) and
+    imputed by noisy linear imputation (noise 0.01, seeded by the batch).
+
     Returns:
         dict: the content of ``metrics.json`` (the same on every process); for several methods, one such dict
         per method name.
@@ -201,6 +205,10 @@ def evaluate(
                   "inputs": run_fingerprint(dataset, resolved.classes, loaded.model, box_map)}
         if set(metrics or ()) & {"infidelity", "sensitivity_max"}:
             common["perturbation"] = perturbation
+        if set(metrics or ()) & {"road_morf", "road_lerf"}:
+            from captum_ext.metrics.road import ROAD_FRACTIONS
+
+            common["road"] = {"fractions": list(ROAD_FRACTIONS), "noise": 0.01, "imputation": "noisy linear"}
         entries = dataset.entries
         pair_start, total = [], 0
         for entry in entries:
@@ -328,7 +336,9 @@ class _Opening:
         group, dataset = self.shared.group, self.dataset
         # This process's throughput, for benchmarks and capacity planning (not part of the results).
         (folder / "progress").mkdir(parents=True, exist_ok=True)
-        (folder / "progress" / f"timing-rank{group.rank}.json").write_text(json.dumps(timing), encoding="utf-8")
+        own = {"pairs": run.pairs, "seconds_by_part": {k: round(v, 6) for k, v in run.seconds.items()}}
+        (folder / "progress" / f"timing-rank{group.rank}.json").write_text(json.dumps({**timing, **own}),
+                                                                             encoding="utf-8")
         results = scoring.compute_all({**run.metrics, **run.faithfulness, "accuracy": run.accuracy})
         group.barrier()
         bad = [f"skipped pair: {item}" for item in dataset.bad_annotations]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -11,6 +12,9 @@ from torchmetrics import Metric
 
 from captum_ext.metrics.faithfulness import MODES as FAITHFULNESS_MODES
 from captum_ext.metrics.perturbation import METRICS as PERTURBATION_METRICS
+
+#: ROAD's scores a run can compute on request (MoRF: lower is better; LeRF: higher).
+ROAD_METRICS = ("road_morf", "road_lerf")
 from captum_ext.metrics.ground_truth import GroundTruth
 
 
@@ -80,8 +84,8 @@ class PairAccuracy(Metric):
 #: The localisation metrics a run can compute, by their names in ``metrics.json``.
 LOCALISATION_METRICS = ("pointing_game", "energy_pointing_game", "corloc", "maxboxacc_v2", "pxap")
 #: The faithfulness metrics a run can compute on request (``metrics.json``: ``deletion_auc``, ``insertion_auc``,
-#: and Captum's ``infidelity`` and ``sensitivity_max``).
-FAITHFULNESS_METRICS = FAITHFULNESS_MODES + PERTURBATION_METRICS
+#: Captum's ``infidelity`` and ``sensitivity_max``, and ROAD's ``road_morf`` and ``road_lerf``).
+FAITHFULNESS_METRICS = FAITHFULNESS_MODES + PERTURBATION_METRICS + ROAD_METRICS
 
 
 def split_metric_names(names: Optional[Sequence[str]]) -> Tuple[Optional[List[str]], List[str]]:
@@ -109,7 +113,7 @@ def split_metric_names(names: Optional[Sequence[str]]) -> Tuple[Optional[List[st
 
 def faithfulness_metrics(names: Sequence[str]) -> Dict[str, Metric]:
     """The faithfulness metrics, by their ``metrics.json`` keys (``deletion_auc``, ``insertion_auc``,
-    ``infidelity``, ``sensitivity_max``).
+    ``infidelity``, ``sensitivity_max``, ``road_morf``, ``road_lerf``).
 
     Args:
         names (sequence of str): from :data:`FAITHFULNESS_METRICS`.
@@ -122,7 +126,8 @@ def faithfulness_metrics(names: Sequence[str]) -> Dict[str, Metric]:
     from captum_ext.metrics.perturbation import PerturbationMetric
 
     curves = {f"{name}_auc": FaithfulnessAUCMetric(name) for name in FAITHFULNESS_MODES if name in names}
-    return {**curves, **{name: PerturbationMetric(name) for name in PERTURBATION_METRICS if name in names}}
+    return {**curves, **{name: PerturbationMetric(name) for name in PERTURBATION_METRICS + ROAD_METRICS
+                         if name in names}}
 
 
 def localisation_metrics(num_classes: int, tolerance: Optional[float], has_boxes: bool, has_masks: bool,
@@ -174,7 +179,8 @@ def localisation_metrics(num_classes: int, tolerance: Optional[float], has_boxes
 
 
 def batch_statistics(metrics: Dict[str, Metric], maps: Sequence[Tensor], truths: Sequence[GroundTruth],
-                     predicted_boxes: Optional[Tensor]) -> Tuple[Dict[str, Dict[str, Tensor]], Dict[str, Tensor]]:
+                     predicted_boxes: Optional[Tensor], seconds: Optional[Dict[str, float]] = None
+                     ) -> Tuple[Dict[str, Dict[str, Tensor]], Dict[str, Tensor]]:
     """Every metric's state deltas and per-pair values for one group of pairs.
 
     Args:
@@ -182,6 +188,7 @@ def batch_statistics(metrics: Dict[str, Metric], maps: Sequence[Tensor], truths:
         maps (sequence of Tensor): ``H×W`` maps, one per pair.
         truths (sequence of GroundTruth): their ground truth; the categories are already the model's class indices.
         predicted_boxes (Tensor, optional): ``N×4`` learned boxes (CorLoc uses them instead of CAM boxes).
+        seconds (dict, optional): each metric's time is added to ``seconds[name]``.
 
     Returns:
         tuple: (``{metric: {state: delta}}``, ``{column: N values}``).
@@ -189,8 +196,11 @@ def batch_statistics(metrics: Dict[str, Metric], maps: Sequence[Tensor], truths:
     deltas: Dict[str, Dict[str, Tensor]] = {}
     columns: Dict[str, Tensor] = {}
     for name, metric in metrics.items():
+        started = time.perf_counter()
         delta, per_pair = metric.statistics(maps, truths, predicted_boxes) if name == "corloc" else \
             metric.statistics(maps, truths)
+        if seconds is not None:
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
         deltas[name] = delta
         columns.update(per_pair)
     return deltas, columns

@@ -71,6 +71,7 @@ from captum_ext.metrics.ground_truth import GroundTruth
 from captum_ext.metrics.masks import mask_iou
 from captum_ext.metrics.perturbation import PerturbationMetric, infidelity_per_pair, sensitivity_max_per_pair
 from captum_ext.metrics.pointing import default_tolerance, energy_pointing_game, pointing_game
+from captum_ext.metrics.road import road_curves, road_impute
 from captum_ext.metrics.saliency import FMeasure, mae, saliency_fmeasure
 from captum_ext.metrics.sanity import SanityResult, cascading_randomization
 from captum_ext.metrics.streaming import (
@@ -120,6 +121,8 @@ __all__ = [
     "maxboxacc_v2",
     "pointing_game",
     "pxap",
+    "road_curves",
+    "road_impute",
     "saliency_fmeasure",
     "sensitivity_max_per_pair",
 ]

@@ -136,14 +136,19 @@ def _probabilities(model: nn.Module, multi_label: bool) -> Callable[[Tensor], Te
     return forward
 
 
+#: Every key :class:`PerturbationMetric` accepts: these and ROAD's (:mod:`captum_ext.metrics.road`).
+METRIC_KEYS = METRICS + ("road_morf", "road_lerf")
+
+
 class PerturbationMetric(SumMetric):
-    """The mean of a per-pair value (infidelity or max-sensitivity) over (image, class) pairs, summed in fixed
-    point so that any number of processes gives bit-identical results. Lower is better for both.
+    """The mean of a per-pair value (infidelity, max-sensitivity, ROAD's MoRF or LeRF score) over (image, class)
+    pairs, summed in fixed point so that any number of processes gives bit-identical results. Lower is better for
+    all but ROAD's LeRF.
 
     States: ``value_sum`` (int64) and ``pairs`` (int64). Per-pair value: the column ``key`` (float64).
 
     Args:
-        key (str): one of :data:`METRICS`.
+        key (str): one of :data:`METRIC_KEYS`.
         **kwargs: ``torchmetrics.Metric`` options.
 
     Example::
@@ -154,12 +159,13 @@ class PerturbationMetric(SumMetric):
         1.0
     """
 
-    higher_is_better = False
+    # Lower is better but for ROAD's LeRF (torchmetrics keeps this a class constant, so neither is claimed).
+    higher_is_better = None
 
     def __init__(self, key: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if key not in METRICS:
-            raise ValueError(f"`key` must be one of {list(METRICS)}, got {key!r}")
+        if key not in METRIC_KEYS:
+            raise ValueError(f"`key` must be one of {list(METRIC_KEYS)}, got {key!r}")
         self.key = key
         self._sum_state("value_sum", torch.zeros((), dtype=torch.int64))
         self._sum_state("pairs", torch.zeros((), dtype=torch.int64))
