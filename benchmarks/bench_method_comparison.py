@@ -1,7 +1,7 @@
 """Which method to trust, on the scenes ground: the seven methods ``captum-ext evaluate`` offers, in one pass over
-held-out multi-object scenes exported as COCO, with every localisation metric, deletion and insertion AUC and
-Captum's infidelity and max-sensitivity and ROAD's MoRF and LeRF; the leaderboard (bootstrap intervals over images) and what each method
-and each metric cost per pair on this machine (from the run's own timing records).
+held-out multi-object scenes exported as COCO, with every localisation metric, deletion and insertion AUC,
+Captum's infidelity and max-sensitivity and ROAD's MoRF and LeRF; the leaderboard (bootstrap intervals over images)
+and what each method and each metric cost per pair on this machine (from the run's own timing records).
 
     python benchmarks/bench_method_comparison.py [--quick] [--images N] [--perturbations N] [--out-dir DIR]
 

@@ -235,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--resamples", type=int, default=1000, metavar="B",
                          help="bootstrap resamples over images for the intervals")
     compare.add_argument("--seed", type=int, default=0, help="seed of the resampling")
+    compare.add_argument("--gallery", type=int, default=6, metavar="N",
+                         help="pairs shown across every method on the page (0: none)")
+    compare.add_argument("--examples", type=int, default=2, metavar="N",
+                         help="best and worst pairs per method and metric on the page (0: none)")
 
     bench = _command(commands, "bench", "run the benchmarks (from a clone) and write the reproduction report",
                      "captum-ext bench --quick --only datasets evaluate", "captum_ext.cli:_bench")

@@ -1,9 +1,14 @@
 """captum-ext compare: the leaderboard recomputes each run's metrics from its table, bootstrap intervals over
 images behave, the files and the self-contained HTML page are written, bad folders are named."""
+import base64
 import csv
+import io
 import json
+import shutil
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from captum_ext.cli import main
 from captum_ext.evaluation import evaluate
@@ -57,6 +62,9 @@ def test_compare_writes_the_leaderboard_and_a_self_contained_page(runs, tmp_path
         assert float(r["ci_low"]) <= float(r["ci_high"])
     page = (tmp_path / "report" / "index.html").read_text()
     assert page.count("data:image/png;base64,") == 6 and "http" not in page.replace("http-equiv", "")
+    # The gallery: 6 pairs × (image + 2 maps), then per ranking metric (energy, box IoU, deletion) 2 runs × 2 × 2.
+    assert page.count("data:image/jpeg;base64,") == 6 * 3 + 3 * 2 * 4
+    assert page.count("<details") == 3 and "energy (higher is better)" in page and "no map" not in page
     markdown = (tmp_path / "report" / "leaderboard.md").read_text()
     assert "deletion AUC (lower is better)" in markdown and markdown.count("\n") == 4
 
@@ -67,3 +75,39 @@ def test_bad_folders_are_named(tmp_path, runs):
     with pytest.raises(ValueError, match="told apart"):
         compare([runs / "saliency", runs / "saliency"], tmp_path / "out")
     assert main(["compare", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
+
+
+def test_gallery_thumbnails_draw_the_map_the_boxes_and_the_mask():
+    from captum_ext.evaluation._gallery import THUMBNAIL, thumbnail
+
+    image = np.zeros((56, 28, 3))
+    saliency = np.zeros((56, 28))
+    saliency[:28] = 1.0  # jet: top half dark red, bottom half dark blue
+    mask = np.zeros((56, 28), dtype=bool)
+    mask[40:50, 5:20] = True
+    data = thumbnail(image, saliency, np.array([[2.0, 2.0, 26.0, 20.0]]), mask)
+    picture = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"), dtype=np.float64)
+    assert picture.shape == (THUMBNAIL, THUMBNAIL // 2, 3)  # the longer side is THUMBNAIL, aspect kept: scale 2
+    assert picture[20, 28, 0] > 40 > 20 > picture[20, 28, 2]  # jet's red, at 45 %, where the map is 1
+    assert picture[70, 28, 2] > 40 > 20 > picture[70, 28, 0]  # jet's blue where it is 0
+    assert picture[4, 8:48].mean() > 150  # the box's top edge (y = 2) in white
+    assert picture[30, 8:48].mean() < 100  # the box is an outline, not filled
+    assert picture[81, 14:36].mean() > 150  # the mask's top boundary (y = 40) in white
+    assert picture[90, 24, 2] > 40 > 20 > picture[90, 24, 0]  # inside the mask the map's colour stays
+
+
+def test_gallery_without_the_dataset_shows_the_maps_and_says_why(runs, tmp_path):
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for method in ("saliency", "grad_cam"):
+        shutil.copytree(runs / method, moved / method)
+        summary = json.loads((moved / method / "metrics.json").read_text())
+        summary["settings"]["data"] = f"coco:{tmp_path / 'gone.json'}:{tmp_path / 'gone'}"
+        (moved / method / "metrics.json").write_text(json.dumps(summary))
+    compare([moved / "saliency", moved / "grad_cam"], tmp_path / "report", resamples=0, same_pairs=2, examples=1)
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "could not be opened" in page and "gone.json" in page
+    assert page.count("data:image/jpeg;base64,") == 2 * 2 + 3 * 2 * 2  # maps only: no image column thumbnails
+    assert page.count("no map") == 2  # the image column has nothing to show
+    with pytest.raises(ValueError, match="`examples` must be an int >= 0"):
+        compare([moved / "saliency"], tmp_path / "report", examples=-1)

@@ -49,7 +49,8 @@ print(sorted(path.name for path in (work / "all").iterdir()))
 # ---------------
 # Each value with its 95 % bootstrap interval over images (MaxBoxAccV2 and PxAP pool every pixel of the dataset,
 # so the per-pair table cannot resample them). Read it as a user would: where intervals overlap, the data do not
-# separate the methods. ``index.html`` shows the same table, sortable, with a chart per metric and no external files.
+# separate the methods. ``index.html`` shows the same table, sortable, a chart per metric, the same pairs across
+# methods and each method's best and worst pairs per metric as thumbnails, in one file with nothing external.
 # SensitivityBBox's map without a fitted box map is the channel maximum of ``|∂y/∂x|``, the same map as saliency,
 # so their rows agree: a check on the table rather than a finding.
 rows = list(csv.DictReader((work / "all" / "leaderboard.csv").read_text().splitlines()))

@@ -199,12 +199,21 @@ _PAGE = """<!doctype html>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 1rem auto; max-width: 1100px; padding: 0 1rem; color: #222; }}
 .scroll {{ overflow-x: auto; }}
+p {{ overflow-wrap: anywhere; }}
 table {{ border-collapse: collapse; font-size: 0.9rem; }}
 th, td {{ border-bottom: 1px solid #ddd; padding: 0.3rem 0.6rem; text-align: right; white-space: nowrap; }}
 th:first-child, td:first-child {{ text-align: left; }}
 th {{ cursor: pointer; background: #f4f4f4; }}
 .charts {{ display: flex; flex-wrap: wrap; gap: 0.5rem; }}
 .charts img {{ max-width: 100%; }}
+table.gallery td, table.gallery th {{ vertical-align: top; text-align: center; padding: 0.2rem; }}
+figure {{ margin: 0; display: inline-block; width: 112px; }}
+figure img {{ display: block; width: 112px; }}
+figcaption {{ font-size: 0.7rem; white-space: normal; }}
+.strip {{ display: flex; gap: 0.3rem; }}
+.missing {{ width: 112px; height: 112px; background: #eee; font-size: 0.7rem; }}
+.note {{ color: #a33; }}
+details {{ margin: 0.4rem 0; }} summary {{ cursor: pointer; font-weight: 600; }}
 </style></head><body>
 <h1>Which method to trust</h1>
 <p>{intro}</p>
@@ -214,6 +223,7 @@ th {{ cursor: pointer; background: #f4f4f4; }}
 <div class="scroll"><table id="board"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>
 <h2>Per metric</h2>
 <div class="charts">{charts}</div>
+{gallery}
 <script>
 document.querySelectorAll("#board th").forEach(function (th, col) {{
   th.addEventListener("click", function () {{
@@ -233,7 +243,10 @@ document.querySelectorAll("#board th").forEach(function (th, col) {{
 """
 
 
-def _html(board: Dict[str, Dict[str, Score]], runs: Sequence[Run], resamples: int) -> str:
+def _html(board: Dict[str, Dict[str, Score]], runs: Sequence[Run], resamples: int, same_pairs: int = 6,
+          examples: int = 2) -> str:
+    from captum_ext.evaluation._gallery import gallery_html
+
     keys = list(next(iter(board.values())))
     head = "<th>method</th><th>pairs</th>" + "".join(
         f"<th title='{METRICS[k][2]} is better'>{html.escape(METRICS[k][0])}</th>" for k in keys)
@@ -248,14 +261,16 @@ def _html(board: Dict[str, Dict[str, Score]], runs: Sequence[Run], resamples: in
     charts = "".join(f"<img alt='{html.escape(METRICS[k][0])}' src='data:image/png;base64,{_chart(board, k)}'>"
                      for k in keys)
     data = sorted({str(r.summary.get("settings", {}).get("data", "?")) for r in runs})
-    lower = ", ".join(METRICS[k][0] for k in METRICS if METRICS[k][2] == "lower")
-    intro = (f"{len(runs)} runs of <code>captum-ext evaluate</code> on {html.escape(', '.join(data))}. "
-             f"{lower[0].upper() + lower[1:]}: lower is better; every other metric: higher is better.")
-    return _PAGE.format(intro=intro, resamples=resamples, head=head, body="".join(body), charts=charts)
+    lower = ", ".join(METRICS[k][0] for k in keys if METRICS[k][2] == "lower")
+    better = (f"{lower[0].upper() + lower[1:]}: lower is better; every other metric: higher is better." if lower
+              else "Higher is better for every metric.")
+    intro = f"{len(runs)} runs of <code>captum-ext evaluate</code> on {html.escape(', '.join(data))}. {better}"
+    return _PAGE.format(intro=intro, resamples=resamples, head=head, body="".join(body), charts=charts,
+                        gallery=gallery_html(runs, same_pairs, examples))
 
 
-def compare(runs: Sequence[Union[str, Path]], out: Union[str, Path], resamples: int = 1000, seed: int = 0
-            ) -> Dict[str, Dict[str, Score]]:
+def compare(runs: Sequence[Union[str, Path]], out: Union[str, Path], resamples: int = 1000, seed: int = 0,
+            same_pairs: int = 6, examples: int = 2) -> Dict[str, Dict[str, Score]]:
     """Write ``leaderboard.csv``, ``leaderboard.md`` and ``index.html`` comparing ``evaluate`` runs.
 
     Args:
@@ -263,12 +278,16 @@ def compare(runs: Sequence[Union[str, Path]], out: Union[str, Path], resamples: 
         out (str or Path): the folder to write into (created).
         resamples (int): bootstrap resamples over images. Default: 1000.
         seed (int): the resampling seed. Default: 0.
+        same_pairs (int): pairs the page shows across every method, evenly spread over the dataset (the image
+            with the class's boxes and mask, then each method's map). 0 leaves this gallery out. Default: 6.
+        examples (int): each method's best and worst pairs per ranking metric on the page (energy, box IoU,
+            deletion / insertion AUC, infidelity, max-sensitivity, ROAD). 0 leaves them out. Default: 2.
 
     Returns:
         dict: run name → metric key → :class:`Score`.
 
     Raises:
-        ValueError: no runs, or two runs with the same name.
+        ValueError: no runs, two runs with the same name, or a negative count.
         FileNotFoundError: a folder without ``metrics.json``.
 
     Example::
@@ -283,6 +302,9 @@ def compare(runs: Sequence[Union[str, Path]], out: Union[str, Path], resamples: 
     """
     if not runs:
         raise ValueError("`runs` must name at least one evaluate folder")
+    for name, count in (("same_pairs", same_pairs), ("examples", examples), ("resamples", resamples)):
+        if not isinstance(count, int) or count < 0:
+            raise ValueError(f"`{name}` must be an int >= 0, got {count!r}")
     read = [read_run(folder) for folder in runs]
     names = [r.name for r in read]
     if len(set(names)) != len(names):
@@ -297,7 +319,7 @@ def compare(runs: Sequence[Union[str, Path]], out: Union[str, Path], resamples: 
             for key, item in board[run.name].items():
                 writer.writerow([run.name, str(run.folder), key, item.value, item.low, item.high, METRICS[key][2]])
     (out / "leaderboard.md").write_text(_markdown(board, read), encoding="utf-8")
-    (out / "index.html").write_text(_html(board, read, resamples), encoding="utf-8")
+    (out / "index.html").write_text(_html(board, read, resamples, same_pairs, examples), encoding="utf-8")
     return board
 
 
@@ -305,14 +327,15 @@ def run_compare(args: Any) -> int:
     """Run ``captum-ext compare`` from parsed arguments; prints the Markdown leaderboard and where the report is.
 
     Args:
-        args (argparse.Namespace): ``runs``, ``out``, ``resamples``, ``seed``.
+        args (argparse.Namespace): ``runs``, ``out``, ``resamples``, ``seed``, ``gallery``, ``examples``.
 
     Returns:
         int: the exit status, 0.
     """
-    if args.resamples < 0:
-        raise ValueError(f"--resamples must be >= 0, got {args.resamples}")
-    compare(args.runs, args.out, args.resamples, args.seed)
+    for flag, count in (("--resamples", args.resamples), ("--gallery", args.gallery), ("--examples", args.examples)):
+        if count < 0:
+            raise ValueError(f"{flag} must be >= 0, got {count}")
+    compare(args.runs, args.out, args.resamples, args.seed, args.gallery, args.examples)
     print((Path(args.out) / "leaderboard.md").read_text(encoding="utf-8"))
     print(f"report: {(Path(args.out) / 'index.html').resolve()}")
     return 0
