@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Any, Callable, Dict
+from pathlib import Path
+from typing import Any, Callable, Dict, List
 
 import torch
 
@@ -65,7 +66,8 @@ def main() -> None:
              f"Zoo `scenes_vgg`, {len(targets)} held-out single-digit scenes, the true class explained. Layers are "
              "re-initialised from the output down, cumulatively; each row compares the maps after that step with "
              "the trained model's maps (means over the images). Values near 1 all the way down mean the maps do not "
-             "depend on what the model learned.", ""]
+             "depend on what the model learned.", "", "![sanity checks](plots/sanity_checks.png)", ""]
+    tables: List[str] = []
     for name, explain in methods(model).items():
         start = time.perf_counter()
         result = cascading_randomization(model, explain, images, targets)
@@ -73,9 +75,58 @@ def main() -> None:
         record["methods"][name] = {"layers": result.layers, "seconds": seconds,
                                    **{key: getattr(result, key).mean(dim=1).tolist()
                                       for key in ("spearman_abs", "spearman_signed", "ssim")}}
-        lines += [f"## {name}", "", result.to_markdown(), ""]
+        tables += [f"## {name}", "", result.to_markdown(), ""]
         print(f"{name}: {seconds:.1f} s", flush=True)
+    lines += side_by_side(record) + tables
+    plot(record, args.out_dir / "plots" / "sanity_checks.png")
     write_results("sanity_checks", record, "\n".join(lines), args.out_dir)
+
+
+def side_by_side(record: Dict[str, Any]) -> List[str]:
+    """Every method's Spearman correlation of the absolute maps per step, in one table, and what it shows."""
+    methods = record["methods"]
+    layers = next(iter(methods.values()))["layers"]
+    lines = ["## All methods: Spearman rank correlation of the absolute maps with the trained model's", "",
+             "| randomised down to | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for step, layer in enumerate(layers):
+        lines.append(f"| `{layer}` | " + " | ".join(f"{m['spearman_abs'][step]:.3f}" for m in methods.values()) + " |")
+    classifier = max(i for i, layer in enumerate(layers) if not layer.startswith("features"))
+    kept = sorted(methods, key=lambda name: -methods[name]["spearman_abs"][classifier])
+    lines += ["", f"With only the classifier randomised (down to `{layers[classifier]}`), the maps keep these rank "
+              "correlations with the trained model's: " + ", ".join(
+                  f"{name} {methods[name]['spearman_abs'][classifier]:.2f}" for name in kept)
+              + ". With every layer randomised: " + ", ".join(
+                  f"{name} {methods[name]['spearman_abs'][-1]:.2f}" for name in kept) + ".", "",
+              "SSIM counts pixels that are zero in both maps as agreement, so it stays high for sparse maps: "
+              "NodeBacktrack's hit maps are zero on all but a few pixels, and its SSIM is best read beside its "
+              "rank correlation. Integrated Gradients multiplies the gradient by the input, which keeps the "
+              "image's structure in the map whatever the weights.", ""]
+    return lines
+
+
+def plot(record: Dict[str, Any], path: Path) -> None:
+    """The cascading-randomisation curves of every method (Spearman of the absolute maps, and SSIM)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), layout="constrained")
+    for name, m in record["methods"].items():
+        for axis, key in zip(axes, ("spearman_abs", "ssim")):
+            axis.plot(range(len(m["layers"])), m[key], marker="o", markersize=3, label=name)
+    for axis, title in zip(axes, ("Spearman rank correlation (absolute maps)", "SSIM (absolute maps)")):
+        layers = next(iter(record["methods"].values()))["layers"]
+        axis.set_xticks(range(len(layers)), layers, rotation=45, ha="right", fontsize=7)
+        axis.set_xlabel("randomised down to (cumulative, from the output)")
+        axis.set_ylim(-0.1, 1.0)
+        axis.set_title(title, fontsize=9)
+        axis.grid(alpha=0.3)
+    # SensitivityBBox without a box map is the gradient's absolute value: its curve lies on the gradient's.
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=4, fontsize=7)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -358,12 +358,15 @@ def build(results_dir: Path, suffix: str = "") -> str:
         ("evaluate", "Dataset-scale evaluation (`captum-ext evaluate`)", evaluate_rows),
         ("evaluate_cuda", "Dataset-scale evaluation on a GPU", evaluate_rows),
         ("evaluate_224", "Dataset-scale evaluation at 224² on the CPU", evaluate_rows),
-        ("localisation_metrics_cpu", "Localisation metrics on the CPU", localisation_metric_rows))
+        ("localisation_metrics_cpu", "Localisation metrics on the CPU", localisation_metric_rows),
+        ("method_comparison", "Which method to trust: seven methods, every metric", lambda record: []),
+        ("sanity_checks", "Sanity checks: cascading randomisation", lambda record: []))
     for name, title, rows_of in extra_sections:
         path = results_dir / f"{name}{suffix}.json"
         if path.exists():
             speed_lines += rows_of(json.loads(path.read_text()))
             body = (results_dir / f"{name}{suffix}.md").read_text().split("\n", 1)[1].strip()
+            body = "\n".join("#" + line if line.startswith("#") else line for line in body.splitlines())
             sections.append(f"## {title}\n\n{body}\n")
     lines = [
         "# captum_ext reproduction report",

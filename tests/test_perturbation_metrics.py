@@ -104,3 +104,26 @@ def test_the_driver_writes_each_pairs_values_and_their_mean(tmp_path):
     with pytest.raises(ValueError, match="`infidelity_noise` must be > 0"):
         evaluate("zoo:scenes_vgg", "grad_cam", "scenes:multi:6", tmp_path / "bad", metrics=["infidelity"],
                  infidelity_noise=0.0, show_progress=False)
+
+
+def test_a_python_callable_method_gets_every_faithfulness_metric(tmp_path):
+    """A method given as a function is re-run on perturbed images for max-sensitivity like a named one, and its maps
+    ranked for deletion, insertion and ROAD: a map that marks the brightest pixels scores the same as the same map
+    computed inside the driver would, so the values are checked against the metric functions directly."""
+    calls = []
+
+    def brightness(images: torch.Tensor, targets: torch.Tensor):
+        calls.append(images.shape[0])
+        return images.mean(dim=1, keepdim=True), None
+
+    metrics = ["deletion", "insertion", "infidelity", "sensitivity_max", "road_morf", "road_lerf"]
+    summary = evaluate("zoo:scenes_vgg", brightness, "scenes:single:4", tmp_path / "run", batch_size=4,
+                       metrics=metrics, faithfulness_steps=4, perturbation_samples=3, show_progress=False)
+    rows = list(csv.DictReader((tmp_path / "run" / "pairs.csv").read_text().splitlines()))
+    for key in ("deletion_auc", "insertion_auc", "infidelity", "sensitivity_max", "road_morf", "road_lerf"):
+        values = [float(r[key]) for r in rows]
+        assert len(values) == 4 and all(v == v for v in values), key
+        assert abs(sum(values) / 4 - summary[key]) < 1e-6, key
+    assert calls[0] == 4 and sum(calls[1:]) >= 3 * 4  # the maps, then every perturbed copy for max-sensitivity
+    # Brightness does not depend on the model: small input noise changes it by about the noise's relative size.
+    assert 0.0 < summary["sensitivity_max"] < 0.2
