@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Iterator, List
 
 import torch
@@ -78,17 +79,20 @@ def processes(device: str = "cpu") -> Iterator[Processes]:
 
 
 def end_process_group() -> None:
-    """Destroy the default process group, except a gloo group on torch older than 2.4, which is left to end with
-    the process.
+    """Destroy the default process group; a gloo group on torch older than 2.4 only once every rank is there.
 
-    Measured on this project's CI machine: with torch 2.3, destroying a gloo group could hang after the other rank
-    had left; with torch 2.15, a gloo group left alive could abort the process at exit ("terminate called without
-    an active exception").
+    Measured on this project's CI machine: a gloo group left alive could abort the process at exit ("terminate
+    called without an active exception", torch 2.15 and 2.3), and with torch 2.3 destroying a gloo group could hang
+    after the other rank had left. So on torch 2.3 the ranks first meet at a monitored barrier; a rank that does not
+    come within a minute (it failed) leaves the group to end with the process.
     """
     if not dist.is_initialized():
         return
     if dist.get_backend() == "gloo" and _TORCH_VERSION < (2, 4):
-        return
+        try:
+            dist.monitored_barrier(timeout=timedelta(seconds=60))
+        except RuntimeError:
+            return
     dist.destroy_process_group()
 
 
