@@ -1,7 +1,5 @@
 """``python -m captum_ext …`` runs the ``captum-ext`` command (what ``torchrun -m captum_ext evaluate …`` needs)."""
-import sys
-
-from captum_ext.cli import main
+from captum_ext.cli import command
 
 if __name__ == "__main__":
-    sys.exit(main())
+    command()

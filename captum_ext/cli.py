@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 import time
 import traceback
@@ -248,6 +249,19 @@ def _import_quietly(modules: Sequence[str]) -> None:
                 importlib.import_module(name)
             except ImportError:  # reported by the command itself, with its own message
                 pass
+
+
+def command() -> None:
+    """The ``captum-ext`` program: runs :func:`main` and exits with its status. After an interrupt has been reported,
+    a further Ctrl-C while the interpreter shuts down is ignored, so the exit status stays 130.
+
+    Raises:
+        SystemExit: always, with :func:`main`'s status.
+    """
+    status = main()
+    if status == INTERRUPTED:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(status)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
