@@ -188,7 +188,7 @@ def _faithfulness(run: MethodRun, shared: Shared, images: Tensor, maps: Tensor, 
             values[key] = sensitivity_max_per_pair(
                 explain, images, classes, torch.Generator().manual_seed(2 * seed + 1),
                 int(shared.perturbation["samples"]), shared.perturbation["radius"], per_forward)
-        elif key in ("road_morf", "road_lerf"):
+        elif key in scoring.ROAD_METRICS:
             order = key.split("_")[1]
             generator = torch.Generator().manual_seed((1 << 40) + 2 * seed + (order == "lerf"))
             values[key] = road_curves(shared.model, images, maps, classes, order, multi_label=shared.multi_label,

@@ -205,7 +205,7 @@ def evaluate(
                   "inputs": run_fingerprint(dataset, resolved.classes, loaded.model, box_map)}
         if set(metrics or ()) & {"infidelity", "sensitivity_max"}:
             common["perturbation"] = perturbation
-        if set(metrics or ()) & {"road_morf", "road_lerf"}:
+        if set(metrics or ()) & set(scoring.ROAD_METRICS):
             from captum_ext.metrics.road import ROAD_FRACTIONS
 
             common["road"] = {"fractions": list(ROAD_FRACTIONS), "noise": 0.01, "imputation": "noisy linear"}

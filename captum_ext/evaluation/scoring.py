@@ -11,11 +11,9 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from captum_ext.metrics.faithfulness import MODES as FAITHFULNESS_MODES
-from captum_ext.metrics.perturbation import METRICS as PERTURBATION_METRICS
-
-#: ROAD's scores a run can compute on request (MoRF: lower is better; LeRF: higher).
-ROAD_METRICS = ("road_morf", "road_lerf")
 from captum_ext.metrics.ground_truth import GroundTruth
+from captum_ext.metrics.perturbation import METRICS as PERTURBATION_METRICS
+from captum_ext.metrics.road import METRICS as ROAD_METRICS
 
 
 class PairAccuracy(Metric):

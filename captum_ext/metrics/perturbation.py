@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_ext.metrics._streaming import SumMetric, fixed_point_mean, to_fixed_point
+from captum_ext.metrics.road import METRICS as ROAD_METRICS
 
 __all__ = ["PerturbationMetric", "infidelity_per_pair", "sensitivity_max_per_pair", "METRICS"]
 
@@ -137,7 +138,7 @@ def _probabilities(model: nn.Module, multi_label: bool) -> Callable[[Tensor], Te
 
 
 #: Every key :class:`PerturbationMetric` accepts: these and ROAD's (:mod:`captum_ext.metrics.road`).
-METRIC_KEYS = METRICS + ("road_morf", "road_lerf")
+METRIC_KEYS = METRICS + ROAD_METRICS
 
 
 class PerturbationMetric(SumMetric):

@@ -25,10 +25,12 @@ from torch import Tensor, nn
 
 from captum_ext._utils.validation import check_in_choices, check_scalar
 
-__all__ = ["ORDERS", "ROAD_FRACTIONS", "road_impute", "road_curves", "neighbour_weights"]
+__all__ = ["ORDERS", "METRICS", "ROAD_FRACTIONS", "road_impute", "road_curves", "neighbour_weights"]
 
 #: MoRF (most relevant first) and LeRF (least relevant first).
 ORDERS = ("morf", "lerf")
+#: The scores' names in an evaluation run (``metrics.json`` keys and ``pairs.csv`` columns), one per order.
+METRICS: Tuple[str, ...] = tuple(f"road_{order}" for order in ORDERS)
 #: ROAD's removal fractions.
 ROAD_FRACTIONS: Tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
