@@ -10,6 +10,7 @@ method on K GPUs, one process per GPU.
 """
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -98,37 +99,54 @@ def scoring_costs(pairs: int, device: str = "cpu") -> Dict[str, float]:
     return costs
 
 
-def plan(methods: Dict[str, float], scoring: Dict[str, float], cpu_cores_per_gpu: int) -> Dict[str, Any]:
-    """Hours on K GPUs: per process, the prediction pass per image, the method per pair and the scoring of the
-    pair run one after the other (the driver computes them in sequence), so a process costs their sum."""
-    score = sum(scoring.values())
+def plan(methods: Dict[str, float], scoring: Dict[str, float], cpu_cores_per_gpu: int, device: str = "cuda"
+         ) -> Dict[str, Any]:
+    """Hours on K GPUs (one process each). The driver is a pipeline: the model's thread explains a batch while a
+    scoring thread scores the one before and a writer thread stores the one before that, so a process runs at the
+    pace of its slowest stage. On a GPU the metrics' kernels queue on the method's stream, so the model's and the
+    scoring's device time add up (an upper bound: only their host-side time overlaps) while the Zarr writes run on
+    the host beside them; on the CPU every stage shares the same cores, so everything adds up. Methods that run the
+    plain model on the images give the predictions from their own forward; the others pay one more forward."""
+    from captum_ext.evaluation._forward_tap import PLAIN_FORWARD_METHODS
+
+    write = scoring.get("zarr_write", 0.0)
+    score = sum(v for k, v in scoring.items() if k != "zarr_write")
     forward = methods["prediction_forward"]
     rows = {}
     for dataset, size in DATASETS.items():
         for name, seconds in methods.items():
             if name == "prediction_forward":
                 continue
-            total = size["images"] * forward + size["pairs"] * (seconds + score)
+            device_work = size["images"] * (0.0 if name in PLAIN_FORWARD_METHODS else forward) + \
+                size["pairs"] * (seconds + score)
+            total = max(device_work, size["pairs"] * write) if device.startswith("cuda") else \
+                device_work + size["pairs"] * write
             rows[f"{dataset} / {name}"] = {f"{k} GPUs": total / k / 3600 for k in GPUS}
     storage = {dataset: {"maps_gb_float16_uncompressed": size["pairs"] * SIZE * SIZE * 2 / 1e9}
                for dataset, size in DATASETS.items()}
-    return {"hours": rows, "storage": storage, "scoring_seconds_per_pair": score,
-            "cpu_cores_per_gpu": cpu_cores_per_gpu}
+    return {"hours": rows, "storage": storage, "scoring_seconds_per_pair": score, "write_seconds_per_pair": write,
+            "cpu_cores_per_gpu": cpu_cores_per_gpu, "model": "pipelined: max(device work, Zarr writes) on a GPU"}
 
 
 def main() -> None:
     parser = benchmark_parser(__doc__, "fewer repeats and pairs")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--replan", action="store_true", help="measure nothing: recompute the plan of the existing "
+                        "result file for --device from the costs it recorded (when the driver's model changed)")
     args = parse_benchmark_args(parser)
-    record: Dict[str, Any] = {"environment": environment(), "device": args.device, "size": SIZE}
-    record["method_seconds_per_image"] = method_costs(args.device, 8 if args.quick else 32,
-                                                      1 if args.quick else 3)
-    record["scoring_seconds_per_pair"] = scoring_costs(8 if args.quick else 32, args.device)
+    suffix = "" if args.device == "cpu" else "_" + args.device.split(":")[0]
+    if args.replan:
+        record: Dict[str, Any] = json.loads((args.out_dir / f"large_run_plan{suffix}.json").read_text())
+        record["replanned_on"] = environment()
+    else:
+        record = {"environment": environment(), "device": args.device, "size": SIZE}
+        record["method_seconds_per_image"] = method_costs(args.device, 8 if args.quick else 32,
+                                                          1 if args.quick else 3)
+        record["scoring_seconds_per_pair"] = scoring_costs(8 if args.quick else 32, args.device)
     import os
 
     record["plan"] = plan(record["method_seconds_per_image"], record["scoring_seconds_per_pair"],
-                          os.cpu_count() or 1)
-    suffix = "" if args.device == "cpu" else "_" + args.device.split(":")[0]
+                          record["environment"]["cpu_count"] or os.cpu_count() or 1, args.device)
     write_results(f"large_run_plan{suffix}", record, markdown(record), args.out_dir)
 
 
@@ -136,17 +154,24 @@ def markdown(record: Dict[str, Any]) -> str:
     env = record["environment"]
     lines = ["# Plan for a large `captum-ext evaluate` run", "",
              f"Measured on {env['cuda'] or 'the CPU'} ({env['cpu_count']} CPU cores), torchvision ResNet-50 at "
-             f"{SIZE}², device `{record['device']}`.", "", "| method | ms per image |", "|---|---|"]
+             f"{SIZE}², device `{record['device']}`.", ""]
+    if "replanned_on" in record:
+        lines += [f"The costs are those measured on {env['date']}; the plan below was recomputed from them on "
+                  f"{record['replanned_on']['date']} for the pipelined driver (`--replan`), without a new "
+                  "measurement.", ""]
+    lines += ["| method | ms per image |", "|---|---|"]
     lines += [f"| `{k}` | {1000 * v:.1f} |" for k, v in record["method_seconds_per_image"].items()]
     lines += ["", "(`prediction_forward`: the plain forward pass `evaluate` makes once per image for its "
-              "predictions.)"]
+              "predictions, except for methods whose own forward gives them: saliency, guided backprop, Grad-CAM.)"]
     lines += ["", f"| scoring, per pair (metrics on `{record['device']}`, Zarr write on the CPU) | ms |", "|---|---|"]
     lines += [f"| {k} | {1000 * v:.1f} |" for k, v in record["scoring_seconds_per_pair"].items()]
     unit = "GPU" if record["device"].startswith("cuda") else "process"
     header = " | ".join(f"hours on {k} {unit}{'s' if k > 1 else ''}" for k in GPUS)
     lines += ["", f"| dataset / method | {header} |", "|---|" + "---|" * len(GPUS)]
     for name, hours in record["plan"]["hours"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{h:.2f}" for h in hours.values()) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{h:.3g}" for h in hours.values()) + " |")
+    lines += ["", "Hours: each process runs at the pace of its slowest pipeline stage; on a GPU the method, the "
+              "predictions and the metrics share the device and add up, the Zarr writes overlap them on the host."]
     lines += ["", "Storage (float16 maps before compression, 224² each): " + "; ".join(
         f"{k}: {v['maps_gb_float16_uncompressed']:.1f} GB" for k, v in record["plan"]["storage"].items()) + ".", ""]
     return "\n".join(lines) + "\n"

@@ -173,9 +173,9 @@ def test_several_methods_in_one_pass_equal_their_separate_runs_and_resume_alone(
     # One method's lost batch is recomputed for that method only, and the run ends as before.
     before = outputs(tmp_path / "together" / "grad_cam")
     (tmp_path / "together" / "grad_cam" / "progress" / "batch-00000001.json").unlink()
-    from captum_ext.evaluation._batch import compute_batch
+    from captum_ext.evaluation._batch import explain_batch
 
-    with mock.patch("captum_ext.evaluation.runner.compute_batch", wraps=compute_batch) as computed:
+    with mock.patch("captum_ext.evaluation.runner.explain_batch", wraps=explain_batch) as computed:
         evaluate(loaded, methods, DATA, tmp_path / "together", resume=True, **options)
     assert [[run.name for run in call.args[2]] for call in computed.call_args_list] == [["grad_cam"]]
     after = outputs(tmp_path / "together" / "grad_cam")

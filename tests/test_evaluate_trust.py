@@ -327,4 +327,5 @@ def test_the_writer_writes_maps_before_records_in_order_and_raises_its_errors():
         for batch in range(11, 20):  # never blocks on the failed thread; the error surfaces here or at close
             writer.submit(batch, [([batch], torch.zeros(1, 3, 3))], {})
         writer.close()
+    writer.close()  # the error was raised once; closing again stops the thread without raising it anew
     assert ("record", 10) not in log  # a batch whose maps failed is not recorded: a resume computes it again

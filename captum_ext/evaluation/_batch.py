@@ -1,10 +1,15 @@
 """One batch of an evaluation run: every method's maps, the model's predictions (once for all methods), and each
-method's table rows, metric contributions and maps to write."""
+method's table rows, metric contributions and maps to write.
+
+A batch is computed in two parts: :func:`explain_batch` needs the model (maps, predictions, faithfulness metrics),
+:func:`score_batch` needs only the maps and the annotations, so the dataset driver scores batch ``k`` on a thread of
+its own while the model explains batch ``k + 1``.
+"""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -69,12 +74,87 @@ class MethodRun:
                 metric.update_from_statistics(deltas[name])
 
 
-def compute_batch(samples: Sequence[Any], shared: Shared, runs: Sequence[MethodRun], batch: int = 0
-                  ) -> List[Tuple[Dict[str, Any], Writes]]:
-    """Each method's batch record (rows, metric contributions, skipped files) and maps to write, per size group.
+@dataclass
+class ExplainedGroup:
+    """One size group of a batch after the model's part: what scoring needs, without the images.
+
+    ``maps``, ``boxes`` and ``faithfulness`` hold one entry per method of the batch, in order.
+    """
+
+    pair_ids: List[int]
+    #: Each pair's image, as a position among ``images``.
+    owner: List[int]
+    #: ``(dataset index, image id)`` of each image.
+    images: List[Tuple[int, Any]]
+    categories: List[int]
+    truths: List[GroundTruth]
+    classes: Tensor
+    #: The model's class scores per image, on the device.
+    scores: Tensor
+    #: Maps as stored (``N×H×W`` in the store's dtype), on the device.
+    maps: List[Tensor]
+    boxes: List[Optional[Tensor]]
+    faithfulness: List[Dict[str, Tensor]]
+
+
+@dataclass
+class ExplainedBatch:
+    """A batch after the model's part (:func:`explain_batch`), ready for :func:`score_batch`."""
+
+    skipped: List[str]
+    groups: List[ExplainedGroup]
+
+
+@dataclass
+class SampleBatch:
+    """A batch as the data loader hands it over (:func:`collate_samples`): the images with annotations stacked per
+    size, made in the loader's workers and, for a model on a GPU, pinned by the loader's pin-memory thread, so that
+    the copy to the GPU neither waits for the host nor holds the host up."""
+
+    #: Images in the batch, read or not.
+    size: int
+    #: Why images could not be read (``skip_bad``), naming the files.
+    skipped: List[str]
+    #: ``(samples, images)`` per image size: the samples without their images, and their images stacked.
+    groups: List[Tuple[List[Any], Tensor]]
+
+    def __len__(self) -> int:
+        return self.size
+
+    def pin_memory(self) -> "SampleBatch":
+        """The batch with its stacked images in page-locked memory (called by ``DataLoader(pin_memory=True)``).
+
+        Returns:
+            SampleBatch: a batch whose images are pinned.
+        """
+        return SampleBatch(self.size, self.skipped, [(group, images.pin_memory()) for group, images in self.groups])
+
+
+def collate_samples(samples: Sequence[Any]) -> SampleBatch:
+    """A loader's batch of samples as a :class:`SampleBatch` (the ``collate_fn`` of the dataset driver).
 
     Args:
-        samples (sequence of Sample): the batch's images.
+        samples (sequence of Sample): the batch's samples, in dataset order.
+
+    Returns:
+        SampleBatch: images without annotations (nothing to explain) and unread ones are left out of the groups.
+    """
+    by_size: Dict[Tuple[int, int], List[Any]] = {}
+    for sample in samples:
+        if sample.image is not None and sample.truths:
+            by_size.setdefault(tuple(sample.image.shape[-2:]), []).append(sample)
+    groups = [([replace(sample, image=None) for sample in group], torch.stack([sample.image for sample in group]))
+              for group in by_size.values()]
+    return SampleBatch(len(samples), [sample.error for sample in samples if sample.image is None], groups)
+
+
+def compute_batch(samples: Union["SampleBatch", Sequence[Any]], shared: Shared, runs: Sequence[MethodRun], batch: int = 0
+                  ) -> List[Tuple[Dict[str, Any], Writes]]:
+    """Each method's batch record (rows, metric contributions, skipped files) and maps to write, per size group:
+    :func:`explain_batch` then :func:`score_batch`.
+
+    Args:
+        samples (SampleBatch or sequence of Sample): the batch's images.
         shared (Shared): the run's common state.
         runs (sequence of MethodRun): the methods to compute the batch for.
         batch (int, optional): the global batch number (seeds the perturbations of infidelity and
@@ -83,17 +163,29 @@ def compute_batch(samples: Sequence[Any], shared: Shared, runs: Sequence[MethodR
     Returns:
         list: ``(record, writes)`` for each of ``runs``, in order.
     """
-    results: List[Tuple[Dict[str, Any], Writes]] = []
-    skipped = [sample.error for sample in samples if sample.image is None]
-    for _ in runs:
-        results.append(({"rows": [], "deltas": {}, "skipped": skipped}, []))
-    deltas: List[Dict[str, Dict[str, Tensor]]] = [{} for _ in runs]
-    by_size: Dict[Tuple[int, int], List[Any]] = {}
-    for sample in samples:
-        if sample.image is not None and sample.truths:
-            by_size.setdefault(tuple(sample.image.shape[-2:]), []).append(sample)
-    for group_number, group in enumerate(by_size.values()):
-        images = torch.stack([sample.image for sample in group]).to(shared.group.device)
+    return score_batch(explain_batch(samples, shared, runs, batch), shared, runs)
+
+
+def explain_batch(samples: Union["SampleBatch", Sequence[Any]], shared: Shared, runs: Sequence[MethodRun],
+                  batch: int = 0) -> ExplainedBatch:
+    """The part of a batch that needs the model: each method's maps, the predictions (once for all methods) and the
+    faithfulness metrics (they run the model on perturbed images). It must run where the methods run, one batch at a
+    time, since methods may hook or rewrite the model while they work.
+
+    Args:
+        samples (SampleBatch or sequence of Sample): the batch's images.
+        shared (Shared): the run's common state.
+        runs (sequence of MethodRun): the methods to compute the batch for.
+        batch (int, optional): the global batch number (seeds the perturbations of infidelity and
+            max-sensitivity). Default: 0.
+
+    Returns:
+        ExplainedBatch: the maps and scores on the model's device, per group of images of one size.
+    """
+    loaded = samples if isinstance(samples, SampleBatch) else collate_samples(samples)
+    groups = []
+    for group_number, (group, stacked) in enumerate(loaded.groups):
+        images = _to_device(stacked, shared.group.device)
         owner = [j for j, sample in enumerate(group) for _ in sample.truths]
         categories = [t.category for sample in group for t in sample.truths]
         truths = [GroundTruth(shared.class_of[c.category], c.boxes, c.mask) for sample in group for c in sample.truths]
@@ -108,32 +200,63 @@ def compute_batch(samples: Sequence[Any], shared: Shared, runs: Sequence[MethodR
         if scores is None:
             with torch.no_grad():
                 scores = shared.model(images)
-        probabilities = (torch.sigmoid(scores) if shared.multi_label else torch.softmax(scores, dim=1)).cpu()
+        faithfulness = []
+        for run, (on_device, _, _) in zip(runs, computed):
+            seed = (batch << 16) + group_number  # what a pair's perturbations depend on
+            faithfulness.append(_faithfulness(run, shared, images[owner], on_device.to(torch.float32),
+                                              classes.to(images.device), seed, run.seconds)
+                                if run.faithfulness else {})
+        pair_ids = [shared.pair_start[sample.index] + k for sample in group for k in range(len(sample.truths))]
+        groups.append(ExplainedGroup(pair_ids, owner, [(sample.index, sample.image_id) for sample in group],
+                                     categories, truths, classes, scores.detach(), [maps for maps, _, _ in computed],
+                                     [boxes for _, boxes, _ in computed], faithfulness))
+    return ExplainedBatch(loaded.skipped, groups)
+
+
+def score_batch(explained: ExplainedBatch, shared: Shared, runs: Sequence[MethodRun]
+                ) -> List[Tuple[Dict[str, Any], Writes]]:
+    """The part of a batch that needs only the maps and the annotations: table rows, localisation metrics, accuracy
+    and the maps to write. It does not touch the model, so it may run on another thread while the next batch is
+    explained.
+
+    Args:
+        explained (ExplainedBatch): the batch from :func:`explain_batch`.
+        shared (Shared): the run's common state.
+        runs (sequence of MethodRun): the methods ``explained`` was computed for, in the same order.
+
+    Returns:
+        list: ``(record, writes)`` for each of ``runs``, in order.
+    """
+    results: List[Tuple[Dict[str, Any], Writes]] = []
+    for _ in runs:
+        results.append(({"rows": [], "deltas": {}, "skipped": list(explained.skipped)}, []))
+    deltas: List[Dict[str, Dict[str, Tensor]]] = [{} for _ in runs]
+    for group in explained.groups:
+        owner, classes, truths = group.owner, group.classes, group.truths
+        probabilities = (torch.sigmoid(group.scores) if shared.multi_label else torch.softmax(group.scores, dim=1)
+                         ).cpu()
         predicted = probabilities[owner].argmax(dim=1)
         class_probability = probabilities[owner].gather(1, classes[:, None])[:, 0]
         recognised = class_probability >= 0.5 if shared.multi_label else predicted == classes
-        pair_ids = [shared.pair_start[sample.index] + k for sample in group for k in range(len(sample.truths))]
         common = []
-        for k, (pair_id, truth) in enumerate(zip(pair_ids, truths)):
-            sample = group[owner[k]]
-            common.append({"pair": pair_id, "image_index": sample.index, "image_id": sample.image_id,
-                           "category": categories[k], "class_index": truth.category, "predicted": int(predicted[k]),
+        for k, (pair_id, truth) in enumerate(zip(group.pair_ids, truths)):
+            index, image_id = group.images[owner[k]]
+            common.append({"pair": pair_id, "image_index": index, "image_id": image_id,
+                           "category": group.categories[k], "class_index": truth.category,
+                           "predicted": int(predicted[k]),
                            "predicted_score": float(probabilities[owner[k], predicted[k]]),
                            "class_score": float(probabilities[owner[k], truth.category]),
                            "recognised": bool(recognised[k])})
-        for run, (on_device, boxes, _), (record, writes), run_deltas in zip(runs, computed, results, deltas):
-            writes.append((pair_ids, on_device.cpu()))
+        for run, on_device, boxes, values, (record, writes), run_deltas in zip(
+                runs, group.maps, group.boxes, group.faithfulness, results, deltas):
+            writes.append((group.pair_ids, on_device.cpu()))
             # Scored as stored (reruns score the same) and where the maps are: on a GPU the metrics label and
             # measure them there, with the values the host computes. One float32 copy serves every metric.
             as_float = on_device.to(torch.float32)
             group_deltas, columns = scoring.batch_statistics(run.metrics, list(as_float), truths, boxes, run.seconds)
-            if run.faithfulness:
-                seed = (batch << 16) + group_number  # what a pair's perturbations depend on
-                values = _faithfulness(run, shared, images[owner], as_float, classes.to(images.device), seed,
-                                       run.seconds)
-                for key, metric in run.faithfulness.items():
-                    group_deltas[key], per_pair = metric.statistics(values[key])
-                    columns.update(per_pair)
+            for key, metric in run.faithfulness.items():
+                group_deltas[key], per_pair = metric.statistics(values[key])
+                columns.update(per_pair)
             accuracy_delta, _ = run.accuracy.statistics(recognised)
             scoring.add_deltas(run_deltas, {**group_deltas, "accuracy": accuracy_delta})
             for k, row in enumerate(common):
@@ -142,6 +265,13 @@ def compute_batch(samples: Sequence[Any], shared: Shared, runs: Sequence[MethodR
     for (record, _), run_deltas in zip(results, deltas):
         record["deltas"] = to_json(run_deltas)
     return results
+
+
+def _to_device(images: Tensor, device: torch.device) -> Tensor:
+    """Images on the model's device; from pinned memory (see :meth:`Sample.pin_memory`) the copy is asynchronous."""
+    if images.device == device:
+        return images
+    return images.to(device, non_blocking=images.is_pinned())
 
 
 def _maps(run: MethodRun, images: Tensor, owner: List[int], classes: Tensor, shared: Shared

@@ -11,7 +11,7 @@ import copy
 import json
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -23,8 +23,9 @@ from tqdm.auto import tqdm
 from captum_ext._utils.attribution import eval_mode
 from captum_ext.evaluation import scoring
 from captum_ext.evaluation._fingerprints import changed_inputs, run_fingerprint
-from captum_ext.evaluation._batch import MethodRun, Shared, compute_batch
+from captum_ext.evaluation._batch import ExplainedBatch, MethodRun, Shared, collate_samples, explain_batch, score_batch
 from captum_ext.evaluation._forward_tap import PLAIN_FORWARD_METHODS, ForwardTap
+from captum_ext.evaluation._pipeline import BackgroundStage, prefetched
 from captum_ext.evaluation._writer import BackgroundWriter
 from captum_ext.evaluation.class_maps import ClassMap, as_class_map, resolve_dataset_classes
 from captum_ext.evaluation.distributed import Processes, batches_of, my_batches, processes
@@ -231,8 +232,8 @@ def evaluate(
             for k in sorted(set(mine) - todo):  # finished earlier: replay their contributions
                 run.apply(run.records.read(k))
         todo = sorted(set().union(*todo_of))
-        loader = DataLoader(dataset, batch_sampler=[batches[k] for k in todo], collate_fn=list,
-                            num_workers=num_workers)
+        loader = DataLoader(dataset, batch_sampler=[batches[k] for k in todo], collate_fn=collate_samples,
+                            num_workers=num_workers, pin_memory=group.device.type == "cuda")
         done_before = sum(len(batches[k]) for k in mine) - sum(len(batches[k]) for k in todo)
         if talk and done_before:
             tqdm.write(f"resuming: {done_before} of {sum(len(batches[k]) for k in mine)} images done"
@@ -241,15 +242,27 @@ def evaluate(
         bar = tqdm(total=sum(len(batches[k]) for k in mine), initial=done_before, unit="img", disable=not talk,
                    desc=f"evaluate ({names}, rank 0 of {group.world_size})")
         started, computed = time.perf_counter(), 0
-        # Maps and records go to disk on a thread while the next batch is computed; a batch is done (and skipped
-        # by a resume) only once its record is written, after its maps.
-        with ExitStack() as writing:
-            writers = [writing.enter_context(BackgroundWriter(run.store, run.records)) for run in runs]
-            for k, samples in zip(todo, loader):
-                needed = [j for j, pending in enumerate(todo_of) if k in pending]
-                for j, (record, writes) in zip(needed, compute_batch(samples, shared, [runs[j] for j in needed], k)):
+        # A pipeline of three threads: this one explains batch k + 1 (everything that needs the model) while a
+        # scoring thread scores batch k and a writer thread puts batch k - 1's maps and record on disk. Queues are
+        # short, so memory stays flat; a batch is done (and skipped by a resume) only once its record is written,
+        # after its maps. Metric states are updated on the scoring thread only, in batch order.
+        with ExitStack() as stages:
+            writers = [stages.enter_context(BackgroundWriter(run.store, run.records)) for run in runs]
+
+            def score(item: Tuple[int, List[int], ExplainedBatch]) -> None:
+                k, needed, explained = item
+                with torch.no_grad():
+                    scored = score_batch(explained, shared, [runs[j] for j in needed])
+                for j, (record, writes) in zip(needed, scored):
                     writers[j].submit(k, writes, record)
                     runs[j].apply(record)
+
+            scorer = stages.enter_context(BackgroundStage(score, "captum-ext-scoring", device=group.device))
+            # Without worker processes, the images are read on a thread, ahead of the model.
+            loaded_batches = loader if num_workers else stages.enter_context(closing(prefetched(loader)))
+            for k, samples in zip(todo, loaded_batches):
+                needed = [j for j, pending in enumerate(todo_of) if k in pending]
+                scorer.submit((k, needed, explain_batch(samples, shared, [runs[j] for j in needed], k)))
                 bar.update(len(samples))
                 computed += len(samples)
         bar.close()
