@@ -167,14 +167,17 @@ def main() -> None:
     suffix = ("" if args.device == "cpu" else "_" + args.device.split(":")[0]) + \
         ("" if args.size == 64 else f"_{args.size}")
     existing = args.out_dir / f"evaluate{suffix}.json"
-    record: Dict[str, Any] = json.loads(existing.read_text()) if args.memory_only else \
+    # A partial run (--memory-only, --overhead-only) updates its part of an existing result file.
+    partial = args.memory_only or (args.overhead_only and existing.is_file())
+    record: Dict[str, Any] = json.loads(existing.read_text()) if partial else \
         {"environment": environment(), "model": args.model, "method": METHOD, "batch_size": BATCH, "size": args.size}
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         spec = export(n if not args.memory_only else 1, tmp_path / "data", size=args.size)
         if not args.memory_only:
             print(f"overhead on {n} images ({args.device}) ...", flush=True)
-            record["overhead"] = overhead(spec, tmp_path, args.device, args.model, args.size)
+            record["overhead"] = {**overhead(spec, tmp_path, args.device, args.model, args.size),
+                                  "measured": environment()["date"]}
         common = ["evaluate", "--model", args.model, "--method", METHOD, "--data", spec, "--batch-size", str(BATCH),
                   "--class-map", str(class_map_of(spec)), "--no-progress", "--device", args.device]
         if not (args.skip_processes or args.memory_only or args.overhead_only):
@@ -224,6 +227,8 @@ def _floor(run: Dict[str, Any]) -> str:
     if "overhead_floor" not in run:
         return ""
     extra = run["evaluate_cpu_seconds"] - run["bare_cpu_seconds"]
+    if extra <= 0:  # idle threads spinning in the method's own run can outweigh the driver's work
+        return " (the driver's own CPU time is within the method's run-to-run variation)"
     return f" (driver's own CPU work {extra:.2f} s: at least {100 * run['overhead_floor']:.1f} % on these cores)"
 
 
@@ -233,7 +238,8 @@ def markdown(record: Dict[str, Any]) -> str:
              f"Model `{record.get('model', MODEL)}` ({record.get('size', 64)}×{record.get('size', 64)} scenes), "
              f"batch {BATCH}, device `{o['device']}`; "
              f"{record['environment']['cpu_count']} CPU cores, {record['environment']['cuda'] or 'no GPU'}. "
-             f"{o['images']} images exported as COCO (PNG + JSON).", "",
+             f"{o['images']} images exported as COCO (PNG + JSON)."
+             + (f" Overhead measured {o['measured']}." if "measured" in o else ""), "",
              "| measure | value | target |", "|---|---|---|"]
     for r in o["runs"]:
         lines += [f"| `{r['method']}`, localisation metrics: {r['metrics']} — bare method / `evaluate` | "

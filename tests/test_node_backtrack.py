@@ -580,6 +580,36 @@ def test_both_ways_of_gathering_receptive_fields_agree(monkeypatch, copy_ratio):
         assert torch.equal(NodeBacktrack(model, conv_rule=rule, deduplicate=False).attribute(x, [0, 1, 3]), hits)
 
 
+@pytest.mark.parametrize("rules", [{"conv_rule": "max"}, {"conv_rule": "top_n", "conv_top_n": 2},
+                                   {"conv_rule": "top_n", "conv_top_n": 3, "include_bias": True},
+                                   {"conv_rule": "top_n", "conv_top_n": 7, "deduplicate": False}])
+def test_the_compiled_cpu_kernel_walks_exactly_as_the_tensor_operations(monkeypatch, rules):
+    """The compiled kernel (channel sums, strongest channels, strongest taps per node) gives the tensor path's
+    hits: strides, padding, dilation, groups, depthwise, 1×1 and non-square kernels, bias, more channels asked for
+    than a group has."""
+    from captum_ext.attr import _backtrack_kernels, _backtrack_rules
+
+    if not _backtrack_kernels.available():
+        pytest.skip("Numba (the `fast` extra) is not installed")
+    monkeypatch.setattr(_backtrack_rules, "FIELD_COPY_RATIO", 10**9)  # every layer through the channels-last rows
+    torch.manual_seed(1)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=2),
+        nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(), nn.Conv2d(8, 6, (1, 3), padding=(0, 1)),
+        nn.ReLU(), nn.Conv2d(6, 6, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4),
+    ).eval()
+    x = torch.randn(3, 3, 13, 11)
+    calls = []
+    kernel = _backtrack_kernels.strongest_channels
+    monkeypatch.setattr(_backtrack_kernels, "strongest_channels", lambda *a: calls.append(1) or kernel(*a))
+    compiled = NodeBacktrack(model, **rules).attribute(x, target=[0, 1, 3])
+    assert len(calls) >= 5 and compiled.sum() > 0  # every convolution went through the kernel
+    monkeypatch.setattr(_backtrack_kernels, "ENABLED", False)
+    through_kernel = len(calls)
+    assert torch.equal(NodeBacktrack(model, **rules).attribute(x, target=[0, 1, 3]), compiled)
+    assert len(calls) == through_kernel
+
+
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 10_000), kernel=st.integers(1, 3), stride=st.integers(1, 3), padding=st.integers(0, 1),
        dilation=st.integers(1, 2), ceil_mode=st.booleans())

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from captum_ext._utils import graph as G
 from captum_ext._utils.chunking import budget_chunks, chunk_budget, launch_bound
 from captum_ext._utils.folding import fold_bn
+from captum_ext.attr import _backtrack_kernels as kernels
 from captum_ext.attr._backtrack_core import (Rule, Selection, Values, Walk, WindowTable, arg, pair, versions,
                                              window_table)
 from captum_ext.attr._backtrack_linear import linear
@@ -157,6 +158,44 @@ def _chosen_channels(walk: Walk, sums: Tensor) -> Tuple[Optional[Tensor], Tensor
     return rows.reshape(-1), cols.reshape(-1), alive.reshape(-1)
 
 
+def _strongest_taps(p: Dict[str, Any], table: WindowTable, rows_matrix: Optional[Tensor], fields: Optional[Tensor],
+                    top_left: Optional[Tensor], tap_rows: Tensor, out_channel: Tensor, node_pixel: Tensor,
+                    rows: Optional[Tensor], cols: Tensor) -> Tensor:
+    """Each (node, chosen channel)'s input position (``node_pixel``: the node's output position, per entry): the
+    tap of the largest contribution in the channel's window (never the padding), as a flat ``H×W`` index."""
+    if table.taps.numel() == 1:  # a 1×1 window: its one position
+        return table.source.index_select(0, node_pixel)[:, 0]
+    if rows_matrix is not None:  # only the chosen channels' windows are read: T values per (node, channel)
+        c_group = p["fields_weight"].shape[2]
+        corner = top_left if rows is None else top_left.index_select(0, rows)
+        taps = (corner[:, None] + tap_rows).mul_(c_group).add_(cols[:, None])
+        node_channel = out_channel if rows is None else out_channel.index_select(0, rows)
+        window = rows_matrix.view(-1)[taps].mul_(p["fields_weight"][node_channel, :, cols])
+    else:
+        window = fields[torch.arange(len(fields), device=cols.device) if rows is None else rows, :, cols]
+    if table.leaves_input:  # never the padding
+        window = window.masked_fill_(~table.inside.index_select(0, node_pixel), float("-inf"))
+    return table.source.index_select(0, node_pixel).gather(1, window.argmax(dim=1, keepdim=True))[:, 0]
+
+
+def _compiled_choices(walk: Walk, rows_matrix: Tensor, p: Dict[str, Any], top_left: Tensor, tap_rows: Tensor,
+                      out_channel: Tensor, pixel: Tensor, table: WindowTable, c_group: int
+                      ) -> Tuple[Optional[Tensor], Tensor, Optional[Tensor], Tensor]:
+    """:func:`_chosen_channels` and the chosen channels' strongest taps at once, from the compiled CPU kernel:
+    ``(rows, channels, alive, taps)``."""
+    n = 1 if walk.conv_rule == "max" else min(walk.conv_top_n, c_group)
+    bias = p["bias"] if walk.include_bias else None
+    channels, sums, taps = kernels.strongest_channels(rows_matrix, p["fields_weight"], top_left, tap_rows,
+                                                      out_channel, pixel,
+                                                      table.inside if table.leaves_input else None, bias, n)
+    if walk.conv_rule == "max":
+        rows, channels, alive, taps = None, channels[:, 0], None, taps[:, 0]
+    else:
+        rows = torch.arange(len(channels))[:, None].expand(-1, n).reshape(-1)
+        channels, alive, taps = channels.reshape(-1), (sums > 0).reshape(-1), taps.reshape(-1)
+    return rows, channels, alive, taps
+
+
 def conv(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tuple[fx.Node, Selection]]:
     """Convolution: in the kept node's receptive field, the channel with the largest summed contribution
     ``W ⊙ A_rf`` (or the top n, or every positive one), then the position of the largest contribution inside that
@@ -179,6 +218,8 @@ def conv(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tupl
     batches, flats, counts = [], [], []
     # Per kept node, the channels-last way tap by tap holds Cg sums at a time; the others T·Cg products.
     per_node = c_group if by_rows and not _whole_windows(c_group, n_taps, device) else c_group * n_taps
+    compiled = by_rows and not launch_bound(device) and walk.conv_rule != "positive" and \
+        kernels.available() and rows_matrix.dtype == p["fields_weight"].dtype == torch.float32
     for part in budget_chunks(len(sel), per_node, chunk_budget(device)):
         whole = part.start == 0 and part.stop == len(sel)
         b, f, c = (sel.batch, sel.flat, sel.count) if whole else (sel.batch[part], sel.flat[part], sel.count[part])
@@ -189,28 +230,28 @@ def conv(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tupl
             # The window's top-left row in the padded channels-last matrix.
             top_left = b * table.padded_area + table.origin.index_select(0, pixel)
             top_left = top_left * groups + group if group is not None else top_left
-            sums = _tap_sums(rows_matrix, p, top_left, tap_rows, co)  # P×Cg
+        if compiled:
+            rows, cols, alive, taps = _compiled_choices(walk, rows_matrix, p, top_left, tap_rows, co, pixel, table,
+                                                        c_group)
+            pick = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))
+            node_pixel = pick(pixel)
+            source = table.source.index_select(0, node_pixel).gather(1, taps[:, None])[:, 0]
         else:
-            fields = _gather_fields(activations, b, None if group is None else group * c_group, c_group, table,
-                                    pixel)
-            fields.mul_(p["fields_weight"].index_select(0, co))
-            sums = fields.sum(dim=1)  # P×Cg
-        if walk.include_bias and bias is not None:
-            sums = sums + bias[co][:, None] * n_taps  # the paper's W * A + b, summed over x and y
-        rows, cols, alive = _chosen_channels(walk, sums)
-        pick = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))
-        node_pixel = pick(pixel)
-        if n_taps == 1:  # a 1×1 window: its one position
-            source = table.source.index_select(0, node_pixel)[:, 0]
-        else:
-            if rows_matrix is not None:  # only the chosen channels' windows are read: T values per (node, channel)
-                taps = (pick(top_left)[:, None] + tap_rows).mul_(c_group).add_(cols[:, None])
-                window = rows_matrix.view(-1)[taps].mul_(p["fields_weight"][pick(co), :, cols])
+            fields = None
+            if rows_matrix is not None:
+                sums = _tap_sums(rows_matrix, p, top_left, tap_rows, co)  # P×Cg
             else:
-                window = fields[torch.arange(len(b), device=device) if rows is None else rows, :, cols]
-            if table.leaves_input:  # never the padding
-                window = window.masked_fill_(~table.inside.index_select(0, node_pixel), float("-inf"))
-            source = table.source.index_select(0, node_pixel).gather(1, window.argmax(dim=1, keepdim=True))[:, 0]
+                fields = _gather_fields(activations, b, None if group is None else group * c_group, c_group, table,
+                                        pixel)
+                fields.mul_(p["fields_weight"].index_select(0, co))
+                sums = fields.sum(dim=1)  # P×Cg
+            if walk.include_bias and bias is not None:
+                sums = sums + bias[co][:, None] * n_taps  # the paper's W * A + b, summed over x and y
+            rows, cols, alive = _chosen_channels(walk, sums)
+            pick = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))
+            node_pixel = pick(pixel)
+            source = _strongest_taps(p, table, rows_matrix, fields, top_left if rows_matrix is not None else None,
+                                     tap_rows, co, node_pixel, rows, cols)
         if table.can_miss:  # a window wholly in the padding has no input: its path ends
             reaches = table.reaches.index_select(0, node_pixel)
             alive = reaches if alive is None else alive & reaches

@@ -148,8 +148,8 @@ def collate_samples(samples: Sequence[Any]) -> SampleBatch:
     return SampleBatch(len(samples), [sample.error for sample in samples if sample.image is None], groups)
 
 
-def compute_batch(samples: Union["SampleBatch", Sequence[Any]], shared: Shared, runs: Sequence[MethodRun], batch: int = 0
-                  ) -> List[Tuple[Dict[str, Any], Writes]]:
+def compute_batch(samples: Union["SampleBatch", Sequence[Any]], shared: Shared, runs: Sequence[MethodRun],
+                  batch: int = 0) -> List[Tuple[Dict[str, Any], Writes]]:
     """Each method's batch record (rows, metric contributions, skipped files) and maps to write, per size group:
     :func:`explain_batch` then :func:`score_batch`.
 
