@@ -178,6 +178,10 @@ def _strongest_taps(p: Dict[str, Any], table: WindowTable, rows_matrix: Optional
     return table.source.index_select(0, node_pixel).gather(1, window.argmax(dim=1, keepdim=True))[:, 0]
 
 
+#: Index entries a chosen channel holds in the compiled path's chunks (node, pixel, channel, tap, source, …).
+COMPILED_ENTRIES_PER_NODE = 16
+
+
 def _compiled_choices(walk: Walk, rows_matrix: Tensor, p: Dict[str, Any], top_left: Tensor, tap_rows: Tensor,
                       out_channel: Tensor, pixel: Tensor, table: WindowTable, c_group: int
                       ) -> Tuple[Optional[Tensor], Tensor, Optional[Tensor], Tensor]:
@@ -216,10 +220,12 @@ def conv(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tupl
     rows_matrix = _channels_last_rows(activations, groups, p["padding"]) if by_rows else None
     out_per_group, out_area = c_out // groups, out_size[0] * out_size[1]
     batches, flats, counts = [], [], []
-    # Per kept node, the channels-last way tap by tap holds Cg sums at a time; the others T·Cg products.
-    per_node = c_group if by_rows and not _whole_windows(c_group, n_taps, device) else c_group * n_taps
     compiled = by_rows and not launch_bound(device) and walk.conv_rule != "positive" and \
         kernels.available() and rows_matrix.dtype == p["fields_weight"].dtype == torch.float32
+    # Per kept node, the channels-last way tap by tap holds Cg sums at a time; the others T·Cg products; the
+    # compiled kernel only a few indices per chosen channel (so its chunks are large and few).
+    per_node = COMPILED_ENTRIES_PER_NODE * min(walk.conv_top_n, c_group) if compiled else \
+        c_group if by_rows and not _whole_windows(c_group, n_taps, device) else c_group * n_taps
     for part in budget_chunks(len(sel), per_node, chunk_budget(device)):
         whole = part.start == 0 and part.stop == len(sel)
         b, f, c = (sel.batch, sel.flat, sel.count) if whole else (sel.batch[part], sel.flat[part], sel.count[part])
@@ -235,7 +241,7 @@ def conv(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tupl
                                                         c_group)
             pick = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))
             node_pixel = pick(pixel)
-            source = table.source.index_select(0, node_pixel).gather(1, taps[:, None])[:, 0]
+            source = table.source.reshape(-1).index_select(0, node_pixel * n_taps + taps)
         else:
             fields = None
             if rows_matrix is not None:
