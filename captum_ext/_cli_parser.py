@@ -120,7 +120,8 @@ def _add_evaluation_inputs(parser: argparse.ArgumentParser) -> None:
                         help="resize images to N×N or HxW (default: their stored size)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: one GPU per process)")
     parser.add_argument("--workers", type=int, default=0, metavar="N",
-                        help="DataLoader worker processes reading images")
+                        help="DataLoader worker processes reading images; with 0 a thread reads them ahead of the "
+                        "model")
 
 
 def _add_evaluation_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:

@@ -610,6 +610,31 @@ def test_the_compiled_cpu_kernel_walks_exactly_as_the_tensor_operations(monkeypa
     assert len(calls) == through_kernel
 
 
+def test_explaining_from_several_threads_at_once_gives_each_its_own_hits():
+    """Threads share the model and the compiled kernel (one parallel launch at a time) and get the hits of calls
+    made one after the other."""
+    import threading
+
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5)).eval()
+    explainer = NodeBacktrack(model, **NodeBacktrack.TWO_CHANNEL_RULES)
+    inputs = [torch.randn(4, 3, 24, 24, generator=torch.Generator().manual_seed(k)) for k in range(4)]
+    expected = [explainer.attribute(x, target=k) for k, x in enumerate(inputs)]
+    got = [None] * len(inputs)
+
+    def explain(k):
+        for _ in range(3):
+            got[k] = explainer.attribute(inputs[k], target=k)
+
+    threads = [threading.Thread(target=explain, args=(k,)) for k in range(len(inputs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+
+
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 10_000), kernel=st.integers(1, 3), stride=st.integers(1, 3), padding=st.integers(0, 1),
        dilation=st.integers(1, 2), ceil_mode=st.booleans())

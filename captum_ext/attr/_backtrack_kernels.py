@@ -10,6 +10,7 @@ channels chosen with ties to the lower index (as the reference loop), the positi
 """
 from __future__ import annotations
 
+import threading
 from typing import Optional, Tuple
 
 import numpy as np
@@ -23,6 +24,9 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 #: Whether the compiled kernel is used where it applies (tests switch it off to compare with the tensor path).
 ENABLED = True
+# One parallel launch at a time: the kernel already uses every core it is given, and Numba's fallback threading
+# layer (workqueue) aborts the process when two threads launch parallel kernels at once.
+_LAUNCH = threading.Lock()
 
 
 def available() -> bool:
@@ -108,10 +112,11 @@ def strongest_channels(rows: Tensor, weights: Tensor, top_left: Tensor, tap_rows
     sums = torch.empty(count, n, dtype=torch.float32)
     taps = torch.empty(count, n, dtype=torch.int64)
     if count:
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
         empty_mask = np.ones((1, 1), np.bool_)
-        _kernel(rows.numpy(), weights.numpy(), top_left.numpy(), tap_rows.numpy(), out_channel.numpy(),
-                pixel.numpy(), empty_mask if inside is None else inside.numpy(), inside is not None,
-                np.empty(0, np.float32) if bias is None else bias.numpy(), n, channels.numpy(), sums.numpy(),
-                taps.numpy())
+        with _LAUNCH:
+            numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+            _kernel(rows.numpy(), weights.numpy(), top_left.numpy(), tap_rows.numpy(), out_channel.numpy(),
+                    pixel.numpy(), empty_mask if inside is None else inside.numpy(), inside is not None,
+                    np.empty(0, np.float32) if bias is None else bias.numpy(), n, channels.numpy(), sums.numpy(),
+                    taps.numpy())
     return channels, sums, taps

@@ -133,7 +133,8 @@ def evaluate(
         layer (str, optional): grad_cam's layer (a dotted submodule name).
         box_map (str or Path, optional): a SensitivityBBox box map for learned boxes (``sensitivity``).
         map_dtype (str, optional): ``"float16"`` or ``"float32"`` maps in the store. Default: float16.
-        num_workers (int, optional): DataLoader workers that read images. Default: 0.
+        num_workers (int, optional): DataLoader worker processes that read images. Default: 0, images read on a
+            thread of this process, ahead of the model.
         skip_bad (bool, optional): list images that do not decode, and skip (image, class) pairs with bad
             annotations (named in ``metrics.json``'s ``skipped``), instead of stopping.
         show_progress (bool, optional): on rank 0, the resolved class map, where a resumed run starts and a
