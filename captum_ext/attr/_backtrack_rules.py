@@ -151,11 +151,15 @@ def _chosen_channels(walk: Walk, sums: Tensor) -> Tuple[Optional[Tensor], Tensor
     if walk.conv_rule == "positive":
         rows, cols = (sums > 0).nonzero(as_tuple=True)
         return rows, cols, None
-    top = min(walk.conv_top_n, sums.shape[1])
-    cols = sums.topk(top, dim=1).indices  # P×top
-    alive = sums.gather(1, cols) > 0
-    rows = torch.arange(len(sums), device=sums.device)[:, None].expand(-1, top)
-    return rows.reshape(-1), cols.reshape(-1), alive.reshape(-1)
+    cols = sums.topk(min(walk.conv_top_n, sums.shape[1]), dim=1).indices  # P×top
+    return _top_entries(cols, sums.gather(1, cols))
+
+
+def _top_entries(cols: Tensor, chosen_sums: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """``(rows, channels, alive)`` of the ``top_n`` rule from each node's chosen channels and their sums
+    (``P×top``): one entry per (node, channel), alive where the sum is positive."""
+    rows = torch.arange(len(cols), device=cols.device)[:, None].expand(-1, cols.shape[1])
+    return rows.reshape(-1), cols.reshape(-1), (chosen_sums > 0).reshape(-1)
 
 
 def _strongest_taps(p: Dict[str, Any], table: WindowTable, rows_matrix: Optional[Tensor], fields: Optional[Tensor],
@@ -193,11 +197,8 @@ def _compiled_choices(walk: Walk, rows_matrix: Tensor, p: Dict[str, Any], top_le
                                                       out_channel, pixel,
                                                       table.inside if table.leaves_input else None, bias, n)
     if walk.conv_rule == "max":
-        rows, channels, alive, taps = None, channels[:, 0], None, taps[:, 0]
-    else:
-        rows = torch.arange(len(channels))[:, None].expand(-1, n).reshape(-1)
-        channels, alive, taps = channels.reshape(-1), (sums > 0).reshape(-1), taps.reshape(-1)
-    return rows, channels, alive, taps
+        return None, channels[:, 0], None, taps[:, 0]
+    return (*_top_entries(channels, sums), taps.reshape(-1))
 
 
 def conv(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tuple[fx.Node, Selection]]:
@@ -232,6 +233,7 @@ def conv(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tupl
         co = f.div(out_area, rounding_mode="floor")
         pixel = f - co * out_area
         group = co.div(out_per_group, rounding_mode="floor") if groups > 1 else None
+        top_left = None
         if rows_matrix is not None:
             # The window's top-left row in the padded channels-last matrix.
             top_left = b * table.padded_area + table.origin.index_select(0, pixel)
@@ -256,8 +258,7 @@ def conv(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tupl
             rows, cols, alive = _chosen_channels(walk, sums)
             pick = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))
             node_pixel = pick(pixel)
-            source = _strongest_taps(p, table, rows_matrix, fields, top_left if rows_matrix is not None else None,
-                                     tap_rows, co, node_pixel, rows, cols)
+            source = _strongest_taps(p, table, rows_matrix, fields, top_left, tap_rows, co, node_pixel, rows, cols)
         if table.can_miss:  # a window wholly in the padding has no input: its path ends
             reaches = table.reaches.index_select(0, node_pixel)
             alive = reaches if alive is None else alive & reaches

@@ -66,7 +66,7 @@ class MethodRun:
         """Add a batch record's contributions to the metric states.
 
         Args:
-            record (dict): a batch record, as :func:`compute_batch` makes and :class:`BatchRecords` stores it.
+            record (dict): a batch record, as :func:`score_batch` makes and :class:`BatchRecords` stores it.
         """
         deltas = from_json(record["deltas"])
         for name, metric in (*self.metrics.items(), *self.faithfulness.items(), ("accuracy", self.accuracy)):
@@ -146,24 +146,6 @@ def collate_samples(samples: Sequence[Any]) -> SampleBatch:
     groups = [([replace(sample, image=None) for sample in group], torch.stack([sample.image for sample in group]))
               for group in by_size.values()]
     return SampleBatch(len(samples), [sample.error for sample in samples if sample.image is None], groups)
-
-
-def compute_batch(samples: Union["SampleBatch", Sequence[Any]], shared: Shared, runs: Sequence[MethodRun],
-                  batch: int = 0) -> List[Tuple[Dict[str, Any], Writes]]:
-    """Each method's batch record (rows, metric contributions, skipped files) and maps to write, per size group:
-    :func:`explain_batch` then :func:`score_batch`.
-
-    Args:
-        samples (SampleBatch or sequence of Sample): the batch's images.
-        shared (Shared): the run's common state.
-        runs (sequence of MethodRun): the methods to compute the batch for.
-        batch (int, optional): the global batch number (seeds the perturbations of infidelity and
-            max-sensitivity, so that they do not depend on the process or on a resume). Default: 0.
-
-    Returns:
-        list: ``(record, writes)`` for each of ``runs``, in order.
-    """
-    return score_batch(explain_batch(samples, shared, runs, batch), shared, runs)
 
 
 def explain_batch(samples: Union["SampleBatch", Sequence[Any]], shared: Shared, runs: Sequence[MethodRun],
