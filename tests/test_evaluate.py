@@ -266,6 +266,9 @@ def test_bad_input_gets_clear_errors(tmp_path):
         evaluate("zoo:scenes_vgg", "saliency", DATA, tmp_path / "b", class_map={"0": 0}, show_progress=False)
     with pytest.raises(ValueError, match="unknown `model`"):
         evaluate("resnet", "saliency", DATA, tmp_path / "c", show_progress=False)
+    with pytest.raises(ValueError, match="num_workers"):
+        evaluate("zoo:scenes_vgg", "saliency", DATA, tmp_path / "w", num_workers=-1, show_progress=False)
+    assert not (tmp_path / "w").exists()  # refused before anything is written
     evaluate("zoo:scenes_vgg", "saliency", "scenes:single:2", tmp_path / "d", show_progress=False)
     with pytest.raises(ValueError, match="other settings"):
         evaluate("zoo:scenes_vgg", "saliency", "scenes:single:2", tmp_path / "d", tolerance=3, resume=True,

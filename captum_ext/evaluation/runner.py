@@ -174,6 +174,7 @@ def evaluate(
     methods = _method_list(method, layer, box_map)
     several = len(methods) > 1
     batch_size = check_scalar(batch_size, "batch_size", low=1, integer=True)
+    num_workers = int(check_scalar(num_workers, "num_workers", low=0, integer=True))
     tolerance = _check_tolerance(tolerance)
     class_map = as_class_map(class_map)
     faithfulness_steps = int(check_scalar(faithfulness_steps, "faithfulness_steps", low=1, integer=True))
