@@ -48,12 +48,22 @@ def compact(parts: Sequence[Selection], numel: int, total: int, collapse: bool) 
         torch.cat([p.batch for p in parts]), torch.cat([p.flat for p in parts]), torch.cat([p.count for p in parts]))
     if batch.numel() == 0:
         return Selection(batch, flat, count)
-    if _dense(len(batch), total, batch.device):
+    dense = _dense(len(batch), total, batch.device)
+    if dense and collapse and not launch_bound(batch.device):
+        # Live nodes flagged in one byte per node of the value (dead entries flag a spare slot past them): an
+        # eighth of the memory traffic of summed counts, about twice as fast on ResNet-50's largest values on the
+        # CPU. An accelerator, bound by launches rather than memory, takes the summed counts (two operations fewer).
+        flags = torch.zeros(total + 1, dtype=torch.bool, device=batch.device)
+        flags.index_fill_(0, torch.where(count > 0, batch * numel + flat, total), True)
+        nodes = flags[:total].nonzero().squeeze(1)
+        return Selection(nodes // numel, nodes % numel, torch.ones_like(nodes, dtype=count.dtype), 0,
+                         int(nodes.numel()))
+    if dense:
         # Counts scattered into one slot per node of the value; the occupied slots, in order, are the nodes.
-        dense = torch.zeros(total, dtype=count.dtype, device=count.device).index_add_(0, batch * numel + flat, count)
-        nodes = dense.nonzero().squeeze(1)
-        summed = torch.ones_like(nodes, dtype=count.dtype) if collapse else dense.index_select(0, nodes)
-        return Selection(nodes // numel, nodes % numel, summed, 0, int(nodes.numel()))
+        summed = torch.zeros(total, dtype=count.dtype, device=count.device).index_add_(0, batch * numel + flat, count)
+        nodes = summed.nonzero().squeeze(1)
+        counts = torch.ones_like(nodes, dtype=count.dtype) if collapse else summed.index_select(0, nodes)
+        return Selection(nodes // numel, nodes % numel, counts, 0, int(nodes.numel()))
     # Dead entries share the key `total`, past every node, so they sort last and leave as one entry of count 0.
     key = torch.where(count > 0, batch * numel + flat, total)
     unique, inverse = torch.unique(key, return_inverse=True)
