@@ -111,10 +111,6 @@ def _strongest_channels_kernel(rows: np.ndarray, weights: np.ndarray, top_left: 
 _kernel = None if numba is None else numba.njit(parallel=True, nogil=True, cache=True)(_strongest_channels_kernel)
 
 
-def _use_torch_threads() -> None:
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-
-
 def strongest_channels(rows: Tensor, weights: Tensor, top_left: Tensor, tap_rows: Tensor, out_channel: Tensor,
                        pixel: Tensor, inside: Optional[Tensor], bias: Optional[Tensor], n: int
                        ) -> Tuple[Tensor, Tensor, Tensor]:
@@ -142,7 +138,7 @@ def strongest_channels(rows: Tensor, weights: Tensor, top_left: Tensor, tap_rows
     if count:
         empty_mask = np.ones((1, 1), np.bool_)
         with _LAUNCH:
-            _use_torch_threads()
+            numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
             _kernel(
                 rows.numpy(), weights.numpy(), top_left.numpy(), tap_rows.numpy(), out_channel.numpy(), pixel.numpy(),
                 empty_mask if inside is None else inside.numpy(), inside is not None,

@@ -85,10 +85,10 @@ class NodeBacktrack(Attribution):
     0.78 × for the argmax, so the default is the best rule that costs less than a gradient, the argmax. These
     sparse walks trail Saliency's max-F (0.609). :attr:`TWO_CHANNEL_RULES` — the two best channels per
     convolution node — reach 100–200 pixels per image: validation max-F 0.624 (VGG and ResNet), above Saliency
-    (0.609, 0.597), with twice its energy inside the object, at 0.95 × (VGG16) and 1.9 × (ResNet-50, whose 16
+    (0.609, 0.597), with twice its energy inside the object, at 0.95–1.15 × (VGG16) and 1.9 × (ResNet-50, whose 16
     residual blocks multiply the kept nodes) Saliency's cost on the CPU at 224², batch 8 with Numba installed
     (1.7 × and 5.0 × without) — above a gradient on ResNet-50, so they are not the default (the defaults cost
-    0.74 × and 0.58 ×). :attr:`DENSE_RULES` — the five best channels,
+    0.74–0.84 × and 0.58–0.62 ×). :attr:`DENSE_RULES` — the five best channels,
     every path counted — reach hundreds of pixels weighted by their path counts: max-F 0.656 (VGG) and 0.645
     (ResNet), with three times Saliency's energy inside the object, at 8 × (VGG16) and 16 × (ResNet-50), where
     nearly every node of a layer is kept (``benchmarks/bench_node_backtrack.py`` measures all of this).
