@@ -600,8 +600,8 @@ def test_the_compiled_cpu_kernel_walks_exactly_as_the_tensor_operations(monkeypa
     ).eval()
     x = torch.randn(3, 3, 13, 11)
     calls = []
-    kernel = _backtrack_kernels.strongest_channels
-    monkeypatch.setattr(_backtrack_kernels, "strongest_channels", lambda *a: calls.append(1) or kernel(*a))
+    kernel = _backtrack_kernels.conv_entries
+    monkeypatch.setattr(_backtrack_kernels, "conv_entries", lambda *a, **k: calls.append(1) or kernel(*a, **k))
     compiled = NodeBacktrack(model, **rules).attribute(x, target=[0, 1, 3])
     assert len(calls) >= 5 and compiled.sum() > 0  # every convolution went through the kernel
     monkeypatch.setattr(_backtrack_kernels, "ENABLED", False)

@@ -16,11 +16,13 @@ vector instructions: ResNet-50's two-channel walk spends about a third less time
 from __future__ import annotations
 
 import threading
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from captum_ext.attr._backtrack_core import WindowTable
 
 try:
     import numba
@@ -145,64 +147,111 @@ def _strongest_tap(products: np.ndarray, bits: np.ndarray, iota: np.ndarray) -> 
     return position
 
 
+def _choose(rows: np.ndarray, weights: np.ndarray, base: int, tap_rows: np.ndarray, o: int, pixel: int,
+            inside: np.ndarray, masked: bool, bias: np.ndarray, n: int, q: int, buffer: np.ndarray,
+            iota: np.ndarray, products: np.ndarray, tap_iota: np.ndarray, channels: np.ndarray, sums: np.ndarray,
+            taps: np.ndarray) -> None:  # pragma: no cover - compiled
+    # One node (window corner row ``base``, output channel ``o``, output position ``pixel``): its channel sums in
+    # ``buffer``, its n strongest channels, their sums and strongest taps in row ``q`` of the outputs.
+    n_taps, width = tap_rows.shape[0], buffer.shape[0]
+    bits, product_bits = buffer.view(np.int32), products.view(np.int32)
+    first = base + tap_rows[0]
+    largest = _INT32_MIN
+    if width <= FEW_CHANNELS:
+        _few_channel_sums_compiled(rows, weights, base, tap_rows, o, buffer)
+    elif n_taps == 1 and bias.shape[0] == 0:  # one pass: the products and their largest bits
+        for c in range(width):
+            buffer[c] = rows[first, c] * weights[o, 0, c]
+            largest = max(largest, bits[c])
+    else:
+        for c in range(width):
+            buffer[c] = rows[first, c] * weights[o, 0, c]
+        for t in range(1, n_taps):
+            row = base + tap_rows[t]
+            for c in range(width):
+                buffer[c] += rows[row, c] * weights[o, t, c]
+    if bias.shape[0] > 0:
+        shift = np.float32(bias[o] * np.float32(n_taps))
+        for c in range(width):
+            buffer[c] += shift
+    if n > 2 or not _strongest_by_bits_compiled(buffer, bits, iota, n, q, sums, channels, largest):
+        _strongest_in_order_compiled(buffer, n, q, sums, channels)
+    for k in range(n):
+        chosen = channels[q, k]
+        if n_taps >= MANY_TAPS:
+            for t in range(n_taps):
+                products[t] = rows[base + tap_rows[t], chosen] * weights[o, t, chosen] \
+                    if not masked or inside[pixel, t] else -np.inf
+            taps[q, k] = _strongest_tap_compiled(products, product_bits, tap_iota)
+            continue
+        strongest, position = -np.inf, 0
+        for t in range(n_taps):
+            if masked and not inside[pixel, t]:
+                continue
+            value = rows[base + tap_rows[t], chosen] * weights[o, t, chosen]
+            if value > strongest:
+                strongest, position = value, t
+        taps[q, k] = position
+
+
 def _strongest_channels_kernel(rows: np.ndarray, weights: np.ndarray, top_left: np.ndarray, tap_rows: np.ndarray,
                                out_channel: np.ndarray, pixel: np.ndarray, inside: np.ndarray, masked: bool,
                                bias: np.ndarray, n: int, channels: np.ndarray, sums: np.ndarray,
                                taps: np.ndarray) -> None:  # pragma: no cover - compiled
     n_nodes, n_taps, width = top_left.shape[0], tap_rows.shape[0], rows.shape[1]
     for task in numba.prange((n_nodes + NODES_PER_TASK - 1) // NODES_PER_TASK):
-        buffer = np.empty(width, np.float32)
-        bits = buffer.view(np.int32)
-        iota = np.arange(width).astype(np.int32)
-        products = np.empty(n_taps, np.float32)
-        product_bits = products.view(np.int32)
-        tap_iota = np.arange(n_taps).astype(np.int32)
+        buffer, products = np.empty(width, np.float32), np.empty(n_taps, np.float32)
+        iota, tap_iota = np.arange(width).astype(np.int32), np.arange(n_taps).astype(np.int32)
         for p in range(task * NODES_PER_TASK, min(n_nodes, (task + 1) * NODES_PER_TASK)):
-            base, o = top_left[p], out_channel[p]
-            first = base + tap_rows[0]
-            largest = _INT32_MIN
-            if width <= FEW_CHANNELS:
-                _few_channel_sums_compiled(rows, weights, base, tap_rows, o, buffer)
-            elif n_taps == 1 and bias.shape[0] == 0:  # one pass: the products and their largest bits
-                for c in range(width):
-                    buffer[c] = rows[first, c] * weights[o, 0, c]
-                    largest = max(largest, bits[c])
-            else:
-                for c in range(width):
-                    buffer[c] = rows[first, c] * weights[o, 0, c]
-                for t in range(1, n_taps):
-                    row = base + tap_rows[t]
-                    for c in range(width):
-                        buffer[c] += rows[row, c] * weights[o, t, c]
-            if bias.shape[0] > 0:
-                shift = np.float32(bias[o] * np.float32(n_taps))
-                for c in range(width):
-                    buffer[c] += shift
-            if n > 2 or not _strongest_by_bits_compiled(buffer, bits, iota, n, p, sums, channels, largest):
-                _strongest_in_order_compiled(buffer, n, p, sums, channels)
+            _choose_compiled(rows, weights, top_left[p], tap_rows, out_channel[p], pixel[p], inside, masked, bias, n,
+                             p, buffer, iota, products, tap_iota, channels, sums, taps)
+
+
+def _conv_entries_kernel(rows: np.ndarray, weights: np.ndarray, batch: np.ndarray, flat: np.ndarray,
+                         count: np.ndarray, origin: np.ndarray, padded_area: int, groups: int, out_area: int,
+                         tap_rows: np.ndarray, source: np.ndarray, inside: np.ndarray, masked: bool,
+                         reaches: np.ndarray, can_miss: bool, bias: np.ndarray, n: int, positive_only: bool,
+                         in_area: int, out_batch: np.ndarray, out_flat: np.ndarray,
+                         out_count: np.ndarray) -> None:  # pragma: no cover - compiled
+    n_nodes, n_taps, width = batch.shape[0], tap_rows.shape[0], rows.shape[1]
+    out_per_group = weights.shape[0] // groups
+    for task in numba.prange((n_nodes + NODES_PER_TASK - 1) // NODES_PER_TASK):
+        buffer, products = np.empty(width, np.float32), np.empty(n_taps, np.float32)
+        iota, tap_iota = np.arange(width).astype(np.int32), np.arange(n_taps).astype(np.int32)
+        channels, taps = np.empty((NODES_PER_TASK, n), np.int64), np.empty((NODES_PER_TASK, n), np.int64)
+        sums = np.empty((NODES_PER_TASK, n), np.float32)
+        start = task * NODES_PER_TASK
+        for p in range(start, min(n_nodes, start + NODES_PER_TASK)):
+            q, b = p - start, batch[p]
+            o = flat[p] // out_area
+            pixel = flat[p] - o * out_area
+            group = o // out_per_group
+            base = (b * padded_area + origin[pixel]) * groups + group
+            _choose_compiled(rows, weights, base, tap_rows, o, pixel, inside, masked, bias, n, q, buffer, iota,
+                             products, tap_iota, channels, sums, taps)
+            reached = not can_miss or reaches[pixel]
             for k in range(n):
-                chosen = channels[p, k]
-                if n_taps >= MANY_TAPS:
-                    for t in range(n_taps):
-                        products[t] = rows[base + tap_rows[t], chosen] * weights[o, t, chosen] \
-                            if not masked or inside[pixel[p], t] else -np.inf
-                    taps[p, k] = _strongest_tap_compiled(products, product_bits, tap_iota)
-                    continue
-                strongest, position = -np.inf, 0
-                for t in range(n_taps):
-                    if masked and not inside[pixel[p], t]:
-                        continue
-                    value = rows[base + tap_rows[t], chosen] * weights[o, t, chosen]
-                    if value > strongest:
-                        strongest, position = value, t
-                taps[p, k] = position
+                entry = p * n + k
+                alive = reached and (not positive_only or sums[q, k] > 0)
+                out_batch[entry] = b
+                out_flat[entry] = (group * width + channels[q, k]) * in_area + source[pixel, taps[q, k]]
+                out_count[entry] = count[p] * (1.0 if alive else 0.0)
+
 
 if numba is not None:
     _strongest_by_bits_compiled = numba.njit(nogil=True, cache=True)(_strongest_by_bits)
     _strongest_in_order_compiled = numba.njit(nogil=True, cache=True)(_strongest_in_order)
     _strongest_tap_compiled = numba.njit(nogil=True, cache=True)(_strongest_tap)
     _few_channel_sums_compiled = numba.njit(nogil=True, cache=True)(_few_channel_sums)
+    _choose_compiled = numba.njit(nogil=True, cache=True, inline="always")(_choose)
 _kernel = None if numba is None else numba.njit(parallel=True, nogil=True, cache=True)(_strongest_channels_kernel)
+_entries_kernel = None if numba is None else numba.njit(parallel=True, nogil=True, cache=True)(_conv_entries_kernel)
+
+
+def _launch(kernel: "numba.core.registry.CPUDispatcher", *args: Any) -> None:
+    with _LAUNCH:
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        kernel(*args)
 
 
 def strongest_channels(rows: Tensor, weights: Tensor, top_left: Tensor, tap_rows: Tensor, out_channel: Tensor,
@@ -230,12 +279,53 @@ def strongest_channels(rows: Tensor, weights: Tensor, top_left: Tensor, tap_rows
     sums = torch.empty(count, n, dtype=torch.float32)
     taps = torch.empty(count, n, dtype=torch.int64)
     if count:
-        empty_mask = np.ones((1, 1), np.bool_)
-        with _LAUNCH:
-            numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-            _kernel(
-                rows.numpy(), weights.numpy(), top_left.numpy(), tap_rows.numpy(), out_channel.numpy(), pixel.numpy(),
-                empty_mask if inside is None else inside.numpy(), inside is not None,
-                np.empty(0, np.float32) if bias is None else bias.numpy(), n, channels.numpy(), sums.numpy(),
+        _launch(_kernel, rows.numpy(), weights.numpy(), top_left.numpy(), tap_rows.numpy(), out_channel.numpy(),
+                pixel.numpy(), _mask(inside), inside is not None, _bias(bias), n, channels.numpy(), sums.numpy(),
                 taps.numpy())
     return channels, sums, taps
+
+
+def _mask(inside: Optional[Tensor]) -> np.ndarray:
+    return np.ones((1, 1), np.bool_) if inside is None else inside.numpy()
+
+
+def _bias(bias: Optional[Tensor]) -> np.ndarray:
+    return np.empty(0, np.float32) if bias is None else bias.numpy()
+
+
+def conv_entries(rows: Tensor, weights: Tensor, batch: Tensor, flat: Tensor, count: Tensor, table: WindowTable,
+                 tap_rows: Tensor, groups: int, in_area: int, bias: Optional[Tensor], n: int, positive_only: bool
+                 ) -> Tuple[Tensor, Tensor, Tensor]:
+    """A convolution's kept nodes walked back to its input in one launch: for each node, its ``n`` strongest input
+    channels (:func:`strongest_channels`) and in each the strongest tap, as entries of the input's selection.
+
+    Args:
+        rows (Tensor): the padded input as a channels-last matrix, one row per (image, position, group), float32.
+        weights (Tensor): ``Co×T×Cg`` weights, float32.
+        batch (Tensor): each kept node's example (``P``, int64).
+        flat (Tensor): each kept node's index in the flattened ``Co×Ho×Wo`` output (``P``, int64).
+        count (Tensor): each kept node's path count (``P``).
+        table (WindowTable): the convolution's window geometry on this input size.
+        tap_rows (Tensor): the taps' row offsets from the window's corner row in ``rows`` (``T``, int64).
+        groups (int): the convolution's groups.
+        in_area (int): the unpadded input's ``H·W``.
+        bias (Tensor, optional): per output channel, added ``T`` times to every channel's sum.
+        n (int): channels per node (at most ``Cg``).
+        positive_only (bool): an entry whose channel sum is not positive is dead (count 0).
+
+    Returns:
+        tuple: ``(batch, flat, count)`` of the ``P·n`` entries, node by node, strongest channel first: the example,
+        the index in the flattened ``C×H×W`` input and the count (0 where the path ends: a non-positive sum with
+        ``positive_only``, a window wholly in the padding).
+    """
+    entries = len(batch) * n
+    out_batch, out_flat = torch.empty(entries, dtype=torch.int64), torch.empty(entries, dtype=torch.int64)
+    out_count = torch.empty(entries, dtype=count.dtype)
+    if entries:
+        out_area = table.origin.numel()
+        _launch(_entries_kernel, rows.numpy(), weights.numpy(), batch.numpy(), flat.numpy(), count.numpy(),
+                table.origin.numpy(), table.padded_area, groups, out_area, tap_rows.numpy(), table.source.numpy(),
+                _mask(table.inside if table.leaves_input else None), table.leaves_input, table.reaches.numpy(),
+                table.can_miss, _bias(bias), n, positive_only, in_area, out_batch.numpy(), out_flat.numpy(),
+                out_count.numpy())
+    return out_batch, out_flat, out_count

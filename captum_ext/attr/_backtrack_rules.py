@@ -182,25 +182,6 @@ def _strongest_taps(p: Dict[str, Any], table: WindowTable, rows_matrix: Optional
     return table.source.index_select(0, node_pixel).gather(1, window.argmax(dim=1, keepdim=True))[:, 0]
 
 
-#: Index entries a chosen channel holds in the compiled path's chunks (node, pixel, channel, tap, source, …).
-COMPILED_ENTRIES_PER_NODE = 16
-
-
-def _compiled_choices(walk: Walk, rows_matrix: Tensor, p: Dict[str, Any], top_left: Tensor, tap_rows: Tensor,
-                      out_channel: Tensor, pixel: Tensor, table: WindowTable, c_group: int
-                      ) -> Tuple[Optional[Tensor], Tensor, Optional[Tensor], Tensor]:
-    """:func:`_chosen_channels` and the chosen channels' strongest taps at once, from the compiled CPU kernel:
-    ``(rows, channels, alive, taps)``."""
-    n = 1 if walk.conv_rule == "max" else min(walk.conv_top_n, c_group)
-    bias = p["bias"] if walk.include_bias else None
-    channels, sums, taps = kernels.strongest_channels(rows_matrix, p["fields_weight"], top_left, tap_rows,
-                                                      out_channel, pixel,
-                                                      table.inside if table.leaves_input else None, bias, n)
-    if walk.conv_rule == "max":
-        return None, channels[:, 0], None, taps[:, 0]
-    return (*_top_entries(channels, sums), taps.reshape(-1))
-
-
 def conv(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tuple[fx.Node, Selection]]:
     """Convolution: in the kept node's receptive field, the channel with the largest summed contribution
     ``W ⊙ A_rf`` (or the top n, or every positive one), then the position of the largest contribution inside that
@@ -220,13 +201,17 @@ def conv(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tupl
     by_rows = FIELD_COPY_RATIO * len(sel) * c_group * n_taps >= activations.numel()
     rows_matrix = _channels_last_rows(activations, groups, p["padding"]) if by_rows else None
     out_per_group, out_area = c_out // groups, out_size[0] * out_size[1]
+    if by_rows and not launch_bound(device) and walk.conv_rule != "positive" and kernels.available() and \
+            rows_matrix.dtype == p["fields_weight"].dtype == torch.float32:
+        # The compiled CPU kernel walks all kept nodes in one launch, holding a few sums per node (no chunks).
+        n = 1 if walk.conv_rule == "max" else min(walk.conv_top_n, c_group)
+        entries = kernels.conv_entries(rows_matrix, p["fields_weight"], sel.batch, sel.flat, sel.count, table,
+                                       tap_rows, groups, height * width, bias if walk.include_bias else None, n,
+                                       positive_only=walk.conv_rule != "max")
+        return [(parent, Selection(*entries))]
+    # Per kept node, the channels-last way tap by tap holds Cg sums at a time; the others T·Cg products.
+    per_node = c_group if by_rows and not _whole_windows(c_group, n_taps, device) else c_group * n_taps
     batches, flats, counts = [], [], []
-    compiled = by_rows and not launch_bound(device) and walk.conv_rule != "positive" and \
-        kernels.available() and rows_matrix.dtype == p["fields_weight"].dtype == torch.float32
-    # Per kept node, the channels-last way tap by tap holds Cg sums at a time; the others T·Cg products; the
-    # compiled kernel only a few indices per chosen channel (so its chunks are large and few).
-    per_node = COMPILED_ENTRIES_PER_NODE * min(walk.conv_top_n, c_group) if compiled else \
-        c_group if by_rows and not _whole_windows(c_group, n_taps, device) else c_group * n_taps
     for part in budget_chunks(len(sel), per_node, chunk_budget(device)):
         whole = part.start == 0 and part.stop == len(sel)
         b, f, c = (sel.batch, sel.flat, sel.count) if whole else (sel.batch[part], sel.flat[part], sel.count[part])
@@ -238,27 +223,20 @@ def conv(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tupl
             # The window's top-left row in the padded channels-last matrix.
             top_left = b * table.padded_area + table.origin.index_select(0, pixel)
             top_left = top_left * groups + group if group is not None else top_left
-        if compiled:
-            rows, cols, alive, taps = _compiled_choices(walk, rows_matrix, p, top_left, tap_rows, co, pixel, table,
-                                                        c_group)
-            pick = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))
-            node_pixel = pick(pixel)
-            source = table.source.reshape(-1).index_select(0, node_pixel * n_taps + taps)
+        fields = None
+        if rows_matrix is not None:
+            sums = _tap_sums(rows_matrix, p, top_left, tap_rows, co)  # P×Cg
         else:
-            fields = None
-            if rows_matrix is not None:
-                sums = _tap_sums(rows_matrix, p, top_left, tap_rows, co)  # P×Cg
-            else:
-                fields = _gather_fields(activations, b, None if group is None else group * c_group, c_group, table,
-                                        pixel)
-                fields.mul_(p["fields_weight"].index_select(0, co))
-                sums = fields.sum(dim=1)  # P×Cg
-            if walk.include_bias and bias is not None:
-                sums = sums + bias[co][:, None] * n_taps  # the paper's W * A + b, summed over x and y
-            rows, cols, alive = _chosen_channels(walk, sums)
-            pick = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))
-            node_pixel = pick(pixel)
-            source = _strongest_taps(p, table, rows_matrix, fields, top_left, tap_rows, co, node_pixel, rows, cols)
+            fields = _gather_fields(activations, b, None if group is None else group * c_group, c_group, table,
+                                    pixel)
+            fields.mul_(p["fields_weight"].index_select(0, co))
+            sums = fields.sum(dim=1)  # P×Cg
+        if walk.include_bias and bias is not None:
+            sums = sums + bias[co][:, None] * n_taps  # the paper's W * A + b, summed over x and y
+        rows, cols, alive = _chosen_channels(walk, sums)
+        pick = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))
+        node_pixel = pick(pixel)
+        source = _strongest_taps(p, table, rows_matrix, fields, top_left, tap_rows, co, node_pixel, rows, cols)
         if table.can_miss:  # a window wholly in the padding has no input: its path ends
             reaches = table.reaches.index_select(0, node_pixel)
             alive = reaches if alive is None else alive & reaches
