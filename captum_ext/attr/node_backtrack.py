@@ -24,7 +24,7 @@ from captum_ext._utils.attribution import (
 from captum_ext._utils.maps import max_normalise
 from captum_ext._utils.smoothing import gaussian_blur
 from captum_ext._utils.validation import check_in_choices, check_scalar
-from captum_ext.attr._backtrack_compaction import compacted, layers_next_to_inputs
+from captum_ext.attr._backtrack_compaction import Workspace, compacted, layers_next_to_inputs
 from captum_ext.attr._backtrack_core import Selection, Walk
 from captum_ext.attr._backtrack_reach import walked_nodes
 from captum_ext.attr._backtrack_rules import READS_ACTIVATIONS, identity, rule_for
@@ -388,6 +388,7 @@ class NodeBacktrack(Attribution):
             pending[source] = [Selection(torch.arange(n, device=device), flat_target.to(device),
                                          torch.ones(n, dtype=torch.float64, device=device), 0, n)]
         hits: Dict[fx.Node, Tensor] = {}
+        workspace = Workspace()
         for node in reversed(list(self.graph_module.graph.nodes)):
             parts = pending.pop(node, None)
             if not parts:
@@ -403,7 +404,8 @@ class NodeBacktrack(Attribution):
             rule = rule_for(node, self.graph_module)
             assert rule is not None  # _dependent_on checked every node a path can reach
             selection = compacted(parts, numel, value.numel(), passes_through=rule is identity,
-                                  collapse=self.deduplicate, next_to_inputs=node in self._last_layers)
+                                  collapse=self.deduplicate, next_to_inputs=node in self._last_layers,
+                                  workspace=workspace)
             if not len(selection):  # every path through this value ended
                 continue
             steps = selection.since + (rule is not identity)
