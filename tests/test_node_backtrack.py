@@ -639,7 +639,9 @@ def test_explaining_from_several_threads_at_once_gives_each_its_own_hits():
 @given(seed=st.integers(0, 10_000), kernel=st.integers(1, 3), stride=st.integers(1, 3), padding=st.integers(0, 1),
        dilation=st.integers(1, 2), ceil_mode=st.booleans())
 def test_max_pool_windows_match_max_pool2d_indices(seed, kernel, stride, padding, dilation, ceil_mode):
-    """The kept-node window argmax equals torch's max-pool indices, ties included (integer-valued input)."""
+    """The kept-node window argmax equals torch's max-pool indices, ties included (integer-valued input), by the
+    tensor operations and by the compiled CPU kernel."""
+    from captum_ext.attr import _backtrack_kernels
     from captum_ext.attr._backtrack_pooling import _window_argmax
 
     if padding * 2 > kernel:
@@ -649,3 +651,8 @@ def test_max_pool_windows_match_max_pool2d_indices(seed, kernel, stride, padding
     pooled, index = F.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode, return_indices=True)
     b, c, y, xs = [t.reshape(-1) for t in torch.meshgrid(*[torch.arange(n) for n in pooled.shape], indexing="ij")]
     assert torch.equal(_window_argmax(x, b, c, y, xs, settings_), index.reshape(-1))
+    if _backtrack_kernels.available():
+        h_out, w_out = pooled.shape[-2:]
+        geometry = [(v, v) for v in (kernel, stride, padding, dilation)]
+        got = _backtrack_kernels.window_argmax(x, b, (c * h_out + y) * w_out + xs, (h_out, w_out), *geometry)
+        assert torch.equal(got, c * x.shape[2] * x.shape[3] + index.reshape(-1))

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_ext._utils import graph as G
+from captum_ext._utils.chunking import launch_bound
+from captum_ext.attr import _backtrack_kernels as kernels
 from captum_ext.attr._backtrack_core import Selection, Values, Walk, arg, pair, windows
 
 
@@ -52,6 +54,12 @@ def _window_argmax(activations: Tensor, batch: Tensor, channel: Tensor, y: Tenso
     window = activations.reshape(-1)[index].masked_fill(~inside, float("-inf")).flatten(1)
     best = window.argmax(dim=1)
     return iy.gather(1, (best // kw)[:, None])[:, 0] * width + ix.gather(1, (best % kw)[:, None])[:, 0]
+
+
+def _compiled(activations: Tensor) -> bool:
+    """Whether the compiled CPU kernel reads the windows (the same choice as the tensor operations, one launch)."""
+    return not launch_bound(activations.device) and kernels.available() and activations.is_contiguous() and \
+        activations.dtype in (torch.float32, torch.float64)
 
 
 def _adaptive_windows(size: int, out_size: int, device: torch.device) -> Tuple[Tensor, Tensor]:
@@ -107,6 +115,10 @@ def pool(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tupl
     kind, settings = _pool_kind(walk, node)
     if kind == "window":  # only the kept nodes' windows are read
         h_out, w_out = values[node].shape[-2:]
+        if _compiled(activations):
+            flat = kernels.window_argmax(activations, sel.batch, sel.flat, (h_out, w_out),
+                                         *(pair(settings[k]) for k in ("kernel_size", "stride", "padding", "dilation")))
+            return [(parent, Selection(sel.batch, flat, sel.count))]
         channel = sel.flat // (h_out * w_out)
         chosen = _window_argmax(activations, sel.batch, channel, (sel.flat // w_out) % h_out, sel.flat % w_out,
                                 settings)
