@@ -265,6 +265,27 @@ AVG_POOL_FUNCTIONS: Tuple[Callable[..., Any], ...] = (F.avg_pool2d,)
 ADAPTIVE_FUNCTIONS: Tuple[Callable[..., Any], ...] = (F.adaptive_avg_pool2d, F.adaptive_max_pool2d)
 
 
+#: Tensor methods and functions whose result depends on a tensor's memory layout (strides), not only on its values.
+LAYOUT_METHODS = ("view", "view_as", "as_strided", "stride", "is_contiguous", "data_ptr", "storage",
+                  "untyped_storage", "numpy")
+LAYOUT_FUNCTIONS: Tuple[Callable[..., Any], ...] = (torch.as_strided,)
+
+
+def layout_free(graph_module: fx.GraphModule) -> bool:
+    """Whether no operation of the graph reads its tensors' memory layout, so that it computes the same on a
+    channels-last copy of its inputs.
+
+    Args:
+        graph_module (fx.GraphModule): a traced model.
+
+    Returns:
+        bool: ``False`` if some node calls a layout-reading method (``view``, ``stride``, …) or function.
+    """
+    return not any((node.op == "call_method" and node.target in LAYOUT_METHODS)
+                   or (node.op == "call_function" and node.target in LAYOUT_FUNCTIONS)
+                   for node in graph_module.graph.nodes)
+
+
 def tensor_args(node: fx.Node) -> List[fx.Node]:
     """The node's arguments that are other nodes (positional, then keyword)."""
     found = [a for a in node.args if isinstance(a, fx.Node)]

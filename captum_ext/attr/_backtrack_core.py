@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
 import torch.fx as fx
@@ -82,6 +82,21 @@ def versions(*tensors: Optional[Tensor]) -> Tuple[Tuple[int, int], ...]:
     """Identity and in-place version of tensors: changes when a parameter is replaced or updated in place, so a
     rule knows when what it prepared from them is stale."""
     return tuple((id(t), t._version) for t in tensors if t is not None)
+
+
+def _channels_last(value: Tensor) -> bool:
+    return value.dim() == 4 and not value.is_contiguous() and value.is_contiguous(memory_format=torch.channels_last)
+
+
+def at_nodes(values: Sequence[Tensor], batch: Tensor, flat: Tensor) -> List[Tensor]:
+    """Each value's elements at kept nodes (example ``batch``, index ``flat`` into the flattened example), read in
+    place also from channels-last maps, which a flattening reshape would copy whole."""
+    if all(_channels_last(value) for value in values):
+        channels, area = values[0].shape[1], values[0].shape[2] * values[0].shape[3]
+        channel = flat.div(area, rounding_mode="floor")
+        index = (flat - channel * area).mul_(channels).add_(channel).add_(batch * (channels * area))
+        return [value.permute(0, 2, 3, 1).reshape(-1).index_select(0, index) for value in values]
+    return [value.reshape(value.shape[0], -1)[batch, flat] for value in values]
 
 
 def pair(value: Any) -> Tuple[int, int]:

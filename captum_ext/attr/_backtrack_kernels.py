@@ -366,7 +366,7 @@ def window_argmax(activations: Tensor, batch: Tensor, flat: Tensor, out_size: Tu
     window (never the padding or past the edge; ties to the first), as in the pooling rule's tensor operations.
 
     Args:
-        activations (Tensor): the pooling's contiguous ``N×C×H×W`` input (float32 or float64).
+        activations (Tensor): the pooling's ``N×C×H×W`` input (float32 or float64, any strides).
         batch (Tensor): each kept node's example (``P``, int64).
         flat (Tensor): each kept node's index in the flattened ``C×Ho×Wo`` output (``P``, int64).
         out_size (tuple): ``(Ho, Wo)``.

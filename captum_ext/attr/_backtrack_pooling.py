@@ -58,7 +58,7 @@ def _window_argmax(activations: Tensor, batch: Tensor, channel: Tensor, y: Tenso
 
 def _compiled(activations: Tensor) -> bool:
     """Whether the compiled CPU kernel reads the windows (the same choice as the tensor operations, one launch)."""
-    return not launch_bound(activations.device) and kernels.available() and activations.is_contiguous() and \
+    return not launch_bound(activations.device) and kernels.available() and \
         activations.dtype in (torch.float32, torch.float64)
 
 

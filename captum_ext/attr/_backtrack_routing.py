@@ -9,7 +9,7 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
-from captum_ext.attr._backtrack_core import Selection, Values, Walk, arg
+from captum_ext.attr._backtrack_core import Selection, Values, Walk, arg, at_nodes
 from captum_ext.attr._backtrack_gates import gate, gate_operand, gate_refusal
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -55,7 +55,8 @@ def add(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tuple
     if va.shape != out.shape or vb.shape != out.shape:
         raise NotImplementedError(f"{walk.describe(node)}: broadcasting add {tuple(va.shape)} + {tuple(vb.shape)} "
                                   f"is not supported")
-    left = va.reshape(va.shape[0], -1)[sel.batch, sel.flat] >= vb.reshape(vb.shape[0], -1)[sel.batch, sel.flat]
+    at_a, at_b = at_nodes([va, vb], sel.batch, sel.flat)
+    left = at_a >= at_b
     return [(a, sel.masked(left)), (b, sel.masked(~left))]
 
 

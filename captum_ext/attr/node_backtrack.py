@@ -21,6 +21,7 @@ from captum_ext._utils.attribution import (
     select_targets,
     to_model_dtype,
 )
+from captum_ext._utils.chunking import launch_bound
 from captum_ext._utils.maps import max_normalise
 from captum_ext._utils.smoothing import gaussian_blur
 from captum_ext._utils.validation import check_in_choices, check_scalar
@@ -338,6 +339,10 @@ class NodeBacktrack(Attribution):
                               if node.op in ("call_module", "call_function", "call_method")
                               and rule_for(node, self.graph_module) is identity}
         self._last_layers = layers_next_to_inputs(self.graph_module, self._pass_through)
+        # On the CPU the forward pass runs on channels-last copies of 4-D inputs (faster convolutions, whose outputs
+        # are then the rows the convolution rule reads; values differ in float rounding only), unless the model
+        # reads strides.
+        self._records_channels_last = G.layout_free(self.graph_module)
         self._walk_cache: Dict[object, object] = {}
 
     def _refresh(self) -> None:
@@ -369,8 +374,11 @@ class NodeBacktrack(Attribution):
                     conv_rule=self.conv_rule, conv_top_n=self.conv_top_n, include_bias=self.include_bias,
                     dependent=self._dependent_on(len(inputs)), cache=self._walk_cache,
                     pass_through=self._pass_through)
+        recorded = tuple(a.contiguous(memory_format=torch.channels_last)
+                         if self._records_channels_last and isinstance(a, Tensor) and a.dim() == 4
+                         and not launch_bound(a.device) else a for a in args)
         with explained_model_errors(inputs):
-            output, values = G.record(self.graph_module, args, keep=self._needed_values)
+            output, values = G.record(self.graph_module, recorded, keep=self._needed_values)
         source = self._explained_output()
         if isinstance(output, (tuple, list)) and output:
             output = output[0]  # a model returning (prediction, extras…) is explained through its first element
