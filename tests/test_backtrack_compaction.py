@@ -1,4 +1,5 @@
-"""De-duplication of kept nodes: the sort-based and the scatter-based ways give the same nodes and counts."""
+"""De-duplication of kept nodes: the sort-based way, the scatter-based way and the compiled CPU kernel give the same
+nodes and counts."""
 from contextlib import contextmanager
 
 import torch
@@ -6,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from captum_ext.attr import _backtrack_compaction as C
+from captum_ext.attr import _backtrack_kernels as kernels
 from captum_ext.attr._backtrack_core import Selection
 
 
@@ -25,7 +27,7 @@ def live(selection: Selection):
 
 
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 10_000), images=st.integers(1, 3), numel=st.integers(1, 20), entries=st.integers(1, 40),
+@given(seed=st.integers(0, 10_000), images=st.integers(1, 3), numel=st.integers(1, 40_000), entries=st.integers(1, 40),
        parts=st.integers(1, 3), collapse=st.booleans())
 def test_scatter_and_sort_compactions_agree(seed, images, numel, entries, parts, collapse):
     generator = torch.Generator().manual_seed(seed)
@@ -36,11 +38,18 @@ def test_scatter_and_sort_compactions_agree(seed, images, numel, entries, parts,
         count = torch.randint(0, 4, (entries,), generator=generator).double()  # 0: dead entries
         selections.append(Selection(batch, flat, count))
     total = images * numel
+    workspace = C.Workspace()
     with scattering(True):
-        by_scatter = C.compact(selections, numel, total, collapse)
+        compiled = C.compact(selections, numel, total, collapse, workspace)
+        kernels.ENABLED = False
+        try:
+            by_scatter = C.compact(selections, numel, total, collapse, workspace)
+        finally:
+            kernels.ENABLED = True
     with scattering(False):
         by_sort = C.compact(selections, numel, total, collapse)
-    assert live(by_scatter) == live(by_sort)
+    assert live(by_scatter) == live(by_sort) == live(compiled)
+    assert not workspace.flags.any()  # left all false for the next use
     batch, flat, counts = live(by_sort)
     keys = [b * numel + f for b, f in zip(batch, flat)]
     assert keys == sorted(set(keys))  # one entry per node, in order

@@ -641,7 +641,7 @@ def test_explaining_from_several_threads_at_once_gives_each_its_own_hits():
 def test_max_pool_windows_match_max_pool2d_indices(seed, kernel, stride, padding, dilation, ceil_mode):
     """The kept-node window argmax equals torch's max-pool indices, ties included (integer-valued input), by the
     tensor operations and by the compiled CPU kernel."""
-    from captum_ext.attr import _backtrack_kernels
+    from captum_ext.attr import _backtrack_index_kernels, _backtrack_kernels
     from captum_ext.attr._backtrack_pooling import _window_argmax
 
     if padding * 2 > kernel:
@@ -654,5 +654,5 @@ def test_max_pool_windows_match_max_pool2d_indices(seed, kernel, stride, padding
     if _backtrack_kernels.available():
         h_out, w_out = pooled.shape[-2:]
         geometry = [(v, v) for v in (kernel, stride, padding, dilation)]
-        got = _backtrack_kernels.window_argmax(x, b, (c * h_out + y) * w_out + xs, (h_out, w_out), *geometry)
+        got = _backtrack_index_kernels.window_argmax(x, b, (c * h_out + y) * w_out + xs, (h_out, w_out), *geometry)
         assert torch.equal(got, c * x.shape[2] * x.shape[3] + index.reshape(-1))

@@ -70,9 +70,9 @@ def test_accelerator_path_op_count_does_not_grow_with_the_batch(measured, rules)
 @pytest.mark.parametrize("rules", list(RULE_SETS))
 @pytest.mark.parametrize("batch", [1, 8])
 def test_cpu_path_synchronises_as_rarely(measured, rules, batch):
-    """The CPU's own path sums taps one at a time in cache-sized chunks (more, smaller operations), but
+    """The CPU's own path (compiled kernels where Numba is installed, else cache-sized chunks of tensor operations)
     synchronises no more often."""
-    assert measured[rules, "cpu", batch].syncs == measured[rules, "accelerator", batch].syncs
+    assert measured[rules, "cpu", batch].syncs <= measured[rules, "accelerator", batch].syncs
 
 
 def test_both_paths_give_identical_hits(resnet50):

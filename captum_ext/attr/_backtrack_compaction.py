@@ -12,6 +12,8 @@ import torch.fx as fx
 from torch import Tensor
 
 from captum_ext._utils.chunking import chunk_budget, launch_bound
+from captum_ext.attr import _backtrack_index_kernels as index_kernels
+from captum_ext.attr import _backtrack_kernels as kernels
 from captum_ext.attr._backtrack_core import Selection
 
 # De-duplicate after this many rules since the last time, or when the selection grew this many times over.
@@ -75,12 +77,21 @@ def compact(parts: Sequence[Selection], numel: int, total: int, collapse: bool,
     Returns:
         Selection: the united selection, ordered by example and index.
     """
+    entries = sum(len(part) for part in parts)
+    device = parts[0].batch.device
+    if entries == 0:
+        return Selection(parts[0].batch, parts[0].flat, parts[0].count)
+    dense = _dense(entries, total, device)
+    if dense and not launch_bound(device) and kernels.available() and \
+            all(part.count.dtype == torch.float64 for part in parts):
+        # One compiled pass over the entries (flags) and one over the flags (the nodes, flags cleared again).
+        flags, slots = (workspace or Workspace()).slots(total, parts[0].count)
+        batch, flat, counts = index_kernels.live_nodes([(p.batch, p.flat, p.count) for p in parts], numel,
+                                                       flags[:total], slots, collapse)
+        return Selection(batch, flat, counts, 0, len(batch))
     batch, flat, count = (parts[0].batch, parts[0].flat, parts[0].count) if len(parts) == 1 else (
         torch.cat([p.batch for p in parts]), torch.cat([p.flat for p in parts]), torch.cat([p.count for p in parts]))
-    if batch.numel() == 0:
-        return Selection(batch, flat, count)
-    dense = _dense(len(batch), total, batch.device)
-    if dense and not launch_bound(batch.device):
+    if dense and not launch_bound(device):
         # Live nodes flagged in one byte per node of the value (dead entries flag the spare slot past them), read
         # back in order; with summed counts, only the live nodes' count slots are cleared and added to. An eighth
         # of the memory traffic of a dense float64 count array and, with a workspace, no allocation; an

@@ -16,7 +16,8 @@ vector instructions: ResNet-50's two-channel walk spends about a third less time
 from __future__ import annotations
 
 import threading
-from typing import Any, Optional, Tuple
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -238,33 +239,6 @@ def _conv_entries_kernel(rows: np.ndarray, weights: np.ndarray, batch: np.ndarra
                 out_count[entry] = count[p] * (1.0 if alive else 0.0)
 
 
-def _window_argmax_kernel(activations: np.ndarray, batch: np.ndarray, flat: np.ndarray, out_size: np.ndarray,
-                          kernel: np.ndarray, stride: np.ndarray, padding: np.ndarray, dilation: np.ndarray,
-                          out_flat: np.ndarray) -> None:  # pragma: no cover - compiled
-    _, _, height, width = activations.shape
-    h_out, w_out = out_size[0], out_size[1]
-    for task in numba.prange((batch.shape[0] + NODES_PER_TASK - 1) // NODES_PER_TASK):
-        for p in range(task * NODES_PER_TASK, min(batch.shape[0], (task + 1) * NODES_PER_TASK)):
-            b, c = batch[p], flat[p] // (h_out * w_out)
-            y, x = (flat[p] // w_out) % h_out, flat[p] % w_out
-            top, left = y * stride[0] - padding[0], x * stride[1] - padding[1]
-            # As argmax over the window with positions outside at -inf: the first largest, a NaN first of all,
-            # the window's first position when nothing inside beats -inf.
-            best, chosen = -np.inf, top * width + left
-            for ky in range(kernel[0]):
-                iy = top + ky * dilation[0]
-                if iy < 0 or iy >= height:
-                    continue
-                for kx in range(kernel[1]):
-                    ix = left + kx * dilation[1]
-                    if ix < 0 or ix >= width:
-                        continue
-                    value = activations[b, c, iy, ix]
-                    if value > best or (value != value and best == best):
-                        best, chosen = value, iy * width + ix
-            out_flat[p] = c * height * width + chosen
-
-
 if numba is not None:
     _strongest_by_bits_compiled = numba.njit(nogil=True, cache=True)(_strongest_by_bits)
     _strongest_in_order_compiled = numba.njit(nogil=True, cache=True)(_strongest_in_order)
@@ -273,12 +247,23 @@ if numba is not None:
     _choose_compiled = numba.njit(nogil=True, cache=True, inline="always")(_choose)
 _kernel = None if numba is None else numba.njit(parallel=True, nogil=True, cache=True)(_strongest_channels_kernel)
 _entries_kernel = None if numba is None else numba.njit(parallel=True, nogil=True, cache=True)(_conv_entries_kernel)
-_pool_kernel = None if numba is None else numba.njit(parallel=True, nogil=True, cache=True)(_window_argmax_kernel)
+
+
+@contextmanager
+def launching() -> Iterator[None]:
+    """Within the block, compiled kernels may be launched: the one-launch-at-a-time lock is held and Numba uses as
+    many threads as torch.
+
+    Yields:
+        None
+    """
+    with _LAUNCH:
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        yield
 
 
 def _launch(kernel: "numba.core.registry.CPUDispatcher", *args: Any) -> None:
-    with _LAUNCH:
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    with launching():
         kernel(*args)
 
 
@@ -358,25 +343,3 @@ def conv_entries(rows: Tensor, weights: Tensor, batch: Tensor, flat: Tensor, cou
                 out_count.numpy())
     return out_batch, out_flat, out_count
 
-
-def window_argmax(activations: Tensor, batch: Tensor, flat: Tensor, out_size: Tuple[int, int],
-                  kernel: Tuple[int, int], stride: Tuple[int, int], padding: Tuple[int, int],
-                  dilation: Tuple[int, int]) -> Tensor:
-    """For kept output nodes of a windowed pooling, the input element each backtracks to: the largest input in its
-    window (never the padding or past the edge; ties to the first), as in the pooling rule's tensor operations.
-
-    Args:
-        activations (Tensor): the pooling's ``N×C×H×W`` input (float32 or float64, any strides).
-        batch (Tensor): each kept node's example (``P``, int64).
-        flat (Tensor): each kept node's index in the flattened ``C×Ho×Wo`` output (``P``, int64).
-        out_size (tuple): ``(Ho, Wo)``.
-        kernel, stride, padding, dilation (tuple): the pooling window's geometry, as pairs.
-
-    Returns:
-        Tensor: each node's index in the flattened ``C×H×W`` input (``P``, int64).
-    """
-    out_flat = torch.empty(len(batch), dtype=torch.int64)
-    if len(batch):
-        pairs = [np.asarray(v, np.int64) for v in (out_size, kernel, stride, padding, dilation)]
-        _launch(_pool_kernel, activations.numpy(), batch.numpy(), flat.numpy(), *pairs, out_flat.numpy())
-    return out_flat

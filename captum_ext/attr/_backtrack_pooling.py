@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from captum_ext._utils import graph as G
 from captum_ext._utils.chunking import launch_bound
+from captum_ext.attr import _backtrack_index_kernels as index_kernels
 from captum_ext.attr import _backtrack_kernels as kernels
 from captum_ext.attr._backtrack_core import Selection, Values, Walk, arg, pair, windows
 
@@ -116,7 +117,7 @@ def pool(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tupl
     if kind == "window":  # only the kept nodes' windows are read
         h_out, w_out = values[node].shape[-2:]
         if _compiled(activations):
-            flat = kernels.window_argmax(activations, sel.batch, sel.flat, (h_out, w_out),
+            flat = index_kernels.window_argmax(activations, sel.batch, sel.flat, (h_out, w_out),
                                          *(pair(settings[k]) for k in ("kernel_size", "stride", "padding", "dilation")))
             return [(parent, Selection(sel.batch, flat, sel.count))]
         channel = sel.flat // (h_out * w_out)
