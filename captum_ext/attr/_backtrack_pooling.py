@@ -117,8 +117,8 @@ def pool(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tupl
     if kind == "window":  # only the kept nodes' windows are read
         h_out, w_out = values[node].shape[-2:]
         if _compiled(activations):
-            flat = index_kernels.window_argmax(activations, sel.batch, sel.flat, (h_out, w_out),
-                                         *(pair(settings[k]) for k in ("kernel_size", "stride", "padding", "dilation")))
+            geometry = (pair(settings[k]) for k in ("kernel_size", "stride", "padding", "dilation"))
+            flat = index_kernels.window_argmax(activations, sel.batch, sel.flat, (h_out, w_out), *geometry)
             return [(parent, Selection(sel.batch, flat, sel.count))]
         channel = sel.flat // (h_out * w_out)
         chosen = _window_argmax(activations, sel.batch, channel, (sel.flat // w_out) % h_out, sel.flat % w_out,

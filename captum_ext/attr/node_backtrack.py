@@ -79,31 +79,33 @@ class NodeBacktrack(Attribution):
     ``deduplicate=False`` every path is counted separately.
 
     **Choosing the rules.** Measured on 500 validation scenes with the zoo VGG (max-F, β² = 0.3, of the density
-    against the object mask; the object covers 4.8 % of the image). At VGG's spatial FC layer the argmax gives
-    about 9 backtracked pixels per image (max-F 0.554), the top 10 about 20 (0.577; top 5: 0.572, top 20: 0.572)
-    and every positive contribution about 300 spread over the background (0.245). The top 10 multiply the nodes
-    every convolution below must follow: on torchvision VGG16 at 224² they cost 1.5 × Captum ``Saliency`` against
-    0.78 × for the argmax, so the default is the best rule that costs less than a gradient, the argmax. These
-    sparse walks trail Saliency's max-F (0.609). :attr:`TWO_CHANNEL_RULES` — the two best channels per
-    convolution node — reach 100–200 pixels per image: validation max-F 0.624 (VGG and ResNet), above Saliency
-    (0.609, 0.597), with twice its energy inside the object, at 0.95–1.15 × (VGG16) and 1.9 × (ResNet-50, whose 16
-    residual blocks multiply the kept nodes) Saliency's cost on the CPU at 224², batch 8 with Numba installed
-    (1.7 × and 5.0 × without) — above a gradient on ResNet-50, so they are not the default (the defaults cost
-    0.74–0.84 × and 0.58–0.62 ×). :attr:`DENSE_RULES` — the five best channels,
-    every path counted — reach hundreds of pixels weighted by their path counts: max-F 0.656 (VGG) and 0.645
-    (ResNet), with three times Saliency's energy inside the object, at 8 × (VGG16) and 16 × (ResNet-50), where
-    nearly every node of a layer is kept (``benchmarks/bench_node_backtrack.py`` measures all of this).
+    against the object mask; the object covers 4.8 % of the image). At VGG's spatial FC layer the argmax gives about
+    9 backtracked pixels per image (max-F 0.554), the top 10 about 20 (0.577; top 5: 0.572, top 20: 0.572) and every
+    positive contribution about 300 spread over the background (0.245). The top 10 multiply the nodes every
+    convolution below must follow: on torchvision VGG16 at 224² they cost 1.35–1.5 × Captum ``Saliency`` against
+    0.73–0.78 × for the argmax, so the default is the best rule that costs less than a gradient, the argmax. These
+    sparse walks trail Saliency's max-F (0.609). :attr:`TWO_CHANNEL_RULES` — the two best channels per convolution
+    node — reach 100–200 pixels per image: validation max-F 0.624 (VGG and ResNet), above Saliency (0.609, 0.597),
+    with twice its energy inside the object, at 0.90–0.98 × (VGG16) and 1.23–1.37 × (ResNet-50, whose 16 residual
+    blocks multiply the kept nodes) Saliency's cost on the CPU at 224², batch 8 with Numba installed (1.7 × and
+    5.0 × without, measured on an earlier release) — above a gradient on ResNet-50, so they are not the default (the
+    defaults cost 0.73–0.84 × and 0.58–0.62 ×). :attr:`DENSE_RULES` — the five best channels, every path counted —
+    reach hundreds of pixels weighted by their path counts: max-F 0.656 (VGG) and 0.645 (ResNet), with three times
+    Saliency's energy inside the object, at 3.2 × (VGG16) and 5.9 × (ResNet-50), where nearly every node of a layer
+    is kept (``benchmarks/bench_node_backtrack.py`` measures all of this).
 
     The model is traced with ``torch.fx`` (never modified, no hooks; a ``torch.compile`` wrapper is unwrapped); any
     operation on a path outside the list above raises ``NotImplementedError`` naming it, so a map is never silently
     wrong. Replacing a submodule after construction is noticed: the model is traced again on the next call.
     Everything is vectorised over the kept nodes and the batch: each layer's rule is a short, fixed sequence of
-    tensor operations whatever the batch (the index tables of a layer's window geometry are built once per layer
-    and input size), and the walk waits for the device only to de-duplicate kept nodes, where paths meet and every
-    two layers. On a GPU, where every operation is a kernel launch, that is what the cost is made of: ResNet-50
-    dispatches about 2,400 operations per call with the default rules and 3,100 with the two-channel rules at
-    112², the same at batch 1 and 8, and synchronises 38 times. GPUs gather whole receptive fields in one
-    operation; the CPU sums them tap by tap in cache-sized chunks (faster there; identical hits). Inputs in another
+    tensor operations whatever the batch (the index tables of a layer's window geometry are built once per layer and
+    input size), and the walk waits for the device only to de-duplicate kept nodes, where paths meet and every two
+    layers. On a GPU, where every operation is a kernel launch, that is what the cost is made of: ResNet-50
+    dispatches about 2,400 operations per call with the default rules and 3,100 with the two-channel rules at 112²,
+    the same at batch 1 and 8, and synchronises 38 times. GPUs gather whole receptive fields in one operation; the
+    CPU sums them tap by tap in cache-sized chunks (faster there; identical hits) or, with Numba installed, walks
+    each convolution, windowed pooling and de-duplication in one compiled launch, and runs the forward pass on
+    channels-last copies of 4-D inputs (unless the model reads memory layout, e.g. with ``view``). Inputs in another
     floating dtype than the model's are cast to it, and the hits come back in the inputs' dtype.
 
     Args:
