@@ -7,6 +7,7 @@ their strongest position: a dozen passes over ``nodes × channels`` intermediate
 (a third of the two-channel walk on ResNet-50) dominating. The kernel does all of it per node with the node's
 channel sums in one small buffer: the same products, summed in the same order (first tap, then each next one), the
 channels chosen with ties to the lower index (as the reference loop), the positions with ties to the first tap.
+:func:`conv_entries` does it for all of a layer's kept nodes in one launch and writes the input's entries directly.
 
 Choosing the strongest channels is the kernel's own cost (a 1×1 layer's products take a fraction of it): a chain of
 float comparisons runs one channel per cycle at best and mispredicts on each new leader. A positive float32's bits,
