@@ -25,15 +25,15 @@ from captum_ext._utils.chunking import launch_bound
 from captum_ext._utils.maps import max_normalise
 from captum_ext._utils.smoothing import gaussian_blur
 from captum_ext._utils.validation import check_in_choices, check_scalar
-from captum_ext.attr._backtrack_compaction import Workspace, compacted, layers_next_to_inputs
+from captum_ext.attr._backtrack_compaction import layers_next_to_inputs
 from captum_ext.attr._backtrack_core import Selection, Walk
 from captum_ext.attr._backtrack_reach import walked_nodes
 from captum_ext.attr._backtrack_rules import READS_ACTIVATIONS, identity, rule_for
+from captum_ext.attr._backtrack_walk import walk_back
 
 FC_RULES = ("positive", "top_n")
 SPATIAL_FC_RULES = ("argmax", "positive", "top_n")
 CONV_RULES = ("max", "top_n", "positive")
-
 
 
 class NodeBacktrack(Attribution):
@@ -78,21 +78,15 @@ class NodeBacktrack(Attribution):
     result counts, for every input element, how many kept first-layer nodes backtracked to it. With
     ``deduplicate=False`` every path is counted separately.
 
-    **Choosing the rules.** Measured on 500 validation scenes with the zoo VGG (max-F, β² = 0.3, of the density
-    against the object mask; the object covers 4.8 % of the image). At VGG's spatial FC layer the argmax gives about
-    9 backtracked pixels per image (max-F 0.554), the top 10 about 20 (0.577; top 5: 0.572, top 20: 0.572) and every
-    positive contribution about 300 spread over the background (0.245). The top 10 multiply the nodes every
-    convolution below must follow: on torchvision VGG16 at 224² they cost 1.35–1.5 × Captum ``Saliency`` against
-    0.73–0.78 × for the argmax, so the default is the best rule that costs less than a gradient, the argmax. These
+    **Choosing the rules** (500 validation scenes, zoo VGG; max-F, β² = 0.3, of the density against the object
+    mask). At VGG's spatial FC layer the argmax keeps about 9 pixels per image (max-F 0.554), the top 10 about 20
+    (0.577) at 1.35–1.5 × Captum ``Saliency``'s cost on VGG16, so the default is the argmax (0.73–0.78 ×). These
     sparse walks trail Saliency's max-F (0.609). :attr:`TWO_CHANNEL_RULES` — the two best channels per convolution
-    node — reach 100–200 pixels per image: validation max-F 0.624 (VGG and ResNet), above Saliency (0.609, 0.597),
-    with twice its energy inside the object, at 0.90–0.98 × (VGG16) and 1.23–1.37 × (ResNet-50, whose 16 residual
-    blocks multiply the kept nodes) Saliency's cost on the CPU at 224², batch 8 with Numba installed (1.7 × and
-    5.0 × without, measured on an earlier release) — above a gradient on ResNet-50, so they are not the default (the
-    defaults cost 0.73–0.84 × and 0.58–0.62 ×). :attr:`DENSE_RULES` — the five best channels, every path counted —
-    reach hundreds of pixels weighted by their path counts: max-F 0.656 (VGG) and 0.645 (ResNet), with three times
-    Saliency's energy inside the object, at 3.2 × (VGG16) and 5.9 × (ResNet-50), where nearly every node of a layer
-    is kept (``benchmarks/bench_node_backtrack.py`` measures all of this).
+    node — reach 0.624 (VGG and ResNet, Saliency 0.609 and 0.597) with twice Saliency's energy inside the object, at
+    0.90–0.98 × (VGG16) and 1.23–1.37 × (ResNet-50, whose residual blocks multiply the kept nodes) its cost on the
+    CPU at 224², batch 8 with Numba installed: not below a gradient on both nets, so not the default (0.73–0.84 ×
+    and 0.58–0.62 ×). :attr:`DENSE_RULES` — the five best channels, every path counted — reach 0.656 (VGG) and 0.645
+    (ResNet) at 3.2 × and 5.9 ×. The API page and ``benchmarks/bench_node_backtrack.py`` give the full tables.
 
     The model is traced with ``torch.fx`` (never modified, no hooks; a ``torch.compile`` wrapper is unwrapped); any
     operation on a path outside the list above raises ``NotImplementedError`` naming it, so a map is never silently
@@ -393,36 +387,10 @@ class NodeBacktrack(Attribution):
                                       f"follows elements within each example, not across examples")
         _, flat_target = select_targets(output, target)
         device = output.device
-        pending: Dict[fx.Node, List[Selection]] = {}
-        if source in walk.dependent:
-            pending[source] = [Selection(torch.arange(n, device=device), flat_target.to(device),
-                                         torch.ones(n, dtype=torch.float64, device=device), 0, n)]
-        hits: Dict[fx.Node, Tensor] = {}
-        workspace = Workspace()
-        for node in reversed(list(self.graph_module.graph.nodes)):
-            parts = pending.pop(node, None)
-            if not parts:
-                continue
-            value = values[node]
-            numel = value.shape[1:].numel()
-            if node.op == "placeholder":  # count every kept first-layer node's arrival
-                counts = torch.zeros(value.numel(), dtype=torch.float64, device=device)  # value may be meta
-                for part in parts:
-                    counts.index_add_(0, part.batch * numel + part.flat, part.count.to(device))
-                hits[node] = counts.view(value.shape)
-                continue
-            rule = rule_for(node, self.graph_module)
-            assert rule is not None  # _dependent_on checked every node a path can reach
-            selection = compacted(parts, numel, value.numel(), passes_through=rule is identity,
-                                  collapse=self.deduplicate, next_to_inputs=node in self._last_layers,
-                                  workspace=workspace)
-            if not len(selection):  # every path through this value ended
-                continue
-            steps = selection.since + (rule is not identity)
-            for parent, parent_selection in rule(walk, node, selection, values):
-                if len(parent_selection) and parent in walk.dependent:
-                    parent_selection.since, parent_selection.base = steps, selection.base
-                    pending.setdefault(parent, []).append(parent_selection)
+        hits = {} if source not in walk.dependent else walk_back(
+            walk, values, source, Selection(torch.arange(n, device=device), flat_target.to(device),
+                                            torch.ones(n, dtype=torch.float64, device=device), 0, n),
+            self.deduplicate, self._last_layers)
         result = []
         for index, tensor in enumerate(inputs):
             found = hits.get(self._placeholders[index])
