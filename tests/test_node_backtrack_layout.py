@@ -2,12 +2,13 @@
 memory layout; rules read channels-last values in place."""
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
 from captum_ext import NodeBacktrack
 from captum_ext._utils import graph as G
-from captum_ext.attr._backtrack_core import at_nodes
+from captum_ext.attr._backtrack_core import at_nodes, take
 
 
 class ViewFlatten(nn.Module):
@@ -21,6 +22,20 @@ class ViewFlatten(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.relu(self.conv(x))
         return self.fc(x.view(x.size(0), -1))
+
+
+class Resized(nn.Module):
+    """Convolutions, max-pooling and a bilinear resize: every rule that reads values at kept nodes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                   nn.Conv2d(6, 6, 3, padding=1), nn.ReLU())
+        self.last = nn.Sequential(nn.Conv2d(6, 4, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(4, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.last(F.interpolate(self.first(x), scale_factor=2, mode="bilinear"))
 
 
 def recorded_layouts(monkeypatch, model: nn.Module, x: torch.Tensor) -> list:
@@ -70,3 +85,27 @@ def test_values_at_kept_nodes_read_in_place_from_channels_last_maps(shape):
         assert torch.equal(got, want)
     for got, want in zip(at_nodes([a, b], batch, flat), expected):
         assert torch.equal(got, want)
+
+    pairs = torch.randint(0, numel, (50, 4), generator=generator)  # broadcast against P×1 examples
+    assert torch.equal(at_nodes(last[:1], batch[:, None], pairs)[0], a.reshape(shape[0], -1)[batch[:, None], pairs])
+    whole = torch.randint(0, a.numel(), (7, 3), generator=generator)
+    assert torch.equal(take(last[0], whole), a.reshape(-1)[whole])
+    assert torch.equal(take(a, whole), a.reshape(-1)[whole])
+
+
+def test_the_tensor_paths_walk_a_channels_last_forward_as_a_channels_first_one(monkeypatch):
+    """Without the compiled kernels the rules read the channels-last values in place and give the hits of the
+    same values laid out channels-first (small integers: both forward passes compute them exactly)."""
+    from captum_ext.attr import _backtrack_kernels
+
+    monkeypatch.setattr(_backtrack_kernels, "ENABLED", False)
+    torch.manual_seed(0)
+    model = Resized().eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randint(-3, 4, parameter.shape))
+    x = torch.randint(0, 4, (2, 3, 12, 12)).float()
+    explainer = NodeBacktrack(model, **NodeBacktrack.TWO_CHANNEL_RULES)
+    channels_last = explainer.attribute(x, target=[0, 2])
+    explainer._records_channels_last = False
+    assert torch.equal(channels_last, explainer.attribute(x, target=[0, 2]))

@@ -88,15 +88,33 @@ def _channels_last(value: Tensor) -> bool:
     return value.dim() == 4 and not value.is_contiguous() and value.is_contiguous(memory_format=torch.channels_last)
 
 
+def _channels_last_offsets(shape: torch.Size, batch: Tensor, flat: Tensor) -> Tensor:
+    """Storage offsets of elements (example ``batch``, index ``flat`` into the flattened ``C×H×W`` example) of a
+    channels-last ``N×C×H×W`` map."""
+    channels, area = shape[1], shape[2] * shape[3]
+    channel = flat.div(area, rounding_mode="floor")
+    return (flat - channel * area).mul_(channels).add_(channel).add_(batch * (channels * area))
+
+
 def at_nodes(values: Sequence[Tensor], batch: Tensor, flat: Tensor) -> List[Tensor]:
-    """Each value's elements at kept nodes (example ``batch``, index ``flat`` into the flattened example), read in
-    place also from channels-last maps, which a flattening reshape would copy whole."""
+    """Each value's elements at kept nodes (example ``batch``, index ``flat`` into the flattened example; the two
+    broadcast together), read in place also from channels-last maps, which a flattening reshape would copy whole."""
     if all(_channels_last(value) for value in values):
-        channels, area = values[0].shape[1], values[0].shape[2] * values[0].shape[3]
-        channel = flat.div(area, rounding_mode="floor")
-        index = (flat - channel * area).mul_(channels).add_(channel).add_(batch * (channels * area))
-        return [value.permute(0, 2, 3, 1).reshape(-1).index_select(0, index) for value in values]
+        offsets = _channels_last_offsets(values[0].shape, batch, flat)
+        return [value.permute(0, 2, 3, 1).reshape(-1).index_select(0, offsets.reshape(-1)).view(offsets.shape)
+                for value in values]
     return [value.reshape(value.shape[0], -1)[batch, flat] for value in values]
+
+
+def take(value: Tensor, index: Tensor) -> Tensor:
+    """``value.reshape(-1)[index]`` (``index`` into the whole value, flattened in its logical order), read in place
+    also from a channels-last map, which the reshape would copy whole."""
+    if not _channels_last(value):
+        return value.reshape(-1)[index]
+    per_example = value[0].numel()
+    batch = index.div(per_example, rounding_mode="floor")
+    offsets = _channels_last_offsets(value.shape, batch, index - batch * per_example)
+    return value.permute(0, 2, 3, 1).reshape(-1)[offsets]
 
 
 def pair(value: Any) -> Tuple[int, int]:

@@ -12,7 +12,7 @@ from captum_ext._utils import graph as G
 from captum_ext._utils.chunking import launch_bound
 from captum_ext.attr import _backtrack_index_kernels as index_kernels
 from captum_ext.attr import _backtrack_kernels as kernels
-from captum_ext.attr._backtrack_core import Selection, Values, Walk, arg, pair, windows
+from captum_ext.attr._backtrack_core import Selection, Values, Walk, arg, at_nodes, pair, take, windows
 
 
 def _whole_map_windows(kind: str, activations: Tensor, out: Tensor) -> Tensor:
@@ -52,7 +52,7 @@ def _window_argmax(activations: Tensor, batch: Tensor, channel: Tensor, y: Tenso
                              pair(settings["padding"]), pair(settings["dilation"]), (height, width))
     plane = (batch * channels + channel)[:, None, None]
     index = (plane * height + iy.clamp(0, height - 1)[:, :, None]) * width + ix.clamp(0, width - 1)[:, None, :]
-    window = activations.reshape(-1)[index].masked_fill(~inside, float("-inf")).flatten(1)
+    window = take(activations, index).masked_fill(~inside, float("-inf")).flatten(1)
     best = window.argmax(dim=1)
     return iy.gather(1, (best // kw)[:, None])[:, 0] * width + ix.gather(1, (best % kw)[:, None])[:, 0]
 
@@ -176,9 +176,8 @@ def interpolate(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> Li
     candidates_y = ys[:, :, None].expand(-1, 2, 2).reshape(-1, 4)
     candidates_x = xs[:, None, :].expand(-1, 2, 2).reshape(-1, 4)
     weights = (wy[:, :, None] * wx[:, None, :]).reshape(-1, 4)
-    flat_in = activations.reshape(activations.shape[0], -1)
     index = (plane[:, None] * height + candidates_y) * width + candidates_x
-    contribution = weights * flat_in[sel.batch[:, None], index].to(torch.float64)
+    contribution = weights * at_nodes([activations], sel.batch[:, None], index)[0].to(torch.float64)
     contribution = contribution.masked_fill(weights == 0, float("-inf"))
     best = contribution.argmax(dim=1)
     chosen = index.gather(1, best[:, None])[:, 0]

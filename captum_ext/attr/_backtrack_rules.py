@@ -17,7 +17,7 @@ from captum_ext._utils import graph as G
 from captum_ext._utils.chunking import budget_chunks, chunk_budget, launch_bound
 from captum_ext._utils.folding import fold_bn
 from captum_ext.attr import _backtrack_kernels as kernels
-from captum_ext.attr._backtrack_core import (Rule, Selection, Values, Walk, WindowTable, arg, pair, versions,
+from captum_ext.attr._backtrack_core import (Rule, Selection, Values, Walk, WindowTable, arg, pair, take, versions,
                                              window_table)
 from captum_ext.attr._backtrack_linear import linear
 from captum_ext.attr._backtrack_permute import (LAYER_NORM_FUNCTIONS, LAYER_NORM_MODULES, MOVE_FUNCTIONS, MOVE_METHODS,
@@ -137,7 +137,7 @@ def _gather_fields(activations: Tensor, batch: Tensor, first_channel: Optional[T
     plane = batch * channels if first_channel is None else batch * channels + first_channel
     plane = plane[:, None] + torch.arange(c_group, device=batch.device)  # P×Cg
     index = plane[:, None, :] * (height * width) + table.source.index_select(0, pixel)[:, :, None]
-    fields = activations.reshape(-1)[index]
+    fields = take(activations, index)
     return fields.mul_(table.inside.index_select(0, pixel)[:, :, None]) if table.leaves_input else fields
 
 
