@@ -30,7 +30,17 @@ import pytest
 import torch
 
 from captum_ext._utils.boxes import boxes_to_masks
-from captum_ext.metrics import _on_device, wsol
+from captum_ext.metrics import (
+    CorLocMetric,
+    EnergyPointingGameMetric,
+    MaxBoxAccV2Metric,
+    PointingGameMetric,
+    PxAPMetric,
+    _checks,
+    _on_device,
+    wsol,
+)
+from captum_ext.metrics.ground_truth import GroundTruth
 from captum_ext.metrics.pointing import energy_pointing_game
 from captum_ext.testing import count_ops
 
@@ -167,3 +177,41 @@ def test_labelling_iterates_on_these_maps(measured, name):
     small, large = measured[name, SMALL], measured[name, LARGE]
     assert small.by_name["any"] >= 2
     assert large.by_name["any"] == small.by_name["any"]
+
+
+# The streaming metrics' whole ``statistics`` call, checks and ground-truth regions included, on the accelerators'
+# path (forced on the CPU): nothing is done pair by pair, so a batch of 16 pairs dispatches what a batch of 2 does,
+# whether the maps come as one N×H×W tensor (as ``evaluate`` passes them) or as a list of H×W maps.
+STREAMING = {
+    "pointing_game": lambda: PointingGameMetric(3),
+    "energy_pointing_game": EnergyPointingGameMetric,
+    "corloc": CorLocMetric,
+    "maxboxacc_v2": MaxBoxAccV2Metric,
+    "pxap": PxAPMetric,
+}
+#: Synchronisations of a whole ``statistics`` call beyond the batched functions' own (``MEASURED``): the maps'
+#: finiteness, the boxes' order, one emptiness read per size group, and the functional metric's own input checks.
+STATISTICS_SYNCS = {"pointing_game": 6, "energy_pointing_game": 7, "corloc": 32, "maxboxacc_v2": 27, "pxap": 4}
+
+
+def streaming_pairs(n: int, as_tensor: bool):
+    maps, boxes, masks = batch(n)
+    # Every other pair without a mask (its region is drawn from its boxes; PxAP skips it).
+    truths = [GroundTruth(i % 3, boxes[i], masks[i] if i % 2 == 0 else None) for i in range(n)]
+    return (maps if as_tensor else list(maps)), truths
+
+
+@pytest.mark.parametrize("as_tensor", [True, False], ids=["tensor", "list"])
+@pytest.mark.parametrize("name", list(STREAMING))
+def test_streaming_statistics_do_not_grow_with_the_batch(monkeypatch, name, as_tensor):
+    monkeypatch.setattr(_checks, "FORCE_DEVICE_PATH", True)
+    measured = {}
+    for n in (SMALL, LARGE):
+        maps, truths = streaming_pairs(n, as_tensor)
+        metric = STREAMING[name]()
+        with counting_host_reads() as reads, count_ops() as counts:
+            metric.statistics(maps, truths)
+        measured[n] = counts.by_name, counts.syncs_by_name, reads
+        if n == SMALL:
+            assert counts.syncs <= STATISTICS_SYNCS[name] + HEADROOM, counts.syncs_by_name
+    assert measured[LARGE] == measured[SMALL]

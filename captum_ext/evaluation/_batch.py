@@ -235,7 +235,7 @@ def score_batch(explained: ExplainedBatch, shared: Shared, runs: Sequence[Method
             # Scored as stored (reruns score the same) and where the maps are: on a GPU the metrics label and
             # measure them there, with the values the host computes. One float32 copy serves every metric.
             as_float = on_device.to(torch.float32)
-            group_deltas, columns = scoring.batch_statistics(run.metrics, list(as_float), truths, boxes, run.seconds)
+            group_deltas, columns = scoring.batch_statistics(run.metrics, as_float, truths, boxes, run.seconds)
             for key, metric in run.faithfulness.items():
                 group_deltas[key], per_pair = metric.statistics(values[key])
                 columns.update(per_pair)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -176,14 +176,15 @@ def localisation_metrics(num_classes: int, tolerance: Optional[float], has_boxes
     return {name: metric for name, metric in chosen.items() if names is None or name in names}
 
 
-def batch_statistics(metrics: Dict[str, Metric], maps: Sequence[Tensor], truths: Sequence[GroundTruth],
+def batch_statistics(metrics: Dict[str, Metric], maps: Union[Tensor, Sequence[Tensor]], truths: Sequence[GroundTruth],
                      predicted_boxes: Optional[Tensor], seconds: Optional[Dict[str, float]] = None
                      ) -> Tuple[Dict[str, Dict[str, Tensor]], Dict[str, Tensor]]:
     """Every metric's state deltas and per-pair values for one group of pairs.
 
     Args:
         metrics (dict): name → metric (from :func:`localisation_metrics`).
-        maps (sequence of Tensor): ``H×W`` maps, one per pair.
+        maps (Tensor or sequence of Tensor): an ``N×H×W`` batch, one map per pair (checked and scored as one
+            batch, in a number of operations that does not grow with ``N``), or ``N`` maps ``H_i×W_i``.
         truths (sequence of GroundTruth): their ground truth; the categories are already the model's class indices.
         predicted_boxes (Tensor, optional): ``N×4`` learned boxes (CorLoc uses them instead of CAM boxes).
         seconds (dict, optional): each metric's time is added to ``seconds[name]``.

@@ -11,6 +11,17 @@ from captum_ext._utils.validation import as_tensor, check_boxes, check_same_leng
 
 TensorLike = Union[Tensor, np.ndarray, Sequence]
 
+#: Score CPU maps with the accelerators' tensor path too (read at call time). The tests set it to count, on the CPU,
+#: the operations and host synchronisations that path dispatches on a GPU, and to compare its values with the CPU
+#: path's.
+FORCE_DEVICE_PATH = False
+
+
+def device_path(maps: Tensor) -> bool:
+    """Whether ``maps`` are scored by the batched tensor path, on their own device: maps on an accelerator (the CPU
+    has SciPy and compiled loops), or any maps while :data:`FORCE_DEVICE_PATH` is set."""
+    return FORCE_DEVICE_PATH or maps.device.type != "cpu"
+
 
 def check_maps(value: TensorLike, name: str) -> Tensor:
     """Check an ``N×H×W`` / ``N×1×H×W`` real map batch and return it as ``N×H×W`` (dtype unchanged)."""

@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from captum_ext.metrics import wsol
-from captum_ext.metrics._streaming import Statistics, SumMetric, check_pairs, require_boxes, size_groups, stack
+from captum_ext.metrics._pairs import check_pairs, require_boxes, unfilled
+from captum_ext.metrics._streaming import Statistics, SumMetric
 from captum_ext.metrics.ground_truth import GroundTruth
 
 __all__ = ["MaxBoxAccV2Metric", "PxAPMetric"]
@@ -63,13 +64,13 @@ class MaxBoxAccV2Metric(SumMetric):
         """
         pairs = check_pairs(maps, truths, predicted_boxes)
         require_boxes(pairs)
-        curves = torch.zeros(len(pairs.maps), len(self.thresholds), dtype=torch.float64)
-        for index in size_groups(pairs.maps):
-            gt = [pairs.truths[i].boxes.to(device="cpu", dtype=torch.float64) for i in index]
-            curves[index] = wsol._iou_curves(stack(pairs.maps, index), gt, self.thresholds)
+        curves = torch.zeros(pairs.count, len(self.thresholds), dtype=torch.float64)
+        for group in pairs.groups:
+            gt = [pairs.boxes[i] for i in group.index]
+            curves[group.index] = wsol._iou_curves(group.maps, gt, self.thresholds)
         deltas = {
             "correct": wsol._correct_counts(curves, self.iou_thresholds),
-            "total": torch.tensor(len(pairs.maps), dtype=torch.int64),
+            "total": torch.tensor(pairs.count, dtype=torch.int64),
         }
         return deltas, {"best_iou": curves.amax(dim=1) if len(curves) else curves.new_zeros(0)}
 
@@ -134,20 +135,28 @@ class PxAPMetric(SumMetric):
                 malformed.
         """
         pairs = check_pairs(maps, truths, predicted_boxes)
-        masked = [i for i, t in enumerate(pairs.truths) if t.mask is not None]
-        empty = [i for i in masked if not bool(pairs.truths[i].mask.any())]
+        scored, empty = [], []
+        for group in pairs.groups:
+            if group.masks is None:
+                continue
+            maps_, masks = group.maps, group.masks
+            if not all(group.has_mask):  # the pairs without a mask are skipped
+                rows = torch.tensor([j for j, has in enumerate(group.has_mask) if has], device=maps_.device)
+                maps_, masks = maps_.index_select(0, rows), masks.index_select(0, rows)
+            empty += unfilled(masks, [i for i, has in zip(group.index, group.has_mask) if has])
+            scored.append((maps_, masks))
         if empty:
-            raise ValueError(f"`truths` masks must hold at least one foreground pixel; empty at index(es) {empty}")
+            raise ValueError(
+                f"`truths` masks must hold at least one foreground pixel; empty at index(es) {sorted(empty)}")
         size = len(self.thresholds) + 1
+        with_mask = sum(sum(group.has_mask) for group in pairs.groups)
         deltas = {
             "fg_hist": torch.zeros(size, dtype=torch.int64),
             "bg_hist": torch.zeros(size, dtype=torch.int64),
-            "skipped": torch.tensor(len(pairs.maps) - len(masked), dtype=torch.int64),
+            "skipped": torch.tensor(pairs.count - with_mask, dtype=torch.int64),
         }
-        masks = [t.mask if t.mask is None else t.mask.to(m.device) for m, t in zip(pairs.maps, pairs.truths)]
-        for group in size_groups([pairs.maps[i] for i in masked]):
-            index = [masked[g] for g in group]
-            fg, bg = wsol._pxap_histograms(stack(pairs.maps, index), stack(masks, index), self.thresholds)
+        for maps_, masks in scored:
+            fg, bg = wsol._pxap_histograms(maps_, masks, self.thresholds)
             deltas["fg_hist"] += fg
             deltas["bg_hist"] += bg
         return deltas, {}

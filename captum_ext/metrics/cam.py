@@ -9,7 +9,7 @@ from torch import Tensor
 from captum_ext._utils.boxes import masks_to_boxes
 from captum_ext._utils.validation import check_scalar
 from captum_ext.metrics import _component_tree
-from captum_ext.metrics._checks import TensorLike, check_maps
+from captum_ext.metrics._checks import TensorLike, check_maps, device_path
 
 __all__ = ["boxes_from_saliency"]
 
@@ -49,7 +49,7 @@ def boxes_from_saliency(saliency: TensorLike, threshold: float = 0.2) -> Tensor:
     """
     sal = check_maps(saliency, "saliency")
     frac = check_scalar(threshold, "threshold", low=0.0, high=1.0)
-    if sal.device.type != "cpu":  # maps on an accelerator are labelled there, with the same result
+    if device_path(sal):  # maps on an accelerator are labelled there, with the same result
         from captum_ext.metrics._on_device import cam_boxes
 
         return cam_boxes(sal, frac)

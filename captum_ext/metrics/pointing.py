@@ -11,7 +11,7 @@ from torch import Tensor
 from captum_ext._utils.maps import safe_div
 from captum_ext._utils.validation import check_scalar
 from captum_ext.metrics._batching import checked_saliency_and_masks, per_image, reduce_mean
-from captum_ext.metrics._checks import TensorLike, check_labels
+from captum_ext.metrics._checks import TensorLike, check_labels, device_path
 
 __all__ = ["default_tolerance", "energy_pointing_game", "pointing_game"]
 
@@ -142,7 +142,7 @@ def pointing_game(
         tol = default_tolerance(height, width)
     label_t = check_labels(labels, "labels", n) if labels is not None else None
 
-    if sal.device.type != "cpu":  # distances computed where the maps are, with the same values
+    if device_path(sal):  # distances computed where the maps are, with the same values
         from captum_ext.metrics._on_device import pointing_hits
 
         hits = pointing_hits(sal, gt, tol)

@@ -32,24 +32,21 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor
 
-from captum_ext._utils.boxes import box_iou_matrix
+from captum_ext._utils.boxes import paired_box_iou
 from captum_ext._utils.validation import check_scalar
+from captum_ext.metrics._checks import device_path
+from captum_ext.metrics._components import padded_boxes
+from captum_ext.metrics._pairs import check_pairs, regions, require_boxes
 from captum_ext.metrics._streaming import (
     FIXED_POINT_UNIT,
     Statistics,
     SumMetric,
-    check_pairs,
     exact_float64_sums,
     fixed_point_mean,
-    regions,
-    require_boxes,
-    size_groups,
-    stack,
     to_fixed_point,
 )
 # MaxBoxAccV2 and PxAP live in their own module (dataset-level count tables); this module stays their public home.
 from captum_ext.metrics._streaming_wsol import MaxBoxAccV2Metric, PxAPMetric
-from captum_ext.metrics.boxes import corloc
 from captum_ext.metrics.cam import boxes_from_saliency
 from captum_ext.metrics.ground_truth import GroundTruth
 from captum_ext.metrics.pointing import _check_tolerance, energy_pointing_game, pointing_game
@@ -105,11 +102,9 @@ class PointingGameMetric(SumMetric):
             raise ValueError(
                 f"`truths` categories must be class indices in [0, {self.num_classes}); outside at index(es) {outside}"
             )
-        targets = regions(pairs)
-        hits = torch.zeros(len(pairs.maps), dtype=torch.int64)
-        for index in size_groups(pairs.maps):  # one size per group: the default tolerance is each map's own
-            found = pointing_game(stack(pairs.maps, index), stack(targets, index), self.tolerance, reduce=False)
-            hits[index] = found.cpu().long()
+        hits = torch.zeros(pairs.count, dtype=torch.int64)
+        for group, region in zip(pairs.groups, regions(pairs)):  # the default tolerance is each map size's own
+            hits[group.index] = pointing_game(group.maps, region, self.tolerance, reduce=False).cpu().long()
         categories = torch.tensor([t.category for t in pairs.truths], dtype=torch.int64)
         deltas = {
             "hits": torch.zeros(self.num_classes, dtype=torch.int64).index_add_(0, categories, hits),
@@ -172,17 +167,16 @@ class EnergyPointingGameMetric(SumMetric):
                 the inputs are malformed.
         """
         pairs = check_pairs(maps, truths, predicted_boxes)
-        targets = regions(pairs)
-        energy = torch.zeros(len(pairs.maps), dtype=torch.float64)
-        for index in size_groups(pairs.maps):
-            batch, inside = stack(pairs.maps, index), stack(targets, index)
+        energy = torch.zeros(pairs.count, dtype=torch.float64)
+        for group, inside in zip(pairs.groups, regions(pairs)):
+            batch, index = group.maps, group.index
             # A float sum's rounding depends on its order, which differs between devices, and the fixed-point state
             # must not: on an accelerator only when every sum is exact in any order, else from a host copy.
-            if batch.device.type != "cpu" and exact_float64_sums(batch):
+            if device_path(batch) and exact_float64_sums(batch):
                 energy[index] = energy_pointing_game(batch, inside, reduce=False).cpu()
             else:
                 energy[index] = energy_pointing_game(batch.cpu(), inside.cpu(), reduce=False)
-        pair_count = torch.tensor(len(pairs.maps), dtype=torch.int64)
+        pair_count = torch.tensor(pairs.count, dtype=torch.int64)
         deltas = {"energy_sum": to_fixed_point(energy).sum(), "pairs": pair_count}
         return deltas, {"energy": energy}
 
@@ -234,20 +228,21 @@ class CorLocMetric(SumMetric):
         """
         pairs = check_pairs(maps, truths, predicted_boxes)
         require_boxes(pairs)
-        n = len(pairs.maps)
+        n = pairs.count
         if n == 0:
             empty = torch.zeros(0, dtype=torch.int64)
             return self._deltas(empty), {"cam_box_iou": torch.zeros(0, dtype=torch.float64), "corloc_hit": empty}
         predicted = pairs.predicted
         if predicted is None:
             predicted = torch.zeros(n, 4, dtype=torch.float64)
-            for index in size_groups(pairs.maps):
-                cam = boxes_from_saliency(stack(pairs.maps, index), self.cam_threshold)
-                predicted[index] = cam.to(device="cpu", dtype=torch.float64)
-        gt = [t.boxes.to(device="cpu", dtype=torch.float64) for t in pairs.truths]
-        hits = corloc(predicted, gt, self.iou, reduce=False).cpu().long()
-        # The same float64 IoU corloc thresholds, so cam_box_iou >= iou <=> corloc_hit.
-        best = torch.stack([box_iou_matrix(predicted[i : i + 1], gt[i]).max() for i in range(n)])
+            for group in pairs.groups:
+                cam = boxes_from_saliency(group.maps, self.cam_threshold)
+                predicted[group.index] = cam.to(device="cpu", dtype=torch.float64)
+        # Every pair's predicted box against its own ground-truth boxes at once, with corloc's IoU arithmetic; the
+        # padding boxes score 0, which never beats a real box, so a hit is exactly cam_box_iou >= iou.
+        gt, _ = padded_boxes(pairs.boxes, predicted.device)
+        best = paired_box_iou(predicted, gt).amax(dim=1)
+        hits = (best >= self.iou).long()
         return self._deltas(hits), {"cam_box_iou": best, "corloc_hit": hits}
 
     @staticmethod

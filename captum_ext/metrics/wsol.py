@@ -21,7 +21,7 @@ from captum_ext._utils.maps import minmax_normalise, safe_div
 from captum_ext._utils.validation import check_scalar, check_tensor
 from captum_ext.metrics import _component_tree
 from captum_ext.metrics._batching import checked_saliency_and_masks, chunks
-from captum_ext.metrics._checks import TensorLike, check_maps
+from captum_ext.metrics._checks import TensorLike, check_maps, device_path
 from captum_ext.metrics.boxes import _check_gt_boxes, _check_nonempty_regions
 
 __all__ = ["MaxBoxAccResult", "PxAPResult", "maxboxacc_v2", "pxap"]
@@ -193,7 +193,7 @@ def _iou_curves(saliency: Tensor, gt_boxes: Sequence[Tensor], thresholds: Tensor
     Returns:
         Tensor: ``N×T`` float64 IoUs in ``[0, 1]`` on the CPU.
     """
-    if saliency.device.type != "cpu":  # maps on an accelerator are scored there, with the same values
+    if device_path(saliency):  # maps on an accelerator are scored there, with the same values
         from captum_ext.metrics._on_device import iou_curves
 
         return iou_curves(saliency, gt_boxes, thresholds).cpu()
@@ -244,7 +244,7 @@ def _pxap_histograms(saliency: Tensor, masks: Tensor, curve: Tensor) -> Tuple[Te
     for part in chunks(n, height * width):
         normalised = minmax_normalise(saliency[part]).flatten()
         truth = masks[part].flatten()
-        if normalised.device.type == "cpu" and _component_tree.available():
+        if not device_path(normalised) and _component_tree.available():
             counts = _component_tree.joint_histogram(normalised.numpy(), truth.cpu().numpy(), curve.numpy())
             joint = torch.from_numpy(counts)
         else:  # one histogram of (bin, inside the mask) pairs: no boolean selection of the pixels
