@@ -12,7 +12,8 @@ metrics label plane by plane with SciPy, with identical values (tests compare th
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Tuple
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -326,3 +327,28 @@ def iou_curve(normalised: np.ndarray, gt: Tensor, thresholds: np.ndarray) -> Ten
     boxes, low, high = _tree_nodes(levels, height, width)
     truth = np.ascontiguousarray(gt.numpy(), dtype=np.float64)
     return torch.from_numpy(_best_iou_per_threshold(boxes, truth, low, high, len(thresholds)))
+
+
+def iou_curves(normalised: np.ndarray, gts: Sequence[Tensor], thresholds: np.ndarray, threads: int = 1) -> Tensor:
+    """:func:`iou_curve` for each of ``N`` maps, on up to ``threads`` threads: the compiled loops release the GIL,
+    so the maps' trees are built in parallel (each map's curve is computed alone: the same values on any number of
+    threads).
+
+    Args:
+        normalised (np.ndarray): ``N×H×W`` float64 maps in ``[0, 1]``.
+        gts (sequence of Tensor): ``N`` tensors ``K_i×4``, float64 ground-truth boxes on the CPU.
+        thresholds (np.ndarray): ``T`` float64 ascending thresholds.
+        threads (int, optional): most threads used. Default: 1.
+
+    Returns:
+        Tensor: ``N×T`` float64 IoUs.
+    """
+    def curve(i: int) -> Tensor:
+        return iou_curve(normalised[i], gts[i], thresholds)
+
+    if threads > 1 and len(normalised) > 1:
+        with ThreadPoolExecutor(min(threads, len(normalised))) as pool:
+            rows = list(pool.map(curve, range(len(normalised))))
+    else:
+        rows = [curve(i) for i in range(len(normalised))]
+    return torch.stack(rows) if rows else torch.zeros(0, len(thresholds), dtype=torch.float64)

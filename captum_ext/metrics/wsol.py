@@ -139,14 +139,6 @@ def _component_boxes(region: np.ndarray) -> np.ndarray:
     return boxes.astype(np.float64)
 
 
-def _iou_curve(normalised: np.ndarray, gt: Tensor, thresholds: np.ndarray) -> Tensor:
-    """For each τ, the best IoU between a component box of ``{map >= τ}`` and a ground-truth box (0: empty region):
-    from the map's component tree where Numba is installed, else region by region (the same values)."""
-    if _component_tree.available():
-        return _component_tree.iou_curve(normalised, gt, thresholds)
-    return iou_curve_by_regions(normalised, gt, thresholds)
-
-
 def iou_curve_by_regions(normalised: np.ndarray, gt: Tensor, thresholds: np.ndarray) -> Tensor:
     """For each τ, the best IoU between a component box of ``{map >= τ}`` and a ground-truth box (0: empty region),
     labelling each distinct region with SciPy: the reference for the component tree.
@@ -202,8 +194,12 @@ def _iou_curves(saliency: Tensor, gt_boxes: Sequence[Tensor], thresholds: Tensor
     out = torch.empty(n, len(sweep), dtype=torch.float64)
     for part in chunks(n, height * width):
         normalised = minmax_normalise(saliency[part]).cpu().numpy()
-        for row, i in enumerate(range(n)[part]):
-            out[i] = _iou_curve(normalised[row], gt_boxes[i].to(device="cpu", dtype=torch.float64), sweep)
+        gts = [gt_boxes[i].to(device="cpu", dtype=torch.float64) for i in range(n)[part]]
+        if _component_tree.available():  # the maps' trees on the threads torch may use
+            out[part] = _component_tree.iou_curves(normalised, gts, sweep, torch.get_num_threads())
+            continue
+        for row, gt in enumerate(gts):
+            out[part.start + row] = iou_curve_by_regions(normalised[row], gt, sweep)
     return out
 
 
