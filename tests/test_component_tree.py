@@ -169,3 +169,20 @@ def test_maps_on_several_threads_give_each_map_s_own_curve():
     finally:
         torch.set_num_threads(before)
     assert torch.equal(one.accuracy, three.accuracy) and one.value == three.value
+
+
+def test_cam_boxes_and_histograms_on_several_threads_equal_one_thread():
+    rng = np.random.default_rng(12)
+    keep = rng.random((7, 19, 13)) > 0.6
+    keep[3] = False  # an empty plane keeps its -1 row
+    one = _component_tree.largest_component_boxes(keep, 1)
+    assert (one[3] == -1).all()
+    for threads in (2, 3, 16):
+        assert np.array_equal(_component_tree.largest_component_boxes(keep, threads), one)
+    values, inside = rng.random(300_000), rng.random(300_000) > 0.5
+    counts = _component_tree.joint_histogram(values, inside, SWEEP, 1)
+    assert counts.sum() == 300_000
+    for threads in (2, 5):
+        assert np.array_equal(_component_tree.joint_histogram(values, inside, SWEEP, threads), counts)
+    assert _component_tree._parts(10, 4, smallest=6) == [slice(0, 10)]
+    assert _component_tree._parts(0, 4) == [slice(0, 0)]

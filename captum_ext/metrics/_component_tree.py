@@ -13,7 +13,7 @@ metrics label plane by plane with SciPy, with identical values (tests compare th
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Sequence, Tuple
+from typing import Any, Callable, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -280,35 +280,69 @@ def quantise(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     return _quantise(np.ascontiguousarray(values, dtype=np.float64), np.ascontiguousarray(thresholds, np.float64))
 
 
-def joint_histogram(values: np.ndarray, inside: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+def joint_histogram(values: np.ndarray, inside: np.ndarray, thresholds: np.ndarray, threads: int = 1) -> np.ndarray:
     """Pixel counts by level and mask, in one pass: PxAP's foreground and background histograms.
 
     Args:
         values (np.ndarray): 1-D float64 values.
         inside (np.ndarray): 1-D bool, whether each pixel lies in the ground truth.
         thresholds (np.ndarray): ``T`` float64 ascending thresholds.
+        threads (int, optional): most threads used, each counting a part of the pixels (integer counts: the
+            same sums in any split). Default: 1.
 
     Returns:
         np.ndarray: ``(T+1)×2`` int64: row ``b`` counts the pixels reaching exactly ``b`` thresholds, column 1 those
         inside, column 0 those outside.
     """
-    return _joint_histogram(
-        np.ascontiguousarray(values, dtype=np.float64), np.ascontiguousarray(inside, dtype=np.bool_),
-        np.ascontiguousarray(thresholds, dtype=np.float64),
-    )
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    inside = np.ascontiguousarray(inside, dtype=np.bool_)
+    thresholds = np.ascontiguousarray(thresholds, dtype=np.float64)
+    parts = _parts(len(values), threads, smallest=1 << 16)
+    counts = in_threads(lambda part: _joint_histogram(values[part], inside[part], thresholds), parts, threads)
+    return np.sum(counts, axis=0) if len(counts) > 1 else counts[0]
 
 
-def largest_component_boxes(keep: np.ndarray) -> np.ndarray:
+def largest_component_boxes(keep: np.ndarray, threads: int = 1) -> np.ndarray:
     """Tight boxes of each plane's largest 8-connected component.
 
     Args:
         keep (np.ndarray): ``N×H×W`` bool planes.
+        threads (int, optional): most threads used, each labelling a run of planes. Default: 1.
 
     Returns:
         np.ndarray: ``N×4`` int64 boxes ``(x1, y1, x2, y2)`` with exclusive right / bottom edges; ties go to the
         component whose first pixel comes first in row-major order; ``-1`` rows for an empty plane.
     """
-    return _largest_component_boxes(np.ascontiguousarray(keep, dtype=np.bool_))
+    keep = np.ascontiguousarray(keep, dtype=np.bool_)
+    parts = _parts(len(keep), threads)
+    boxes = in_threads(lambda part: _largest_component_boxes(keep[part]), parts, threads)
+    return np.concatenate(boxes) if len(boxes) > 1 else boxes[0]
+
+
+def _parts(count: int, threads: int, smallest: int = 1) -> List[slice]:
+    """``count`` items cut into at most ``threads`` contiguous runs of at least ``smallest`` items (one run, maybe
+    empty, when there is little to share)."""
+    pieces = max(1, min(threads, count // max(1, smallest)))
+    bounds = np.linspace(0, count, pieces + 1).astype(np.int64)
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def in_threads(function: Callable[[Any], Any], items: Sequence[Any], threads: int) -> List[Any]:
+    """``[function(item) for item in items]``, on up to ``threads`` threads when there are several items: for the
+    compiled loops, which release the GIL.
+
+    Args:
+        function (callable): applied to each item.
+        items (sequence): the items, results keep their order.
+        threads (int): most threads used.
+
+    Returns:
+        list: the results.
+    """
+    if threads > 1 and len(items) > 1:
+        with ThreadPoolExecutor(min(threads, len(items))) as pool:
+            return list(pool.map(function, items))
+    return [function(item) for item in items]
 
 
 def iou_curve(normalised: np.ndarray, gt: Tensor, thresholds: np.ndarray) -> Tensor:
@@ -343,12 +377,5 @@ def iou_curves(normalised: np.ndarray, gts: Sequence[Tensor], thresholds: np.nda
     Returns:
         Tensor: ``N×T`` float64 IoUs.
     """
-    def curve(i: int) -> Tensor:
-        return iou_curve(normalised[i], gts[i], thresholds)
-
-    if threads > 1 and len(normalised) > 1:
-        with ThreadPoolExecutor(min(threads, len(normalised))) as pool:
-            rows = list(pool.map(curve, range(len(normalised))))
-    else:
-        rows = [curve(i) for i in range(len(normalised))]
+    rows = in_threads(lambda i: iou_curve(normalised[i], gts[i], thresholds), range(len(normalised)), threads)
     return torch.stack(rows) if rows else torch.zeros(0, len(thresholds), dtype=torch.float64)

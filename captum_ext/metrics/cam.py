@@ -58,7 +58,7 @@ def boxes_from_saliency(saliency: TensorLike, threshold: float = 0.2) -> Tensor:
     peak = values.flatten(1).amax(dim=1)
     keep = (values >= (frac * peak)[:, None, None]).numpy()
     if _component_tree.available():
-        boxes = torch.from_numpy(_component_tree.largest_component_boxes(keep)).float()
+        boxes = torch.from_numpy(_component_tree.largest_component_boxes(keep, torch.get_num_threads())).float()
         boxes[peak <= 0] = torch.tensor([0.0, 0.0, width, height])
         return boxes.to(sal.device)
     structure = np.ones((3, 3), dtype=bool)  # 8-connectivity

@@ -241,7 +241,8 @@ def _pxap_histograms(saliency: Tensor, masks: Tensor, curve: Tensor) -> Tuple[Te
         normalised = minmax_normalise(saliency[part]).flatten()
         truth = masks[part].flatten()
         if not device_path(normalised) and _component_tree.available():
-            counts = _component_tree.joint_histogram(normalised.numpy(), truth.cpu().numpy(), curve.numpy())
+            counts = _component_tree.joint_histogram(normalised.numpy(), truth.cpu().numpy(), curve.numpy(),
+                                                     torch.get_num_threads())
             joint = torch.from_numpy(counts)
         else:  # one histogram of (bin, inside the mask) pairs: no boolean selection of the pixels
             bins = torch.bucketize(normalised, edges, right=True)
