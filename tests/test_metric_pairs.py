@@ -148,3 +148,42 @@ def test_a_half_precision_batch_whose_sum_overflows_float16_is_checked_at_once(m
     monkeypatch.setattr(_pairs, "_check_map", lambda *args: calls.append(args))
     deltas, _ = PointingGameMetric(1).statistics(maps, truths)
     assert not calls and int(deltas["totals"][0]) == 64
+
+
+def test_boxes_whose_area_rounds_to_zero_in_their_own_dtype_count_as_none():
+    maps = list(torch.rand(3, 8, 8))
+    truths = [GroundTruth(0, torch.tensor([[0.0, 0.0, 4.0, 4.0]])),
+              GroundTruth(0, torch.tensor([[0.0, 0.0, 1e-23, 1e-23]])),  # float32 area 1e-46: 0
+              GroundTruth(0, torch.tensor([[0, 0, 2**-13, 2**-13], [3, 3, 3, 8]], dtype=torch.float16))]
+    for metric in (MaxBoxAccV2Metric(), CorLocMetric()):
+        with pytest.raises(ValueError, match=r"box of positive area; none at index\(es\) \[1, 2\]"):
+            metric.statistics(maps, truths)
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["host path", "device path"])
+@pytest.mark.parametrize("name", list(METRICS))
+def test_a_non_contiguous_batch_scores_as_its_contiguous_copy(monkeypatch, name, force):
+    monkeypatch.setattr(_checks, "FORCE_DEVICE_PATH", force)
+    generator = torch.Generator().manual_seed(5)
+    maps = torch.rand(4, 14, 10, generator=generator).transpose(1, 2)  # 4×10×14, strided
+    truths = [GroundTruth(0, torch.tensor([[1.0, 2.0, 7.0, 6.0]]), torch.rand(10, 14, generator=generator) > 0.5)
+              for _ in range(4)]
+    expected = METRICS[name]().statistics(maps.contiguous(), truths)
+    assert not maps.is_contiguous()
+    assert_same(METRICS[name]().statistics(maps, truths), expected)
+    assert_same(METRICS[name]().statistics(maps.unsqueeze(1), truths), expected)
+
+
+@pytest.mark.parametrize("name", list(METRICS))
+def test_maps_and_boxes_that_require_grad_score_as_plain_values(name):
+    maps, truths = mixed_batch(4)
+    tracked_maps = [m.clone().requires_grad_() for m in maps]
+    tracked = [GroundTruth(t.category, t.boxes.float().requires_grad_(), t.mask) for t in truths]
+    plain = [GroundTruth(t.category, t.boxes.float(), t.mask) for t in truths]
+    assert_same(METRICS[name]().statistics(tracked_maps, tracked), METRICS[name]().statistics(maps, plain))
+
+
+def test_one_ground_truth_given_for_the_sequence_is_a_type_error():
+    truth = GroundTruth(0, torch.tensor([[0.0, 0.0, 4.0, 4.0]]))
+    with pytest.raises(TypeError, match=r"`truths` must be a sequence of GroundTruth, got GroundTruth"):
+        PointingGameMetric(1).statistics([torch.rand(8, 8)], truth)

@@ -58,6 +58,22 @@ def test_labels_equal_scipy_on_random_planes(height, width, density, seed):
     assert np.array_equal(got, np.stack([scipy_min_index_labels(p) for p in planes]))
 
 
+
+def test_labels_keep_a_component_whole_when_its_tree_is_hooked_from_inside():
+    """Regression: hooking a non-root pointer target split its tree, and the edge that joined the two parts had
+    already been dropped, so this 24×24 plane near the percolation density came out with one component in two."""
+    rng = np.random.default_rng(14)
+    plane = rng.random((24, 24)) < rng.uniform(0.3, 0.7)
+    got = label_components(torch.from_numpy(plane)[None])[0].numpy()
+    assert np.array_equal(got, scipy_min_index_labels(plane))
+
+
+def test_labels_equal_scipy_on_many_planes_near_the_percolation_density():
+    rng = np.random.default_rng(0)
+    planes = rng.random((200, 32, 32)) < rng.uniform(0.35, 0.65, size=(200, 1, 1))
+    got = label_components(torch.from_numpy(planes)).numpy()
+    assert np.array_equal(got, np.stack([scipy_min_index_labels(p) for p in planes]))
+
 def test_component_boxes_are_the_tight_boxes_in_scipy_order():
     planes = np.random.default_rng(3).random((4, 16, 20)) < 0.4
     plane, root, boxes = component_boxes(label_components(torch.from_numpy(planes)))
@@ -150,3 +166,25 @@ def test_float16_maps_have_order_free_energy_sums():
     assert torch.equal(shuffled, energy_pointing_game(maps, masks, reduce=False))
     assert not exact_float64_sums(torch.rand(2, 8, 8, generator=generator))  # float32 values: rounding may differ
     assert not exact_float64_sums(torch.full((1, 64, 128), 60000.0).half().float())  # magnitudes too large
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["host path", "device path"])
+def test_functional_metrics_take_strided_maps_and_values_that_require_grad(monkeypatch, force):
+    from captum_ext.metrics import _checks
+
+    monkeypatch.setattr(_checks, "FORCE_DEVICE_PATH", force)
+    maps = maps_of_every_kind()
+    boxes = truths(len(maps), 24)
+    masks = maps > 0.5
+    masks[:, 0, 0] = True
+    strided = maps.transpose(1, 2).contiguous().transpose(1, 2)  # equal values, column-major strides
+    tracked = maps.clone().requires_grad_()
+    tracked_boxes = [b.clone().requires_grad_() for b in boxes]
+    assert not strided.is_contiguous()
+    expected_boxes = boxes_from_saliency(maps, 0.2)
+    assert torch.equal(boxes_from_saliency(strided, 0.2), expected_boxes)
+    assert torch.equal(boxes_from_saliency(tracked, 0.2), expected_boxes)
+    expected = wsol.maxboxacc_v2(maps, boxes, reduce=False).accuracy
+    for sal, gts in ((strided, boxes), (tracked, tracked_boxes)):
+        assert torch.equal(wsol.maxboxacc_v2(sal, gts, reduce=False).accuracy, expected)
+        assert wsol.pxap(sal, masks) == wsol.pxap(maps, masks)

@@ -32,7 +32,12 @@ def check_maps(value: TensorLike, name: str) -> Tensor:
         maps = maps[:, 0]
     if maps.numel() == 0:
         raise ValueError(f"`{name}` must hold at least one non-empty image, got shape {tuple(maps.shape)}")
-    return maps
+    return without_grad(maps)
+
+
+def without_grad(value: Tensor) -> Tensor:
+    """``value`` detached where it requires grad (a metric reads values; the host paths convert them to NumPy)."""
+    return value.detach() if value.requires_grad else value
 
 
 def check_masks(value: TensorLike, name: str) -> Tensor:
@@ -84,4 +89,4 @@ def check_box_batch(value: TensorLike, name: str) -> Tensor:
     boxes = as_tensor(value, name)
     if boxes.dtype == torch.bool:
         raise TypeError(f"`{name}` must hold numeric box coordinates, got dtype torch.bool")
-    return check_boxes(boxes, name)
+    return without_grad(check_boxes(boxes, name))

@@ -61,17 +61,21 @@ def label_components(regions: Tensor) -> Tensor:
                  [9, 9, 2],
                  [6, 9, 9]]])
     """
+    regions = regions.contiguous()  # the labels then come out row-major, as the box and size reductions read them
     planes, height, width = regions.shape
     size = height * width
     parent = torch.arange(planes * size, device=regions.device, dtype=torch.int64)
     here, there = _edges(regions)
     while here.numel():
-        # Hooking (Shiloach–Vishkin): across every edge whose ends point to different trees, the larger pointer
-        # target is hooked under the smaller. Pointers only ever decrease, so the forest stays acyclic and each
-        # tree's root ends as its component's smallest index; the rounds grow with the log of a component's size,
-        # not with its diameter (winding, fractal regions of noisy maps included).
+        # Hooking (Shiloach–Vishkin): across every edge whose ends point to different nodes, the larger pointer
+        # target, if it is a root, is hooked under the smaller (a non-root keeps its pointer: amin with itself).
+        # Pointers only ever decrease, so the forest stays acyclic and each tree's root is its smallest index.
+        # Only whole trees move, so two pixels once in one tree stay together and an edge between them can be
+        # dropped; hooking a non-root would split its tree from the part above it, and with that edge gone the
+        # component would end in two labels. The rounds grow with the log of a component's size, not with its
+        # diameter (winding, fractal regions of noisy maps included).
         low, high = torch.minimum(parent[here], parent[there]), torch.maximum(parent[here], parent[there])
-        parent.scatter_reduce_(0, high, low, "amin")
+        parent.scatter_reduce_(0, high, torch.where(parent[high] == high, low, high), "amin")
         for _ in range(ROUNDS_PER_CHECK):  # pointer jumping
             parent = parent[parent]
         apart = parent[here] != parent[there]
@@ -102,7 +106,7 @@ def _slots(labels: Tensor) -> Tuple[Tensor, Tensor]:
     """
     planes, height, width = labels.shape
     background = height * width
-    flat = labels.view(planes, -1)
+    flat = labels.reshape(planes, -1)
     foreground = flat != background
     slot = (flat + torch.arange(planes, device=labels.device).view(-1, 1) * background)[foreground]
     return foreground, slot
@@ -121,7 +125,7 @@ def component_boxes(labels: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """
     planes, height, width = labels.shape
     background = height * width
-    flat = labels.view(planes, -1)
+    flat = labels.reshape(planes, -1)
     index = torch.arange(background, device=labels.device, dtype=torch.int64).expand(planes, -1)
     foreground, slot = _slots(labels)
     xs, ys = (index % width)[foreground], torch.div(index, width, rounding_mode="floor")[foreground]

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from captum_ext._utils.boxes import box_areas, boxes_to_masks
 from captum_ext._utils.validation import check_scalar, check_tensor
-from captum_ext.metrics._checks import check_box_batch
+from captum_ext.metrics._checks import check_box_batch, without_grad
 from captum_ext.metrics._components import padded_boxes
 from captum_ext.metrics.ground_truth import GroundTruth
 
@@ -58,11 +58,11 @@ def check_pairs(maps: Sequence[Tensor], truths: Sequence[GroundTruth], predicted
     batch = None
     if isinstance(maps, Tensor):
         if maps.dim() == 3 or (maps.dim() == 4 and maps.shape[1] == 1):
-            batch = maps.reshape(maps.shape[0], *maps.shape[-2:])  # one size: the batch is the group
+            batch = maps.reshape(maps.shape[0], *maps.shape[-2:]).contiguous()  # one size: the batch is the group
         maps = list(maps if batch is None else batch)
     if not isinstance(maps, (list, tuple)):
         raise TypeError(f"`maps` must be a sequence of H×W tensors, got {type(maps).__name__}")
-    if not isinstance(truths, (list, tuple)):
+    if not isinstance(truths, (list, tuple)) or isinstance(truths, GroundTruth):  # one GroundTruth is a tuple too
         raise TypeError(f"`truths` must be a sequence of GroundTruth, got {type(truths).__name__}")
     if len(maps) != len(truths):
         raise ValueError(f"`maps` and `truths` must have the same length, got {len(maps)} and {len(truths)}")
@@ -76,6 +76,7 @@ def check_pairs(maps: Sequence[Tensor], truths: Sequence[GroundTruth], predicted
             raise ValueError("`maps` of one size must lie on one device")
         checked = groups, gts, flat
     groups, gts, flat = checked
+    flat = without_grad(flat)
     predicted = None
     if predicted_boxes is not None:
         predicted = check_box_batch(predicted_boxes, "predicted_boxes").to(device="cpu", dtype=torch.float64)
@@ -149,6 +150,7 @@ def _stack_groups(maps: List[Tensor], truths: List[GroundTruth], batch: Optional
             if len({maps[i].device for i in index}) > 1:
                 return None
             stacked = torch.stack([maps[i] for i in index])
+        stacked = without_grad(stacked)
         has_mask = [truths[i].mask is not None for i in index]
         masks = None
         if any(has_mask):
@@ -279,7 +281,14 @@ def require_boxes(pairs: Pairs) -> None:
         return
     flat = torch.cat(pairs.boxes)
     owner = torch.repeat_interleave(torch.arange(pairs.count), torch.tensor([len(b) for b in pairs.boxes]))
-    positive = torch.zeros(pairs.count, dtype=torch.int64).index_add_(0, owner, (box_areas(flat) > 0).long())
+    # Areas in each box's own dtype, as the metrics compute them: a float16 box of area 2⁻²⁶ has none there.
+    codes: Dict[torch.dtype, int] = {}
+    dtype_of_box = torch.tensor([codes.setdefault(t.boxes.dtype, len(codes)) for t in pairs.truths])[owner]
+    positive_box = torch.zeros(len(flat), dtype=torch.bool)
+    for dtype, code in codes.items():  # the float64 values convert back to their own dtype exactly
+        rows = dtype_of_box == code
+        positive_box[rows] = box_areas(flat[rows].to(dtype)) > 0
+    positive = torch.zeros(pairs.count, dtype=torch.int64).index_add_(0, owner, positive_box.long())
     bare = (positive == 0).nonzero().flatten().tolist()
     if bare:
         raise ValueError(f"`truths` must give every pair a box of positive area; none at index(es) {bare}")

@@ -10,7 +10,7 @@ from torch import Tensor
 from captum_ext._utils.boxes import box_areas, box_iou_matrix
 from captum_ext._utils.validation import as_tensor, check_boxes, check_tensor
 from captum_ext._utils.validation import check_scalar as _check_scalar
-from captum_ext.metrics._checks import TensorLike, check_box_batch
+from captum_ext.metrics._checks import TensorLike, check_box_batch, without_grad
 
 __all__ = ["box_iou", "corloc"]
 
@@ -58,7 +58,7 @@ def _check_gt_boxes(gt_boxes: Union[TensorLike, Sequence[TensorLike]], n: int) -
             raise TypeError("`gt_boxes` must hold numeric box coordinates, got dtype torch.bool")
         if tensor.shape[0] != n:
             raise ValueError(f"`pred_boxes` and `gt_boxes` must have the same length, got {n} and {tensor.shape[0]}")
-        flat = check_boxes(tensor.reshape(-1, 4), "gt_boxes").to(torch.float64)
+        flat = without_grad(check_boxes(tensor.reshape(-1, 4), "gt_boxes").to(torch.float64))
         return flat, np.full(n, flat.shape[0] // n, dtype=np.int64)
     if not isinstance(gt_boxes, (list, tuple)):
         raise TypeError(f"`gt_boxes` must be a tensor or a sequence of tensors, got {type(gt_boxes).__name__}")
@@ -73,7 +73,7 @@ def _check_gt_boxes(gt_boxes: Union[TensorLike, Sequence[TensorLike]], n: int) -
         if boxes.dim() != 2 or boxes.shape[1] != 4 or boxes.is_complex() or boxes.dtype == torch.bool:
             check_box_batch(boxes, f"gt_boxes[{i}]")  # raises the named shape / dtype error
         items.append(boxes.to(torch.float64))
-    flat = torch.cat(items)
+    flat = without_grad(torch.cat(items))
     counts = np.array([b.shape[0] for b in items], dtype=np.int64)
     # Finiteness and corner order checked once for all boxes; the first offending image is named.
     bad = ~torch.isfinite(flat).all(dim=1) | (flat[:, 2] < flat[:, 0]) | (flat[:, 3] < flat[:, 1])
