@@ -99,7 +99,7 @@ def markdown(result: Dict[str, object], args: argparse.Namespace) -> str:
     devices = list(result["per_pair_ms"]["pxap"])
     threads = result["environment"]["torch_threads"]
     lines = ["# Localisation metrics per pair", "",
-             f"`python benchmarks/bench_localisation_metrics.py --device {args.device} --size {args.size} --batch "
+             f"`OMP_NUM_THREADS={threads} python benchmarks/bench_localisation_metrics.py --device {args.device} --size {args.size} --batch "
              f"{args.batch} --repeats {args.repeats}` ({result['pairs']} pairs of {args.size}² maps, half "
              f"saliency-like noise under a blob, half smooth CAM-like blobs; masks and 1–3 boxes per pair; "
              f"{threads} CPU thread(s)). Each metric's `statistics`, ms per pair, median of the repeats after a "

@@ -359,6 +359,7 @@ def build(results_dir: Path, suffix: str = "") -> str:
         ("evaluate_cuda", "Dataset-scale evaluation on a GPU", evaluate_rows),
         ("evaluate_224", "Dataset-scale evaluation at 224² on the CPU", evaluate_rows),
         ("localisation_metrics_cpu", "Localisation metrics on the CPU", localisation_metric_rows),
+        ("localisation_metrics_cpu_2threads", "Localisation metrics on the CPU, 2 threads", localisation_metric_rows),
         ("method_comparison", "Which method to trust: seven methods, every metric", lambda record: []),
         ("sanity_checks", "Sanity checks: cascading randomisation", lambda record: []))
     for name, title, rows_of in extra_sections:
