@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import zarr
 
 from captum_ext.datasets import export_coco, export_voc, scenes
@@ -267,6 +269,132 @@ def test_voc_bad_boxes_are_named_too(tmp_path, multi_batch):
     xml.write_text(re.sub(r"<xmax>\d+</xmax>", "<xmax>0</xmax>", text, count=1))
     with pytest.raises(ValueError, match=r"image '000001' .*object 1 in 000001.xml: box .* negative size"):
         open_dataset(f"voc:{root}")
+
+
+def boxes_only(document):
+    for ann in document["annotations"]:
+        ann.pop("segmentation", None)
+
+
+def test_a_box_without_a_pixel_centre_is_refused_when_the_dataset_opens_or_skipped(tmp_path, multi_batch):
+    """Positive area but no pixel centre inside, alone for its pair: every metric would reject the pair, so the
+    dataset refuses it before any work (it used to stop the run at its batch, even with skip_bad)."""
+    def sliver(document):
+        boxes_only(document)
+        ann = document["annotations"][3]
+        ann["bbox"] = [10.6, 10.6, 0.8, 0.8]  # no centre j + 0.5 in [10.6, 11.4)
+        document["annotations"] = [a for a in document["annotations"] if a is ann or not (
+            a["image_id"] == ann["image_id"] and a["category_id"] == ann["category_id"])]
+
+    data = coco(tmp_path / "coco", multi_batch, sliver)
+    document = json.loads(Path(data.split(":")[1]).read_text())
+    ann = document["annotations"][3]
+    with pytest.raises(ValueError, match=rf"annotation {ann['id']}: category {ann['category_id']}'s box\(es\) "
+                                         r"cover no pixel centre of the 64×64 image"):
+        open_dataset(data)
+    summary = run(tmp_path, data, "run", skip_bad=True)
+    assert (ann["image_id"], ann["category_id"]) not in {(int(r["image_id"]), int(r["category"]))
+                                                         for r in rows_of(tmp_path / "run")}
+    assert summary["n_pairs"] == len(rows_of(tmp_path / "run")) == len(document["annotations"]) - 1
+
+
+def test_a_small_box_that_a_resize_would_empty_is_refused_at_that_size_only(tmp_path, multi_batch):
+    def small(document):
+        boxes_only(document)
+        ann = document["annotations"][0]
+        ann["bbox"] = [20.0, 20.0, 1.0, 1.0]  # one pixel at 64²; [10, 10.5)² at 32² holds no centre
+        document["annotations"] = [a for a in document["annotations"] if a is ann or not (
+            a["image_id"] == ann["image_id"] and a["category_id"] == ann["category_id"])]
+
+    data = coco(tmp_path / "coco", multi_batch, small)
+    assert len(open_dataset(data).entries) == 8
+    with pytest.raises(ValueError, match="cover no pixel centre once resized to 32×32"):
+        open_dataset(data, resize=(32, 32))
+    assert len(open_dataset(data, resize=(128, 128)).entries) == 8
+
+
+def test_a_malformed_or_empty_segmentation_is_named_when_the_dataset_opens(tmp_path, multi_batch):
+    def spoil(document):
+        document["annotations"][1]["segmentation"] = [[4, 4, 14, 14]]  # two points: not a polygon
+        document["annotations"][4]["segmentation"] = [[5, 5, 5, 5, 5, 5]]  # a polygon without area
+        for k in (1, 4):  # alone for its pair, so the pair has no other mask
+            keep = document["annotations"][k]
+            document["annotations"] = [a for a in document["annotations"] if a is keep or not (
+                a["image_id"] == keep["image_id"] and a["category_id"] == keep["category_id"])]
+
+    data = coco(tmp_path / "coco", multi_batch, spoil)
+    with pytest.raises(ValueError) as raised:
+        open_dataset(data)
+    message = str(raised.value)
+    assert "2 annotation(s) cannot be scored" in message
+    assert "segmentation polygon [4, 4, 14, 14] is not a list of at least three (x, y) points" in message
+    assert "segmentation covers no pixel" in message
+    summary = run(tmp_path, data, "run", skip_bad=True)
+    assert sum("skipped pair" in item for item in summary["skipped"]) == 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(*[st.floats(0, 40, width=32)] * 4), min_size=1, max_size=6),
+       st.sampled_from([None, (7, 9), (64, 48), (33, 40)]))
+def test_the_open_time_pixel_check_agrees_with_the_drawn_regions(corners, resize):
+    """The check draws nothing, yet agrees with the region the metrics draw after the loader's float32 scaling."""
+    from captum_ext._utils.boxes import boxes_to_masks
+    from captum_ext.evaluation._annotations import boxes_without_pixels
+
+    native = (30, 41)
+    boxes = np.array([[min(a, c), min(b, d), max(a, c), max(b, d)] for a, b, c, d in corners], dtype=np.float32)
+    stored = resize or native
+    scales = None
+    drawn = torch.from_numpy(boxes)
+    if resize is not None:
+        factors = (stored[1] / native[1], stored[0] / native[0])
+        scales = np.tile(np.array(factors, dtype=np.float32), (len(boxes), 1))
+        drawn = drawn * torch.tensor([factors[0], factors[1], factors[0], factors[1]], dtype=torch.float32)
+    expected = ~boxes_to_masks(drawn, *stored).flatten(1).any(dim=1)
+    got = boxes_without_pixels(boxes, scales, np.full(len(boxes), stored[0]), np.full(len(boxes), stored[1]))
+    assert got.tolist() == expected.tolist()
+
+
+def test_voc_boxes_without_a_pixel_are_refused_too(tmp_path, multi_batch):
+    root = export_voc(multi_batch, tmp_path / "voc")
+    xml = root / "VOCdevkit" / "VOC2012" / "Annotations" / "000001.xml"
+    text = xml.read_text()
+    objects = text.count("<object>")
+    if objects > 1:  # one object, so that its pair has no other box
+        head, *parts = text.split("<object>")
+        text = head + "<object>" + parts[0].split("</object>")[0] + "</object>" + parts[-1].split("</object>")[-1]
+    for tag, value in (("xmin", 12), ("ymin", 12), ("xmax", 12), ("ymax", 12)):  # VOC: 1-based, inclusive
+        text = re.sub(rf"<{tag}>\d+</{tag}>", f"<{tag}>{value}</{tag}>", text, count=1)
+    xml.write_text(text)
+    assert open_dataset(f"voc:{root}") is not None  # one pixel: [11, 12)² holds centre 11.5; at 16², [2.75, 3)² none
+    with pytest.raises(ValueError, match=r"image '000001' .*object 1 in 000001.xml: category \d+'s box\(es\) cover "
+                                         r"no pixel centre once resized to 16×16"):
+        open_dataset(f"voc:{root}", resize=(16, 16))
+
+
+def test_a_mask_that_a_resize_empties_is_named_when_its_image_loads(tmp_path, multi_batch):
+    def thin(document):
+        ann = document["annotations"][0]
+        ann["segmentation"] = [[20.2, 20.2, 20.8, 20.2, 20.8, 40.0, 20.2, 40.0]]  # column 20 only
+        ann["bbox"] = [20.0, 20.0, 1.0, 20.0]
+        document["annotations"] = [a for a in document["annotations"] if a is ann or not (
+            a["image_id"] == ann["image_id"] and a["category_id"] == ann["category_id"])]
+
+    data = coco(tmp_path / "coco", multi_batch, thin)
+    ann = json.loads(Path(data.split(":")[1]).read_text())["annotations"][0]
+    dataset = open_dataset(data, resize=(16, 16))  # nearest-exact samples columns 2, 6, ..., 18, 22: never 20
+    index = [e.image_id for e in dataset.entries].index(ann["image_id"])
+    with pytest.raises(ValueError, match=rf"image {ann['image_id']} .*the mask of category {ann['category_id']} "
+                                         r"covers no pixel once resized to 16×16"):
+        dataset[index]
+
+
+def test_two_coco_images_of_one_file_are_refused(tmp_path, multi_batch):
+    def same_file(document):
+        document["images"][3]["file_name"] = document["images"][1]["file_name"]
+
+    with pytest.raises(ValueError, match=r"file_name '000001.png' is used by images 2 and 4"):
+        open_dataset(coco(tmp_path / "coco", multi_batch, same_file))
 
 
 # -- smaller -------------------------------------------------------------------------------------------------------

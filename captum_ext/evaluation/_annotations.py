@@ -3,7 +3,9 @@ work starts and is named by image id, file and annotation, never by a position i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
 
 #: How far (pixels) a box may reach past the image edge and still be taken, clipped to the image: annotation tools
 #: and format conversions leave boxes a fraction of a pixel outside; anything further is an annotation error.
@@ -116,3 +118,77 @@ def drop_pairs(categories: Tuple[int, ...], bad_categories: Sequence[Optional[in
     """
     skipped = set(bad_categories)
     return tuple(c for c in categories if c not in skipped)
+
+
+def boxes_without_pixels(boxes: np.ndarray, scales: Optional[np.ndarray], heights: np.ndarray, widths: np.ndarray
+                         ) -> np.ndarray:
+    """Which boxes cover no pixel centre of their image as the driver stores it: each ``float32`` box scaled by
+    its image's ``float32`` resize factors (as the loader does), then tested the way ground-truth regions are drawn
+    (a pixel belongs to a box when its centre ``(j + 0.5, i + 0.5)`` lies in ``[x1, x2) × [y1, y2)``).
+
+    Args:
+        boxes (numpy.ndarray): ``K×4`` float32 clipped boxes ``(x1, y1, x2, y2)`` at the images' native sizes.
+        scales (numpy.ndarray or None): ``K×2`` float32 factors ``(sx, sy)`` for boxes whose image is resized
+            (1 elsewhere), or ``None`` when nothing is resized.
+        heights (numpy.ndarray): ``K`` stored image heights.
+        widths (numpy.ndarray): ``K`` stored image widths.
+
+    Returns:
+        numpy.ndarray: ``K`` bools, True for a box without a pixel.
+
+    Example::
+
+        >>> boxes = np.array([[10.6, 10.6, 11.4, 11.4], [10.0, 10.0, 10.6, 10.6]], dtype=np.float32)
+        >>> boxes_without_pixels(boxes, None, np.array([32, 32]), np.array([32, 32])).tolist()
+        [True, False]
+    """
+    scaled = boxes.astype(np.float32)
+    if scales is not None:
+        scaled = scaled * np.concatenate([scales, scales], axis=1).astype(np.float32)
+    exact = scaled.astype(np.float64)  # float32 values and half-integers compare exactly in float64
+    first_x = np.maximum(np.ceil(exact[:, 0] - 0.5), 0.0)
+    first_y = np.maximum(np.ceil(exact[:, 1] - 0.5), 0.0)
+    covers = (first_x < widths) & (first_x + 0.5 < exact[:, 2]) & (first_y < heights) & (first_y + 0.5 < exact[:, 3])
+    return ~covers
+
+
+def empty_box_regions(entries: Sequence[Any], region_boxes: Any, resize: Optional[Tuple[int, int]]
+                      ) -> List[BadAnnotation]:
+    """The (image, category) pairs whose ground-truth region is their boxes and whose boxes cover no pixel of the
+    image as stored (at ``resize`` when set): every metric would reject them, so they are refused when the dataset
+    opens, not when their batch is scored.
+
+    Args:
+        entries (sequence of ImageEntry): the source's images.
+        region_boxes (tuple): ``(image_index, category, boxes, labels)`` from the source: ``K`` ints, ``K`` ints,
+            ``K×4`` float32 clipped boxes and ``K`` annotation names, for the boxes of pairs without a mask.
+        resize (tuple of int or None): ``(H, W)`` every image is resized to, or ``None``.
+
+    Returns:
+        list of BadAnnotation: one per such pair.
+    """
+    index, category, boxes, labels = region_boxes
+    if len(index) == 0:
+        return []
+    native = np.array([[entries[i].height, entries[i].width] for i in index], dtype=np.int64)
+    stored = np.broadcast_to(np.array(resize, dtype=np.int64), native.shape) if resize is not None else native
+    scales = None
+    if resize is not None:
+        moved = (native != stored).any(axis=1) & (native > 0).all(axis=1)  # the loader's rule: 0 means unknown
+        scales = np.ones((len(index), 2), dtype=np.float32)
+        scales[moved] = np.stack([(stored[moved, 1] / native[moved, 1]).astype(np.float32),
+                                  (stored[moved, 0] / native[moved, 0]).astype(np.float32)], axis=1)
+    empty = boxes_without_pixels(boxes, scales, stored[:, 0], stored[:, 1])
+    pairs: Dict[Tuple[int, int], List[int]] = {}
+    for k, pair in enumerate(zip(index.tolist(), category.tolist())):
+        pairs.setdefault(pair, []).append(k)
+    bad = []
+    for (image_index, cat), rows in pairs.items():
+        if empty[rows].all():
+            entry = entries[image_index]
+            height, width = stored[rows[0]]
+            how = f"once resized to {height}×{width}" if resize is not None else f"of the {height}×{width} image"
+            names = ", ".join(str(labels[k]) for k in rows)
+            bad.append(BadAnnotation(entry.image_id, entry.file, names, cat,
+                                     f"category {cat}'s box(es) cover no pixel centre {how}", image_index))
+    return bad

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import numbers
 import os
 import warnings
 from collections import defaultdict
-from typing import Any, Dict, List, Set
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 import torch
@@ -65,6 +66,12 @@ def _check(dataset: object, ann_file: str) -> None:
         raise _fail(ann_file, '"annotations" and "categories" must be lists')
     # pycocotools keeps the last record of an id and scores every record's objects against it.
     images = _unique_ids(dataset["images"], "image", "file_name", ann_file)
+    files: Dict[str, object] = {}
+    for img in dataset["images"]:  # two records of one file would score both images' objects on the same pixels
+        if img["file_name"] in files:
+            raise _fail(ann_file, f"file_name {img['file_name']!r} is used by images {files[img['file_name']]!r} "
+                                  f"and {img.get('id')!r}")
+        files[img["file_name"]] = img.get("id")
     categories = _unique_ids([c for c in dataset.get("categories", []) if isinstance(c, dict)], "category", "name",
                              ann_file)
     for ann in annotations:
@@ -77,6 +84,36 @@ def _check(dataset: object, ann_file: str) -> None:
         box = ann.get("bbox")
         if not isinstance(box, list) or len(box) != 4 or not all(isinstance(v, numbers.Real) for v in box):
             raise _fail(ann_file, f"annotation {ann.get('id')!r} needs a bbox [x, y, w, h] of numbers")
+
+
+def _segmentation_problem(segmentation: object, height: int, width: int) -> Optional[str]:
+    """Why a COCO ``segmentation`` cannot be decoded (polygons of at least three finite points, or an RLE of the
+    image's size), or ``None``."""
+    if isinstance(segmentation, list):
+        for polygon in segmentation:
+            if not (isinstance(polygon, list) and len(polygon) >= 6 and len(polygon) % 2 == 0 and all(
+                    isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in polygon)):
+                return (f"segmentation polygon {str(polygon)[:60]} is not a list of at least three (x, y) points "
+                        f"of finite numbers")
+        return None
+    if isinstance(segmentation, dict):
+        size = segmentation.get("size")
+        if "counts" not in segmentation or not isinstance(size, list) or size != [height, width]:
+            return f"RLE segmentation needs counts and size [{height}, {width}], got keys {sorted(segmentation)}"
+        return None
+    return f"segmentation must be a list of polygons or an RLE object, got {type(segmentation).__name__}"
+
+
+def _empty_union(coco: Any, anns: List[Dict[str, Any]]) -> Optional[str]:
+    """Why the union of the annotations' masks cannot be a ground-truth region (it covers no pixel, or it does not
+    decode), or ``None``; from their run-length encodings, without drawing the masks."""
+    from pycocotools import mask as mask_utils
+
+    try:
+        area = int(mask_utils.area(mask_utils.merge([coco.annToRLE(ann) for ann in anns])))
+    except Exception as exc:  # pycocotools raises TypeError, ValueError, ... for the ways an RLE breaks
+        return f"segmentation does not decode ({type(exc).__name__}: {exc})"
+    return None if area > 0 else "segmentation covers no pixel"
 
 
 class CocoSource:
@@ -107,18 +144,41 @@ class CocoSource:
         self.carried_class_map = carried_class_map(os.path.dirname(os.path.abspath(ann_file)))
         self.entries: List[ImageEntry] = []
         self.bad: List[BadAnnotation] = []
+        boxed: Tuple[List[int], List[int], List[List[float]], List[str]] = ([], [], [], [])
         for index, image_id in enumerate(self.dataset.ids):  # sorted image ids: a stable order to resume by
             info = coco.imgs[image_id]
             cats = tuple(sorted({int(a["category_id"]) for a in coco.imgToAnns.get(image_id, [])}))
             path = os.path.join(images_dir, info["file_name"])
             height, width = int(info["height"]), int(info["width"])
             self.entries.append(ImageEntry(index, image_id, path, height, width, cats))
+            by_category: Dict[int, list] = defaultdict(list)
             for ann in coco.imgToAnns.get(image_id, []):
                 x, y, w, h = ann["bbox"]
                 why = box_problem((x, y, x + w, y + h), height, width)
-                if why is not None:
-                    self.bad.append(BadAnnotation(image_id, path, f"annotation {ann.get('id')!r}",
-                                                  int(ann["category_id"]), why, index))
+                if why is None and ann.get("segmentation"):
+                    why = _segmentation_problem(ann["segmentation"], height, width)
+                by_category[int(ann["category_id"])].append((ann, why))
+            for category, anns in by_category.items():
+                wrong = [(ann, why) for ann, why in anns if why is not None]
+                for ann, why in wrong:
+                    self.bad.append(BadAnnotation(image_id, path, f"annotation {ann.get('id')!r}", category, why,
+                                                  index))
+                if wrong:
+                    continue
+                if all(ann.get("segmentation") for ann, _ in anns):  # the region is the masks' union
+                    why = _empty_union(coco, [ann for ann, _ in anns])
+                    if why is not None:
+                        names = ", ".join(f"annotation {ann.get('id')!r}" for ann, _ in anns)
+                        self.bad.append(BadAnnotation(image_id, path, names, category, why, index))
+                    continue
+                for ann, _ in anns:  # the region is the boxes: checked at the stored size when the dataset opens
+                    x, y, w, h = ann["bbox"]
+                    boxed[0].append(index)
+                    boxed[1].append(category)
+                    boxed[2].append(clip_box((x, y, x + w, y + h), height, width))
+                    boxed[3].append(f"annotation {ann.get('id')!r}")
+        self.region_boxes = (np.array(boxed[0], dtype=np.int64), np.array(boxed[1], dtype=np.int64),
+                             np.array(boxed[2], dtype=np.float32).reshape(-1, 4), boxed[3])
 
     def image(self, entry: ImageEntry) -> Tensor:
         """The decoded image of ``entry``."""
@@ -129,7 +189,8 @@ class CocoSource:
         coco = self.dataset.coco
         by_category: Dict[int, list] = defaultdict(list)
         for ann in coco.imgToAnns.get(entry.image_id, []):
-            by_category[int(ann["category_id"])].append(ann)
+            if int(ann["category_id"]) in entry.categories:  # a skipped pair's annotations may not even decode
+                by_category[int(ann["category_id"])].append(ann)
         truths = []
         for category in sorted(by_category):
             anns = by_category[category]

@@ -118,6 +118,7 @@ class VocSource:
         # Compact per-image arrays: a Python object per box would dominate memory on large splits.
         self._labels: List[np.ndarray] = []
         self._boxes: List[np.ndarray] = []
+        boxed: Tuple[List[int], List[int], List[List[float]], List[str]] = ([], [], [], [])
         for index, (image_file, xml_file, height, width, objects) in enumerate(parsed):
             stem = os.path.splitext(os.path.basename(image_file))[0]
             labels, boxes = [], []
@@ -129,10 +130,15 @@ class VocSource:
                     self.bad.append(BadAnnotation(stem, image_file, where, ids.get(name), why, index))
                 labels.append(ids.get(name, 0))  # 0: no category; such an object is never part of a truth
                 boxes.append(clip_box(box, height, width))
+                if why is None:  # checked at the stored size when the dataset opens
+                    for column, value in zip(boxed, (index, ids[name], boxes[-1], where)):
+                        column.append(value)
             self._labels.append(np.array(labels, dtype=np.int64))
             self._boxes.append(np.array(boxes, dtype=np.float32).reshape(-1, 4))
             cats = tuple(sorted({c for c in labels if c}))
             self.entries.append(ImageEntry(index, stem, image_file, height, width, cats))
+        self.region_boxes = (np.array(boxed[0], dtype=np.int64), np.array(boxed[1], dtype=np.int64),
+                             np.array(boxed[2], dtype=np.float32).reshape(-1, 4), boxed[3])
 
     def image(self, entry: ImageEntry) -> Tensor:
         """The decoded image of ``entry``."""

@@ -355,9 +355,10 @@ class _Opening:
         (folder / "progress" / f"timing-rank{group.rank}.json").write_text(json.dumps({**timing, **own}),
                                                                              encoding="utf-8")
         results = scoring.compute_all({**run.metrics, **run.faithfulness, "accuracy": run.accuracy})
+        scored = run.accuracy.scored()  # the pairs in pairs.csv: not those of images that did not decode
         group.barrier()
         bad = [f"skipped pair: {item}" for item in dataset.bad_annotations]
-        summary = {"n_images": len(dataset.entries), "n_pairs": sum(len(e.categories) for e in dataset.entries),
+        summary = {"n_images": len(dataset.entries), "n_pairs": scored,
                    **results, "skipped": bad + (run.records.skipped(n_batches) if group.is_main else []),
                    "class_map": resolved.report(dataset.categories, self.loaded.class_names),
                    "settings": {**run.settings, "processes": group.world_size}}

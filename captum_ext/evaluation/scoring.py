@@ -69,6 +69,15 @@ class PairAccuracy(Metric):
         """
         self.update_from_statistics(self.statistics(recognised)[0])
 
+    def scored(self) -> int:
+        """How many pairs were counted, by every process together (a collective call under torch.distributed).
+
+        Returns:
+            int: the pairs scored.
+        """
+        with self.sync_context():
+            return int(self.total)
+
     def compute(self) -> Tensor:
         """The share (nan without pairs).
 
