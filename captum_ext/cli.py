@@ -220,12 +220,26 @@ def _is_factory_error(err: BaseException) -> bool:
     return models is not None and isinstance(err, models.ModelFactoryError)
 
 
-def _one_line(err: BaseException, options: List[argparse.Action]) -> str:
-    """The error's message on one line, the library's `name` of a parameter written as its ``--option``."""
+#: Library parameters whose command-line option has another name (``evaluate(num_workers=...)`` is ``--workers``).
+OPTION_OF_PARAMETER = {"num_workers": "workers", "perturbation_samples": "perturbations",
+                       "faithfulness_baseline": "baseline"}
+
+
+def _one_line(err: BaseException, options: List[argparse.Action], args: Optional[argparse.Namespace] = None) -> str:
+    """The error's message on one line, the library's `name` of a parameter written as its ``--option``, and a
+    file error of a path given on the command line prefixed with that path's option."""
     text = " ".join(str(err).split()) or type(err).__name__
+    for parameter, dest in OPTION_OF_PARAMETER.items():
+        text = text.replace(f"`{parameter}`", f"`{dest}`")
     for action in options:
         if action.option_strings:
             text = text.replace(f"`{action.dest}`", action.option_strings[-1])
+    filename = getattr(err, "filename", None) if isinstance(err, OSError) else None
+    if filename is not None and args is not None:
+        for action in options:
+            value = getattr(args, action.dest, None)
+            if action.option_strings and value is not None and str(value) == str(filename):
+                return f"{action.option_strings[-1]} {filename}: {err.strerror or text}"
     return text
 
 
@@ -304,7 +318,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         if factory:  # the user's own code failed: its traceback is what they need to fix it
             traceback.print_exception(err)
-        print(f"captum-ext: error: {_one_line(err, _command_options(parser, args.command))}", file=sys.stderr)
+        print(f"captum-ext: error: {_one_line(err, _command_options(parser, args.command), args)}", file=sys.stderr)
         return FACTORY_ERROR if factory else USAGE_ERROR
 
 

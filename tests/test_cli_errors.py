@@ -61,6 +61,7 @@ USER_ERRORS = {
     "batch-size-0": (["--batch-size", "0"], "--batch-size"),
     "cuda-without-gpu": (["--device", "cuda"], "cuda"),
     "image-too-small": (["--resize", "8"], "images of 8x8 pixels (--resize 8x8) are too small for the model"),
+    "negative-workers": (["--workers", "-1"], "--workers must be >= 0, got -1"),
 }
 
 
@@ -96,6 +97,17 @@ def test_user_errors_from_the_installed_command(case, tmp_path):
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 2, done.stderr[-3000:]
     assert USER_ERRORS[case][1] in one_error_line(done.stderr)
+
+
+def test_a_file_error_names_the_option_that_gave_the_path(tmp_path, capsys):
+    (tmp_path / "taken").write_text("a file where the results folder should go")
+    assert cli.main(EVALUATE + ["--out", str(tmp_path / "taken")]) == 2
+    assert one_error_line(capsys.readouterr().err) == f"captum-ext: error: --out {tmp_path / 'taken'}: File exists"
+    argv = EVALUATE + ["--out", str(tmp_path / "out"), "--weights", str(tmp_path / "no.pt")]
+    argv[argv.index("--model") + 1] = "torchvision:resnet18"
+    assert cli.main(argv) == 2
+    assert one_error_line(capsys.readouterr().err) == \
+        f"captum-ext: error: --weights {tmp_path / 'no.pt'}: No such file or directory"
 
 
 def test_ctrl_c_prints_interrupted_and_exits_130(tmp_path):

@@ -222,6 +222,24 @@ def test_a_resumed_run_says_where_it_starts(tmp_path, capsys):
     assert re.search(r"\b6/6\b", err)  # the bar counts from the images already done
 
 
+def test_a_resume_with_another_resize_names_the_resize(tmp_path):
+    evaluate(tiny_net(), "saliency", "scenes:single:2", tmp_path / "run", resize=(48, 48), show_progress=False)
+    with pytest.raises(ValueError, match=r"holds a run with other settings \(resize\)"):
+        evaluate(tiny_net(), "saliency", "scenes:single:2", tmp_path / "run", resize=(32, 32), resume=True,
+                 show_progress=False)
+
+
+def test_resume_says_when_there_is_nothing_to_resume(tmp_path, capsys):
+    evaluate(tiny_net(), "saliency", "scenes:single:2", tmp_path / "typo", resume=True)
+    assert f"resuming: nothing done yet in {tmp_path / 'typo'}; starting the run" in capsys.readouterr().err
+
+
+def test_one_method_is_refused_in_a_folder_of_several(tmp_path):
+    evaluate(tiny_net(), "saliency,grad_cam", "scenes:single:2", tmp_path / "both", show_progress=False)
+    with pytest.raises(ValueError, match="holds a run of several methods; give one method another folder"):
+        evaluate(tiny_net(), "grad_cam", "scenes:single:2", tmp_path / "both", resume=True, show_progress=False)
+
+
 # -- bad boxes -----------------------------------------------------------------------------------------------------
 
 def spoil_boxes(document):

@@ -5,9 +5,10 @@ A class map links dataset categories to the model's class indices. Its keys are 
 
 - ``{"ids": {"1": 0, "2": 1}}`` — keys are category ids (COCO ``category_id``; VOC: see below);
 - ``{"names": {"cat": 7, "dog": 11}}`` — keys are category names;
-- ``{"1": 0, "2": 1}`` — a plain object: its keys must all be ids, or all names. A key that is the id of one
-  category and the name of *another* (an exported digit dataset: id ``1`` is named ``"0"``) makes the plain form
-  ambiguous and is refused: use one of the two forms above.
+- ``{"1": 0, "2": 1}`` — a plain object: its keys must all be ids, or all names. When every key could be read
+  both ways and one of them is the id of one category and the name of *another* (an exported digit dataset: id
+  ``1`` is named ``"0"``), the plain form is ambiguous and refused: use one of the two forms above. A map that
+  only one reading fits (a key that is an id but no name) is read that way.
 
 Without a class map, :func:`resolve_classes` uses, in this order: the class map the dataset carries
 (``class_map.json`` beside a COCO annotation file or in a VOC root, as :mod:`captum_ext.datasets.export` writes
@@ -285,6 +286,8 @@ def resolve_classes(used: Sequence[int], names: Mapping[int, str], class_map: Op
         found = _by_names({c: names.get(c, "") for c in set(used)}, num_classes)
         if found is None and ids_are_classes:
             found = ResolvedClasses({c: c for c in set(used)}, "the class folders' indices")
+        if found is None and not used:
+            raise ValueError("the dataset has no annotated objects: nothing to score")
         if found is None:
             shown = ", ".join(repr(names.get(c, "?")) for c in sorted(set(used))[:5])
             raise ValueError(f"no class map for categories named {shown}{', …' if len(set(used)) > 5 else ''}: "

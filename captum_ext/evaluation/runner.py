@@ -189,6 +189,8 @@ def evaluate(
     out = Path(out)
     if several and (out / "run.json").is_file():
         raise ValueError(f"`out` {str(out)!r} holds a run of one method; give several methods another folder")
+    if not several and any((out / name / "run.json").is_file() for name in METHODS):
+        raise ValueError(f"`out` {str(out)!r} holds a run of several methods; give one method another folder")
     with processes(device) as group, ExitStack() as restore:
         dataset = _dataset_of(data, resize, skip_bad, class_map)
         loaded = _model_of(model, group.device)
@@ -240,6 +242,8 @@ def evaluate(
         if talk and done_before:
             tqdm.write(f"resuming: {done_before} of {sum(len(batches[k]) for k in mine)} images done"
                        + (" (this process's share)" if group.world_size > 1 else ""), file=sys.stderr)
+        elif talk and resume:  # a mistyped --out would otherwise start afresh without a word
+            tqdm.write(f"resuming: nothing done yet in {out}; starting the run", file=sys.stderr)
         names = ", ".join(run.name for run in runs)
         bar = tqdm(total=sum(len(batches[k]) for k in mine), initial=done_before, unit="img", disable=not talk,
                    desc=f"evaluate ({names}, rank 0 of {group.world_size})")
@@ -377,14 +381,15 @@ def _check_out(out: Path, settings: Dict[str, Any], resume: bool, records: Batch
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"the run settings {str(run_file)!r} are corrupt ({err}); use another folder") from None
         now = json.loads(json.dumps(settings))
-        inputs = changed_inputs(earlier.get("inputs", {}), now.get("inputs", {}))
-        if inputs:
-            raise ValueError(f"`out` {str(out)!r} holds a run whose inputs have changed since: "
-                             f"{', '.join(inputs)}; continuing would mix results, so start again in another folder")
+        # Settings first: a changed setting (--resize) also changes the inputs' digests, and is the one to name.
         changed = sorted(k for k in set(earlier) | set(now) if k != "inputs" and earlier.get(k) != now.get(k))
         if changed:
             raise ValueError(f"`out` {str(out)!r} holds a run with other settings ({', '.join(changed)}); use "
                              f"another folder")
+        inputs = changed_inputs(earlier.get("inputs", {}), now.get("inputs", {}))
+        if inputs:
+            raise ValueError(f"`out` {str(out)!r} holds a run whose inputs have changed since: "
+                             f"{', '.join(inputs)}; continuing would mix results, so start again in another folder")
         if not resume:
             raise ValueError(f"`out` {str(out)!r} holds results of this run already: pass resume=True "
                              f"(--resume) to continue it, or use another folder")

@@ -163,7 +163,7 @@ def localisation_metrics(num_classes: int, tolerance: Optional[float], has_boxes
         if names and not (has_boxes or has_masks):
             raise ValueError(f"`metrics` {list(names)} need boxes or masks; the dataset has class labels only")
         if "pxap" in names and not has_masks:
-            raise ValueError("`metrics` asks for pxap, which needs masks; the dataset has boxes only")
+            raise ValueError("`metrics` asks for pxap, which needs masks; not every object of the dataset has one")
     from captum_ext.metrics import (
         CorLocMetric,
         EnergyPointingGameMetric,
