@@ -61,6 +61,8 @@ USER_ERRORS = {
     "batch-size-0": (["--batch-size", "0"], "--batch-size"),
     "cuda-without-gpu": (["--device", "cuda"], "cuda"),
     "image-too-small": (["--resize", "8"], "images of 8x8 pixels (--resize 8x8) are too small for the model"),
+    "image-of-another-shape": (["--resize", "48x80"], "images of 48x80 pixels (--resize 48x80) do not fit the model"),
+    "box-map-without-sensitivity": (["--box-map", "{d}/no.pt"], "--box-map is for the sensitivity method only"),
     "negative-workers": (["--workers", "-1"], "--workers must be >= 0, got -1"),
 }
 

@@ -234,10 +234,14 @@ def test_resume_says_when_there_is_nothing_to_resume(tmp_path, capsys):
     assert f"resuming: nothing done yet in {tmp_path / 'typo'}; starting the run" in capsys.readouterr().err
 
 
-def test_one_method_is_refused_in_a_folder_of_several(tmp_path):
+def test_one_method_is_refused_in_a_folder_of_several_and_the_other_way_round(tmp_path):
     evaluate(tiny_net(), "saliency,grad_cam", "scenes:single:2", tmp_path / "both", show_progress=False)
     with pytest.raises(ValueError, match="holds a run of several methods; give one method another folder"):
         evaluate(tiny_net(), "grad_cam", "scenes:single:2", tmp_path / "both", resume=True, show_progress=False)
+    evaluate(tiny_net(), "grad_cam", "scenes:single:2", tmp_path / "one", show_progress=False)
+    with pytest.raises(ValueError, match="holds a run of one method; give several methods another folder"):
+        evaluate(tiny_net(), "saliency,grad_cam", "scenes:single:2", tmp_path / "one", resume=True,
+                 show_progress=False)
 
 
 # -- bad boxes -----------------------------------------------------------------------------------------------------

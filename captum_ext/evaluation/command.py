@@ -81,8 +81,11 @@ def image_size_problem(err: RuntimeError, model: str, resize: Optional[Tuple[int
     size = _input_size(err)
     if size is None:  # not raised by a model on images: some other shape problem, left as it is
         return None
+    fits = f"are {verdict} for"
+    if mismatch is not None and size[0] != size[1]:  # fewer features from 48x80 need not mean too small
+        fits = "do not fit"
     given = f" (--resize {resize[0]}x{resize[1]})" if resize is not None else ""
-    return (f"images of {size[0]}x{size[1]} pixels{given} are {verdict} for the model {model!r}: {detail}; "
+    return (f"images of {size[0]}x{size[1]} pixels{given} {fits} the model {model!r}: {detail}; "
             f"give --resize a size the model accepts, e.g. the size it was trained on")
 
 

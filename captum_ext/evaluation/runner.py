@@ -187,10 +187,9 @@ def evaluate(
                     "noise": float(check_scalar(infidelity_noise, "infidelity_noise", low=0.0, low_open=True)),
                     "radius": float(check_scalar(sensitivity_radius, "sensitivity_radius", low=0.0, low_open=True))}
     out = Path(out)
-    if several and (out / "run.json").is_file():
-        raise ValueError(f"`out` {str(out)!r} holds a run of one method; give several methods another folder")
-    if not several and any((out / name / "run.json").is_file() for name in METHODS):
-        raise ValueError(f"`out` {str(out)!r} holds a run of several methods; give one method another folder")
+    if (out / "run.json").is_file() if several else any((out / name / "run.json").is_file() for name in METHODS):
+        held, given = ("one method", "several methods") if several else ("several methods", "one method")
+        raise ValueError(f"`out` {str(out)!r} holds a run of {held}; give {given} another folder")
     with processes(device) as group, ExitStack() as restore:
         dataset = _dataset_of(data, resize, skip_bad, class_map)
         loaded = _model_of(model, group.device)
@@ -300,7 +299,7 @@ def _method_list(method: Union[str, MapFunction, Sequence[str]], layer: Optional
         raise ValueError(f"`method` names a method twice: {method!r}")
     if len(names) > 1 and layer is not None and "grad_cam" not in names:
         raise ValueError("`layer` is for the grad_cam method only, and grad_cam is not among the methods")
-    if len(names) > 1 and box_map is not None and "sensitivity" not in names:
+    if box_map is not None and "sensitivity" not in names:  # before the box map file is read and digested
         raise ValueError("`box_map` is for the sensitivity method only, and sensitivity is not among the methods")
     return list(names)
 
