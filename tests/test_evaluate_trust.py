@@ -377,6 +377,32 @@ def test_the_open_time_pixel_check_agrees_with_the_drawn_regions(corners, resize
     assert got.tolist() == expected.tolist()
 
 
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(1, 40), st.integers(1, 40), st.integers(0, 2**31 - 1))
+def test_the_open_time_mask_check_agrees_with_the_loaders_resize(height, width, new_height, new_width, seed):
+    from captum_ext.evaluation._annotations import masks_emptied_by_resize
+    from captum_ext.evaluation.data import ImageEntry, _resized
+    from captum_ext.metrics.ground_truth import GroundTruth
+
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((height, width), dtype=bool)
+    mask[rng.integers(0, height, 3), rng.integers(0, width, 3)] = True  # a few scattered pixels
+
+    class Source:
+        entries = [ImageEntry(0, "a", "a.png", height, width, (1,))]
+        masked_pairs = {0: [1]}
+
+        @staticmethod
+        def mask_union(entry, category):
+            return mask
+
+    refused = masks_emptied_by_resize(Source(), (new_height, new_width))
+    _, (loaded,) = _resized(None, [GroundTruth(1, torch.zeros(0, 4), torch.from_numpy(mask))], (height, width),
+                            (new_height, new_width))
+    emptied = (height, width) != (new_height, new_width) and not bool(loaded.mask.any())
+    assert (len(refused) == 1) == emptied
+
+
 def test_voc_boxes_without_a_pixel_are_refused_too(tmp_path, multi_batch):
     root = export_voc(multi_batch, tmp_path / "voc")
     xml = root / "VOCdevkit" / "VOC2012" / "Annotations" / "000001.xml"
@@ -394,7 +420,7 @@ def test_voc_boxes_without_a_pixel_are_refused_too(tmp_path, multi_batch):
         open_dataset(f"voc:{root}", resize=(16, 16))
 
 
-def test_a_mask_that_a_resize_empties_is_named_when_its_image_loads(tmp_path, multi_batch):
+def test_a_mask_that_a_resize_empties_is_refused_when_the_dataset_opens_or_skipped(tmp_path, multi_batch):
     def thin(document):
         ann = document["annotations"][0]
         ann["segmentation"] = [[20.2, 20.2, 20.8, 20.2, 20.8, 40.0, 20.2, 40.0]]  # column 20 only
@@ -404,11 +430,14 @@ def test_a_mask_that_a_resize_empties_is_named_when_its_image_loads(tmp_path, mu
 
     data = coco(tmp_path / "coco", multi_batch, thin)
     ann = json.loads(Path(data.split(":")[1]).read_text())["annotations"][0]
-    dataset = open_dataset(data, resize=(16, 16))  # nearest-exact samples columns 2, 6, ..., 18, 22: never 20
-    index = [e.image_id for e in dataset.entries].index(ann["image_id"])
-    with pytest.raises(ValueError, match=rf"image {ann['image_id']} .*the mask of category {ann['category_id']} "
-                                         r"covers no pixel once resized to 16×16"):
-        dataset[index]
+    assert len(open_dataset(data).entries) == 8  # 20 pixels at 64×64
+    with pytest.raises(ValueError, match=rf"image {ann['image_id']} .*the masks of category {ann['category_id']}: "
+                                         r"they cover no pixel once resized to 16×16"):
+        open_dataset(data, resize=(16, 16))  # nearest-exact samples columns 2, 6, ..., 18, 22: never 20
+    dataset = open_dataset(data, resize=(16, 16), skip_bad=True)
+    entry = next(e for e in dataset.entries if e.image_id == ann["image_id"])
+    assert ann["category_id"] not in entry.categories
+    assert all(bool(t.mask.any()) for t in dataset[entry.index].truths)
 
 
 def test_two_coco_images_of_one_file_are_refused(tmp_path, multi_batch):

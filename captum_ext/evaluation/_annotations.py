@@ -192,3 +192,37 @@ def empty_box_regions(entries: Sequence[Any], region_boxes: Any, resize: Optiona
             bad.append(BadAnnotation(entry.image_id, entry.file, names, cat,
                                      f"category {cat}'s box(es) cover no pixel centre {how}", image_index))
     return bad
+
+
+def masks_emptied_by_resize(source: Any, resize: Tuple[int, int]) -> List[BadAnnotation]:
+    """The (image, category) pairs whose masks cover pixels at the image's own size but none once resized: a thin
+    stroke can fall between the rows and columns that the loader's nearest-exact resize samples.
+
+    Args:
+        source (object): the dataset source, with ``entries``, ``masked_pairs`` (image index → categories whose
+            region is their masks) and ``mask_union(entry, category)``.
+        resize (tuple of int): ``(H, W)`` every image is resized to.
+
+    Returns:
+        list of BadAnnotation: one per such pair.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    def sampled(native: int, size: int) -> np.ndarray:  # the loader's own interpolation, applied to the indices
+        grid = torch.arange(native, dtype=torch.float32)[None, None, :, None]
+        return F.interpolate(grid, size=(size, 1), mode="nearest-exact")[0, 0, :, 0].long().numpy()
+
+    bad, picks = [], {}
+    for index, categories in getattr(source, "masked_pairs", {}).items():
+        entry = source.entries[index]
+        if (entry.height, entry.width) == tuple(resize):
+            continue
+        key = (entry.height, entry.width)
+        if key not in picks:
+            picks[key] = np.ix_(sampled(entry.height, resize[0]), sampled(entry.width, resize[1]))
+        for category in categories:
+            if not source.mask_union(entry, category)[picks[key]].any():
+                bad.append(BadAnnotation(entry.image_id, entry.file, f"the masks of category {category}", category,
+                                         f"they cover no pixel once resized to {resize[0]}×{resize[1]}", index))
+    return bad

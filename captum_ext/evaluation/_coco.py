@@ -145,6 +145,8 @@ class CocoSource:
         self.entries: List[ImageEntry] = []
         self.bad: List[BadAnnotation] = []
         boxed: Tuple[List[int], List[int], List[List[float]], List[str]] = ([], [], [], [])
+        #: Image index → the categories whose region is their masks' union (checked after a resize on open).
+        self.masked_pairs: Dict[int, List[int]] = {}
         for index, image_id in enumerate(self.dataset.ids):  # sorted image ids: a stable order to resume by
             info = coco.imgs[image_id]
             cats = tuple(sorted({int(a["category_id"]) for a in coco.imgToAnns.get(image_id, [])}))
@@ -170,6 +172,8 @@ class CocoSource:
                     if why is not None:
                         names = ", ".join(f"annotation {ann.get('id')!r}" for ann, _ in anns)
                         self.bad.append(BadAnnotation(image_id, path, names, category, why, index))
+                    else:
+                        self.masked_pairs.setdefault(index, []).append(category)
                     continue
                 for ann, _ in anns:  # the region is the boxes: checked at the stored size when the dataset opens
                     x, y, w, h = ann["bbox"]
@@ -179,6 +183,17 @@ class CocoSource:
                     boxed[3].append(f"annotation {ann.get('id')!r}")
         self.region_boxes = (np.array(boxed[0], dtype=np.int64), np.array(boxed[1], dtype=np.int64),
                              np.array(boxed[2], dtype=np.float32).reshape(-1, 4), boxed[3])
+
+    def mask_union(self, entry: ImageEntry, category: int) -> np.ndarray:
+        """The union of the masks of ``category``'s annotations on ``entry``'s image, ``H×W`` bool (one decode of
+        their merged run-length encoding)."""
+        from pycocotools import mask as mask_utils
+
+        coco = self.dataset.coco
+        anns = [a for a in coco.imgToAnns.get(entry.image_id, []) if int(a["category_id"]) == category]
+        with warnings.catch_warnings():  # pycocotools' decoder trips NumPy 2's `copy` deprecation
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return mask_utils.decode(mask_utils.merge([coco.annToRLE(a) for a in anns])).astype(bool)
 
     def image(self, entry: ImageEntry) -> Tensor:
         """The decoded image of ``entry``."""

@@ -127,13 +127,16 @@ class AnnotatedImages(Dataset):
 
     def __init__(self, source: object, spec: str, resize: Optional[Tuple[int, int]] = None,
                  skip_bad: bool = False) -> None:
-        from captum_ext.evaluation._annotations import bad_annotations_error, drop_pairs, empty_box_regions
+        from captum_ext.evaluation._annotations import (
+            bad_annotations_error, drop_pairs, empty_box_regions, masks_emptied_by_resize)
 
         self._source = source
         self.bad_annotations: List[Any] = list(getattr(source, "bad", []))
         region_boxes = getattr(source, "region_boxes", None)
         if region_boxes is not None:  # boxes without a pixel at the stored size: no metric could score the pair
             self.bad_annotations += empty_box_regions(source.entries, region_boxes, resize)
+        if resize is not None:  # a thin mask can fall between the rows and columns a resize samples
+            self.bad_annotations += masks_emptied_by_resize(source, resize)
         if self.bad_annotations and not skip_bad:
             raise bad_annotations_error(self.bad_annotations, spec)
         skipped: Dict[int, List[Optional[int]]] = {entry.index: [] for entry in source.entries}
@@ -210,12 +213,6 @@ class AnnotatedImages(Dataset):
                         key=lambda t: t.category)
         if self.resize is not None and (entry.height, entry.width) != tuple(self.resize):
             image, truths = _resized(image, truths, (entry.height, entry.width), self.resize)
-            for truth in truths:  # boxes were checked at this size when the dataset opened; a mask can thin out
-                if truth.mask is not None and not bool(truth.mask.any()):
-                    raise ValueError(
-                        f"image {entry.image_id!r} ({entry.file}): the mask of category {truth.category} covers no "
-                        f"pixel once resized to {self.resize[0]}×{self.resize[1]}; resize less, or leave the "
-                        f"annotation out")
         return Sample(entry.index, entry.image_id, image, truths, error)
 
 
@@ -387,9 +384,8 @@ def open_dataset(spec: str, resize: Optional[Tuple[int, int]] = None, skip_bad: 
             JSON or a VOC annotation that is not valid XML (naming the file), a bad ``resize``, or a spec that
             yields no images, a COCO image id, category id or file name used twice, bad annotations (each named by
             image id, file and annotation: bad boxes or segmentations, and pairs whose boxes cover no pixel at the
-            stored size or whose masks cover none) unless ``skip_bad``. Indexing later raises ``ValueError`` naming
-            an image that does not decode (or is not its annotated size), unless ``skip_bad``, and a mask that
-            ``resize`` empties.
+            stored size or whose masks cover none there) unless ``skip_bad``. Indexing later raises ``ValueError``
+            naming an image that does not decode (or is not its annotated size), unless ``skip_bad``.
         FileNotFoundError: for a missing annotation file, image directory, VOC tree, split list or annotation
             (naming the path).
 
