@@ -401,6 +401,9 @@ def test_the_open_time_mask_check_agrees_with_the_loaders_resize(height, width, 
                             (new_height, new_width))
     emptied = (height, width) != (new_height, new_width) and not bool(loaded.mask.any())
     assert (len(refused) == 1) == emptied
+    reference = torch.nn.functional.interpolate(torch.from_numpy(mask)[None, None].float(),
+                                                size=(new_height, new_width), mode="nearest-exact")[0, 0] > 0.5
+    assert torch.equal(loaded.mask, reference)  # the loader keeps torch's nearest-exact resize of the mask
 
 
 def test_voc_boxes_without_a_pixel_are_refused_too(tmp_path, multi_batch):

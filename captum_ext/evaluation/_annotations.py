@@ -2,6 +2,7 @@
 work starts and is named by image id, file and annotation, never by a position inside a batch."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -120,6 +121,50 @@ def drop_pairs(categories: Tuple[int, ...], bad_categories: Sequence[Optional[in
     return tuple(c for c in categories if c not in skipped)
 
 
+def resize_factors(native: Tuple[int, int], size: Tuple[int, int]) -> Tuple[float, float]:
+    """``(sx, sy)``, how the loader scales box coordinates from a ``native`` ``(H, W)`` image to ``size``; ``(1, 1)``
+    for an image of unknown size (0), which has no boxes.
+
+    Args:
+        native (tuple of int): the image's ``(H, W)``.
+        size (tuple of int): the stored ``(H, W)``.
+
+    Returns:
+        tuple of float: the factors (the loader multiplies float32 boxes by them as float32).
+
+    Example::
+
+        >>> resize_factors((64, 32), (16, 16))
+        (0.5, 0.25)
+    """
+    (h, w), (new_h, new_w) = native, size
+    return (new_w / w, new_h / h) if h and w else (1.0, 1.0)
+
+
+@functools.lru_cache(maxsize=64)
+def sampled_indices(native: int, size: int) -> np.ndarray:
+    """The source rows (or columns) a nearest-exact resize from ``native`` to ``size`` pixels reads: the loader
+    resizes masks by taking them, so a check that reads the same pixels sees what the loader keeps.
+
+    Args:
+        native (int): the image's height (or width).
+        size (int): the stored height (or width).
+
+    Returns:
+        numpy.ndarray: ``size`` int64 indices into ``range(native)``.
+
+    Example::
+
+        >>> sampled_indices(64, 16)[:4].tolist()
+        [2, 6, 10, 14]
+    """
+    import torch
+    import torch.nn.functional as F
+
+    grid = torch.arange(native, dtype=torch.float32)[None, None, :, None]  # torch's own rounding of the positions
+    return F.interpolate(grid, size=(size, 1), mode="nearest-exact")[0, 0, :, 0].long().numpy()
+
+
 def boxes_without_pixels(boxes: np.ndarray, scales: Optional[np.ndarray], heights: np.ndarray, widths: np.ndarray
                          ) -> np.ndarray:
     """Which boxes cover no pixel centre of their image as the driver stores it: each ``float32`` box scaled by
@@ -176,8 +221,8 @@ def empty_box_regions(entries: Sequence[Any], region_boxes: Any, resize: Optiona
     if resize is not None:
         moved = (native != stored).any(axis=1) & (native > 0).all(axis=1)  # the loader's rule: 0 means unknown
         scales = np.ones((len(index), 2), dtype=np.float32)
-        scales[moved] = np.stack([(stored[moved, 1] / native[moved, 1]).astype(np.float32),
-                                  (stored[moved, 0] / native[moved, 0]).astype(np.float32)], axis=1)
+        for k in np.flatnonzero(moved):
+            scales[k] = resize_factors(tuple(native[k]), tuple(stored[k]))
     empty = boxes_without_pixels(boxes, scales, stored[:, 0], stored[:, 1])
     pairs: Dict[Tuple[int, int], List[int]] = {}
     for k, pair in enumerate(zip(index.tolist(), category.tolist())):
@@ -206,23 +251,14 @@ def masks_emptied_by_resize(source: Any, resize: Tuple[int, int]) -> List[BadAnn
     Returns:
         list of BadAnnotation: one per such pair.
     """
-    import torch
-    import torch.nn.functional as F
-
-    def sampled(native: int, size: int) -> np.ndarray:  # the loader's own interpolation, applied to the indices
-        grid = torch.arange(native, dtype=torch.float32)[None, None, :, None]
-        return F.interpolate(grid, size=(size, 1), mode="nearest-exact")[0, 0, :, 0].long().numpy()
-
-    bad, picks = [], {}
+    bad = []
     for index, categories in getattr(source, "masked_pairs", {}).items():
         entry = source.entries[index]
         if (entry.height, entry.width) == tuple(resize):
             continue
-        key = (entry.height, entry.width)
-        if key not in picks:
-            picks[key] = np.ix_(sampled(entry.height, resize[0]), sampled(entry.width, resize[1]))
+        kept = np.ix_(sampled_indices(entry.height, resize[0]), sampled_indices(entry.width, resize[1]))
         for category in categories:
-            if not source.mask_union(entry, category)[picks[key]].any():
+            if not source.mask_union(entry, category)[kept].any():
                 bad.append(BadAnnotation(entry.image_id, entry.file, f"the masks of category {category}", category,
                                          f"they cover no pixel once resized to {resize[0]}×{resize[1]}", index))
     return bad

@@ -246,20 +246,23 @@ def read_image(path: Union[str, os.PathLike]) -> Tensor:
 
 def _resized(image: Optional[Tensor], truths: List[GroundTruth], native: Tuple[int, int], size: Tuple[int, int]
              ) -> Tuple[Optional[Tensor], List[GroundTruth]]:
-    """Resize image (bilinear, antialiased), boxes (scaled) and masks (nearest) together."""
+    """Resize image (bilinear, antialiased), boxes (scaled) and masks (nearest) together, by the rules of
+    :mod:`captum_ext.evaluation._annotations`, which the dataset's checks apply when it opens."""
+    from captum_ext.evaluation._annotations import resize_factors, sampled_indices
+
     if image is not None:
         image = F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)
         image = image[0].clamp_(0.0, 1.0)
-    (h, w), (new_h, new_w) = native, size
-    sx, sy = (new_w / w, new_h / h) if h and w else (1.0, 1.0)  # size 0: an unreadable folder image, no boxes
+    sx, sy = resize_factors(native, size)  # size 0: an unreadable folder image, no boxes
     scale = torch.tensor([sx, sy, sx, sy], dtype=torch.float32)
     resized = []
     for truth in truths:
         mask = truth.mask
         if mask is not None:
-            # "nearest-exact" samples at pixel centres, the rule box scaling follows; plain "nearest" shifts masks
-            # up-left by up to a pixel when downsampling.
-            mask = F.interpolate(mask[None, None].float(), size=size, mode="nearest-exact")[0, 0] > 0.5
+            # Nearest-exact sampling reads pixel centres, the rule box scaling follows; plain "nearest" would shift
+            # masks up-left by up to a pixel when downsampling.
+            rows, columns = (torch.from_numpy(sampled_indices(n, k)).to(mask.device) for n, k in zip(native, size))
+            mask = mask[rows][:, columns]
         resized.append(GroundTruth(truth.category, truth.boxes * scale, mask))
     return image, resized
 
