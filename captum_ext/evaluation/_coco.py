@@ -104,13 +104,20 @@ def _segmentation_problem(segmentation: object, height: int, width: int) -> Opti
     return f"segmentation must be a list of polygons or an RLE object, got {type(segmentation).__name__}"
 
 
+def _merged_rle(coco: Any, anns: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The run-length encoding of the union of the annotations' masks."""
+    from pycocotools import mask as mask_utils
+
+    return mask_utils.merge([coco.annToRLE(ann) for ann in anns])
+
+
 def _empty_union(coco: Any, anns: List[Dict[str, Any]]) -> Optional[str]:
     """Why the union of the annotations' masks cannot be a ground-truth region (it covers no pixel, or it does not
     decode), or ``None``; from their run-length encodings, without drawing the masks."""
     from pycocotools import mask as mask_utils
 
     try:
-        area = int(mask_utils.area(mask_utils.merge([coco.annToRLE(ann) for ann in anns])))
+        area = int(mask_utils.area(_merged_rle(coco, anns)))
     except Exception as exc:  # pycocotools raises TypeError, ValueError, ... for the ways an RLE breaks
         return f"segmentation does not decode ({type(exc).__name__}: {exc})"
     return None if area > 0 else "segmentation covers no pixel"
@@ -193,7 +200,7 @@ class CocoSource:
         anns = [a for a in coco.imgToAnns.get(entry.image_id, []) if int(a["category_id"]) == category]
         with warnings.catch_warnings():  # pycocotools' decoder trips NumPy 2's `copy` deprecation
             warnings.simplefilter("ignore", DeprecationWarning)
-            return mask_utils.decode(mask_utils.merge([coco.annToRLE(a) for a in anns])).astype(bool)
+            return mask_utils.decode(_merged_rle(coco, anns)).astype(bool)
 
     def image(self, entry: ImageEntry) -> Tensor:
         """The decoded image of ``entry``."""
@@ -213,11 +220,6 @@ class CocoSource:
                                   for x, y, w, h in (a["bbox"] for a in anns)], dtype=torch.float32).reshape(-1, 4)
             mask = None
             if all(a.get("segmentation") for a in anns):
-                union = np.zeros((entry.height, entry.width), dtype=bool)
-                with warnings.catch_warnings():  # pycocotools' decoder trips NumPy 2's `copy` deprecation
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    for ann in anns:
-                        union |= coco.annToMask(ann).astype(bool)
-                mask = torch.from_numpy(union)
+                mask = torch.from_numpy(self.mask_union(entry, category))
             truths.append(GroundTruth(category, boxes, mask))
         return truths
