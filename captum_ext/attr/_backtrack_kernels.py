@@ -209,6 +209,22 @@ def _strongest_channels_kernel(rows: np.ndarray, weights: np.ndarray, top_left: 
                              p, buffer, iota, products, tap_iota, channels, sums, taps)
 
 
+def _position_major_order(batch: np.ndarray, flat: np.ndarray,
+                          out_area: int) -> np.ndarray:  # pragma: no cover - compiled
+    # The nodes ordered by (image, output position), stably (channels stay in their order): a counting sort.
+    starts = np.zeros((batch.max() + 1) * out_area + 1, np.int64)
+    for p in range(batch.shape[0]):
+        starts[batch[p] * out_area + flat[p] % out_area + 1] += 1
+    for key in range(1, starts.shape[0]):
+        starts[key] += starts[key - 1]
+    order = np.empty(batch.shape[0], np.int64)
+    for p in range(batch.shape[0]):
+        key = batch[p] * out_area + flat[p] % out_area
+        order[starts[key]] = p
+        starts[key] += 1
+    return order
+
+
 def _conv_entries_kernel(rows: np.ndarray, weights: np.ndarray, batch: np.ndarray, flat: np.ndarray,
                          count: np.ndarray, origin: np.ndarray, padded_area: int, groups: int, out_area: int,
                          tap_rows: np.ndarray, source: np.ndarray, inside: np.ndarray, masked: bool,
@@ -217,14 +233,20 @@ def _conv_entries_kernel(rows: np.ndarray, weights: np.ndarray, batch: np.ndarra
                          out_count: np.ndarray) -> None:  # pragma: no cover - compiled
     n_nodes, n_taps, width = batch.shape[0], tap_rows.shape[0], rows.shape[1]
     out_per_group = weights.shape[0] // groups
+    # Nodes are visited position by position, and their entries written in that order: neighbouring windows share
+    # input rows, and the channels kept at one position share a window, so a row is read while it is still cached
+    # (kept nodes come channel by channel, and at 224² a layer's input far exceeds the caches). Writing each
+    # node's entries back in its own place would scatter the writes instead.
+    order = _position_major_order_compiled(batch, flat, out_area)
     for task in numba.prange((n_nodes + NODES_PER_TASK - 1) // NODES_PER_TASK):
         buffer, products = np.empty(width, np.float32), np.empty(n_taps, np.float32)
         iota, tap_iota = np.arange(width).astype(np.int32), np.arange(n_taps).astype(np.int32)
         channels, taps = np.empty((NODES_PER_TASK, n), np.int64), np.empty((NODES_PER_TASK, n), np.int64)
         sums = np.empty((NODES_PER_TASK, n), np.float32)
         start = task * NODES_PER_TASK
-        for p in range(start, min(n_nodes, start + NODES_PER_TASK)):
-            q, b = p - start, batch[p]
+        for visit in range(start, min(n_nodes, start + NODES_PER_TASK)):
+            p = order[visit]
+            q, b = visit - start, batch[p]
             o = flat[p] // out_area
             pixel = flat[p] - o * out_area
             group = o // out_per_group
@@ -233,7 +255,7 @@ def _conv_entries_kernel(rows: np.ndarray, weights: np.ndarray, batch: np.ndarra
                              products, tap_iota, channels, sums, taps)
             reached = not can_miss or reaches[pixel]
             for k in range(n):
-                entry = p * n + k
+                entry = visit * n + k
                 alive = reached and (not positive_only or sums[q, k] > 0)
                 out_batch[entry] = b
                 out_flat[entry] = (group * width + channels[q, k]) * in_area + source[pixel, taps[q, k]]
@@ -246,6 +268,7 @@ if numba is not None:
     _strongest_tap_compiled = numba.njit(nogil=True, cache=True)(_strongest_tap)
     _few_channel_sums_compiled = numba.njit(nogil=True, cache=True)(_few_channel_sums)
     _choose_compiled = numba.njit(nogil=True, cache=True, inline="always")(_choose)
+    _position_major_order_compiled = numba.njit(nogil=True, cache=True)(_position_major_order)
 _kernel = None if numba is None else numba.njit(parallel=True, nogil=True, cache=True)(_strongest_channels_kernel)
 _entries_kernel = None if numba is None else numba.njit(parallel=True, nogil=True, cache=True)(_conv_entries_kernel)
 
@@ -328,8 +351,9 @@ def conv_entries(rows: Tensor, weights: Tensor, batch: Tensor, flat: Tensor, cou
         positive_only (bool): an entry whose channel sum is not positive is dead (count 0).
 
     Returns:
-        tuple: ``(batch, flat, count)`` of the ``P·n`` entries, node by node, strongest channel first: the example,
-        the index in the flattened ``C×H×W`` input and the count (0 where the path ends: a non-positive sum with
+        tuple: ``(batch, flat, count)`` of the ``P·n`` entries, node by node in the order of their example and
+        output position (nodes at one position in their given order), strongest channel first: the example, the index
+        in the flattened ``C×H×W`` input and the count (0 where the path ends: a non-positive sum with
         ``positive_only``, a window wholly in the padding).
     """
     entries = len(batch) * n
