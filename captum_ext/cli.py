@@ -278,6 +278,19 @@ def command() -> None:
     sys.exit(status)
 
 
+def _peer_stopped(err: BaseException) -> bool:
+    """Whether ``err`` is this process of a torchrun run losing its peers: another process stopped (on its own
+    error, printed by it) while this one waited for it in a collective operation."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    distributed = sys.modules.get("torch.distributed")
+    dist_error = getattr(distributed, "DistError", None)
+    if dist_error is not None and isinstance(err, dist_error):
+        return True
+    return isinstance(err, RuntimeError) and any(
+        sign in str(err) for sign in ("Connection closed by peer", "Connection reset by peer"))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``captum-ext`` command: parse, run the command, turn errors into one line.
 
@@ -286,14 +299,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     with 2 through ``SystemExit``). Ctrl-C prints ``captum-ext: interrupted`` and returns 130. An error raised by
     your model file (``--model PATH.py:FUNCTION``: importing it or calling the function) prints its traceback and
     the error line and returns 1. With ``--debug`` or ``CAPTUM_EXT_DEBUG=1`` every error propagates with its
-    traceback. Other exceptions (bugs) propagate unchanged.
+    traceback. Under torchrun, a process whose peers stopped on an error prints one line saying so and returns 1.
+    Other exceptions (bugs) propagate unchanged.
 
     Args:
         argv (list of str, optional): the arguments. Default: ``sys.argv[1:]``.
 
     Returns:
-        int: the exit status: 0 on success, 1 when a benchmark or your model factory failed, 2 on a user error,
-        130 when interrupted.
+        int: the exit status: 0 on success, 1 when a benchmark, your model factory or another process of the run
+        failed, 2 on a user error, 130 when interrupted.
     """
     from captum_ext._cli_parser import build_parser
 
@@ -313,6 +327,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("captum-ext: interrupted", file=sys.stderr)
         return INTERRUPTED
     except (ValueError, TypeError, OSError, RuntimeError) as err:
+        if not debug and _peer_stopped(err):  # the process that stopped printed the reason; a traceback here hides it
+            print("captum-ext: error: another process of this run stopped (its error is printed above or below); "
+                  "this one stops too", file=sys.stderr)
+            return FACTORY_ERROR
         factory = _is_factory_error(err)
         if debug or not (factory or isinstance(err, (ValueError, TypeError, OSError))):
             raise

@@ -104,7 +104,11 @@ def test_user_errors_from_the_installed_command(case, tmp_path):
 def test_a_file_error_names_the_option_that_gave_the_path(tmp_path, capsys):
     (tmp_path / "taken").write_text("a file where the results folder should go")
     assert cli.main(EVALUATE + ["--out", str(tmp_path / "taken")]) == 2
-    assert one_error_line(capsys.readouterr().err) == f"captum-ext: error: --out {tmp_path / 'taken'}: File exists"
+    assert one_error_line(capsys.readouterr().err) == \
+        f"captum-ext: error: --out {str(tmp_path / 'taken')!r} is a file, not a folder"
+    assert cli.main(EVALUATE + ["--out", str(tmp_path / "taken" / "sub")]) == 2
+    assert one_error_line(capsys.readouterr().err) == \
+        f"captum-ext: error: --out {tmp_path / 'taken' / 'sub'}: Not a directory"
     argv = EVALUATE + ["--out", str(tmp_path / "out"), "--weights", str(tmp_path / "no.pt")]
     argv[argv.index("--model") + 1] = "torchvision:resnet18"
     assert cli.main(argv) == 2
@@ -293,3 +297,20 @@ def test_argparse_errors_still_exit_2(capsys):
         cli.main(["evaluate", "--model", "zoo:scenes_vgg", "--method", "saliency, saliency", "--data", "x",
                   "--out", "y"])
     assert exited.value.code == 2 and "names a method twice" in capsys.readouterr().err
+
+
+def test_a_process_whose_peers_stopped_says_so_in_one_line(monkeypatch, capsys):
+    """Under torchrun, the process that met the error prints it; the others, cut off in a collective operation,
+    used to print a gloo traceback below it."""
+    def lose_peers(args):
+        raise RuntimeError("[pair.cc:561] Connection closed by peer [127.0.0.1]:22410. This is typically caused by "
+                           "a remote worker crashing.")
+
+    monkeypatch.setattr(cli, "_runner", lambda reference: lose_peers)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cli.main(EVALUATE + ["--out", "unused"]) == 1
+    assert one_error_line(capsys.readouterr().err) == ("captum-ext: error: another process of this run stopped (its "
+                                                       "error is printed above or below); this one stops too")
+    monkeypatch.setenv("WORLD_SIZE", "1")  # alone, the same error is no peer's: a bug, with its traceback
+    with pytest.raises(RuntimeError, match="closed by peer"):
+        cli.main(EVALUATE + ["--out", "unused"])

@@ -111,3 +111,23 @@ def test_gallery_without_the_dataset_shows_the_maps_and_says_why(runs, tmp_path)
     assert page.count("no map") == 2  # the image column has nothing to show
     with pytest.raises(ValueError, match="`examples` must be an int >= 0"):
         compare([moved / "saliency"], tmp_path / "report", examples=-1)
+
+
+def test_gallery_finds_each_pair_truth_under_the_run_class_map(tmp_path):
+    """A class map renumbers VOC's categories (they follow the map's names); the gallery, which opens the dataset
+    without it, used to match truths by id and so drew another class's boxes."""
+    from captum_ext.datasets import export_voc, scenes
+    from captum_ext.evaluation import open_dataset
+    from captum_ext.evaluation._gallery import _open_images, _Pictures
+
+    root = export_voc(scenes.make_scenes(6, mode="multi", split="test", seed=3), tmp_path / "voc")
+    swapped = {"names": {str(d): d for d in range(10)} | {"0": 1, "1": 0}}
+    evaluate("zoo:scenes_vgg", "saliency", f"voc:{root}", tmp_path / "run", show_progress=False,
+             class_map=swapped, metrics=["pointing_game"])
+    run = read_run(tmp_path / "run")
+    dataset, why = _open_images([run])
+    assert why == "" and dataset.categories != open_dataset(f"voc:{root}", class_map=swapped).categories
+    pictures, scored = _Pictures([run], dataset), open_dataset(f"voc:{root}", class_map=swapped)
+    for row in run.rows:
+        truth = next(t for t in scored[int(row["image_index"])].truths if str(t.category) == row["category"])
+        assert np.array_equal(pictures.truth(run.name, row)[1], truth.boxes.numpy()), row

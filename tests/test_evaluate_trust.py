@@ -443,12 +443,26 @@ def test_a_mask_that_a_resize_empties_is_refused_when_the_dataset_opens_or_skipp
     assert all(bool(t.mask.any()) for t in dataset[entry.index].truths)
 
 
-def test_two_coco_images_of_one_file_are_refused(tmp_path, multi_batch):
+@pytest.mark.parametrize("spelling", ["000001.png", "./000001.png", "sub/../000001.png"])
+def test_two_coco_images_of_one_file_are_refused(tmp_path, multi_batch, spelling):
     def same_file(document):
-        document["images"][3]["file_name"] = document["images"][1]["file_name"]
+        document["images"][3]["file_name"] = spelling
 
-    with pytest.raises(ValueError, match=r"file_name '000001.png' is used by images 2 and 4"):
+    with pytest.raises(ValueError, match=rf"file_name '{re.escape(spelling)}' of image 4 names the file of image 2 "
+                                         r"\('000001.png'\)"):
         open_dataset(coco(tmp_path / "coco", multi_batch, same_file))
+
+
+@pytest.mark.parametrize("category_id", [1.2, "1", True, None])
+def test_a_coco_category_id_that_is_not_an_integer_is_refused(tmp_path, multi_batch, category_id):
+    def odd_id(document):  # int() would read 1.2 as 1: two categories merged without a word
+        document["categories"][0]["id"] = category_id
+        for annotation in document["annotations"]:
+            if annotation["category_id"] == 1:
+                annotation["category_id"] = category_id
+
+    with pytest.raises(ValueError, match=rf"category '0' needs an integer id, got {re.escape(repr(category_id))}"):
+        open_dataset(coco(tmp_path / "coco", multi_batch, odd_id))
 
 
 # -- smaller -------------------------------------------------------------------------------------------------------
@@ -511,3 +525,38 @@ def test_the_writer_writes_maps_before_records_in_order_and_raises_its_errors():
         writer.close()
     writer.close()  # the error was raised once; closing again stops the thread without raising it anew
     assert ("record", 10) not in log  # a batch whose maps failed is not recorded: a resume computes it again
+
+
+# -- files that parse but say something else than they seem to ------------------------------------------------------
+
+def test_a_corrupt_rle_is_found_when_the_dataset_opens_and_skipped_with_skip_bad(tmp_path, multi_batch):
+    """Before: pycocotools read the garbage RLE's area without complaint, so the run died mid-way on its decode
+    with a message naming no file, even under --skip-bad."""
+    def corrupt(document):
+        document["annotations"][0]["segmentation"]["counts"] = "!!!!zz"
+
+    data = coco(tmp_path / "coco", multi_batch, corrupt)
+    with pytest.raises(ValueError, match=r"000000\.png.*annotation 1.*segmentation does not decode"):
+        open_dataset(data)
+    dataset = open_dataset(data, skip_bad=True)
+    first = next(e for e in dataset.entries if e.image_id == 1)
+    clean = open_dataset(coco(tmp_path / "clean", multi_batch))
+    assert set(first.categories) < set(clean.entries[first.index].categories)  # only the corrupt pair left out
+    summary = run(tmp_path, data, "run", skip_bad=True)
+    assert any("does not decode" in item for item in summary["skipped"])
+
+
+def test_a_voc_split_list_naming_an_image_twice_is_refused(tmp_path, multi_batch):
+    root = export_voc(multi_batch, tmp_path / "voc")
+    split = next((root / "VOCdevkit" / "VOC2012" / "ImageSets" / "Main").glob("*.txt"))
+    names = split.read_text().split()
+    split.write_text("\n".join(names[:2] + names[1:]) + "\n")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(split))} names image '{names[1]}' twice"):
+        open_dataset(f"voc:{root}")
+
+
+def test_a_class_map_file_giving_a_key_twice_is_refused(tmp_path):
+    path = tmp_path / "map.json"
+    path.write_text('{"ids": {"3": 0, "4": 1, "3": 5}}')  # plain JSON keeps the last: category 3 would move
+    with pytest.raises(ValueError, match=r"map\.json' gives key '3' twice"):
+        read_class_map(path)

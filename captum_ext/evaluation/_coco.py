@@ -66,14 +66,19 @@ def _check(dataset: object, ann_file: str) -> None:
         raise _fail(ann_file, '"annotations" and "categories" must be lists')
     # pycocotools keeps the last record of an id and scores every record's objects against it.
     images = _unique_ids(dataset["images"], "image", "file_name", ann_file)
-    files: Dict[str, object] = {}
+    files: Dict[str, Tuple[str, object]] = {}
     for img in dataset["images"]:  # two records of one file would score both images' objects on the same pixels
-        if img["file_name"] in files:
-            raise _fail(ann_file, f"file_name {img['file_name']!r} is used by images {files[img['file_name']]!r} "
-                                  f"and {img.get('id')!r}")
-        files[img["file_name"]] = img.get("id")
-    categories = _unique_ids([c for c in dataset.get("categories", []) if isinstance(c, dict)], "category", "name",
-                             ann_file)
+        file = os.path.normpath(img["file_name"])  # "a.png" and "./a.png" are one file
+        if file in files:
+            raise _fail(ann_file, f"file_name {img['file_name']!r} of image {img.get('id')!r} names the file of "
+                                  f"image {files[file][1]!r} ({files[file][0]!r})")
+        files[file] = (img["file_name"], img.get("id"))
+    category_records = [c for c in dataset.get("categories", []) if isinstance(c, dict)]
+    for category in category_records:  # ids are read as integers: 1.2 and 1.7 would become one category
+        if not isinstance(category.get("id"), numbers.Integral) or isinstance(category.get("id"), bool):
+            raise _fail(ann_file, f"category {category.get('name')!r} needs an integer id, got "
+                                  f"{category.get('id')!r}")
+    categories = _unique_ids(category_records, "category", "name", ann_file)
     for ann in annotations:
         if not isinstance(ann, dict):
             raise _fail(ann_file, f"annotation is not an object: {str(ann)[:120]}")
@@ -104,6 +109,14 @@ def _segmentation_problem(segmentation: object, height: int, width: int) -> Opti
     return f"segmentation must be a list of polygons or an RLE object, got {type(segmentation).__name__}"
 
 
+def _quiet_decode(rle: Dict[str, Any]) -> np.ndarray:
+    from pycocotools import mask as mask_utils
+
+    with warnings.catch_warnings():  # pycocotools' decoder trips NumPy 2's `copy` deprecation
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode(rle)
+
+
 def _merged_rle(coco: Any, anns: List[Dict[str, Any]]) -> Dict[str, Any]:
     """The run-length encoding of the union of the annotations' masks."""
     from pycocotools import mask as mask_utils
@@ -113,10 +126,14 @@ def _merged_rle(coco: Any, anns: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 def _empty_union(coco: Any, anns: List[Dict[str, Any]]) -> Optional[str]:
     """Why the union of the annotations' masks cannot be a ground-truth region (it covers no pixel, or it does not
-    decode), or ``None``; from their run-length encodings, without drawing the masks."""
+    decode), or ``None``; from their run-length encodings. Only masks given as RLE are drawn: pycocotools reads
+    a corrupt RLE's area without complaint and fails only when it draws the mask (polygons always draw)."""
     from pycocotools import mask as mask_utils
 
     try:
+        for ann in anns:
+            if isinstance(ann["segmentation"], dict):
+                _quiet_decode(coco.annToRLE(ann))
         area = int(mask_utils.area(_merged_rle(coco, anns)))
     except Exception as exc:  # pycocotools raises TypeError, ValueError, ... for the ways an RLE breaks
         return f"segmentation does not decode ({type(exc).__name__}: {exc})"
@@ -194,13 +211,14 @@ class CocoSource:
     def mask_union(self, entry: ImageEntry, category: int) -> np.ndarray:
         """The union of the masks of ``category``'s annotations on ``entry``'s image, ``H×W`` bool (one decode of
         their merged run-length encoding)."""
-        from pycocotools import mask as mask_utils
-
         coco = self.dataset.coco
         anns = [a for a in coco.imgToAnns.get(entry.image_id, []) if int(a["category_id"]) == category]
-        with warnings.catch_warnings():  # pycocotools' decoder trips NumPy 2's `copy` deprecation
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return mask_utils.decode(_merged_rle(coco, anns)).astype(bool)
+        try:
+            return _quiet_decode(_merged_rle(coco, anns)).astype(bool)
+        except Exception as exc:  # checked when the dataset opens; named here should the file change since
+            names = ", ".join(f"annotation {a.get('id')!r}" for a in anns)
+            raise ValueError(f"{self.annotation_files[0]}: image {entry.file}, {names}: segmentation does not "
+                             f"decode ({type(exc).__name__}: {exc})") from None
 
     def image(self, entry: ImageEntry) -> Tensor:
         """The decoded image of ``entry``."""

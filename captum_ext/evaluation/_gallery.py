@@ -90,28 +90,41 @@ class _Pictures:
     def __init__(self, runs: Sequence[Any], dataset: Optional[Any]) -> None:
         self.dataset, self.cache = dataset, {}  # type: ignore[var-annotated]
         self.stores = {run.name: _store(run.folder) for run in runs}
+        # The gallery opens the dataset without the runs' class maps, and a map can renumber a dataset's categories
+        # (VOC numbers them by the map's names), so a pair's truth is found by its category's name.
+        self.names = {run.name: {str(c.get("id")): c.get("name") for c in run.summary.get("class_map", {}).get(
+            "categories", [])} for run in runs}
+        names = [] if dataset is None else [str(name) for name in dataset.categories.values()]
+        self.named = None if dataset is None else {str(name): cid for cid, name in dataset.categories.items()
+                                                   if names.count(str(name)) == 1}
 
-    def truth(self, row: Dict[str, str]) -> Tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray]]:
-        key = ("truth", row["image_index"], row["category"])
+    def truth(self, run_name: str, row: Dict[str, str]
+              ) -> Tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray]]:
+        category = row["category"]
+        name = self.names[run_name].get(category)
+        if self.named is not None and name is not None and name in self.named:
+            category = str(self.named[name])  # the dataset's own id of the run's category
+        key = ("truth", row["image_index"], category)
         if key not in self.cache:
-            self.cache[key] = self._read_truth(row)
+            self.cache[key] = self._read_truth(row["image_index"], category)
         return self.cache[key]
 
-    def _read_truth(self, row: Dict[str, str]) -> Tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray]]:
+    def _read_truth(self, image_index: str, category: str
+                    ) -> Tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray]]:
         if self.dataset is None:
             return None, np.zeros((0, 4)), None
-        sample = self.dataset[int(row["image_index"])]
+        sample = self.dataset[int(image_index)]
         if sample.image is None:
             return None, np.zeros((0, 4)), None
-        truth = next((t for t in sample.truths if str(t.category) == row["category"]), None)
+        truth = next((t for t in sample.truths if str(t.category) == category), None)
         boxes = truth.boxes.numpy() if truth is not None else np.zeros((0, 4))
         mask = truth.mask.numpy() if truth is not None and truth.mask is not None else None
         return sample.image.permute(1, 2, 0).clamp(0, 1).numpy(), boxes, mask
 
-    def image(self, row: Dict[str, str]) -> Optional[str]:
-        key = ("image", row["image_index"], row["category"])
+    def image(self, run_name: str, row: Dict[str, str]) -> Optional[str]:
+        key = ("image", run_name, row["image_index"], row["category"])
         if key not in self.cache:
-            image, boxes, mask = self.truth(row)
+            image, boxes, mask = self.truth(run_name, row)
             self.cache[key] = None if image is None else thumbnail(image, None, boxes, mask)
         return self.cache[key]
 
@@ -120,7 +133,7 @@ class _Pictures:
         if key not in self.cache:
             store = self.stores[run_name]
             saliency = store.read(int(row["pair"])).numpy() if store is not None else None
-            image, boxes, mask = self.truth(row)
+            image, boxes, mask = self.truth(run_name, row)
             self.cache[key] = None if saliency is None and image is None else thumbnail(image, saliency, boxes, mask)
         return self.cache[key]
 
@@ -156,7 +169,7 @@ def _same_pairs(runs: Sequence[Any], pictures: _Pictures, count: int) -> str:
     body = []
     for key in chosen:
         first = keyed[0][key]
-        cells = [f"<td>{_figure(pictures.image(first), f'image {key[0]}, class {key[1]}')}</td>"]
+        cells = [f"<td>{_figure(pictures.image(runs[0].name, first), f'image {key[0]}, class {key[1]}')}</td>"]
         for run, table in zip(runs, keyed):
             energy = _value(table[key], "energy")
             caption = f"energy {energy:.2f}" if not math.isnan(energy) else run.name

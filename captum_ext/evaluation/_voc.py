@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 import numpy as np
 import torch
@@ -90,9 +90,14 @@ class VocSource:
             raise FileNotFoundError(f"VOC split list not found: {split_file}")
         self.dataset = VOCDetection(root, year=year, image_set=split)
         parsed = []
+        listed: Set[str] = set()
         for image_file, xml_file in zip(self.dataset.images, self.dataset.annotations):
             if os.path.basename(xml_file) == ".xml":  # a blank line in the split list, not an image
                 continue
+            if xml_file in listed:  # it would be scored twice, weighing double in every metric
+                raise ValueError(f"VOC split list {split_file} names image "
+                                 f"{os.path.splitext(os.path.basename(xml_file))[0]!r} twice")
+            listed.add(xml_file)
             if not os.path.isfile(xml_file):
                 raise FileNotFoundError(f"VOC annotation not found: {xml_file}")
             try:

@@ -131,6 +131,19 @@ def as_class_map(value: Union[ClassMap, Mapping[str, Any], None], source: str = 
     return ClassMap(keys, parsed, source)
 
 
+class _RepeatedKey(Exception):
+    """A JSON object names one key twice (the key is the message)."""
+
+
+def _without_repeated_keys(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+    value: Dict[str, Any] = {}
+    for key, item in pairs:
+        if key in value:
+            raise _RepeatedKey(key)
+        value[key] = item
+    return value
+
+
 def read_class_map(path: Union[str, Path]) -> ClassMap:
     """Read a class map file (JSON, one of the forms in the module docstring).
 
@@ -148,9 +161,11 @@ def read_class_map(path: Union[str, Path]) -> ClassMap:
     if not path.is_file():
         raise FileNotFoundError(f"class map file {str(path)!r} does not exist")
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_without_repeated_keys)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"class map file {str(path)!r} is not valid JSON: {err}") from None
+    except _RepeatedKey as err:  # JSON keeps the last of a repeated key: one category would silently move
+        raise ValueError(f"class map file {str(path)!r} gives key {str(err)!r} twice") from None
     if not isinstance(value, dict):
         raise ValueError(f"class map file {str(path)!r} must hold a JSON object of category ids or names → class "
                          f"indices, got {type(value).__name__}")

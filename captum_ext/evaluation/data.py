@@ -209,8 +209,13 @@ class AnnotatedImages(Dataset):
             if not self.skip_bad:
                 raise
             image, error = None, str(exc)
-        truths = sorted((t for t in self._source.truths(entry) if t.category in entry.categories),
-                        key=lambda t: t.category)
+        try:
+            truths = sorted((t for t in self._source.truths(entry) if t.category in entry.categories),
+                            key=lambda t: t.category)
+        except ValueError as exc:  # annotations that fail to decode: the image is not scored, and named
+            if not self.skip_bad:
+                raise
+            image, truths, error = None, [], error or str(exc)
         if self.resize is not None and (entry.height, entry.width) != tuple(self.resize):
             image, truths = _resized(image, truths, (entry.height, entry.width), self.resize)
         return Sample(entry.index, entry.image_id, image, truths, error)

@@ -373,6 +373,8 @@ class _Opening:
 
 def _check_out(out: Path, settings: Dict[str, Any], resume: bool, records: BatchRecords, group: Processes) -> None:
     """Refuse to mix runs: ``out`` is new, or holds this very run and ``resume`` is set."""
+    if out.exists() and not out.is_dir():  # every process sees it, so every process says it
+        raise ValueError(f"`out` {str(out)!r} is a file, not a folder")
     run_file = out / "run.json"
     if run_file.is_file():
         try:
