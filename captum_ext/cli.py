@@ -228,7 +228,11 @@ OPTION_OF_PARAMETER = {"num_workers": "workers", "perturbation_samples": "pertur
 def _one_line(err: BaseException, options: List[argparse.Action], args: Optional[argparse.Namespace] = None) -> str:
     """The error's message on one line, the library's `name` of a parameter written as its ``--option``, and a
     file error of a path given on the command line prefixed with that path's option."""
-    text = " ".join(str(err).split()) or type(err).__name__
+    text = str(err)
+    if text.startswith("Caught ") and "Original Traceback" in text:  # a DataLoader worker's error, traceback and all
+        said = [line for line in text.strip().splitlines() if line.startswith(f"{type(err).__name__}: ")]
+        text = said[-1][len(type(err).__name__) + 2:] if said else text
+    text = " ".join(text.split()) or type(err).__name__
     for parameter, dest in OPTION_OF_PARAMETER.items():
         text = text.replace(f"`{parameter}`", f"`{dest}`")
     for action in options:

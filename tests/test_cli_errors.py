@@ -314,3 +314,17 @@ def test_a_process_whose_peers_stopped_says_so_in_one_line(monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "1")  # alone, the same error is no peer's: a bug, with its traceback
     with pytest.raises(RuntimeError, match="closed by peer"):
         cli.main(EVALUATE + ["--out", "unused"])
+
+
+def test_an_unreadable_image_read_by_a_worker_process_is_one_line(tmp_path, capsys):
+    """DataLoader re-raises a worker's error with the worker's whole traceback in its message."""
+    from captum_ext.datasets import export_coco, scenes
+
+    annotations, images = export_coco(scenes.make_scenes(4, mode="single", split="test", seed=2), tmp_path / "c")
+    (images / "000002.png").write_bytes(b"not a png")
+    argv = EVALUATE + ["--out", str(tmp_path / "out"), "--workers", "1"]
+    argv[argv.index("--data") + 1] = f"coco:{annotations}:{images}"
+    assert cli.main(argv) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "cannot decode image" in line and "000002.png" in line and "--skip-bad leaves unreadable images out" in line
+    assert "Traceback" not in line

@@ -131,3 +131,14 @@ def test_gallery_finds_each_pair_truth_under_the_run_class_map(tmp_path):
     for row in run.rows:
         truth = next(t for t in scored[int(row["image_index"])].truths if str(t.category) == row["category"])
         assert np.array_equal(pictures.truth(run.name, row)[1], truth.boxes.numpy()), row
+
+
+def test_runs_on_different_datasets_are_flagged_as_not_comparable(runs, tmp_path):
+    compare([runs / "saliency", runs / "grad_cam"], tmp_path / "same", resamples=0, same_pairs=0, examples=0)
+    assert "not comparable" not in (tmp_path / "same" / "leaderboard.md").read_text()
+    evaluate("zoo:scenes_vgg", "saliency", "scenes:multi:4", tmp_path / "other", show_progress=False,
+             metrics=["pointing_game"])
+    compare([runs / "grad_cam", tmp_path / "other"], tmp_path / "mixed", resamples=0, same_pairs=0, examples=0)
+    warning = "The runs differ in their datasets: their scores are not comparable."
+    assert warning in (tmp_path / "mixed" / "leaderboard.md").read_text()
+    assert warning in (tmp_path / "mixed" / "index.html").read_text()

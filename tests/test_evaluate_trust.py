@@ -560,3 +560,21 @@ def test_a_class_map_file_giving_a_key_twice_is_refused(tmp_path):
     path.write_text('{"ids": {"3": 0, "4": 1, "3": 5}}')  # plain JSON keeps the last: category 3 would move
     with pytest.raises(ValueError, match=r"map\.json' gives key '3' twice"):
         read_class_map(path)
+
+
+def test_a_run_stopped_by_an_unreadable_image_goes_on_with_skip_bad(tmp_path, multi_batch):
+    """Before: the stop said nothing of skip_bad, and resuming with it was refused as another setting, so the
+    finished batches were lost."""
+    data = coco(tmp_path / "coco", multi_batch)
+    image = tmp_path / "coco" / "images" / "000005.png"
+    image.write_bytes(image.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"cannot decode image .*000005\.png.*\(`skip_bad` leaves unreadable "
+                                         r"images out\)"):
+        run(tmp_path, data, "stopped")
+    resumed = run(tmp_path, data, "stopped", skip_bad=True, resume=True)
+    fresh = run(tmp_path, data, "fresh", skip_bad=True)
+    assert (tmp_path / "stopped" / "pairs.csv").read_text() == (tmp_path / "fresh" / "pairs.csv").read_text()
+    assert resumed["n_pairs"] == fresh["n_pairs"] and any("000005.png" in item for item in resumed["skipped"])
+    assert json.loads((tmp_path / "stopped" / "run.json").read_text())["skip_bad"] is True
+    with pytest.raises(ValueError, match=r"other settings \(skip_bad\)"):  # images it left out would now stop it
+        run(tmp_path, data, "stopped", resume=True)

@@ -6,10 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Set, Union
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:  # the runner's types, named in an annotation only
+    from captum_ext.evaluation.distributed import Processes
+    from captum_ext.evaluation.store import BatchRecords
 
 #: Readable names of the fingerprinted inputs, for the refusal message.
 DESCRIPTIONS = {
@@ -98,3 +102,51 @@ def changed_inputs(earlier: Mapping[str, Any], now: Mapping[str, Any]) -> List[s
         list of str: descriptions of what changed, empty when nothing did.
     """
     return [DESCRIPTIONS.get(key, key) for key in sorted(set(earlier) | set(now)) if earlier.get(key) != now.get(key)]
+
+
+def check_out_folder(out: Path, settings: Dict[str, Any], resume: bool, records: "BatchRecords",
+                     group: "Processes") -> None:
+    """Refuse to mix runs: ``out`` is new, or holds this very run and ``resume`` is set; then record the settings.
+
+    Args:
+        out (Path): the run's folder.
+        settings (dict): the run's settings, with its inputs' digests under ``"inputs"``.
+        resume (bool): whether continuing a run found in ``out`` was asked for.
+        records (BatchRecords): the folder's progress records.
+        group (Processes): the processes of the run (each checks; the main one writes the settings).
+
+    Raises:
+        ValueError: ``out`` is a file, or holds another run, or a run whose inputs changed, or this run without
+            ``resume``, or progress records without settings.
+    """
+    if out.exists() and not out.is_dir():  # every process sees it, so every process says it
+        raise ValueError(f"`out` {str(out)!r} is a file, not a folder")
+    run_file = out / "run.json"
+    widened: Set[str] = set()
+    if run_file.is_file():
+        try:
+            earlier = json.loads(run_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"the run settings {str(run_file)!r} are corrupt ({err}); use another folder") from None
+        now = json.loads(json.dumps(settings))
+        # A run stopped by an unreadable image goes on with skip_bad: its finished batches read every image.
+        widened = {"skip_bad"} if (earlier.get("skip_bad"), now.get("skip_bad")) == (False, True) else set()
+        # Settings first: a changed setting (--resize) also changes the inputs' digests, and is the one to name.
+        changed = sorted(k for k in (set(earlier) | set(now)) - widened - {"inputs"} if earlier.get(k) != now.get(k))
+        if changed:
+            raise ValueError(f"`out` {str(out)!r} holds a run with other settings ({', '.join(changed)}); use "
+                             f"another folder")
+        inputs = changed_inputs(earlier.get("inputs", {}), now.get("inputs", {}))
+        if inputs:
+            raise ValueError(f"`out` {str(out)!r} holds a run whose inputs have changed since: "
+                             f"{', '.join(inputs)}; continuing would mix results, so start again in another folder")
+        if not resume:
+            raise ValueError(f"`out` {str(out)!r} holds results of this run already: pass resume=True "
+                             f"(--resume) to continue it, or use another folder")
+    elif records.any():
+        raise ValueError(f"`out` {str(out)!r} holds progress records without run settings; use another folder")
+    group.barrier()
+    if group.is_main and (widened or not run_file.is_file()):
+        out.mkdir(parents=True, exist_ok=True)
+        run_file.write_text(json.dumps(settings, indent=2), encoding="utf-8")
+    group.barrier()

@@ -157,6 +157,17 @@ def leaderboard(runs: Sequence[Run], resamples: int = 1000, seed: int = 0) -> Di
     return {run.name: {k: score(run, k, resamples, seed) for k in keys} for run in runs}
 
 
+#: Settings that make two runs' scores incomparable when they differ.
+SCORED_ON = {"data": "datasets", "resize": "image sizes", "tolerance": "pointing tolerances"}
+
+
+def _incomparable(runs: Sequence[Run]) -> str:
+    """A warning when the runs differ in what their scores are measured on, or an empty string."""
+    differ = [what for key, what in SCORED_ON.items()
+              if len({json.dumps(r.summary.get("settings", {}).get(key)) for r in runs}) > 1]
+    return f"The runs differ in their {' and '.join(differ)}: their scores are not comparable." if differ else ""
+
+
 def _markdown(board: Dict[str, Dict[str, Score]], runs: Sequence[Run]) -> str:
     keys = list(next(iter(board.values())))
     head = "| method | pairs | " + " | ".join(f"{METRICS[k][0]} ({METRICS[k][2]} is better)" for k in keys) + " |"
@@ -164,7 +175,8 @@ def _markdown(board: Dict[str, Dict[str, Score]], runs: Sequence[Run]) -> str:
     for run in runs:
         lines.append(f"| {run.name} | {run.summary.get('n_pairs', '?')} | "
                      + " | ".join(board[run.name][k].text() for k in keys) + " |")
-    return "\n".join(lines) + "\n"
+    warning = _incomparable(runs)
+    return "\n".join(lines + ([f"\n**{warning}**"] if warning else [])) + "\n"
 
 
 def _chart(board: Dict[str, Dict[str, Score]], key: str) -> str:
@@ -265,6 +277,8 @@ def _html(board: Dict[str, Dict[str, Score]], runs: Sequence[Run], resamples: in
     better = (f"{lower[0].upper() + lower[1:]}: lower is better; every other metric: higher is better." if lower
               else "Higher is better for every metric.")
     intro = f"{len(runs)} runs of <code>captum-ext evaluate</code> on {html.escape(', '.join(data))}. {better}"
+    warning = _incomparable(runs)
+    intro += f" <strong>{html.escape(warning)}</strong>" if warning else ""
     return _PAGE.format(intro=intro, resamples=resamples, head=head, body="".join(body), charts=charts,
                         gallery=gallery_html(runs, same_pairs, examples))
 

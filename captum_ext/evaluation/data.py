@@ -205,17 +205,12 @@ class AnnotatedImages(Dataset):
             if tuple(image.shape[-2:]) != (entry.height, entry.width):
                 raise ValueError(f"image {entry.file} decodes to {image.shape[-2]}×{image.shape[-1]} pixels but "
                                  f"is annotated as {entry.height}×{entry.width}")
+            truths = sorted((t for t in self._source.truths(entry) if t.category in entry.categories),
+                            key=lambda t: t.category)  # annotations that do not decode are named too
         except (OSError, ValueError) as exc:
             if not self.skip_bad:
-                raise
-            image, error = None, str(exc)
-        try:
-            truths = sorted((t for t in self._source.truths(entry) if t.category in entry.categories),
-                            key=lambda t: t.category)
-        except ValueError as exc:  # annotations that fail to decode: the image is not scored, and named
-            if not self.skip_bad:
-                raise
-            image, truths, error = None, [], error or str(exc)
+                raise type(exc)(f"{exc} (`skip_bad` leaves unreadable images out)") from None
+            image, truths, error = None, [], str(exc)
         if self.resize is not None and (entry.height, entry.width) != tuple(self.resize):
             image, truths = _resized(image, truths, (entry.height, entry.width), self.resize)
         return Sample(entry.index, entry.image_id, image, truths, error)

@@ -22,13 +22,13 @@ from tqdm.auto import tqdm
 
 from captum_ext._utils.attribution import eval_mode
 from captum_ext.evaluation import scoring
-from captum_ext.evaluation._fingerprints import changed_inputs, run_fingerprint
+from captum_ext.evaluation._fingerprints import check_out_folder, run_fingerprint
 from captum_ext.evaluation._batch import ExplainedBatch, MethodRun, Shared, collate_samples, explain_batch, score_batch
 from captum_ext.evaluation._forward_tap import PLAIN_FORWARD_METHODS, ForwardTap
 from captum_ext.evaluation._pipeline import BackgroundStage, prefetched
 from captum_ext.evaluation._writer import BackgroundWriter
 from captum_ext.evaluation.class_maps import ClassMap, as_class_map, resolve_dataset_classes
-from captum_ext.evaluation.distributed import Processes, batches_of, my_batches, processes
+from captum_ext.evaluation.distributed import batches_of, my_batches, processes
 from captum_ext.evaluation.methods import METHODS, MapFunction, build_method
 from captum_ext.evaluation.models import EvaluationModel, load_evaluation_model
 from captum_ext.evaluation.store import MAP_DTYPES, BatchRecords, MapStore
@@ -322,7 +322,7 @@ class _Opening:
                                     self.loaded.multi_label) if isinstance(method, str) else method
         settings = {**self.common, "method": name, "layer": layer, "box_map": str(box_map) if box_map else None}
         records = BatchRecords(folder / "progress")
-        _check_out(folder, settings, self.resume, records, group)
+        check_out_folder(folder, settings, self.resume, records, group)
         store = MapStore(folder / "maps.zarr")
         if group.is_main:
             entries, class_of = dataset.entries, self.shared.class_of
@@ -369,35 +369,3 @@ class _Opening:
             write_reports(folder, summary, run.records, n_batches, dataset, run.store)
         group.barrier()
         return summary
-
-
-def _check_out(out: Path, settings: Dict[str, Any], resume: bool, records: BatchRecords, group: Processes) -> None:
-    """Refuse to mix runs: ``out`` is new, or holds this very run and ``resume`` is set."""
-    if out.exists() and not out.is_dir():  # every process sees it, so every process says it
-        raise ValueError(f"`out` {str(out)!r} is a file, not a folder")
-    run_file = out / "run.json"
-    if run_file.is_file():
-        try:
-            earlier = json.loads(run_file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"the run settings {str(run_file)!r} are corrupt ({err}); use another folder") from None
-        now = json.loads(json.dumps(settings))
-        # Settings first: a changed setting (--resize) also changes the inputs' digests, and is the one to name.
-        changed = sorted(k for k in set(earlier) | set(now) if k != "inputs" and earlier.get(k) != now.get(k))
-        if changed:
-            raise ValueError(f"`out` {str(out)!r} holds a run with other settings ({', '.join(changed)}); use "
-                             f"another folder")
-        inputs = changed_inputs(earlier.get("inputs", {}), now.get("inputs", {}))
-        if inputs:
-            raise ValueError(f"`out` {str(out)!r} holds a run whose inputs have changed since: "
-                             f"{', '.join(inputs)}; continuing would mix results, so start again in another folder")
-        if not resume:
-            raise ValueError(f"`out` {str(out)!r} holds results of this run already: pass resume=True "
-                             f"(--resume) to continue it, or use another folder")
-    elif records.any():
-        raise ValueError(f"`out` {str(out)!r} holds progress records without run settings; use another folder")
-    group.barrier()
-    if group.is_main and not run_file.is_file():
-        out.mkdir(parents=True, exist_ok=True)
-        run_file.write_text(json.dumps(settings, indent=2), encoding="utf-8")
-    group.barrier()
