@@ -381,7 +381,8 @@ def test_the_open_time_pixel_check_agrees_with_the_drawn_regions(corners, resize
 @given(st.integers(1, 40), st.integers(1, 40), st.integers(1, 40), st.integers(1, 40), st.integers(0, 2**31 - 1))
 def test_the_open_time_mask_check_agrees_with_the_loaders_resize(height, width, new_height, new_width, seed):
     from captum_ext.evaluation._annotations import masks_emptied_by_resize
-    from captum_ext.evaluation.data import ImageEntry, _resized
+    from captum_ext.evaluation._annotations import resize_sample as _resized
+    from captum_ext.evaluation.data import ImageEntry
     from captum_ext.metrics.ground_truth import GroundTruth
 
     rng = np.random.default_rng(seed)
@@ -578,3 +579,17 @@ def test_a_run_stopped_by_an_unreadable_image_goes_on_with_skip_bad(tmp_path, mu
     assert json.loads((tmp_path / "stopped" / "run.json").read_text())["skip_bad"] is True
     with pytest.raises(ValueError, match=r"other settings \(skip_bad\)"):  # images it left out would now stop it
         run(tmp_path, data, "stopped", resume=True)
+
+
+def test_a_voc_image_of_unknown_size_is_named_as_such(tmp_path, multi_batch):
+    """Before: an annotation without <size> whose image does not open read as a 0×0 image, and its boxes were
+    refused as covering no pixel of it."""
+    root = export_voc(multi_batch, tmp_path / "voc")
+    year = root / "VOCdevkit" / "VOC2012"
+    xml = year / "Annotations" / "000003.xml"
+    xml.write_text(re.sub(r"<size>.*?</size>", "", xml.read_text(), flags=re.S))
+    next((year / "JPEGImages").glob("000003.*")).write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"000003.xml has no <size> and the image does not open"):
+        open_dataset(f"voc:{root}")
+    dataset = open_dataset(f"voc:{root}", skip_bad=True)
+    assert dataset.entries[3].categories == () and dataset[3].image is None

@@ -1,12 +1,18 @@
 """Checks every dataset source applies to its annotations when it opens, so that a bad box is found before any
-work starts and is named by image id, file and annotation, never by a position inside a batch."""
+work starts and is named by image id, file and annotation, never by a position inside a batch; and the resize rules
+that the loader applies and the checks follow."""
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: this module imports torch where it draws
+    from torch import Tensor
+
+    from captum_ext.metrics.ground_truth import GroundTruth
 
 #: How far (pixels) a box may reach past the image edge and still be taken, clipped to the image: annotation tools
 #: and format conversions leave boxes a fraction of a pixel outside; anything further is an annotation error.
@@ -262,3 +268,39 @@ def masks_emptied_by_resize(source: Any, resize: Tuple[int, int]) -> List[BadAnn
                 bad.append(BadAnnotation(entry.image_id, entry.file, f"the masks of category {category}", category,
                                          f"they cover no pixel once resized to {resize[0]}×{resize[1]}", index))
     return bad
+
+
+def resize_sample(image: Optional["Tensor"], truths: List["GroundTruth"], native: Tuple[int, int],
+                  size: Tuple[int, int]) -> Tuple[Optional["Tensor"], List["GroundTruth"]]:
+    """Resize a loaded image (bilinear, antialiased), its boxes (scaled) and masks (nearest-exact) together, by the
+    rules above, which the dataset's checks apply when it opens.
+
+    Args:
+        image (Tensor, optional): ``3×H×W`` at the native size (``None``: it did not decode).
+        truths (list of GroundTruth): its truths at the native size.
+        native (tuple): ``(H, W)``.
+        size (tuple): the size to load at, ``(h, w)``.
+
+    Returns:
+        tuple: ``(image, truths)`` at ``size``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from captum_ext.metrics.ground_truth import GroundTruth
+
+    if image is not None:
+        image = F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)
+        image = image[0].clamp_(0.0, 1.0)
+    sx, sy = resize_factors(native, size)  # size 0: an unreadable folder image, no boxes
+    scale = torch.tensor([sx, sy, sx, sy], dtype=torch.float32)
+    resized = []
+    for truth in truths:
+        mask = truth.mask
+        if mask is not None:
+            # Nearest-exact sampling reads pixel centres, the rule box scaling follows; plain "nearest" would shift
+            # masks up-left by up to a pixel when downsampling.
+            rows, columns = (torch.from_numpy(sampled_indices(n, k)).to(mask.device) for n, k in zip(native, size))
+            mask = mask[rows][:, columns]
+        resized.append(GroundTruth(truth.category, truth.boxes * scale, mask))
+    return image, resized

@@ -130,6 +130,9 @@ class VocSource:
             for k, (name, box) in enumerate(objects):
                 where = f"object {k + 1} in {os.path.basename(xml_file)}"
                 why = None if name in ids else f"class {name!r} is not one of {listed}"
+                if why is None and height == 0:  # no <size>, and the image does not open to tell it
+                    why = f"the image's size is unknown: {os.path.basename(xml_file)} has no <size> and the image " \
+                          f"does not open"
                 why = why or box_problem(box, height, width)
                 if why is not None:
                     self.bad.append(BadAnnotation(stem, image_file, where, ids.get(name), why, index))

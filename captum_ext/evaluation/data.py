@@ -47,11 +47,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from captum_ext.evaluation._annotations import resize_sample
 from captum_ext.metrics.ground_truth import GroundTruth
 
 #: The 20 Pascal VOC classes in the standard (alphabetical) order; category id = position + 1.
@@ -205,14 +205,19 @@ class AnnotatedImages(Dataset):
             if tuple(image.shape[-2:]) != (entry.height, entry.width):
                 raise ValueError(f"image {entry.file} decodes to {image.shape[-2]}×{image.shape[-1]} pixels but "
                                  f"is annotated as {entry.height}×{entry.width}")
-            truths = sorted((t for t in self._source.truths(entry) if t.category in entry.categories),
-                            key=lambda t: t.category)  # annotations that do not decode are named too
         except (OSError, ValueError) as exc:
             if not self.skip_bad:
                 raise type(exc)(f"{exc} (`skip_bad` leaves unreadable images out)") from None
-            image, truths, error = None, [], str(exc)
+            image, error = None, str(exc)
+        try:
+            truths = sorted((t for t in self._source.truths(entry) if t.category in entry.categories),
+                            key=lambda t: t.category)
+        except ValueError as exc:  # annotations that do not decode: the image is not scored, and named
+            if not self.skip_bad:
+                raise type(exc)(f"{exc} (`skip_bad` leaves such images out)") from None
+            image, truths, error = None, [], error or str(exc)
         if self.resize is not None and (entry.height, entry.width) != tuple(self.resize):
-            image, truths = _resized(image, truths, (entry.height, entry.width), self.resize)
+            image, truths = resize_sample(image, truths, (entry.height, entry.width), self.resize)
         return Sample(entry.index, entry.image_id, image, truths, error)
 
 
@@ -242,29 +247,6 @@ def read_image(path: Union[str, os.PathLike]) -> Tensor:
     except Exception as exc:  # PIL raises OSError, SyntaxError, struct.error, ... for the many ways a file breaks
         raise ValueError(f"cannot decode image {path}: {type(exc).__name__}: {exc}") from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
-
-
-def _resized(image: Optional[Tensor], truths: List[GroundTruth], native: Tuple[int, int], size: Tuple[int, int]
-             ) -> Tuple[Optional[Tensor], List[GroundTruth]]:
-    """Resize image (bilinear, antialiased), boxes (scaled) and masks (nearest) together, by the rules of
-    :mod:`captum_ext.evaluation._annotations`, which the dataset's checks apply when it opens."""
-    from captum_ext.evaluation._annotations import resize_factors, sampled_indices
-
-    if image is not None:
-        image = F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)
-        image = image[0].clamp_(0.0, 1.0)
-    sx, sy = resize_factors(native, size)  # size 0: an unreadable folder image, no boxes
-    scale = torch.tensor([sx, sy, sx, sy], dtype=torch.float32)
-    resized = []
-    for truth in truths:
-        mask = truth.mask
-        if mask is not None:
-            # Nearest-exact sampling reads pixel centres, the rule box scaling follows; plain "nearest" would shift
-            # masks up-left by up to a pixel when downsampling.
-            rows, columns = (torch.from_numpy(sampled_indices(n, k)).to(mask.device) for n, k in zip(native, size))
-            mask = mask[rows][:, columns]
-        resized.append(GroundTruth(truth.category, truth.boxes * scale, mask))
-    return image, resized
 
 
 def default_class_map(categories: Mapping[int, str]) -> Dict[int, int]:
