@@ -83,9 +83,9 @@ class NodeBacktrack(Attribution):
     (0.577) at 1.35–1.5 × Captum ``Saliency``'s cost on VGG16, so the default is the argmax (0.73–0.78 ×). These
     sparse walks trail Saliency's max-F (0.609). :attr:`TWO_CHANNEL_RULES` — the two best channels per convolution
     node — reach 0.624 (VGG and ResNet, Saliency 0.609 and 0.597) with twice Saliency's energy inside the object, at
-    0.90–0.98 × (VGG16) and 1.23–1.37 × (ResNet-50, whose residual blocks multiply the kept nodes) its cost on the
-    CPU at 224², batch 8 with Numba installed: not below a gradient on both nets, so not the default (0.73–0.84 ×
-    and 0.58–0.62 ×). :attr:`DENSE_RULES` — the five best channels, every path counted — reach 0.656 (VGG) and 0.645
+    0.76–0.86 × (VGG16) and 1.01–1.06 × (ResNet-50, whose residual blocks multiply the kept nodes) its cost on the
+    CPU at 224², batch 8 with Numba installed: not below a gradient on both nets, so not the default (0.67–0.71 ×
+    and 0.49–0.55 ×). :attr:`DENSE_RULES` — the five best channels, every path counted — reach 0.656 (VGG) and 0.645
     (ResNet) at 3.2 × and 5.9 ×. The API page and ``benchmarks/bench_node_backtrack.py`` give the full tables.
 
     The model is traced with ``torch.fx`` (never modified, no hooks; a ``torch.compile`` wrapper is unwrapped); any
