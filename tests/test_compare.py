@@ -118,7 +118,7 @@ def test_gallery_finds_each_pair_truth_under_the_run_class_map(tmp_path):
     without it, used to match truths by id and so drew another class's boxes."""
     from captum_ext.datasets import export_voc, scenes
     from captum_ext.evaluation import open_dataset
-    from captum_ext.evaluation._gallery import _open_images, _Pictures
+    from captum_ext.evaluation._gallery import _open_images, _Pictures, _same_pairs
 
     root = export_voc(scenes.make_scenes(6, mode="multi", split="test", seed=3), tmp_path / "voc")
     swapped = {"names": {str(d): d for d in range(10)} | {"0": 1, "1": 0}}
@@ -131,6 +131,13 @@ def test_gallery_finds_each_pair_truth_under_the_run_class_map(tmp_path):
     for row in run.rows:
         truth = next(t for t in scored[int(row["image_index"])].truths if str(t.category) == row["category"])
         assert np.array_equal(pictures.truth(run.name, row)[1], truth.boxes.numpy()), row
+    evaluate("zoo:scenes_vgg", "saliency", f"voc:{root}", tmp_path / "plain", show_progress=False,
+             metrics=["pointing_game"])
+    plain = read_run(tmp_path / "plain")  # the same pairs under the other numbering: matched by name
+    by_id = [{(r["image_id"], r["category"]) for r in table.rows} for table in (run, plain)]
+    assert len(run.rows) == len(plain.rows) and by_id[0] != by_id[1]  # by id, some pairs would not be shared
+    table = _same_pairs([run, plain], _Pictures([run, plain], dataset), 50)
+    assert table.count("<tr>") == 1 + len(run.rows)  # the head and every pair
 
 
 def test_runs_on_different_datasets_are_flagged_as_not_comparable(runs, tmp_path):

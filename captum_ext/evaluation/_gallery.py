@@ -84,6 +84,13 @@ def thumbnail(image: Optional[np.ndarray], saliency: Optional[np.ndarray], boxes
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _unique_names(run: Any) -> Dict[str, str]:
+    """A run's category id → name, for the names that one category alone bears."""
+    rows = run.summary.get("class_map", {}).get("categories", [])
+    names = [str(row.get("name")) for row in rows]
+    return {str(row.get("id")): name for row, name in zip(rows, names) if names.count(name) == 1}
+
+
 class _Pictures:
     """Thumbnails of a set of runs, each drawn once."""
 
@@ -92,8 +99,7 @@ class _Pictures:
         self.stores = {run.name: _store(run.folder) for run in runs}
         # The gallery opens the dataset without the runs' class maps, and a map can renumber a dataset's categories
         # (VOC numbers them by the map's names), so a pair's truth is found by its category's name.
-        self.names = {run.name: {str(c.get("id")): c.get("name") for c in run.summary.get("class_map", {}).get(
-            "categories", [])} for run in runs}
+        self.names = {run.name: _unique_names(run) for run in runs}
         names = [] if dataset is None else [str(name) for name in dataset.categories.values()]
         self.named = None if dataset is None else {str(name): cid for cid, name in dataset.categories.items()
                                                    if names.count(str(name)) == 1}
@@ -160,11 +166,14 @@ def _value(row: Dict[str, str], column: str) -> float:
 
 def _same_pairs(runs: Sequence[Any], pictures: _Pictures, count: int) -> str:
     """Up to ``count`` pairs every run has, evenly spread over the dataset, one row each."""
-    keyed = [{(r["image_id"], r["category"]): r for r in run.rows} for run in runs]
+    # Pairs are matched by image and category name: runs with different class maps may number categories apart.
+    keyed = [{(r["image_id"], pictures.names[run.name].get(r["category"]) or r["category"]): r for r in run.rows}
+             for run in runs]
     common = [key for key in keyed[0] if all(key in table for table in keyed[1:])]
     if not common or count <= 0:
         return "<p>The runs share no (image, class) pair.</p>"
-    chosen = [common[i] for i in sorted({int(k * len(common) / count) for k in range(min(count, len(common)))})]
+    shown = min(count, len(common))  # spread over the common pairs; all of them when there are fewer than asked
+    chosen = [common[int(k * len(common) / shown)] for k in range(shown)]
     head = "<th>image</th>" + "".join(f"<th>{html.escape(run.name)}</th>" for run in runs)
     body = []
     for key in chosen:
