@@ -537,14 +537,15 @@ def test_a_corrupt_rle_is_found_when_the_dataset_opens_and_skipped_with_skip_bad
         document["annotations"][0]["segmentation"]["counts"] = "!!!!zz"
 
     data = coco(tmp_path / "coco", multi_batch, corrupt)
-    with pytest.raises(ValueError, match=r"000000\.png.*annotation 1.*segmentation does not decode"):
+    with pytest.raises(ValueError, match=r"000000\.png.*annotation 1.*RLE segmentation's runs do not cover the "
+                                         r"64×64 image exactly"):
         open_dataset(data)
     dataset = open_dataset(data, skip_bad=True)
     first = next(e for e in dataset.entries if e.image_id == 1)
     clean = open_dataset(coco(tmp_path / "clean", multi_batch))
     assert set(first.categories) < set(clean.entries[first.index].categories)  # only the corrupt pair left out
     summary = run(tmp_path, data, "run", skip_bad=True)
-    assert any("does not decode" in item for item in summary["skipped"])
+    assert any("do not cover" in item for item in summary["skipped"])
 
 
 def test_a_voc_split_list_naming_an_image_twice_is_refused(tmp_path, multi_batch):
@@ -577,7 +578,8 @@ def test_a_run_stopped_by_an_unreadable_image_goes_on_with_skip_bad(tmp_path, mu
     assert (tmp_path / "stopped" / "pairs.csv").read_text() == (tmp_path / "fresh" / "pairs.csv").read_text()
     assert resumed["n_pairs"] == fresh["n_pairs"] and any("000005.png" in item for item in resumed["skipped"])
     assert json.loads((tmp_path / "stopped" / "run.json").read_text())["skip_bad"] is True
-    with pytest.raises(ValueError, match=r"other settings \(skip_bad\)"):  # images it left out would now stop it
+    # Without skip_bad, the images it left out would stop the run again.
+    with pytest.raises(ValueError, match=r"holds a run made with `skip_bad`: pass it to continue"):
         run(tmp_path, data, "stopped", resume=True)
 
 
@@ -593,3 +595,16 @@ def test_a_voc_image_of_unknown_size_is_named_as_such(tmp_path, multi_batch):
         open_dataset(f"voc:{root}")
     dataset = open_dataset(f"voc:{root}", skip_bad=True)
     assert dataset.entries[3].categories == () and dataset[3].image is None
+
+
+@pytest.mark.parametrize("segmentation, why", [
+    ({"counts": [10, 5], "size": [64, 64]}, "runs do not cover the 64×64 image exactly"),  # pycocotools pads it
+    ({"counts": [4000, -4, 100], "size": [64, 64]}, "runs do not cover"),
+    ({"counts": [4096], "size": [32, 32]}, r"size \[64, 64\], got keys \['counts', 'size'\] and size \[32, 32\]"),
+])
+def test_an_rle_that_does_not_cover_its_image_is_refused(tmp_path, multi_batch, segmentation, why):
+    def short(document):
+        document["annotations"][0]["segmentation"] = segmentation
+
+    with pytest.raises(ValueError, match=why):
+        open_dataset(coco(tmp_path / "coco", multi_batch, short))

@@ -110,7 +110,7 @@ def bad_annotations_error(bad: Sequence[BadAnnotation], where: str) -> ValueErro
     listed = "; ".join(str(b) for b in bad[:LISTED])
     more = f"; and {len(bad) - LISTED} more" if len(bad) > LISTED else ""
     return ValueError(f"{where}: {len(bad)} annotation(s) cannot be scored: {listed}{more}. Fix them, or pass "
-                      f"skip_bad=True (--skip-bad) to skip those (image, class) pairs and list them")
+                      f"`skip_bad` to skip those (image, class) pairs and list them")
 
 
 def drop_pairs(categories: Tuple[int, ...], bad_categories: Sequence[Optional[int]]) -> Tuple[int, ...]:

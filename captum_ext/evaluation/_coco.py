@@ -103,10 +103,41 @@ def _segmentation_problem(segmentation: object, height: int, width: int) -> Opti
         return None
     if isinstance(segmentation, dict):
         size = segmentation.get("size")
-        if "counts" not in segmentation or not isinstance(size, list) or size != [height, width]:
-            return f"RLE segmentation needs counts and size [{height}, {width}], got keys {sorted(segmentation)}"
+        if "counts" not in segmentation or size != [height, width]:
+            return (f"RLE segmentation needs counts and size [{height}, {width}], got keys {sorted(segmentation)} "
+                    f"and size {size!r}")
+        runs = _rle_runs(segmentation["counts"])
+        if runs is None or any(run < 0 for run in runs) or sum(runs) != height * width:
+            return f"RLE segmentation's runs do not cover the {height}×{width} image exactly"
         return None
     return f"segmentation must be a list of polygons or an RLE object, got {type(segmentation).__name__}"
+
+
+def _rle_runs(counts: object) -> Optional[List[int]]:
+    """The run lengths of an RLE's ``counts`` (a list, or pycocotools' compressed string), or ``None`` when they
+    do not parse. pycocotools decodes runs that fall short of the image without complaint (the rest reads as
+    background), so their total is checked here."""
+    if isinstance(counts, list):
+        ints = all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in counts)
+        return [int(v) for v in counts] if ints else None
+    if not isinstance(counts, (str, bytes)):
+        return None
+    text = counts.decode("ascii", "replace") if isinstance(counts, bytes) else counts
+    runs: List[int] = []
+    position = 0
+    while position < len(text):  # each run: 5-bit groups, a continuation bit, a sign bit, deltas from two back
+        value, shift, more = 0, 0, True
+        while more:
+            if position >= len(text):
+                return None
+            group = ord(text[position]) - 48
+            value |= (group & 0x1F) << shift
+            more = bool(group & 0x20)
+            position, shift = position + 1, shift + 5
+            if not more and group & 0x10:
+                value |= -1 << shift
+        runs.append(value + (runs[-2] if len(runs) > 2 else 0))
+    return runs
 
 
 def _quiet_decode(rle: Dict[str, Any]) -> np.ndarray:

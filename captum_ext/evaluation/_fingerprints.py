@@ -133,6 +133,9 @@ def check_out_folder(out: Path, settings: Dict[str, Any], resume: bool, records:
         widened = {"skip_bad"} if (earlier.get("skip_bad"), now.get("skip_bad")) == (False, True) else set()
         # Settings first: a changed setting (--resize) also changes the inputs' digests, and is the one to name.
         changed = sorted(k for k in (set(earlier) | set(now)) - widened - {"inputs"} if earlier.get(k) != now.get(k))
+        if changed == ["skip_bad"]:  # made with skip_bad: continuing without it would stop on what it left out
+            raise ValueError(f"`out` {str(out)!r} holds a run made with `skip_bad`: pass it to continue the run, or "
+                             f"use another folder")
         if changed:
             raise ValueError(f"`out` {str(out)!r} holds a run with other settings ({', '.join(changed)}); use "
                              f"another folder")
@@ -141,8 +144,8 @@ def check_out_folder(out: Path, settings: Dict[str, Any], resume: bool, records:
             raise ValueError(f"`out` {str(out)!r} holds a run whose inputs have changed since: "
                              f"{', '.join(inputs)}; continuing would mix results, so start again in another folder")
         if not resume:
-            raise ValueError(f"`out` {str(out)!r} holds results of this run already: pass resume=True "
-                             f"(--resume) to continue it, or use another folder")
+            raise ValueError(f"`out` {str(out)!r} holds results of this run already: pass `resume` to continue it, "
+                             f"or use another folder")
     elif records.any():
         raise ValueError(f"`out` {str(out)!r} holds progress records without run settings; use another folder")
     group.barrier()

@@ -166,6 +166,8 @@ def _value(row: Dict[str, str], column: str) -> float:
 
 def _same_pairs(runs: Sequence[Any], pictures: _Pictures, count: int) -> str:
     """Up to ``count`` pairs every run has, evenly spread over the dataset, one row each."""
+    if len({str(run.summary.get("settings", {}).get("data")) for run in runs}) > 1:
+        return "<p>The runs are on different datasets, so they share no pair.</p>"
     # Pairs are matched by image and category name: runs with different class maps may number categories apart.
     keyed = [{(r["image_id"], pictures.names[run.name].get(r["category"]) or r["category"]): r for r in run.rows}
              for run in runs]
