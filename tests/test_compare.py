@@ -145,7 +145,8 @@ def test_runs_on_different_datasets_are_flagged_as_not_comparable(runs, tmp_path
     assert "not comparable" not in (tmp_path / "same" / "leaderboard.md").read_text()
     evaluate("zoo:scenes_vgg", "saliency", "scenes:multi:4", tmp_path / "other", show_progress=False,
              metrics=["pointing_game"])
-    compare([runs / "grad_cam", tmp_path / "other"], tmp_path / "mixed", resamples=0, same_pairs=0, examples=0)
+    compare([runs / "grad_cam", tmp_path / "other"], tmp_path / "mixed", resamples=0, same_pairs=2, examples=0)
     warning = "The runs differ in their datasets: their scores are not comparable."
     assert warning in (tmp_path / "mixed" / "leaderboard.md").read_text()
     assert warning in (tmp_path / "mixed" / "index.html").read_text()
+    assert "on different datasets, so they share no pair" in (tmp_path / "mixed" / "index.html").read_text()
