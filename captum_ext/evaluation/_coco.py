@@ -157,14 +157,11 @@ def _merged_rle(coco: Any, anns: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 def _empty_union(coco: Any, anns: List[Dict[str, Any]]) -> Optional[str]:
     """Why the union of the annotations' masks cannot be a ground-truth region (it covers no pixel, or it does not
-    decode), or ``None``; from their run-length encodings. Only masks given as RLE are drawn: pycocotools reads
-    a corrupt RLE's area without complaint and fails only when it draws the mask (polygons always draw)."""
+    decode), or ``None``; from their run-length encodings, without drawing the masks (each RLE's runs were checked
+    against its image by :func:`_segmentation_problem`)."""
     from pycocotools import mask as mask_utils
 
     try:
-        for ann in anns:
-            if isinstance(ann["segmentation"], dict):
-                _quiet_decode(coco.annToRLE(ann))
         area = int(mask_utils.area(_merged_rle(coco, anns)))
     except Exception as exc:  # pycocotools raises TypeError, ValueError, ... for the ways an RLE breaks
         return f"segmentation does not decode ({type(exc).__name__}: {exc})"

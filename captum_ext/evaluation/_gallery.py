@@ -7,8 +7,9 @@ import base64
 import html
 import io
 import math
+from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -84,11 +85,10 @@ def thumbnail(image: Optional[np.ndarray], saliency: Optional[np.ndarray], boxes
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _unique_names(run: Any) -> Dict[str, str]:
-    """A run's category id → name, for the names that one category alone bears."""
-    rows = run.summary.get("class_map", {}).get("categories", [])
-    names = [str(row.get("name")) for row in rows]
-    return {str(row.get("id")): name for row, name in zip(rows, names) if names.count(name) == 1}
+def _unique_names(categories: Mapping[object, object]) -> Dict[str, str]:
+    """Category id → name (both as text), for the names that one category alone bears."""
+    counts = Counter(str(name) for name in categories.values())
+    return {str(cid): str(name) for cid, name in categories.items() if counts[str(name)] == 1}
 
 
 class _Pictures:
@@ -99,10 +99,10 @@ class _Pictures:
         self.stores = {run.name: _store(run.folder) for run in runs}
         # The gallery opens the dataset without the runs' class maps, and a map can renumber a dataset's categories
         # (VOC numbers them by the map's names), so a pair's truth is found by its category's name.
-        self.names = {run.name: _unique_names(run) for run in runs}
-        names = [] if dataset is None else [str(name) for name in dataset.categories.values()]
-        self.named = None if dataset is None else {str(name): cid for cid, name in dataset.categories.items()
-                                                   if names.count(str(name)) == 1}
+        self.names = {run.name: _unique_names({c.get("id"): c.get("name") for c in run.summary.get(
+            "class_map", {}).get("categories", [])}) for run in runs}
+        self.named = None if dataset is None else {
+            name: cid for cid, name in _unique_names(dataset.categories).items()}
 
     def truth(self, run_name: str, row: Dict[str, str]
               ) -> Tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray]]:
