@@ -259,6 +259,16 @@ def _command_options(parser: argparse.ArgumentParser, command: str) -> List[argp
 QUIET_IMPORTS = {"evaluate": ("zarr",), "fit-boxes": ("zarr",)}
 
 
+def _format_warning(message: Any, category: type, filename: str, lineno: int, line: Optional[str] = None) -> str:
+    """Our own notices as one line, like the errors; other libraries' warnings keep Python's format."""
+    if "captum_ext" in Path(filename).parts and category is UserWarning:
+        return f"captum-ext: warning: {message}\n"
+    return _PYTHON_FORMAT_WARNING(message, category, filename, lineno, line)
+
+
+_PYTHON_FORMAT_WARNING = warnings.formatwarning  # the format before main() sets its own
+
+
 def _import_quietly(modules: Sequence[str]) -> None:
     """Import ``modules`` now, discarding the warnings their import prints (later imports find them loaded)."""
     for name in modules:
@@ -316,10 +326,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = args.debug or _debug_from_environment()
+    python_format = warnings.formatwarning
     if not debug and not sys.warnoptions:
         # Libraries' deprecation notices are meant for their developers: a command's user sees its result or one
         # error line (``-W`` or --debug shows them).
         warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.formatwarning = _format_warning
         _import_quietly(QUIET_IMPORTS.get(args.command, ()))
     try:
         return _runner(args.run)(args)
@@ -340,6 +352,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             traceback.print_exception(err)
         print(f"captum-ext: error: {_one_line(err, _command_options(parser, args.command), args)}", file=sys.stderr)
         return FACTORY_ERROR if factory else USAGE_ERROR
+    finally:
+        warnings.formatwarning = python_format
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import warnings
 import sys
 import textwrap
 from pathlib import Path
@@ -328,3 +329,15 @@ def test_an_unreadable_image_read_by_a_worker_process_is_one_line(tmp_path, caps
     line = one_error_line(capsys.readouterr().err)
     assert "cannot decode image" in line and "000002.png" in line and "--skip-bad leaves unreadable images out" in line
     assert "Traceback" not in line
+
+
+def test_a_resume_into_an_empty_folder_warns_in_one_line_without_progress(tmp_path):
+    """Before: with --no-progress a mistyped --out started a fresh run without a word."""
+    argv = ["evaluate", "--model", "zoo:scenes_vgg", "--method", "saliency", "--data", "scenes:single:2",
+            "--out", str(tmp_path / "typo"), "--resume", "--no-progress"]
+    done = subprocess.run([sys.executable, "-m", "captum_ext", *argv], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0
+    assert done.stderr.strip() == f"captum-ext: warning: resuming: nothing done yet in {tmp_path / 'typo'}; " \
+                                  f"starting the run"
+    previous = warnings.formatwarning
+    assert cli.main(argv) == 0 and warnings.formatwarning is previous  # main() leaves the format as found

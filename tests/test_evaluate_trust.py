@@ -232,6 +232,12 @@ def test_a_resume_with_another_resize_names_the_resize(tmp_path):
 def test_resume_says_when_there_is_nothing_to_resume(tmp_path, capsys):
     evaluate(tiny_net(), "saliency", "scenes:single:2", tmp_path / "typo", resume=True)
     assert f"resuming: nothing done yet in {tmp_path / 'typo'}; starting the run" in capsys.readouterr().err
+    # Without progress output it is a warning (before: nothing was said).
+    with pytest.warns(UserWarning, match="resuming: nothing done yet in .*quiet; starting the run"):
+        evaluate(tiny_net(), "saliency", "scenes:single:2", tmp_path / "quiet", resume=True, show_progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a resume that finds batches done says nothing more
+        evaluate(tiny_net(), "saliency", "scenes:single:2", tmp_path / "quiet", resume=True, show_progress=False)
 
 
 def test_one_method_is_refused_in_a_folder_of_several_and_the_other_way_round(tmp_path):
@@ -608,3 +614,19 @@ def test_an_rle_that_does_not_cover_its_image_is_refused(tmp_path, multi_batch, 
 
     with pytest.raises(ValueError, match=why):
         open_dataset(coco(tmp_path / "coco", multi_batch, short))
+
+
+def test_n_images_counts_the_images_scored_not_those_left_out(tmp_path, multi_batch):
+    """Before: ``n_images`` was the dataset's image count, unreadable images and images without a pair included."""
+    def spoil_every_pair_of_the_first_image(document):
+        first = document["images"][0]["id"]
+        for annotation in document["annotations"]:
+            if annotation["image_id"] == first:
+                annotation["bbox"][3] = 0
+    data = coco(tmp_path / "coco", multi_batch, spoil_every_pair_of_the_first_image)
+    image = tmp_path / "coco" / "images" / "000005.png"
+    image.write_bytes(image.read_bytes()[:100])
+    summary = run(tmp_path, data, "run", skip_bad=True)
+    scored_images = {r["image_id"] for r in rows_of(tmp_path / "run")}
+    assert len(multi_batch.images) == 8 and summary["n_images"] == len(scored_images) == 6
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["n_images"] == 6

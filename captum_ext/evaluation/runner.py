@@ -11,6 +11,7 @@ import copy
 import json
 import sys
 import time
+import warnings
 from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -241,8 +242,13 @@ def evaluate(
         if talk and done_before:
             tqdm.write(f"resuming: {done_before} of {sum(len(batches[k]) for k in mine)} images done"
                        + (" (this process's share)" if group.world_size > 1 else ""), file=sys.stderr)
-        elif talk and resume:  # a mistyped --out would otherwise start afresh without a word
-            tqdm.write(f"resuming: nothing done yet in {out}; starting the run", file=sys.stderr)
+        elif resume and group.is_main and not any(run.records.any() for run in runs):
+            # A mistyped --out would otherwise start afresh without a word: said without progress output too.
+            notice = f"resuming: nothing done yet in {out}; starting the run"
+            if talk:
+                tqdm.write(notice, file=sys.stderr)
+            else:
+                warnings.warn(notice, UserWarning, stacklevel=2)
         names = ", ".join(run.name for run in runs)
         bar = tqdm(total=sum(len(batches[k]) for k in mine), initial=done_before, unit="img", disable=not talk,
                    desc=f"evaluate ({names}, rank 0 of {group.world_size})")
@@ -361,8 +367,9 @@ class _Opening:
         scored = run.accuracy.scored()  # the pairs in pairs.csv: not those of images that did not decode
         group.barrier()
         bad = [f"skipped pair: {item}" for item in dataset.bad_annotations]
-        summary = {"n_images": len(dataset.entries), "n_pairs": scored,
-                   **results, "skipped": bad + (run.records.skipped(n_batches) if group.is_main else []),
+        # Every process reads the records (the run's folder is shared), so every process returns the same summary.
+        images, unreadable = run.records.tally(n_batches)  # the images of pairs.csv: not the skipped ones
+        summary = {"n_images": images, "n_pairs": scored, **results, "skipped": bad + unreadable,
                    "class_map": resolved.report(dataset.categories, self.loaded.class_names),
                    "settings": {**run.settings, "processes": group.world_size}}
         if group.is_main:

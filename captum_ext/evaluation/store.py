@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import torch
@@ -202,16 +202,24 @@ class BatchRecords:
             if self.done(batch):
                 yield from self.read(batch)["rows"]
 
-    def skipped(self, n_batches: int) -> List[str]:
-        """Every file a batch skipped (``skip_bad``), in batch order.
+    def tally(self, n_batches: int) -> Tuple[int, List[str]]:
+        """The images the recorded rows score, and every file a batch skipped (``skip_bad``), in one pass.
 
         Args:
             n_batches (int): the run's number of batches.
 
         Returns:
-            list of str: the skipped files with their errors.
+            tuple: ``(images, skipped)``: how many images have a row (an image that did not decode, or whose
+            every pair was skipped, has none) and the skipped files with their errors, in batch order.
         """
-        return [item for batch in range(n_batches) if self.done(batch) for item in self.read(batch)["skipped"]]
+        images: Set[int] = set()
+        skipped: List[str] = []
+        for batch in range(n_batches):
+            if self.done(batch):
+                record = self.read(batch)
+                images.update(int(row["image_index"]) for row in record["rows"])
+                skipped += record["skipped"]
+        return len(images), skipped
 
 
 def to_json(deltas: Dict[str, Dict[str, Tensor]]) -> Dict[str, Dict[str, Any]]:
