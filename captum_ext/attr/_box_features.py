@@ -370,7 +370,8 @@ def box_feature_matrix(maps: Tensor, features: Sequence[str], grid_size: int, si
     if maps.shape[0] == 0:
         return torch.zeros(0, feature_count(features, grid_size, num_classes), dtype=torch.float64,
                            device=maps.device)
-    blurred = gaussian_blur(maps, sigma)
+    # The blocks of the whole map share one blur; the default "window" block blurs its own way and needs none.
+    blurred = gaussian_blur(maps, sigma) if {"grid", "multiscale", "moments"} & set(features) else maps
     parts = []
     for name in features:
         if name == "grid":
