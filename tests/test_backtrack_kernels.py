@@ -75,3 +75,27 @@ def test_all_negative_and_zero_sums_take_the_ordered_scan():
     assert channels.tolist() == [[1, 2], [1, 2], [3, 0]]
     assert sums.tolist() == [[-1.0, -1.0], [0.0, 0.0], [5.0, 0.0]]
     assert taps.tolist() == [[0, 0]] * 3
+
+
+def test_a_first_launch_leaves_torchs_thread_count_as_found():
+    """Before: Numba's OpenMP layer set the process's OpenMP threads to every core on its first launch, so after one
+    NodeBacktrack call a process of ``torch.set_num_threads(1)`` ran on 2 threads and its convolutions rounded
+    differently (a dataset run's second batch differed in its last bits from the same batch run alone)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import torch; torch.set_num_threads(1)\n"
+            "from torch import nn\n"
+            "from captum_ext import NodeBacktrack\n"
+            "model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),\n"
+            "                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()\n"
+            "x = torch.rand(4, 3, 32, 32)\n"
+            "with torch.no_grad(): before = model(x)\n"
+            "NodeBacktrack(model).attribute(x, target=0)\n"
+            "with torch.no_grad(): after = model(x)\n"
+            "print(torch.get_num_threads(), torch.equal(before, after))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "NUMBA_NUM_THREADS": "2"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["1", "True"]

@@ -341,3 +341,11 @@ def test_a_resume_into_an_empty_folder_warns_in_one_line_without_progress(tmp_pa
                                   f"starting the run"
     previous = warnings.formatwarning
     assert cli.main(argv) == 0 and warnings.formatwarning is previous  # main() leaves the format as found
+
+
+def test_a_metric_named_twice_is_refused_in_one_line(tmp_path, capsys):
+    """Before: run.json recorded the repeat, and a resume naming the metric once counted as another run."""
+    argv = EVALUATE + ["--out", str(tmp_path / "out"), "--metrics", "deletion", "pointing_game", "deletion"]
+    assert cli.main(argv) == 2
+    assert "--metrics names 'deletion' more than once" in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()

@@ -150,3 +150,72 @@ def test_runs_on_different_datasets_are_flagged_as_not_comparable(runs, tmp_path
     assert warning in (tmp_path / "mixed" / "leaderboard.md").read_text()
     assert warning in (tmp_path / "mixed" / "index.html").read_text()
     assert "on different datasets, so they share no pair" in (tmp_path / "mixed" / "index.html").read_text()
+
+
+def fake_run(folder, settings, scores, rows=()):
+    folder.mkdir(parents=True)
+    summary = {"settings": {"method": folder.name, "data": "scenes:multi:2", **settings}, "n_pairs": len(rows),
+               **scores}
+    (folder / "metrics.json").write_text(json.dumps(summary))
+    with open(folder / "pairs.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["pair", "image_index", "class_index", "deletion_auc"])
+        writer.writerows(rows)
+    return folder
+
+
+@pytest.mark.parametrize("setting, other, metric, words", [
+    ("faithfulness", {"steps": 2, "baseline": "zero"}, "deletion_auc", "deletion and insertion settings"),
+    ("perturbation", {"samples": 3, "noise": 0.1, "radius": 0.02}, "infidelity", "perturbations"),
+    ("batch_size", 4, "sensitivity_max", "batch sizes"),
+    ("road", {"fractions": [0.5]}, "road_morf", "ROAD settings"),
+    ("tolerance", 3.0, "pointing_game", "pointing tolerances"),
+])
+def test_runs_measured_with_other_metric_settings_are_flagged(tmp_path, setting, other, metric, words):
+    """Before: only the dataset, image size and tolerance were compared, so deletion AUCs of 8 and of 2 steps were
+    tabled side by side without a word."""
+    base = {"faithfulness": {"steps": 8, "baseline": "zero"}, "perturbation": {"samples": 2, "noise": 0.1,
+            "radius": 0.02}, "batch_size": 8, "road": {"fractions": [0.1, 0.5]}, "tolerance": 15.0}
+    first = fake_run(tmp_path / "a", base, {metric: 0.2})
+    second = fake_run(tmp_path / "b", {**base, setting: other}, {metric: 0.3})
+    compare([first, second], tmp_path / "out", resamples=0, same_pairs=0, examples=0)
+    assert f"The runs differ in their {words}" in (tmp_path / "out" / "leaderboard.md").read_text()
+    # A setting counts only where a run reports one of its metrics.
+    third = fake_run(tmp_path / "c", {**base, setting: other}, {"accuracy" if metric != "accuracy" else "pxap": 0.3})
+    compare([first, third], tmp_path / "out2", resamples=0, same_pairs=0, examples=0)
+    assert "not comparable" not in (tmp_path / "out2" / "leaderboard.md").read_text()
+
+
+def test_a_chart_of_an_unbounded_metric_holds_every_bar(monkeypatch):
+    """Before: the axis ended at 1, so a max-sensitivity of 1.67 was drawn as 1."""
+    import matplotlib.pyplot as plt
+
+    from captum_ext.evaluation.compare import Score, _chart
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep each figure to read its axis
+    _chart({"a": {"sensitivity_max": Score(1.673, 1.5, 1.8)}, "b": {"sensitivity_max": Score(0.4, 0.3, 0.5)}},
+           "sensitivity_max")
+    _chart({"a": {"sensitivity_max": Score(0.9, 0.8, 0.95)}, "b": {"sensitivity_max": Score(0.4)}},
+           "sensitivity_max")
+    unbounded, bounded = (figure.axes[0].get_xlim() for figure in figures)
+    assert unbounded[0] == 0.0 and unbounded[1] == pytest.approx(1.8 * 1.05)
+    assert bounded == (0.0, 1.0)  # scores in [0, 1] keep the fixed axis
+    monkeypatch.undo()
+    for figure in figures:
+        plt.close(figure)
+
+
+def test_a_cut_off_table_is_named_with_what_is_wrong(tmp_path):
+    """Before: a pairs.csv cut mid-row failed with "float() argument must be ... not 'NoneType'", naming nothing;
+    one cut at a line's end was read as a smaller run."""
+    rows = [(k, k, 0, 0.1 * k) for k in range(4)]
+    folder = fake_run(tmp_path / "run", {}, {"deletion_auc": 0.15}, rows)
+    table = (folder / "pairs.csv").read_text()
+    (folder / "pairs.csv").write_text(table[:table.rindex(",")])  # the last row loses its last field
+    with pytest.raises(ValueError, match=r"pairs\.csv' is not a complete evaluate table: line 5 has fewer fields"):
+        read_run(folder)
+    (folder / "pairs.csv").write_text("".join(table.splitlines(keepends=True)[:4]))  # the last row lost whole
+    with pytest.raises(ValueError, match=r"pairs\.csv' holds 3 pairs, but .*metrics\.json' counts 4"):
+        read_run(folder)
+    assert main(["compare", str(folder), "--out", str(tmp_path / "out")]) == 2

@@ -22,18 +22,18 @@ def linear_model(weight: torch.Tensor) -> nn.Module:
     return model.eval()
 
 
-def test_deletion_curve_is_exact_and_the_last_step_may_be_shorter():
+def test_deletion_curve_is_exact_with_steps_equal_to_one_pixel():
     weight = torch.arange(1.0, 10.0).view(1, 3, 3)  # pixel k carries evidence k + 1
     model, image = linear_model(weight), torch.ones(1, 1, 3, 3)
     ranking = weight.clone()  # the true order of the evidence
     curve = deletion_insertion_curves(model, image, ranking, torch.tensor([0]), "deletion", steps=4,
                                       baseline="zero")[0]
-    # 9 pixels in 4 steps: 3 per step, the last step removes nothing more.
-    remaining = torch.tensor([45.0, 45 - (9 + 8 + 7), 45 - 39, 0.0, 0.0])
+    # 9 pixels in 4 steps: floor(9k / 4) = 0, 2, 4, 6, 9 removed, the strongest first.
+    remaining = torch.tensor([45.0, 45 - (9 + 8), 45 - (9 + 8 + 7 + 6), 45 - 39, 0.0])
     assert torch.allclose(curve, torch.sigmoid(remaining), atol=1e-6)
     insertion = deletion_insertion_curves(model, image, ranking, torch.tensor([0]), "insertion", steps=4,
                                           baseline="zero")[0]
-    assert torch.allclose(insertion, torch.sigmoid(torch.tensor([0.0, 24, 39, 45, 45])), atol=1e-6)
+    assert torch.allclose(insertion, torch.sigmoid(torch.tensor([0.0, 17, 30, 39, 45])), atol=1e-6)
 
 
 def test_ties_are_broken_by_pixel_position():
@@ -146,3 +146,16 @@ def test_faithfulness_needs_no_annotations_and_bad_options_are_named(tmp_path):
     with pytest.raises(ValueError, match="`metrics` must name some of"):
         evaluate(tiny_model(), "saliency", "scenes:single:2", tmp_path / "bad2", metrics=["ssim"],
                  show_progress=False)
+
+
+@pytest.mark.parametrize("steps", [3, 12, 16, 32, 64])
+def test_the_curve_reaches_the_baseline_at_its_last_step_only(steps):
+    """Before: ceil(H·W / steps) pixels per step replaced a 4×4 image's 16 pixels by x = 0.5 with 32 steps, and the
+    curve stayed flat for the rest, changing what the AUC measures."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2)).eval()
+    image, ranking = torch.rand(1, 1, 4, 4) + 0.5, torch.rand(1, 4, 4)
+    curve = deletion_insertion_curves(model, image, ranking, torch.tensor([0]), steps=steps, baseline="zero")[0]
+    fully_replaced = torch.softmax(model(torch.zeros(1, 1, 4, 4)), dim=1)[0, 0]
+    assert torch.allclose(curve[-1], fully_replaced)
+    assert not torch.allclose(curve[-2], fully_replaced)  # one pixel at least is still there a step before

@@ -282,8 +282,16 @@ def launching() -> Iterator[None]:
         None
     """
     with _LAUNCH:
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-        yield
+        threads = torch.get_num_threads()
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        try:
+            yield
+        finally:
+            # Numba's OpenMP layer starts its pool on the first launch and sets the OpenMP thread count that torch
+            # shares to all cores: later convolutions then round differently (a run's second batch differed from
+            # the same batch run first). The caller's count is put back.
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
 
 
 def _launch(kernel: "numba.core.registry.CPUDispatcher", *args: Any) -> None:

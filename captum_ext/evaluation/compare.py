@@ -91,17 +91,27 @@ def read_run(folder: Union[str, Path]) -> Run:
         raise ValueError(f"{str(path)!r} is not an evaluate summary: {err}") from None
     table = folder / "pairs.csv"
     rows = list(csv.DictReader(table.read_text(encoding="utf-8").splitlines())) if table.is_file() else []
+    for line, row in enumerate(rows, start=2):  # a cut-off file leaves its last row short
+        if None in row or None in row.values():
+            raise ValueError(f"{str(table)!r} is not a complete evaluate table: line {line} has "
+                             f"{'more' if None in row else 'fewer'} fields than its header")
+    pairs = summary.get("n_pairs")
+    if table.is_file() and isinstance(pairs, int) and len(rows) != pairs:  # cut off at a line's end
+        raise ValueError(f"{str(table)!r} holds {len(rows)} pairs, but {str(path)!r} counts {pairs}")
     name = method if folder.name in (method, "") else f"{method} ({folder.name})"
     return Run(name, folder, summary, rows)
 
 
 def _images_and_columns(run: Run, column: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per pair: image index, the column as float, and the class index."""
-    image = np.array([int(r["image_index"]) for r in run.rows], dtype=np.int64)
     booleans = {"True": 1.0, "False": 0.0}  # csv writes the recognised column as Python booleans
-    values = np.array([booleans[r[column]] if r[column] in booleans else float(r[column])
-                       for r in run.rows], dtype=np.float64)
-    classes = np.array([int(r["class_index"]) for r in run.rows], dtype=np.int64)
+    try:
+        image = np.array([int(r["image_index"]) for r in run.rows], dtype=np.int64)
+        values = np.array([booleans[r[column]] if r[column] in booleans else float(r[column])
+                           for r in run.rows], dtype=np.float64)
+        classes = np.array([int(r["class_index"]) for r in run.rows], dtype=np.int64)
+    except (KeyError, ValueError) as err:
+        raise ValueError(f"{str(run.folder / 'pairs.csv')!r} is not a readable evaluate table: {err}") from None
     return image, values, classes
 
 
@@ -157,15 +167,29 @@ def leaderboard(runs: Sequence[Run], resamples: int = 1000, seed: int = 0) -> Di
     return {run.name: {k: score(run, k, resamples, seed) for k in keys} for run in runs}
 
 
-#: Settings that make two runs' scores incomparable when they differ.
-SCORED_ON = {"data": "datasets", "resize": "image sizes", "tolerance": "pointing tolerances"}
+#: Settings that make two runs' scores incomparable when they differ: run.json key → (what it is, the metrics it
+#: changes; ``None``: every metric). A setting counts only among the runs that report one of its metrics.
+SCORED_ON: Dict[str, Tuple[str, Optional[Tuple[str, ...]]]] = {
+    "data": ("datasets", None),
+    "resize": ("image sizes", None),
+    "tolerance": ("pointing tolerances", ("pointing_game",)),
+    "faithfulness": ("deletion and insertion settings (steps, baseline)", ("deletion_auc", "insertion_auc")),
+    "perturbation": ("perturbations (number, noise, radius)", ("infidelity", "sensitivity_max")),
+    # The perturbations of a pair are drawn from a generator seeded by its batch's number.
+    "batch_size": ("batch sizes, which choose the perturbations", ("infidelity", "sensitivity_max")),
+    "road": ("ROAD settings", ("road_morf", "road_lerf")),
+}
 
 
 def _incomparable(runs: Sequence[Run]) -> str:
     """A warning when the runs differ in what their scores are measured on, or an empty string."""
-    differ = [what for key, what in SCORED_ON.items()
-              if len({json.dumps(r.summary.get("settings", {}).get(key)) for r in runs}) > 1]
-    return f"The runs differ in their {' and '.join(differ)}: their scores are not comparable." if differ else ""
+    differ = []
+    for key, (what, metrics) in SCORED_ON.items():
+        reporting = [r for r in runs if metrics is None or any(isinstance(r.summary.get(m), (int, float))
+                                                                   for m in metrics)]
+        if len({json.dumps(r.summary.get("settings", {}).get(key), sort_keys=True) for r in reporting}) > 1:
+            differ.append(what)
+    return f"The runs differ in their {'; '.join(differ)}: their scores are not comparable." if differ else ""
 
 
 def _markdown(board: Dict[str, Dict[str, Score]], runs: Sequence[Run]) -> str:
@@ -195,7 +219,11 @@ def _chart(board: Dict[str, Dict[str, Score]], key: str) -> str:
     with_intervals = any(board[n][key].low is not None for n in names)
     axis.barh(names, values, xerr=errors if with_intervals else None, color="#4477aa", capsize=3)
     axis.invert_yaxis()
-    axis.set_xlim(0, 1)
+    # Scores in [0, 1] on a fixed axis, so charts compare at a glance; unbounded ones (infidelity, max-sensitivity)
+    # on an axis that holds every bar and whisker.
+    ends = [v for n in names for v in (board[n][key].value, board[n][key].low, board[n][key].high) if v is not None]
+    low, high = min(ends + [0.0]), max(ends + [1.0])
+    axis.set_xlim(low * 1.05 if low < 0 else 0.0, high * 1.05 if high > 1 else 1.0)
     axis.set_title(f"{METRICS[key][0]} ({METRICS[key][2]} is better)", fontsize=9)
     axis.tick_params(labelsize=8)
     fig.tight_layout()

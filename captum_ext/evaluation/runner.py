@@ -184,6 +184,8 @@ def evaluate(
 
         check_in_choices(faithfulness_baseline, "faithfulness_baseline", BASELINES)
     check_in_choices(map_dtype, "map_dtype", MAP_DTYPES)
+    metrics = list(metrics) if metrics is not None and not isinstance(metrics, str) else metrics  # read once
+    scoring.split_metric_names(metrics)  # unknown or repeated names: refused before anything is read or written
     perturbation = {"samples": int(check_scalar(perturbation_samples, "perturbation_samples", low=1, integer=True)),
                     "noise": float(check_scalar(infidelity_noise, "infidelity_noise", low=0.0, low_open=True)),
                     "radius": float(check_scalar(sensitivity_radius, "sensitivity_radius", low=0.0, low_open=True))}

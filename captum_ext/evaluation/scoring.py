@@ -107,7 +107,7 @@ def split_metric_names(names: Optional[Sequence[str]]) -> Tuple[Optional[List[st
         tuple: (localisation names, or ``None`` for the default; faithfulness names).
 
     Raises:
-        ValueError: an unknown name.
+        ValueError: an unknown or repeated name.
     """
     if names is None:
         return None, []
@@ -115,6 +115,9 @@ def split_metric_names(names: Optional[Sequence[str]]) -> Tuple[Optional[List[st
     if unknown:
         raise ValueError(f"`metrics` must name some of {list(LOCALISATION_METRICS + FAITHFULNESS_METRICS)}, got "
                          f"{unknown}")
+    repeated = sorted({n for n in names if list(names).count(n) > 1})
+    if repeated:  # a resume compares the list as given: a repeat would make the same run look like another
+        raise ValueError(f"`metrics` names {', '.join(map(repr, repeated))} more than once")
     return [n for n in names if n in LOCALISATION_METRICS], [n for n in names if n in FAITHFULNESS_METRICS]
 
 

@@ -11,7 +11,6 @@ so the order, and the result, are the same on every device and in every process.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, Optional, Tuple
 
 import torch
@@ -72,8 +71,8 @@ def deletion_insertion_curves(
         maps (Tensor): ``N×H×W`` (or ``N×1×H×W``) maps ranking the pixels, highest first.
         targets (Tensor): ``N`` class indices.
         mode (str): ``"deletion"`` or ``"insertion"``. Default: deletion.
-        steps (int): how many equal steps take the curve from the image to the baseline (``ceil(H·W / steps)``
-            pixels each, the last step possibly fewer). Default: 32.
+        steps (int): how many equal steps take the curve from the image to the baseline (after step k,
+            ``floor(k·H·W / steps)`` pixels are replaced: steps of equal size to one pixel). Default: 32.
         baseline (str, optional): one of :data:`BASELINES`. Default: RISE's, ``"zero"`` for deletion and
             ``"blur"`` for insertion.
         multi_label (bool): the class probability is a sigmoid of the score (else a softmax over classes).
@@ -109,8 +108,9 @@ def deletion_insertion_curves(
     order = maps.float().argsort(dim=1, descending=True, stable=True)
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(pixels, device=order.device).expand(n, -1))
     rank = rank.view(n, 1, height, width)
-    per_step = math.ceil(pixels / steps)
-    changed = [min(k * per_step, pixels) for k in range(steps + 1)]
+    # Step k has replaced floor(k·H·W / steps) pixels: equal steps (to one pixel) that end exactly at x = 1. With
+    # ceil(H·W / steps) per step, a small image or many steps replaced everything early and the curve stayed flat.
+    changed = [k * pixels // steps for k in range(steps + 1)]
     curves = torch.empty(n, steps + 1, dtype=torch.float32, device=images.device)
     jobs = [(i, k) for i in range(n) for k in range(steps + 1)]
     with torch.no_grad():
