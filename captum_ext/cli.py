@@ -31,6 +31,7 @@ import importlib
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -336,6 +337,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return _runner(args.run)(args)
     except KeyboardInterrupt:
+        if argv is None and threading.current_thread() is threading.main_thread():
+            # The program's own run: a further Ctrl-C from here on (a user pressing it again while the run's
+            # clean-up and the interpreter's shutdown finish) would kill it with no status; it has been heard.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         if debug:
             raise
         print("captum-ext: interrupted", file=sys.stderr)
