@@ -149,7 +149,13 @@ def test_runs_on_different_datasets_are_flagged_as_not_comparable(runs, tmp_path
     warning = "The runs differ in their datasets: their scores are not comparable."
     assert warning in (tmp_path / "mixed" / "leaderboard.md").read_text()
     assert warning in (tmp_path / "mixed" / "index.html").read_text()
-    assert "on different datasets, so they share no pair" in (tmp_path / "mixed" / "index.html").read_text()
+    page = (tmp_path / "mixed" / "index.html").read_text()
+    assert "on different datasets, so they share no pair" in page
+    assert "name different datasets" not in page  # said once: not again as a note over no pictures
+    compare([runs / "grad_cam", tmp_path / "other"], tmp_path / "both", resamples=0, same_pairs=2, examples=1)
+    page = (tmp_path / "both" / "index.html").read_text()
+    assert page.count("different datasets") == 2  # the same-pairs section, and the note over the maps alone
+    assert page.index("share no pair") < page.index("only their maps are shown")
 
 
 def fake_run(folder, settings, scores, rows=()):

@@ -154,6 +154,27 @@ def test_voc_keeps_its_class_list_when_a_stray_name_appears(tmp_path, multi_batc
         open_dataset(f"voc:{root}", class_map={"ids": {"1": 0}})
 
 
+def test_pairs_tables_of_voc_runs_with_other_class_maps_join_by_category_name(tmp_path, multi_batch):
+    """Before: VOC numbers its categories by the class map's names, so with the classes reversed the same
+    (image, category) key named two different objects in the two tables, and nothing else in a row told them apart."""
+    root = export_voc(multi_batch, tmp_path / "voc")
+    plain = {"names": {str(d): d for d in range(10)}}
+    swapped = {"names": {str(d): 9 - d for d in range(10)}}
+    run(tmp_path, f"voc:{root}", "plain", class_map=plain)
+    run(tmp_path, f"voc:{root}", "swapped", class_map=swapped)
+    plain_rows, swapped_rows = rows_of(tmp_path / "plain"), rows_of(tmp_path / "swapped")
+    assert list(plain_rows[0])[3:6] == ["category", "category_name", "class_index"]
+    by_name = {(r["image_id"], r["category_name"]): r for r in plain_rows}
+    assert len(by_name) == len(plain_rows) == len(swapped_rows)
+    for row in swapped_rows:  # the same object, explained as the class the map gives its name
+        twin = by_name[(row["image_id"], row["category_name"])]
+        assert int(row["class_index"]) == swapped["names"][row["category_name"]]
+        assert int(twin["class_index"]) == plain["names"][row["category_name"]]
+    # the ids alone pair objects of different names in the two runs
+    by_id = {(r["image_id"], r["category"]): r["category_name"] for r in plain_rows}
+    assert any(by_id.get((r["image_id"], r["category"])) not in (None, r["category_name"]) for r in swapped_rows)
+
+
 def test_the_exports_write_explicit_class_maps(tmp_path, multi_batch):
     export_coco(multi_batch, tmp_path / "coco")
     export_voc(multi_batch, tmp_path / "voc")
@@ -359,6 +380,66 @@ def test_a_malformed_or_empty_segmentation_is_named_when_the_dataset_opens(tmp_p
     assert "segmentation covers no pixel" in message
     summary = run(tmp_path, data, "run", skip_bad=True)
     assert sum("skipped pair" in item for item in summary["skipped"]) == 2
+
+
+def test_a_segmentation_far_from_its_bbox_is_named_when_the_dataset_opens(tmp_path, multi_batch):
+    """Before: the mask metrics scored the segmentation and the box metrics the bbox, wherever each lay."""
+    moved = {}
+
+    def spoil(document):
+        from pycocotools import mask as coco_mask
+
+        polygon, rle = document["annotations"][1], document["annotations"][4]
+        moved.update(polygon=polygon["id"], rle=rle["id"])
+        x, y, w, h = polygon["bbox"]
+        far = (x + w + 2) % 60  # to the right of the box, or wrapped to the left edge
+        polygon["segmentation"] = [[far, y, far + w, y, far + w, y + h, far, y + h]]
+        # the RLE shifted by half the image's width: the same shape, elsewhere
+        size, counts = rle["segmentation"]["size"], rle["segmentation"]["counts"]
+        pixels = coco_mask.decode({"size": size, "counts": counts.encode() if isinstance(counts, str) else counts})
+        encoded = coco_mask.encode(np.asfortranarray(np.roll(pixels, pixels.shape[1] // 2, axis=1)))
+        rle["segmentation"] = {"size": size, "counts": encoded["counts"].decode()}
+
+    data = coco(tmp_path / "coco", multi_batch, spoil)
+    with pytest.raises(ValueError) as raised:
+        open_dataset(data)
+    message = str(raised.value)
+    assert "2 annotation(s) cannot be scored" in message
+    for key in ("polygon", "rle"):
+        assert re.search(rf"annotation {moved[key]}: its segmentation spans \(.*\) but its bbox is \(.*\): IoU "
+                         rf"0\.\d\d < 0\.5", message), message
+    summary = run(tmp_path, data, "run", skip_bad=True, metrics=["pointing_game"])
+    assert sum("its segmentation spans" in item for item in summary["skipped"]) == 2
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 30), st.integers(0, 2**31 - 1), st.floats(0.0, 0.3))
+def test_an_rles_extent_is_pycocotools_bbox_of_it(height, width, seed, density):
+    from pycocotools import mask as coco_mask
+
+    from captum_ext.evaluation._coco import _rle_runs, _runs_extent
+
+    pixels = np.asfortranarray((np.random.default_rng(seed).random((height, width)) < density).astype(np.uint8))
+    encoded = coco_mask.encode(pixels)
+    extent = _runs_extent(_rle_runs(encoded["counts"].decode()), height)
+    if not pixels.any():
+        assert extent is None
+    else:
+        x, y, w, h = coco_mask.toBbox(encoded).tolist()
+        assert extent == (x, y, x + w, y + h)
+
+
+def test_segmentations_that_agree_with_their_bbox_open_as_before(tmp_path):
+    """COCO derives bboxes from the segmentations: an export of 60 scenes (polygons for a few) opens clean."""
+    batch = scenes.make_scenes(60, mode="multi", split="test", seed=11)
+
+    def as_polygons(document):
+        for annotation in document["annotations"][:20]:
+            x, y, w, h = annotation["bbox"]  # a polygon that is its box, as COCO's bbox of it
+            annotation["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+
+    dataset = open_dataset(coco(tmp_path / "coco", batch, as_polygons))
+    assert dataset.bad_annotations == [] and len(dataset) == 60
 
 
 @settings(max_examples=200, deadline=None)

@@ -91,16 +91,18 @@ def _check(dataset: object, ann_file: str) -> None:
             raise _fail(ann_file, f"annotation {ann.get('id')!r} needs a bbox [x, y, w, h] of numbers")
 
 
-def _segmentation_problem(segmentation: object, height: int, width: int) -> Optional[str]:
+def _segmentation_problem(segmentation: object, box: Tuple[float, float, float, float], height: int, width: int
+                          ) -> Optional[str]:
     """Why a COCO ``segmentation`` cannot be decoded (polygons of at least three finite points, or an RLE of the
-    image's size), or ``None``."""
+    image's size), or disagrees with its annotation's ``box`` ``(x1, y1, x2, y2)``; ``None`` when it can be
+    scored."""
     if isinstance(segmentation, list):
         for polygon in segmentation:
             if not (isinstance(polygon, list) and len(polygon) >= 6 and len(polygon) % 2 == 0 and all(
                     isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in polygon)):
                 return (f"segmentation polygon {str(polygon)[:60]} is not a list of at least three (x, y) points "
                         f"of finite numbers")
-        return None
+        return _off_box(_polygons_extent(segmentation), box)
     if isinstance(segmentation, dict):
         size = segmentation.get("size")
         if "counts" not in segmentation or size != [height, width]:
@@ -109,8 +111,56 @@ def _segmentation_problem(segmentation: object, height: int, width: int) -> Opti
         runs = _rle_runs(segmentation["counts"])
         if runs is None or any(run < 0 for run in runs) or sum(runs) != height * width:
             return f"RLE segmentation's runs do not cover the {height}×{width} image exactly"
-        return None
+        return _off_box(_runs_extent(runs, height), box)
     return f"segmentation must be a list of polygons or an RLE object, got {type(segmentation).__name__}"
+
+
+#: Below this IoU between an annotation's bbox and its segmentation's extent, the two describe different regions
+#: (the mask metrics would score one place and the box metrics another). COCO derives the bbox from the
+#: segmentation, so the two agree exactly there.
+MIN_SEGMENTATION_BOX_IOU = 0.5
+
+
+def _off_box(extent: Optional[Tuple[float, float, float, float]], box: Tuple[float, float, float, float]
+             ) -> Optional[str]:
+    """Why a segmentation of this ``extent`` disagrees with its annotation's ``box``, or ``None``."""
+    if extent is None or extent[2] <= extent[0] or extent[3] <= extent[1]:
+        return None  # no pixel, or a polygon without area: the empty-union check names it
+    overlap = (max(0.0, min(box[2], extent[2]) - max(box[0], extent[0]))
+               * max(0.0, min(box[3], extent[3]) - max(box[1], extent[1])))
+    union = (box[2] - box[0]) * (box[3] - box[1]) + (extent[2] - extent[0]) * (extent[3] - extent[1]) - overlap
+    iou = overlap / union if union > 0 else 0.0
+    if iou >= MIN_SEGMENTATION_BOX_IOU:
+        return None
+    shown = ", ".join(f"{v:g}" for v in extent)
+    return (f"its segmentation spans ({shown}) but its bbox is ({', '.join(f'{v:g}' for v in box)}): IoU "
+            f"{iou:.2f} < {MIN_SEGMENTATION_BOX_IOU}, so they describe different regions")
+
+
+def _polygons_extent(polygons: List[List[float]]) -> Tuple[float, float, float, float]:
+    """``(x1, y1, x2, y2)`` of checked polygons' points."""
+    xs = [v for polygon in polygons for v in polygon[0::2]]
+    ys = [v for polygon in polygons for v in polygon[1::2]]
+    return float(min(xs)), float(min(ys)), float(max(xs)), float(max(ys))
+
+
+def _runs_extent(runs: List[int], height: int) -> Optional[Tuple[float, float, float, float]]:
+    """``(x1, y1, x2, y2)`` of the pixels an RLE's checked ``runs`` cover (column by column, as COCO stores them);
+    ``None`` without a pixel."""
+    x1 = y1 = x2 = y2 = None
+    position = 0
+    for k, run in enumerate(runs):
+        if k % 2 == 1 and run > 0:  # odd runs are foreground
+            (first_x, first_y), (last_x, last_y) = divmod(position, height), divmod(position + run - 1, height)
+            low, high = (first_y, last_y) if first_x == last_x else (0, height - 1)  # a run over two columns
+            x1 = first_x if x1 is None else min(x1, first_x)
+            x2 = last_x if x2 is None else max(x2, last_x)
+            y1 = low if y1 is None else min(y1, low)
+            y2 = high if y2 is None else max(y2, high)
+        position += run
+    if x1 is None:
+        return None
+    return float(x1), float(y1), float(x2 + 1), float(y2 + 1)  # type: ignore[operator]
 
 
 def _rle_runs(counts: object) -> Optional[List[int]]:
@@ -210,7 +260,7 @@ class CocoSource:
                 x, y, w, h = ann["bbox"]
                 why = box_problem((x, y, x + w, y + h), height, width)
                 if why is None and ann.get("segmentation"):
-                    why = _segmentation_problem(ann["segmentation"], height, width)
+                    why = _segmentation_problem(ann["segmentation"], (x, y, x + w, y + h), height, width)
                 by_category[int(ann["category_id"])].append((ann, why))
             for category, anns in by_category.items():
                 wrong = [(ann, why) for ann, why in anns if why is not None]

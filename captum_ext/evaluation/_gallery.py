@@ -32,7 +32,7 @@ def _open_images(runs: Sequence[Any]) -> Tuple[Optional[Any], str]:
     from captum_ext.evaluation.data import open_dataset
 
     settings = runs[0].summary.get("settings", {})
-    specs = {str(r.summary.get("settings", {}).get("data")) for r in runs}
+    specs = _dataset_specs(runs)
     if len(specs) != 1:
         return None, "the runs name different datasets, so only their maps are shown"
     resize = settings.get("resize")
@@ -40,6 +40,10 @@ def _open_images(runs: Sequence[Any]) -> Tuple[Optional[Any], str]:
         return open_dataset(specs.pop(), resize=tuple(resize) if resize else None, skip_bad=True), ""
     except (FileNotFoundError, ValueError, TypeError, OSError) as err:
         return None, f"the dataset could not be opened ({err}), so only the maps are shown"
+
+
+def _dataset_specs(runs: Sequence[Any]) -> set:
+    return {str(r.summary.get("settings", {}).get("data")) for r in runs}
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:
@@ -166,8 +170,6 @@ def _value(row: Dict[str, str], column: str) -> float:
 
 def _same_pairs(runs: Sequence[Any], pictures: _Pictures, count: int) -> str:
     """Up to ``count`` pairs every run has, evenly spread over the dataset, one row each."""
-    if len({str(run.summary.get("settings", {}).get("data")) for run in runs}) > 1:
-        return "<p>The runs are on different datasets, so they share no pair.</p>"
     # Pairs are matched by image and category name: runs with different class maps may number categories apart.
     keyed = [{(r["image_id"], pictures.names[run.name].get(r["category"]) or r["category"]): r for r in run.rows}
              for run in runs]
@@ -229,10 +231,15 @@ def gallery_html(runs: Sequence[Any], same_pairs: int = 6, examples: int = 2) ->
     dataset, why = _open_images(runs)
     pictures = _Pictures(runs, dataset)
     note = f"<p class='note'>{html.escape(why)}</p>" if why else ""
-    parts = ["<h2>The same pairs across methods</h2>", note,
-             "<p>Each map over its image, the class's boxes and mask outline in white.</p>",
-             _same_pairs(runs, pictures, same_pairs)] if same_pairs > 0 else []
+    parts = []
+    if same_pairs > 0 and len(_dataset_specs(runs)) > 1:
+        parts = ["<h2>The same pairs across methods</h2>",
+                 "<p>The runs are on different datasets, so they share no pair.</p>"]
+    elif same_pairs > 0:
+        parts = ["<h2>The same pairs across methods</h2>", note,
+                 "<p>Each map over its image, the class's boxes and mask outline in white.</p>",
+                 _same_pairs(runs, pictures, same_pairs)]
+        note = ""  # said once, in the first section
     if examples > 0:
-        parts += ["<h2>Best and worst pairs per metric</h2>", "" if parts else note,
-                  _best_and_worst(runs, pictures, examples)]
+        parts += ["<h2>Best and worst pairs per metric</h2>", note, _best_and_worst(runs, pictures, examples)]
     return "".join(parts)

@@ -33,19 +33,23 @@ def write_reports(out: Path, summary: Dict[str, Any], records: BatchRecords, n_b
     # allow_nan=False: a NaN would make the file invalid JSON; undefined values are None (null) upstream.
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True, allow_nan=False),
                                       encoding="utf-8")
-    best, worst, column = _write_table(out / "pairs.csv", records, n_batches)
+    best, worst, column = _write_table(out / "pairs.csv", records, n_batches, dataset.categories)
     _figure(out / "summary.png", summary, best, worst, column, dataset, store)
 
 
-def _write_table(path: Path, records: BatchRecords, n_batches: int
+def _write_table(path: Path, records: BatchRecords, n_batches: int, names: Dict[int, str]
                  ) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]], str]:
-    """Stream every row into the CSV (sorted by pair, as batches are consecutive) and keep the best and worst."""
+    """Stream every row into the CSV (sorted by pair, as batches are consecutive) and keep the best and worst.
+
+    Each row gains ``category_name`` after ``category``: a VOC category's id is this reader's numbering, which a
+    class map may change, so tables of two runs join by image id and category name."""
     best: List[Tuple[float, int, Dict[str, Any]]] = []
     worst: List[Tuple[float, int, Dict[str, Any]]] = []
     column = ""
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = None
         for row in records.rows(n_batches):
+            row = _with_category_name(row, names)
             if writer is None:
                 writer = csv.DictWriter(handle, fieldnames=list(row), extrasaction="ignore")
                 writer.writeheader()
@@ -61,6 +65,15 @@ def _write_table(path: Path, records: BatchRecords, n_batches: int
                     heapq.heappop(worst)
     return ([r for _, _, r in sorted(best, key=lambda item: -item[0])],
             [r for _, _, r in sorted(worst, key=lambda item: -item[0])], column)
+
+
+def _with_category_name(row: Dict[str, Any], names: Dict[int, str]) -> Dict[str, Any]:
+    named: Dict[str, Any] = {}
+    for key, value in row.items():
+        named[key] = value
+        if key == "category":
+            named["category_name"] = names.get(value, "")
+    return named
 
 
 def _figure(path: Path, summary: Dict[str, Any], best: List[Dict[str, Any]], worst: List[Dict[str, Any]],

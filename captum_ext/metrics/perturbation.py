@@ -97,7 +97,9 @@ def sensitivity_max_per_pair(explain: Explanation, images: Tensor, targets: Tens
         batch_size (int, optional): perturbed images per call of ``explain``. Default: 64.
 
     Returns:
-        Tensor: ``N`` float64 sensitivities (non-negative; 0 for a map that does not move).
+        Tensor: ``N`` float64 sensitivities (non-negative; 0 for a map that does not move). A perturbation whose
+        map is all zero moves it by exactly its own norm, so a pair scores exactly 1 where that is the largest
+        change: Grad-CAM (rectified) under a radius large enough that the class is no longer seen, for example.
 
     Example::
 
