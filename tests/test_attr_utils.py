@@ -89,6 +89,23 @@ def test_select_targets_conventions():
     assert select_targets(cube, [(0, 0), (1, 1)])[0].tolist() == [0.0, 10.0]
 
 
+@pytest.mark.parametrize("target", [torch.tensor([2]), torch.tensor([[2]]), torch.tensor(2, dtype=torch.int32)])
+def test_a_one_element_target_tensor_applies_to_every_example_as_in_captum(target):
+    """Before: a ``(1,)`` tensor was refused for a batch of 3, where Captum's own methods take it for all."""
+    from captum.attr import Saliency
+
+    from captum_ext import MultiLayerClassDiffSaliency, NodeBacktrack, SensitivityBBox
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3)).eval()
+    x = torch.randn(3, 3, 8, 8)
+    assert select_targets(torch.arange(9.0).view(3, 3), target)[0].tolist() == [2.0, 5.0, 8.0]
+    assert Saliency(model).attribute(x, target=target).shape == x.shape
+    for explainer in (SensitivityBBox(model), NodeBacktrack(model), MultiLayerClassDiffSaliency(model, [model[0]])):
+        torch.testing.assert_close(explainer.attribute(x, target=target), explainer.attribute(x, target=2))
+
+
 @pytest.mark.parametrize(
     "target, error, words",
     [
@@ -165,3 +182,23 @@ def test_gaussian_blur_properties(n, h, w, sigma):
     assert bool((out.sum((2, 3)) <= maps.sum((2, 3)) + 1e-9).all())  # zero padding only loses mass
     single = torch.cat([gaussian_blur(maps[i : i + 1], sigma) for i in range(n)])
     torch.testing.assert_close(out, single)
+
+
+def test_a_float16_map_beyond_its_range_is_refused_not_returned_as_inf():
+    """Before: SensitivityBBox cast float32 gradients of 2.8e5 to float16 inputs' dtype, silently inf."""
+    from captum_ext import SensitivityBBox
+    from captum_ext._utils.attribution import cast_like
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3)).eval()
+    with torch.no_grad():
+        model[1].weight.mul_(1e6)
+    x = torch.randn(2, 3, 2, 2)
+    assert torch.isfinite(SensitivityBBox(model).attribute(x, target=1)).all()
+    with pytest.raises(ValueError, match=r"the attributions reach .*beyond the range of the inputs' "
+                                         r"torch.float16 \(computed in the model's torch.float32\): pass the "
+                                         r"inputs in torch.float32"):
+        SensitivityBBox(model).attribute(x.half(), target=1)
+    small = torch.tensor([1.0, 60000.0])
+    assert cast_like(small, torch.zeros(1, dtype=torch.float16)).dtype == torch.float16
+    assert torch.isinf(cast_like(torch.tensor([float("inf")]), torch.zeros(1, dtype=torch.float16))).all()  # as given
+    assert cast_like(torch.tensor([1e300], dtype=torch.float64), torch.zeros(1)).dtype == torch.float32  # not checked

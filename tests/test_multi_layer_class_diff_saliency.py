@@ -61,26 +61,30 @@ def test_subtraction_by_hand_uses_the_batched_gradients_of_every_candidate():
 
 
 class TwoReLUNet(nn.Module):
-    def __init__(self, functional: bool) -> None:
+    #: The two ReLUs: module (one module called twice), functional, and in-place functional forms.
+    FORMS = {"module": None, "functional": (F.relu, torch.relu), "in-place": (torch.relu_, F.relu_)}
+
+    def __init__(self, form: str) -> None:
         super().__init__()
-        self.functional = functional
+        self.functions = self.FORMS[form]
         self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
         self.relu = nn.ReLU()
         self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
         self.fc = nn.Linear(4, 5)
 
     def forward(self, x):
-        x = self.conv1(x)
-        x = F.relu(x) if self.functional else self.relu(x)
-        x = self.conv2(x)
-        x = torch.relu(x) if self.functional else self.relu(x)  # the module is reused here
+        first, second = self.functions or (self.relu, self.relu)  # the module is reused
+        x = first(self.conv1(x))
+        x = second(self.conv2(x))
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
-def test_guided_backprop_covers_functional_and_reused_relus():
+@pytest.mark.parametrize("form", ["functional", "in-place"])
+def test_guided_backprop_covers_functional_and_reused_relus(form):
+    """Before: the in-place functional forms (``torch.relu_``, ``F.relu_``) kept the plain gradient."""
     torch.manual_seed(1)
-    module_net = TwoReLUNet(functional=False).eval()
-    functional_net = TwoReLUNet(functional=True).eval()
+    module_net = TwoReLUNet("module").eval()
+    functional_net = TwoReLUNet(form).eval()
     functional_net.load_state_dict(module_net.state_dict())
     x = torch.randn(2, 3, 8, 8)
     a = MultiLayerClassDiffSaliency(module_net, [module_net.conv1])
@@ -194,9 +198,31 @@ def test_scales_on_a_fixed_size_model_raise_a_clear_error():
     ms = MultiLayerClassDiffSaliency(model, [model.features[10]], multi_label=False)
     x = torch.randn(1, 3, 64, 64)
     assert ms.attribute(x, target=0).shape == (1, 1, 64, 64)
-    with pytest.raises(ValueError, match="does not accept inputs scaled"):
+    with pytest.raises(ValueError, match=r"failed on the inputs scaled by 1.2 \(77×77\): .*mat1 and mat2 shapes "
+                                         r"cannot be multiplied.*If it needs one input size"):
         ms.attribute(x, target=0, scales=(1.0, 1.2))
     assert math.isfinite(float(ms.attribute(x, target=0).sum()))
+
+
+def test_an_error_at_another_scale_is_passed_on_in_the_models_own_words():
+    """Before: any error at a scale other than 1 was said to be the model not accepting the size."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3)).eval()
+    calls = []
+
+    def fail_on_the_second_call(module, inputs, output):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("out of resources (simulated)")
+
+    handle = model[0].register_forward_hook(fail_on_the_second_call)
+    try:
+        with pytest.raises(ValueError, match=r"failed on the inputs scaled by 1.5 \(24×24\): out of resources "
+                                             r"\(simulated\)\. If it needs one input size"):
+            MultiLayerClassDiffSaliency(model, [model[0]]).attribute(torch.randn(2, 3, 16, 16), target=1,
+                                                                     scales=(1.0, 1.5))
+    finally:
+        handle.remove()
 
 
 def test_batched_candidate_gradients_equal_per_class_gradients():

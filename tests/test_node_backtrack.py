@@ -656,3 +656,51 @@ def test_max_pool_windows_match_max_pool2d_indices(seed, kernel, stride, padding
         geometry = [(v, v) for v in (kernel, stride, padding, dilation)]
         got = _backtrack_index_kernels.window_argmax(x, b, (c * h_out + y) * w_out + xs, (h_out, w_out), *geometry)
         assert torch.equal(got, c * x.shape[2] * x.shape[3] + index.reshape(-1))
+
+
+def _reassign_data(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.BatchNorm2d, nn.Linear)):
+            module.weight.data = torch.randn_like(module.weight)  # a hand-written update or weight surgery
+
+
+def _copy_in_place(model: nn.Module) -> None:
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn_like(parameter))
+
+
+def _load_other_state(model: nn.Module) -> None:
+    model.load_state_dict({k: torch.randn_like(v) if v.is_floating_point() else v
+                           for k, v in model.state_dict().items()})
+
+
+@pytest.mark.parametrize("change", [_reassign_data, _copy_in_place, _load_other_state])
+@pytest.mark.parametrize("with_bn", [False, True])
+def test_a_reused_explainer_walks_with_the_models_current_weights(change, with_bn):
+    """Before: ``param.data = …`` kept the parameter's identity and version, so a reused NodeBacktrack walked the
+    old (folded) convolution weights with the new activations."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8) if with_bn else nn.Identity(), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 4)).eval()
+    x = torch.randn(4, 3, 16, 16)
+    explainer = NodeBacktrack(model)
+    before = explainer.attribute(x, target=1)
+    change(model)
+    reused = explainer.attribute(x, target=1)
+    assert torch.equal(reused, NodeBacktrack(model).attribute(x, target=1))
+    assert not torch.equal(reused, before)  # the change moved the hits: the check above could fail
+
+
+def test_data_parallel_models_are_explained_as_the_module_they_wrap():
+    """Before: refused with torch.fx's "Proxy object cannot be iterated" (blamed on Python control flow)."""
+    from captum_ext import MultiLayerClassDiffSaliency
+
+    torch.manual_seed(0)
+    inner = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3)).eval()
+    wrapped, x = nn.DataParallel(inner), torch.randn(2, 3, 8, 8)
+    assert torch.equal(NodeBacktrack(wrapped).attribute(x, target=1), NodeBacktrack(inner).attribute(x, target=1))
+    torch.testing.assert_close(MultiLayerClassDiffSaliency(wrapped, [inner[0]]).attribute(x, target=1),
+                               MultiLayerClassDiffSaliency(inner, [inner[0]]).attribute(x, target=1))

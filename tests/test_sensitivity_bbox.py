@@ -143,6 +143,24 @@ def test_state_dict_round_trip_through_weights_only_load(tmp_path):
         SensitivityBBox(half_square_energy, grid_size=2).load_state_dict({"version": 1})
 
 
+@pytest.mark.parametrize("key, value, words", [
+    ("weight", lambda t: t.clone().index_fill_(0, torch.tensor([0]), float("nan")),
+     r"`state\['weight'\]` holds NaN or inf"),
+    ("bias", lambda t: t + float("inf"), r"`state\['bias'\]` holds NaN or inf"),
+    ("weight", lambda t: t.to(torch.int64), r"`state\['weight'\]` must be a floating-point tensor, got torch.int64"),
+    ("ridge", lambda r: -1.0, r"state\['ridge'\]"),
+    ("ridge", lambda r: float("nan"), r"state\['ridge'\]"),
+    ("stats.xtx", lambda t: t * float("nan"), r"`state\['stats.xtx'\]` holds NaN or inf"),
+])
+def test_a_corrupt_state_is_refused_naming_the_entry(key, value, words):
+    """Before: NaN weights loaded and gave NaN boxes (promised valid), a negative ridge loaded as it was."""
+    images, boxes, _ = synthetic_problem(20, seed=5)
+    state = SensitivityBBox(half_square_energy, grid_size=2).fit(images, boxes).state_dict()
+    assert key in state
+    with pytest.raises(ValueError, match=words):
+        SensitivityBBox(half_square_energy, grid_size=2).load_state_dict({**state, key: value(state[key])})
+
+
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 10_000), n=st.integers(1, 4), h=st.integers(2, 20), w=st.integers(2, 20),
        scale=st.floats(0.01, 100.0))

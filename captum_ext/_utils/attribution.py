@@ -69,11 +69,11 @@ def _target_list(target: Any, n: int) -> List[Any]:
     if isinstance(target, Tensor):
         if target.is_floating_point() or target.dtype == torch.bool:
             raise TypeError(f"`target` must hold integer class indices, got dtype {target.dtype}")
-        if target.dim() == 0:
-            return [int(target)] * n
+        if target.numel() == 1:  # Captum's rule: a one-element tensor applies to every example
+            return [int(target.reshape(()))] * n
         if target.dim() == 1 and target.shape[0] == n:
             return [int(t) for t in target.tolist()]
-        raise ValueError(f"`target` tensor must be a scalar or hold one index per example ({n}), got shape "
+        raise ValueError(f"`target` tensor must hold one element or one index per example ({n}), got shape "
                          f"{tuple(target.shape)}")
     if isinstance(target, list):
         if len(target) != n:
@@ -88,7 +88,7 @@ def _class_indices(target: Any, n: int, classes: int, device: torch.device) -> O
     if isinstance(target, int) and not isinstance(target, bool):
         index = torch.full((n,), target, dtype=torch.long)
     elif isinstance(target, Tensor) and not target.is_floating_point() and target.dtype != torch.bool and (
-            target.dim() == 0 or target.shape == (n,)):
+            target.numel() == 1 or target.shape == (n,)):
         index = target.reshape(-1).expand(n).to(torch.long)
     elif isinstance(target, list) and len(target) == n and all(
             isinstance(t, int) and not isinstance(t, bool) for t in target):
@@ -104,8 +104,8 @@ def select_targets(output: Tensor, target: Any) -> Tuple[Tensor, Tensor]:
     """Pick each example's target score from a model output, following Captum's ``TargetType``.
 
     ``None`` means the predicted class (argmax) for ``N×K`` outputs, and the output itself for ``N``-vector (or
-    ``N×1``) outputs. An ``int`` (or a tuple for outputs with more than two dimensions) applies to every example; a
-    tensor or list gives one per example.
+    ``N×1``) outputs. An ``int`` (or a tuple for outputs with more than two dimensions) or a one-element tensor
+    applies to every example; a tensor or list gives one per example.
 
     Returns:
         ``(scores, flat_index)``: the ``N`` selected scores (differentiable) and their ``N`` indices into the
@@ -231,6 +231,55 @@ def eval_mode(forward_func: Any) -> Iterator[None]:
         if module is not None:
             module.eval()
         yield
+
+
+def batch_statistics_modules(forward_func: Any) -> List[str]:
+    """Names of the BatchNorm modules behind ``forward_func`` that normalise with each batch's own statistics even
+    in eval mode (built without running statistics): through them every output depends on the whole batch."""
+    module = model_module(forward_func)
+    if module is None:
+        return []
+    return [name or type(module).__name__ for name, m in module.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is None and m.running_var is None]
+
+
+def check_examples_independent(forward_func: Any, n: int) -> None:
+    """Refuse to explain ``n > 1`` examples together through a model that mixes them (see
+    :func:`batch_statistics_modules`): each map would depend on the other images of the batch.
+
+    Args:
+        forward_func (callable): the explained model (or a bound method of it).
+        n (int): examples in the batch.
+
+    Returns:
+        None
+    """
+    mixing = batch_statistics_modules(forward_func) if n > 1 else []
+    if mixing:
+        names = ", ".join(f"`{name}`" for name in mixing[:3]) + (" …" if len(mixing) > 3 else "")
+        raise ValueError(f"the model's BatchNorm {names} normalises with each batch's statistics (it has no running "
+                         f"statistics), so each of the {n} maps would depend on the other images of the batch: "
+                         f"explain one image at a time, or use a model whose BatchNorm tracks running statistics")
+
+
+def cast_like(value: Tensor, like: Tensor) -> Tensor:
+    """``value`` (attributions computed in the model's dtype) in ``like``'s dtype, refusing a narrowing cast that
+    overflows: a float16 input's map would otherwise hold ``inf`` where the model's float32 values exceed 65504.
+
+    Args:
+        value (Tensor): the attributions.
+        like (Tensor): the input they explain.
+
+    Returns:
+        Tensor: ``value`` in ``like``'s dtype.
+    """
+    cast = value.to(like.dtype)
+    # Checked for 16-bit float inputs only: float32 and float64 inputs, the common path, cost nothing.
+    narrowed = cast.is_floating_point() and cast.element_size() < min(4, value.element_size())
+    if narrowed and not bool(torch.isfinite(cast).all()) and bool(torch.isfinite(value).all()):
+        raise ValueError(f"the attributions reach {float(value.abs().max()):.4g}, beyond the range of the inputs' "
+                         f"{like.dtype} (computed in the model's {value.dtype}): pass the inputs in {value.dtype}")
+    return cast
 
 
 def parameter_dtype(forward_func: Any) -> Optional[torch.dtype]:

@@ -15,7 +15,9 @@ from torch import Tensor, nn
 
 
 def unwrap_model(model: Any, name: str = "model") -> Any:
-    """The plain ``nn.Module`` behind a ``torch.compile`` wrapper; TorchScript modules are refused with advice.
+    """The plain ``nn.Module`` behind ``torch.compile``, ``nn.DataParallel`` and ``DistributedDataParallel``
+    wrappers (their forward is the wrapped module's, split over devices); TorchScript modules are refused with
+    advice.
 
     Raises:
         TypeError: ``model`` is a TorchScript module (``torch.jit.script`` / ``torch.jit.trace``), which
@@ -23,7 +25,9 @@ def unwrap_model(model: Any, name: str = "model") -> Any:
     """
     original = getattr(model, "_orig_mod", None)
     if isinstance(model, nn.Module) and isinstance(original, nn.Module):  # torch.compile's OptimizedModule
-        return original
+        return unwrap_model(original, name)
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        return unwrap_model(model.module, name)
     if isinstance(model, torch.jit.ScriptModule):
         raise TypeError(f"`{name}` is a TorchScript module ({type(model).__name__}), which graph-walking methods "
                         "cannot read: pass the original nn.Module that was given to torch.jit.script / "
@@ -151,6 +155,11 @@ def _functional_twin(module: nn.Module) -> "Tuple[Callable[..., Any], Dict[str, 
     return None
 
 
+#: In-place functions and their out-of-place twins (``torch.relu_`` would otherwise escape the rules for ReLU, and
+#: the guided rewrite of ReLUs).
+_OUT_OF_PLACE = {operator.iadd: operator.add, torch.relu_: torch.relu, F.relu_: torch.relu}
+
+
 def without_inplace_ops(graph_module: fx.GraphModule) -> fx.GraphModule:
     """Rewrite in-place operations of a traced graph as out-of-place ones, so that every recorded value stays as
     it was computed (``out += identity`` followed by ``ReLU(inplace=True)`` would otherwise overwrite the values a
@@ -164,8 +173,8 @@ def without_inplace_ops(graph_module: fx.GraphModule) -> fx.GraphModule:
                 function, kwargs = twin
                 replace_node(graph_module, node, function, (node.args[0],), kwargs)
                 changed = True
-        elif node.op == "call_function" and node.target is operator.iadd:
-            node.target = operator.add
+        elif node.op == "call_function" and node.target in _OUT_OF_PLACE:
+            node.target = _OUT_OF_PLACE[node.target]
             changed = True
         elif node.op == "call_method" and node.target in ("add_", "relu_", "clamp_"):
             node.target = str(node.target)[:-1]

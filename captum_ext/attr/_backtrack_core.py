@@ -78,10 +78,17 @@ class Walk:
 Rule = Callable[[Walk, fx.Node, Selection, Values], List[Tuple[fx.Node, Selection]]]
 
 
-def versions(*tensors: Optional[Tensor]) -> Tuple[Tuple[int, int], ...]:
-    """Identity and in-place version of tensors: changes when a parameter is replaced or updated in place, so a
-    rule knows when what it prepared from them is stale."""
-    return tuple((id(t), t._version) for t in tensors if t is not None)
+def versions(*tensors: Optional[Tensor]) -> Tuple[Tuple[int, int, int], ...]:
+    """Identity, in-place version and storage address of tensors: changes when a parameter is replaced, updated in
+    place or given new data (``param.data = …`` keeps the first two), so a rule knows when what it prepared from
+    them is stale. A rule that caches by this key holds the tensors' storages (:func:`held`), so an address in a
+    cached key cannot be reused by other data."""
+    return tuple((id(t), t._version, t.data_ptr()) for t in tensors if t is not None)
+
+
+def held(*tensors: Optional[Tensor]) -> Tuple[Tensor, ...]:
+    """Detached views that keep the tensors' current storages alive (see :func:`versions`)."""
+    return tuple(t.detach() for t in tensors if t is not None)
 
 
 def _channels_last(value: Tensor) -> bool:

@@ -17,8 +17,8 @@ from captum_ext._utils import graph as G
 from captum_ext._utils.chunking import budget_chunks, chunk_budget, launch_bound
 from captum_ext._utils.folding import fold_bn
 from captum_ext.attr import _backtrack_kernels as kernels
-from captum_ext.attr._backtrack_core import (Rule, Selection, Values, Walk, WindowTable, arg, pair, take, versions,
-                                             window_table)
+from captum_ext.attr._backtrack_core import (Rule, Selection, Values, Walk, WindowTable, arg, held, pair, take,
+                                             versions, window_table)
 from captum_ext.attr._backtrack_linear import linear
 from captum_ext.attr._backtrack_permute import (LAYER_NORM_FUNCTIONS, LAYER_NORM_MODULES, MOVE_FUNCTIONS, MOVE_METHODS,
                                                 SPLIT_FUNCTIONS, SPLIT_METHODS, any_linear, layer_norm, move,
@@ -52,12 +52,17 @@ def _conv_parameters(walk: Walk, node: fx.Node, values: Values) -> Dict[str, Any
     users = list(node.users)
     bn = walk.module(users[0]) if len(users) == 1 and users[0].op == "call_module" else None
     bn = bn if isinstance(bn, nn.BatchNorm2d) else None
-    key = versions(params["weight"], params["bias"], *([] if bn is None else [*bn.parameters(), *bn.buffers()]))
+    sources = (params["weight"], params["bias"], *([] if bn is None else [*bn.parameters(), *bn.buffers()]))
+    key = versions(*sources)
     cached = walk.cache.get(("conv", node))
     if cached is not None and cached[0] == key:
         return cached[1]
     weight, bias = params["weight"], params["bias"]
     if bn is not None:
+        if bn.running_mean is None or bn.running_var is None:  # folding needs the statistics of eval mode
+            raise ValueError(f"{walk.describe(users[0])} normalises with each batch's statistics (it has no running "
+                             f"statistics), so it cannot be folded into {walk.describe(node)}: NodeBacktrack needs "
+                             f"BatchNorm that tracks running statistics")
         weight, bias = fold_bn(weight, bias, bn)
     weight = weight.detach()
     c_out, c_group, kh, kw = weight.shape
@@ -69,7 +74,7 @@ def _conv_parameters(walk: Walk, node: fx.Node, values: Values) -> Dict[str, Any
         # activations), and per-tap views Co×Cg of it.
         fields_weight=weight.permute(0, 2, 3, 1).reshape(c_out, kh * kw, c_group).contiguous())
     params["weight_taps"] = params["fields_weight"].unbind(1)
-    walk.cache[("conv", node)] = (key, params)
+    walk.cache[("conv", node)] = (key, params, held(*sources))
     return params
 
 

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from captum_ext._utils.ridge import STATISTICS, RidgeRegression
+from captum_ext._utils.validation import check_scalar
 from captum_ext.attr._box_features import PAPER_FEATURES, check_features, feature_count
 
 STATE_VERSION = 2
@@ -65,6 +66,10 @@ def load_box_map_state(state: Any, settings: Dict[str, Any], out_features: int =
     if not isinstance(weight, Tensor) or weight.shape != (dim, out_features) or not isinstance(bias, Tensor) or \
             bias.shape != (out_features,):
         raise ValueError(f"`state` weight/bias must be {dim}×{out_features} and {out_features} tensors")
+    # A corrupt file would otherwise load and give NaN boxes, or a negative ridge that re-solves to nonsense.
+    ridge = check_scalar(state["ridge"], "state['ridge']", low=0.0)
+    for key in ("weight", "bias", *(k for k in state if str(k).startswith("stats."))):
+        _check_values(state[key], key)
     regression = RidgeRegression(dim, out_features)
     stats = {k[len("stats."):]: v.to(torch.float64).cpu().clone() for k, v in state.items()
              if k.startswith("stats.")}
@@ -79,5 +84,13 @@ def load_box_map_state(state: Any, settings: Dict[str, Any], out_features: int =
             del regression.stats["y_sq_sum"]
     regression.weight = weight.to(torch.float64).cpu().clone()
     regression.bias = bias.to(torch.float64).cpu().clone()
-    regression.penalty = float(state["ridge"])
+    regression.penalty = ridge
     return regression, features, num_classes if "class" in features else None
+
+
+def _check_values(value: Any, key: str) -> None:
+    if not isinstance(value, Tensor) or not value.is_floating_point():
+        raise ValueError(f"`state['{key}']` must be a floating-point tensor, got "
+                         f"{value.dtype if isinstance(value, Tensor) else type(value).__name__}")
+    if not bool(torch.isfinite(value).all()):
+        raise ValueError(f"`state['{key}']` holds NaN or inf values, which no fit gives")

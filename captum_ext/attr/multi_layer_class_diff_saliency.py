@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from captum_ext._utils import graph as G
 from captum_ext._utils.attribution import (
     TensorOrTuple,
+    check_examples_independent,
     eval_mode,
     expand_per_example,
     explained_model_errors,
@@ -70,10 +71,12 @@ class MultiLayerClassDiffSaliency(GradientAttribution):
     All layers come from one backward pass, and all candidate classes of a scale from one *batched* backward
     (``is_grads_batched``), not one pass per class.
 
-    Guided backpropagation is a rewrite of the traced graph: module, functional (``F.relu``, ``torch.relu``),
-    reused and in-place ReLUs are all guided (Captum's ``GuidedBackprop`` misses the functional ones). The model must
-    be ``torch.fx``-traceable (a ``torch.compile`` wrapper is unwrapped); it is never modified and no hooks are
-    registered. Replacing a submodule after construction is noticed: the model is traced again on the next call.
+    Guided backpropagation is a rewrite of the traced graph: module, functional (``F.relu``, ``torch.relu``,
+    ``torch.relu_``), reused and in-place ReLUs are all guided (Captum's ``GuidedBackprop`` misses the functional
+    ones). The model must be ``torch.fx``-traceable (``torch.compile`` and ``DataParallel`` wrappers are unwrapped);
+    it is never modified and no hooks are registered. A model whose BatchNorm has no running statistics mixes the
+    images of a batch, and is refused for more than one image. Replacing a submodule after construction is noticed:
+    the model is traced again on the next call.
     Inputs in another floating dtype than the model's (float64, float16) are cast to it; the maps come back in
     the inputs' dtype. A model returning a tuple is explained through its first element.
 
@@ -288,6 +291,7 @@ class MultiLayerClassDiffSaliency(GradientAttribution):
         G.check_forward_arguments(self._plain, len(formatted), len(extra))
         model_inputs = to_model_dtype(formatted, self._model)
         n, _, height, width = formatted[0].shape
+        check_examples_independent(self._model, n)  # each image's class difference must be its own
         with torch.enable_grad(), eval_mode(self._plain):
             runs = []
             for scale in scale_values:
@@ -297,11 +301,16 @@ class MultiLayerClassDiffSaliency(GradientAttribution):
                 try:
                     runs.append(self._run(guided, scaled, extra, attribute_to_layer_input))
                 except (RuntimeError, ValueError) as err:
-                    if scale == 1.0:
+                    if scale == 1.0 or isinstance(err, torch.cuda.OutOfMemoryError):
                         raise
-                    raise ValueError(f"the model does not accept inputs scaled by {scale} "
-                                     f"({tuple(scaled[0].shape[-2:])}): {err}. Multi-scale maps need a model with "
-                                     f"adaptive pooling or a fully convolutional head; use scales=(1.0,)") from err
+                    # Most often a head that needs one input size; the model's own words say whether it is
+                    # (their first line: torch.fx appends the graph node and advice of its own).
+                    reason = str(err).split("\n")[0].rstrip(". ")
+                    height, width = scaled[0].shape[-2:]
+                    raise ValueError(f"the model failed on the inputs scaled by {scale} ({height}×{width}): "
+                                     f"{reason}. If it needs one input size, "
+                                     f"multi-scale maps need a model with adaptive pooling or a fully convolutional "
+                                     f"head; use scales=(1.0,)") from err
             _, target_index = select_targets(runs[0][0], target)
             chosen = self._candidates([scores for scores, _ in runs], target_index, candidates,
                                       float(score_threshold), min_candidates)

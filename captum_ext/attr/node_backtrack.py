@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from captum_ext._utils import graph as G
 from captum_ext._utils.attribution import (
     TensorOrTuple,
+    cast_like,
     explained_model_errors,
     format_additional_args,
     format_inputs,
@@ -88,9 +89,10 @@ class NodeBacktrack(Attribution):
     and 0.49–0.55 ×). :attr:`DENSE_RULES` — the five best channels, every path counted — reach 0.656 (VGG) and 0.645
     (ResNet) at 3.2 × and 5.9 ×. The API page and ``benchmarks/bench_node_backtrack.py`` give the full tables.
 
-    The model is traced with ``torch.fx`` (never modified, no hooks; a ``torch.compile`` wrapper is unwrapped); any
-    operation on a path outside the list above raises ``NotImplementedError`` naming it, so a map is never silently
-    wrong. Replacing a submodule after construction is noticed: the model is traced again on the next call.
+    The model is traced with ``torch.fx`` (never modified, no hooks; ``torch.compile`` and ``DataParallel``
+    wrappers are unwrapped); any operation on a path outside the list above raises ``NotImplementedError`` naming
+    it, so a map is never silently wrong. Replacing a submodule after construction is noticed: the model is traced
+    again on the next call.
     Everything is vectorised over the kept nodes and the batch: each layer's rule is a short, fixed sequence of
     tensor operations whatever the batch (the index tables of a layer's window geometry are built once per layer and
     input size), and the walk waits for the device only to de-duplicate kept nodes, where paths meet and every two
@@ -394,5 +396,5 @@ class NodeBacktrack(Attribution):
         result = []
         for index, tensor in enumerate(inputs):
             found = hits.get(self._placeholders[index])
-            result.append(torch.zeros_like(tensor) if found is None else found.to(tensor.dtype))
+            result.append(torch.zeros_like(tensor) if found is None else cast_like(found, tensor))
         return tuple(result)

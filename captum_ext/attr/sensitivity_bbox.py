@@ -14,6 +14,8 @@ from captum_ext import metrics
 from captum_ext._utils.attribution import (
     TensorOrTuple,
     capture_output,
+    cast_like,
+    check_examples_independent,
     eval_mode,
     explained_model_errors,
     format_additional_args,
@@ -200,6 +202,8 @@ class SensitivityBBox(BoxMapFitting, GradientAttribution):
         """The gradients and the class of each example (``target``, or the predicted class; ``None`` when the
         activation variant's model output has no class axis), read from the same forward pass."""
         classes: Optional[Tensor] = None
+        # The summed scores' gradient is each example's own only when examples do not mix in the forward pass.
+        check_examples_independent(self.forward_func, inputs[0].shape[0])
         with torch.enable_grad(), eval_mode(self.forward_func), hook_handles() as handles:
             leaves = tuple(x.detach().requires_grad_(True) for x in to_model_dtype(inputs, self.forward_func))
             captured = capture_output(handles, self.activation_layer) if self.activation_layer is not None else None
@@ -209,8 +213,9 @@ class SensitivityBBox(BoxMapFitting, GradientAttribution):
                 raise TypeError(f"the model must return a tensor of scores, got a {type(output).__name__}; explain "
                                 f"one output through a function or bound method (e.g. `model.regress`)")
             if captured is not None:
-                if not captured:
-                    raise ValueError("`activation_layer` was not called during the forward pass")
+                if len(captured) != 1:  # the sum would hold one call's output only
+                    raise ValueError(f"`activation_layer` ({type(self.activation_layer).__name__}) must be called "
+                                     f"exactly once in the forward pass, but was called {len(captured)} times")
                 scores = captured[-1].reshape(captured[-1].shape[0], -1).sum(dim=1)
                 if isinstance(output, Tensor) and output.dim() == 2:
                     # The map ignores the target, but the box belongs to it (the predicted class when None).
@@ -219,7 +224,7 @@ class SensitivityBBox(BoxMapFitting, GradientAttribution):
                 scores, classes = select_targets(output, target)
             # Examples are independent in eval mode, so the gradient of the sum gives each example's gradient.
             grads = torch.autograd.grad(scores.sum(), leaves, allow_unused=True)
-        grads = tuple(torch.zeros_like(x) if g is None else g.detach().to(x.dtype) for x, g in zip(inputs, grads))
+        grads = tuple(torch.zeros_like(x) if g is None else cast_like(g.detach(), x) for x, g in zip(inputs, grads))
         return grads, classes
 
     # ----------------------------------------------------------------------------------------------------------------
