@@ -14,6 +14,7 @@ see their tutorials.)
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -94,11 +95,45 @@ def default_layers(model: nn.Module, count: int = 6) -> List[nn.Module]:
     return [candidates[i] for i in picks]
 
 
-def _classes_in_state_dict(state: Dict[str, Tensor]) -> int:
-    matrices = [v for k, v in state.items() if k.endswith("weight") and isinstance(v, Tensor) and v.dim() == 2]
+def _classes_in_state_dict(state: Dict[str, Tensor], path: Path) -> int:
+    matrices = [v for k, v in state.items()
+                if isinstance(k, str) and k.endswith("weight") and isinstance(v, Tensor) and v.dim() == 2]
     if not matrices:
-        raise ValueError("the weights file holds no linear layer to read the number of classes from")
+        raise ValueError(f"`weights` {str(path)!r} holds no linear layer to read the number of classes from")
     return int(matrices[-1].shape[0])
+
+
+def read_state_dict(path: Path, model_name: str) -> Dict[str, Tensor]:
+    """The state dict in ``path`` (a bare one or a checkpoint's ``"state_dict"``), read with ``weights_only=True``.
+
+    Args:
+        path (Path): the weights file.
+        model_name (str): the model it is for, named in the errors.
+
+    Returns:
+        dict: parameter and buffer names to tensors.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a file torch cannot read, or one holding something other than a state dict (naming the file).
+    """
+    expected = f"a state dict or checkpoint of {model_name} saved with torch.save"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:  # a missing file or a folder: torch's FileNotFoundError / IsADirectoryError already say so
+        raise
+    except Exception as err:  # torch raises UnpicklingError, EOFError, RuntimeError... for files it cannot read
+        detail = str(err).split("WeightsUnpickler error:", 1)[-1].strip().split("\n")[0] or type(err).__name__
+        if "Unsupported global" in detail:  # weights_only refuses pickled Python objects such as a whole model
+            detail = detail.split(". Please", 1)[0] + " (save model.state_dict(), not the model)"
+        raise ValueError(f"`weights` {str(path)!r} is not a readable weights file (expected {expected}): "
+                         f"{detail}") from err
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"`weights` {str(path)!r} holds a {type(state).__name__}, not a state dict "
+                         f"(expected {expected})")
+    return state
 
 
 def load_model(spec: str, weights: Optional[Union[str, Path]] = None) -> LoadedModel:
@@ -123,7 +158,9 @@ def load_model(spec: str, weights: Optional[Union[str, Path]] = None) -> LoadedM
 
     Raises:
         ValueError: unknown ``spec`` (or a zoo model that is not an image classifier), missing or unexpected
-            ``weights``, weights that do not fit the model.
+            ``weights``, a ``weights`` file that torch cannot read or that holds no state dict (the message names
+            the file), weights that do not fit the model.
+        FileNotFoundError: no ``weights`` file.
     """
     from captum_ext import zoo
 
@@ -165,10 +202,8 @@ def load_model(spec: str, weights: Optional[Union[str, Path]] = None) -> LoadedM
             raise ValueError(f"unknown torchvision model {name!r} in `model`")
         if weights is None:
             raise ValueError("torchvision models need `weights`: a local state_dict file (no downloads here)")
-        state = torch.load(Path(weights), map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-            state = state["state_dict"]
-        classes = _classes_in_state_dict(state)
+        state = read_state_dict(Path(weights), f"torchvision.models.{name}")
+        classes = _classes_in_state_dict(state, Path(weights))
         model = builder(weights=None, num_classes=classes)
         try:
             model.load_state_dict(state)
@@ -191,28 +226,62 @@ def load_model(spec: str, weights: Optional[Union[str, Path]] = None) -> LoadedM
                      "'torchvision:<name>' with `weights`")
 
 
+def _check_one_image(image: Tensor) -> None:
+    if not isinstance(image, Tensor):
+        raise TypeError(f"`image` must be a torch.Tensor, 1×3×H×W in [0, 1] (as read_image returns), "
+                        f"got {type(image).__name__}")
+    if image.dim() == 4 and image.shape[0] != 1:
+        # The result holds one target and one top-class list, so a batch cannot be explained in one call.
+        raise ValueError(f"`image` must be one image, 1×3×H×W (as read_image returns); got shape "
+                         f"{tuple(image.shape)}, a batch of {image.shape[0]} images: call explain once per image")
+    if image.dim() not in (2, 3, 4) or (image.dim() > 2 and image.shape[-3] not in (1, 3)):
+        raise ValueError(f"`image` must be one image with 1 or 3 channels first, 1×3×H×W (as read_image returns); "
+                         f"got shape {tuple(image.shape)}")
+
+
+def _class_index(target: object, classes: int) -> int:
+    """``target`` as a plain int: Python and numpy integers and one-element integer tensors/arrays name a class;
+    bools and floats do not (``True`` or ``3.0`` is more likely a mistake than class 1 or 3)."""
+    expected = f"`target` must be an integer class index in [0, {classes})"
+    value = target
+    if isinstance(target, (Tensor, np.ndarray)):
+        array = target.detach().cpu().numpy() if isinstance(target, Tensor) else target
+        if array.dtype.kind not in "iu" or array.size != 1:
+            raise ValueError(f"{expected}, got a {array.size}-element {type(target).__name__} of dtype "
+                             f"{target.dtype}")
+        value = array.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{expected}, got {target!r} ({type(target).__name__})")
+    if not 0 <= int(value) < classes:
+        raise ValueError(f"`target` must be a class index in [0, {classes}), got {target!r}")
+    return int(value)
+
+
 def _shown(inputs: Tensor) -> Tensor:
     image = inputs[0]
     return (image - image.min()) / (image.max() - image.min()).clamp_min(1e-12)
 
 
-def explain(image: Tensor, loaded: LoadedModel, methods: Sequence[str], target: Optional[int] = None,
-            top: int = 5) -> Dict[str, object]:
+def explain(image: Tensor, loaded: LoadedModel, methods: Sequence[str],
+            target: Optional[Union[int, np.integer, Tensor]] = None, top: int = 5) -> Dict[str, object]:
     """Compute the requested maps for one image.
 
     Args:
-        image: ``1×3×H×W`` in [0, 1] (:func:`read_image`).
+        image: one image, ``1×3×H×W`` in [0, 1] (:func:`read_image`); a batch of several images is refused (call
+            once per image).
         loaded: from :func:`load_model`.
         methods: names from :data:`METHODS`.
-        target: class to explain (default: the top class).
+        target: class to explain: an int, a numpy integer or a one-element integer tensor (default: the top class).
         top: how many top classes to report (and to use as class_diff candidates, at most 4).
 
     Returns:
-        dict with ``"inputs"`` (the preprocessed batch), ``"target"``, ``"top"`` (list of ``(name, score)``) and
-        one ``N×1×H×W`` map per method (``"sensitivity_box"`` as well for ``sensitivity``).
+        dict with ``"inputs"`` (the preprocessed ``1×3×H×W`` image), ``"target"`` (an int), ``"top"`` (list of
+        ``(name, score)``) and one ``1×1×H×W`` map per method (``"sensitivity_box"`` as well for ``sensitivity``).
 
     Raises:
-        ValueError: an unknown method, or ``target`` outside the model's classes.
+        TypeError: ``image`` is not a tensor.
+        ValueError: an unknown method, an ``image`` that is a batch of more than one image, or a ``target`` that
+            is not an integer class index of the model (bools and floats included).
 
     Example::
 
@@ -230,15 +299,13 @@ def explain(image: Tensor, loaded: LoadedModel, methods: Sequence[str], target: 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown} in `methods`; choose from {list(METHODS)}")
+    _check_one_image(image)
     inputs = loaded.preprocess(image)
     with torch.no_grad():
         scores = loaded.model(inputs)
     probabilities = scores.sigmoid() if loaded.multi_label else scores.softmax(dim=1)
     classes = scores.shape[1]
-    if target is None:
-        target = int(scores.argmax(dim=1))
-    elif isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < classes:
-        raise ValueError(f"`target` must be a class index in [0, {classes}), got {target!r}")
+    target = int(scores.argmax(dim=1)) if target is None else _class_index(target, classes)
     ranked = probabilities[0].argsort(descending=True)[:top].tolist()
     result: Dict[str, object] = {"inputs": inputs, "target": target,
                                  "top": [(loaded.class_names[c], float(probabilities[0, c])) for c in ranked]}

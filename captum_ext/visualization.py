@@ -37,14 +37,36 @@ def to_hwc(image: ArrayLike) -> np.ndarray:
     Raises:
         ValueError: if ``image`` is not 2-D or a single (possibly batched) 3-D image with 1 or 3 channels first.
     """
-    array = _numpy(image)
+    return _hwc(image, "image")
+
+
+def _hwc(value: ArrayLike, name: str) -> np.ndarray:
+    """:func:`to_hwc`, with errors naming the argument ``value`` came from."""
+    array = _numpy(value)
     if array.ndim == 4 and array.shape[0] == 1:
         array = array[0]
     if array.ndim == 2:
         return array[:, :, None].astype(np.float32)
     if array.ndim != 3 or array.shape[0] not in (1, 3):
-        raise ValueError(f"`image` must be C×H×W (C = 1 or 3) or H×W, got shape {array.shape}")
+        raise ValueError(f"`{name}` must be C×H×W (C = 1 or 3) or H×W, got shape {array.shape}")
     return np.ascontiguousarray(array.transpose(1, 2, 0)).astype(np.float32)
+
+
+_SIGNS: Tuple[str, ...] = ("absolute_value", "all", "positive", "negative")
+
+
+def _checked_map(attribution: ArrayLike, image: ArrayLike, name: str) -> Tuple[np.ndarray, np.ndarray]:
+    """The map and its image as ``H×W×C`` arrays, refusing what Captum would draw wrongly or fail on deep inside."""
+    attr, shown = _hwc(attribution, name), to_hwc(image)
+    if attr.shape[:2] != shown.shape[:2]:  # imshow would draw the map over only part of the image, silently
+        raise ValueError(f"`{name}` is {attr.shape[0]}×{attr.shape[1]} but `image` is {shown.shape[0]}×"
+                         f"{shown.shape[1]}: a map must have its image's height and width (upsample a layer map "
+                         "first, e.g. with captum's LayerAttribution.interpolate)")
+    finite = np.isfinite(attr)
+    if not finite.all():  # Captum's outlier threshold is NaN then and its search for it fails with an IndexError
+        raise ValueError(f"`{name}` holds NaN or inf ({int(finite.size - finite.sum())} of {finite.size} values); "
+                         "a map must be finite to be scaled")
+    return attr, shown
 
 
 def _axis(ax: Optional["object"]) -> "object":
@@ -213,26 +235,48 @@ def plot_attribution(
 ) -> "object":
     """Overlay one attribution map on its image with Captum's ``visualize_image_attr`` (layouts handled).
 
+    A map with nothing to show for ``sign`` (all zero, or e.g. no positive value with ``sign="positive"``), which
+    Captum cannot scale, is drawn as the bare image with "(all-zero map)" or "(no positive attribution)" added to
+    the title.
+
     Args:
-        attribution: ``C×H×W``, ``1×H×W`` or ``H×W`` map.
+        attribution: ``C×H×W``, ``1×H×W`` or ``H×W`` finite map with the image's height and width (upsample a
+            layer-resolution map first).
         image: ``3×H×W`` image in [0, 1].
         ax: matplotlib axes to draw into.
-        method, sign: passed to ``visualize_image_attr``.
+        method: passed to ``visualize_image_attr``.
+        sign: ``"absolute_value"`` (default), ``"all"``, ``"positive"`` or ``"negative"``, passed to
+            ``visualize_image_attr``.
         title: axes title.
 
     Returns:
         The axes. Captum scales each map to its own 0-1 range; :func:`attribution_colorbar` draws that scale.
+
+    Raises:
+        ValueError: ``attribution`` and ``image`` differ in height or width, ``attribution`` holds NaN or inf,
+            either has a layout :func:`to_hwc` does not take, or ``sign`` is unknown.
+
+    Example::
+
+        >>> import matplotlib.pyplot as plt
+        >>> import torch
+        >>> ax = plot_attribution(torch.rand(1, 8, 8), torch.rand(3, 8, 8), plt.figure().gca(), title="map")
     """
     from captum.attr import visualization as viz
 
-    attr = to_hwc(attribution)
-    if float(np.abs(attr).max()) == 0.0:  # Captum would divide by zero: show the image and say so
-        ax.imshow(to_hwc(image))
-        ax.set_title(f"{title or ''} (all-zero map)".strip(), fontsize=8)
+    attr, shown = _checked_map(attribution, image, "attribution")
+    if sign not in _SIGNS:
+        raise ValueError(f"`sign` must be one of {list(_SIGNS)}, got {sign!r}")
+    combined = attr.sum(axis=2)  # what Captum scales: the channels summed, then the values of the chosen sign
+    visible = combined > 0 if sign == "positive" else combined < 0 if sign == "negative" else combined != 0
+    if not visible.any():  # Captum would divide by a zero scale: show the image and say why there is no map
+        ax.imshow(shown)
+        note = "all-zero map" if not attr.any() or sign not in ("positive", "negative") else f"no {sign} attribution"
+        ax.set_title(f"{title or ''} ({note})".strip(), fontsize=8)
         ax.set_axis_off()
         return ax
     viz.visualize_image_attr(
-        attr, to_hwc(image), method=method, sign=sign, plt_fig_axis=(ax.figure, ax), use_pyplot=False, **kwargs,
+        attr, shown, method=method, sign=sign, plt_fig_axis=(ax.figure, ax), use_pyplot=False, **kwargs,
     )
     if title:  # set here: Captum's title uses the default (large) font, unlike the scene and ellipse titles
         ax.set_title(title, fontsize=8)
@@ -255,13 +299,17 @@ def plot_points(
         points: ``K×2`` ``(y, x)`` or ``K×3`` ``(y, x, count)`` pixel coordinates; marker area grows with the count.
         image: ``C×H×W`` image in [0, 1].
         ax: matplotlib axes.
-        density: optional ``1×H×W`` / ``H×W`` map drawn first as a blended heat map.
+        density: optional ``1×H×W`` / ``H×W`` finite map, the image's height and width, drawn first as a
+            blended heat map (:func:`plot_attribution`).
         color: marker colour.
         size: marker area for a count of 1.
         title: axes title.
 
     Returns:
         The axes.
+
+    Raises:
+        ValueError: bad ``points``; a ``density`` map of another height or width than ``image``, or with NaN or inf.
 
     Example::
 
@@ -274,6 +322,7 @@ def plot_points(
     if array.shape[1] not in (2, 3):
         raise ValueError(f"`points` must be K×2 (y, x) or K×3 (y, x, count), got shape {array.shape}")
     if density is not None:
+        _checked_map(density, image, "density")  # so that errors name this function's argument
         plot_attribution(density, image, ax, method="blended_heat_map", sign="absolute_value", title=title)
     else:
         ax.imshow(to_hwc(image))

@@ -51,6 +51,8 @@ def user_files(folder: Path) -> None:
             raise RuntimeError("boom in the user's build")
         """))
     (folder / "orphan.py").write_text("import captum_ext_test_no_such_sibling\n\ndef build():\n    return None\n")
+    (folder / "corrupt.pt").write_bytes(b"not a pickle")
+    torch.save([torch.zeros(2)], folder / "list.pt")
 
 
 #: argv (``{d}``: the test's folder) → what the one error line must contain.
@@ -65,6 +67,12 @@ USER_ERRORS = {
     "image-of-another-shape": (["--resize", "48x80"], "images of 48x80 pixels (--resize 48x80) do not fit the model"),
     "box-map-without-sensitivity": (["--box-map", "{d}/no.pt"], "--box-map is for the sensitivity method only"),
     "negative-workers": (["--workers", "-1"], "--workers must be >= 0, got -1"),
+    # Before: pickle's own words ("Unsupported operand 103") and "'list' object has no attribute …", naming nothing.
+    "corrupt-weights": (["--model", "{d}/net.py:build", "--weights", "{d}/corrupt.pt"],
+                        "corrupt.pt' is not a readable weights file (expected a state dict or checkpoint of the model "
+                        "from"),
+    "weights-holding-a-list": (["--model", "{d}/net.py:build", "--weights", "{d}/list.pt"],
+                               "list.pt' holds a list, not a state dict"),
 }
 
 

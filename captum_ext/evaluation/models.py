@@ -150,7 +150,7 @@ def load_evaluation_model(spec: str, weights: Optional[Union[str, Path]] = None)
     if ".py:" in spec:
         model = _from_factory(spec)
         if weights is not None:
-            state = torch.load(Path(weights), map_location="cpu", weights_only=True)
+            state = explain.read_state_dict(Path(weights), f"the model from {spec!r}")
             try:
                 model.load_state_dict(state)
             except RuntimeError as err:

@@ -7,7 +7,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from captum_ext._utils.validation import as_tensor, check_boxes, check_same_length, check_tensor
+from captum_ext._utils.validation import as_tensor, check_boxes, check_finite, check_same_length, check_tensor, \
+    require_values
 
 TensorLike = Union[Tensor, np.ndarray, Sequence]
 
@@ -90,3 +91,63 @@ def check_box_batch(value: TensorLike, name: str) -> Tensor:
     if boxes.dtype == torch.bool:
         raise TypeError(f"`{name}` must hold numeric box coordinates, got dtype torch.bool")
     return without_grad(check_boxes(boxes, name))
+
+
+def check_images(value: TensorLike, name: str) -> Tensor:
+    """Check an ``N×C×H×W`` real image batch with finite values (one host sync) and return it as a tensor.
+
+    Raises:
+        TypeError: not a tensor / array, or complex.
+        ValueError: not 4-D, a meta tensor, or NaN / inf values.
+    """
+    images = as_tensor(value, name)
+    require_values(images, name)
+    if images.dim() != 4:
+        raise ValueError(f"`{name}` must be N×C×H×W, got shape {tuple(images.shape)}")
+    if images.is_complex():
+        raise TypeError(f"`{name}` must have a real dtype, got {images.dtype}")
+    check_finite(images, name)
+    return images
+
+
+def check_image_maps(value: TensorLike, name: str, images: Tensor) -> Tensor:
+    """Check ``N×H×W`` / ``N×1×H×W`` finite maps, one per image of the ``N×C×H×W`` ``images`` with exactly their
+    ``H×W``, and return them as ``N×H×W``. The shape is compared, not the element count, so maps with H and W swapped
+    (or flattened) are refused instead of being read in the wrong pixel order."""
+    maps = check_maps(value, name)
+    n, _, height, width = images.shape
+    if tuple(maps.shape) != (n, height, width):
+        raise ValueError(f"`{name}` must hold one H×W map per image of `images`, N×H×W = {n}×{height}×{width} (or "
+                         f"N×1×H×W), got {'×'.join(map(str, maps.shape))}")
+    return maps
+
+
+def check_targets(value: TensorLike, name: str, n: int) -> Tensor:
+    """Check one integer class index per image: a 1-D integer tensor / array or a list / tuple of ints of length
+    ``n``; returned as a tensor (dtype and device unchanged). The range is checked by :func:`check_target_range`
+    once the number of classes is known.
+
+    Raises:
+        TypeError: not a tensor, array or sequence of ints (floats and bools included).
+        ValueError: not 1-D of length ``n``.
+    """
+    targets = as_tensor(value, name)
+    require_values(targets, name)
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+        raise TypeError(f"`{name}` must hold one integer class index per image, got dtype {targets.dtype}")
+    if tuple(targets.shape) != (n,):
+        raise ValueError(f"`{name}` must hold one integer class index per image ({n}), got shape "
+                         f"{tuple(targets.shape)}")
+    return targets
+
+
+def check_target_range(targets: Tensor, scores: Tensor, name: str = "targets") -> None:
+    """Raise ``ValueError`` unless ``scores`` are ``B×K`` class scores and every target lies in ``[0, K)``; one host
+    sync, so callers run it on their first forward only (every later one has the same ``K``)."""
+    if scores.dim() != 2:
+        raise ValueError(f"`model` must return B×K class scores, got shape {tuple(scores.shape)}")
+    classes = scores.shape[1]
+    outside = (targets < 0) | (targets >= classes)
+    if bool(outside.any()):
+        raise ValueError(f"`{name}` must be class indices in [0, {classes}) for the model's {classes} classes, got "
+                         f"{targets[outside].unique().tolist()}")

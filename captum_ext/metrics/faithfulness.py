@@ -16,7 +16,9 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from captum_ext._utils.attribution import eval_mode
 from captum_ext._utils.validation import check_in_choices, check_scalar
+from captum_ext.metrics._checks import TensorLike, check_image_maps, check_images, check_target_range, check_targets
 from captum_ext.metrics._streaming import FIXED_POINT_UNIT, SumMetric, fixed_point_mean, to_fixed_point
 
 __all__ = ["BASELINES", "MODES", "FaithfulnessAUCMetric", "deletion_insertion_curves", "curve_auc"]
@@ -55,8 +57,8 @@ def baseline_images(images: Tensor, kind: str) -> Tensor:
 def deletion_insertion_curves(
     model: nn.Module,
     images: Tensor,
-    maps: Tensor,
-    targets: Tensor,
+    maps: TensorLike,
+    targets: TensorLike,
     mode: str = "deletion",
     steps: int = 32,
     baseline: Optional[str] = None,
@@ -66,10 +68,13 @@ def deletion_insertion_curves(
     r"""The probability of each pair's class along its deletion or insertion curve.
 
     Args:
-        model (nn.Module): the classifier (in eval mode), taking ``images`` as they are.
-        images (Tensor): ``N×C×H×W`` images, one per pair.
-        maps (Tensor): ``N×H×W`` (or ``N×1×H×W``) maps ranking the pixels, highest first.
-        targets (Tensor): ``N`` class indices.
+        model (nn.Module): the classifier, taking ``images`` as they are and returning ``B×K`` scores. It runs in
+            eval mode (BatchNorm on its running statistics, which stay untouched; dropout off), and every module's
+            train/eval flag and every parameter's ``requires_grad`` are restored afterwards, also after an error.
+        images (Tensor): ``N×C×H×W`` finite images, one per pair.
+        maps (Tensor): ``N×H×W`` (or ``N×1×H×W``) finite maps ranking the pixels, highest first, with the images'
+            ``H×W``.
+        targets (Tensor or sequence of int): ``N`` integer class indices in ``[0, K)``.
         mode (str): ``"deletion"`` or ``"insertion"``. Default: deletion.
         steps (int): how many equal steps take the curve from the image to the baseline (after step k,
             ``floor(k·H·W / steps)`` pixels are replaced: steps of equal size to one pixel). Default: 32.
@@ -80,6 +85,12 @@ def deletion_insertion_curves(
 
     Returns:
         Tensor: ``N×(steps+1)`` float32 probabilities on the images' device, from x = 0 to x = 1.
+
+    Raises:
+        TypeError: non-integer ``targets``, or arguments of the wrong type.
+        ValueError: ``images`` or ``maps`` of the wrong shape (maps must have the images' H×W, not just as many
+            pixels) or holding NaN / inf, ``targets`` of the wrong length or outside ``[0, K)``, a model that does
+            not return ``B×K`` scores, or a bad ``mode``, ``steps``, ``baseline`` or ``batch_size``.
 
     Example::
 
@@ -93,14 +104,11 @@ def deletion_insertion_curves(
     check_in_choices(mode, "mode", MODES)
     steps = int(check_scalar(steps, "steps", low=1, integer=True))
     batch_size = int(check_scalar(batch_size, "batch_size", low=1, integer=True))
-    if images.dim() != 4:
-        raise ValueError(f"`images` must be N×C×H×W, got shape {tuple(images.shape)}")
+    images = check_images(images, "images")
     n, _, height, width = images.shape
-    maps = maps.reshape(n, -1) if maps.dim() == 4 else maps.reshape(maps.shape[0], -1)
-    if maps.shape != (n, height * width):
-        raise ValueError(f"`maps` must hold one H×W map per image ({n}×{height}×{width}), got {tuple(maps.shape)}")
-    if targets.shape != (n,):
-        raise ValueError(f"`targets` must hold one class per image ({n}), got shape {tuple(targets.shape)}")
+    maps = check_image_maps(maps, "maps", images).reshape(n, -1)
+    # gather needs int64 indices on the scores' device (a no-op for a long tensor already there).
+    targets = check_targets(targets, "targets", n).to(device=images.device, dtype=torch.long)
     pixels = height * width
     base = baseline_images(images, baseline or DEFAULT_BASELINE[mode])
     start, finish = (images, base) if mode == "deletion" else (base, images)
@@ -113,13 +121,16 @@ def deletion_insertion_curves(
     changed = [k * pixels // steps for k in range(steps + 1)]
     curves = torch.empty(n, steps + 1, dtype=torch.float32, device=images.device)
     jobs = [(i, k) for i in range(n) for k in range(steps + 1)]
-    with torch.no_grad():
+    # eval_mode: a model left in train mode would score with batch statistics and update its BatchNorm buffers.
+    with torch.no_grad(), eval_mode(model):
         for first in range(0, len(jobs), batch_size):
             part = jobs[first:first + batch_size]
             rows = torch.tensor([i for i, _ in part], device=images.device)
             limits = torch.tensor([changed[k] for _, k in part], device=images.device).view(-1, 1, 1, 1)
             moved = rank[rows] < limits
             scores = model(torch.where(moved, finish[rows], start[rows]))
+            if first == 0:  # K is known from the first forward; every later one has the same
+                check_target_range(targets, scores)
             probability = torch.sigmoid(scores) if multi_label else torch.softmax(scores, dim=1)
             values = probability.gather(1, targets[rows].view(-1, 1))[:, 0].float()
             curves[rows, torch.tensor([k for _, k in part], device=images.device)] = values

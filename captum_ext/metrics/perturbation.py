@@ -21,6 +21,8 @@ from typing import Any, Callable, Dict, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from captum_ext._utils.attribution import eval_mode
+from captum_ext.metrics._checks import TensorLike, check_image_maps, check_images, check_target_range, check_targets
 from captum_ext.metrics._streaming import SumMetric, fixed_point_mean, to_fixed_point
 from captum_ext.metrics.road import METRICS as ROAD_METRICS
 
@@ -40,16 +42,19 @@ def _noise(like: Tensor, generator: torch.Generator, uniform: bool) -> Tensor:
     return noise.to(device=like.device, dtype=like.dtype)
 
 
-def infidelity_per_pair(model: nn.Module, images: Tensor, maps: Tensor, targets: Tensor, multi_label: bool,
+def infidelity_per_pair(model: nn.Module, images: Tensor, maps: TensorLike, targets: TensorLike, multi_label: bool,
                         generator: torch.Generator, samples: int = 10, noise: float = 0.1,
                         batch_size: int = 64) -> Tensor:
     """Each pair's infidelity (Captum's ``infidelity`` with ``normalize=True``) on the class probability.
 
     Args:
-        model (nn.Module): returns ``N×K`` scores.
-        images (Tensor): ``N×C×H×W`` images, one per pair.
-        maps (Tensor): ``N×H×W`` (or ``N×1×H×W``) maps, spread over the ``C`` channels.
-        targets (Tensor): ``N`` classes.
+        model (nn.Module): returns ``N×K`` scores. It runs in eval mode (BatchNorm on its running statistics, which
+            stay untouched; dropout off), and every module's train/eval flag and every parameter's
+            ``requires_grad`` are restored afterwards, also after an error.
+        images (Tensor): ``N×C×H×W`` finite images, one per pair.
+        maps (Tensor): ``N×H×W`` (or ``N×1×H×W``) finite maps with the images' ``H×W``, spread over the ``C``
+            channels.
+        targets (Tensor or sequence of int): ``N`` integer class indices in ``[0, K)``.
         multi_label (bool): sigmoid (``True``) or softmax probabilities.
         generator (torch.Generator): the source of the perturbations.
         samples (int, optional): perturbations per pair. Default: 10 (Captum's).
@@ -59,23 +64,35 @@ def infidelity_per_pair(model: nn.Module, images: Tensor, maps: Tensor, targets:
     Returns:
         Tensor: ``N`` float64 infidelities (non-negative).
 
+    Raises:
+        TypeError: non-integer ``targets``, or arguments of the wrong type.
+        ValueError: ``images`` or ``maps`` of the wrong shape (maps must have the images' H×W, not just as many
+            pixels) or holding NaN / inf, ``targets`` of the wrong length or outside ``[0, K)``, or a model that
+            does not return ``B×K`` scores.
+
     Example::
 
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
         >>> images, maps = torch.rand(2, 3, 2, 2), torch.rand(2, 2, 2)
-        >>> infidelity_per_pair(model, images, maps, torch.tensor([0, 2]), False, torch.Generator().manual_seed(0)).shape
+        >>> infidelity_per_pair(model, images, maps, torch.tensor([0, 2]), False,
+        ...                     torch.Generator().manual_seed(0)).shape
         torch.Size([2])
     """
     from captum.metrics import infidelity
 
+    images = check_images(images, "images")
+    maps = check_image_maps(maps, "maps", images)
+    # Captum gathers with the targets on the scores' device; int64, as gather needs (a no-op for such a tensor).
+    targets = check_targets(targets, "targets", len(images)).to(device=images.device, dtype=torch.long)
     attributions = maps.reshape(maps.shape[0], 1, *images.shape[-2:]).to(images).expand_as(images).contiguous()
 
     def perturb(inputs: Tensor) -> Tuple[Tensor, Tensor]:
         perturbation = _noise(inputs, generator, uniform=False) * noise
         return perturbation, inputs - perturbation
 
-    with torch.no_grad():
-        values = infidelity(_probabilities(model, multi_label), perturb, images, attributions, target=targets,
+    # eval_mode: a model left in train mode would score with batch statistics and update its BatchNorm buffers.
+    with torch.no_grad(), eval_mode(model):
+        values = infidelity(_probabilities(model, multi_label, targets), perturb, images, attributions, target=targets,
                             n_perturb_samples=samples, max_examples_per_batch=_per_forward(batch_size, len(images),
                                                                                            samples),
                             normalize=True)
@@ -131,9 +148,17 @@ def _per_forward(batch_size: int, pairs: int, samples: int) -> int:
     return min(max(batch_size, pairs), pairs * samples)
 
 
-def _probabilities(model: nn.Module, multi_label: bool) -> Callable[[Tensor], Tensor]:
+def _probabilities(model: nn.Module, multi_label: bool, targets: Tensor) -> Callable[[Tensor], Tensor]:
+    """The model's class probabilities; the first call checks ``targets`` against the model's ``K`` classes (Captum
+    gathers them only after the forward, where an index out of range is a bare torch error)."""
+    checked = False
+
     def forward(inputs: Tensor) -> Tensor:
+        nonlocal checked
         scores = model(inputs)
+        if not checked:
+            check_target_range(targets, scores)
+            checked = True
         return torch.sigmoid(scores) if multi_label else torch.softmax(scores, dim=1)
 
     return forward

@@ -23,7 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from captum_ext._utils.attribution import eval_mode
 from captum_ext._utils.validation import check_in_choices, check_scalar
+from captum_ext.metrics._checks import TensorLike, check_image_maps, check_images, check_target_range, check_targets
 
 __all__ = ["ORDERS", "METRICS", "ROAD_FRACTIONS", "road_impute", "road_curves", "neighbour_weights"]
 
@@ -55,8 +57,8 @@ def road_impute(images: Tensor, removed: Tensor, generator: Optional[torch.Gener
 
     Args:
         images (Tensor): ``N×C×H×W`` images.
-        removed (Tensor): ``N×H×W`` (or ``N×1×H×W``) bools, the pixels to impute; each image keeps at least one
-            pixel.
+        removed (Tensor): ``N×H×W`` (or ``N×1×H×W``) bools with the images' ``H×W``, the pixels to impute; each
+            image keeps at least one pixel.
         generator (torch.Generator, optional): the noise's source (``noise > 0``). Default: torch's global one.
         noise (float, optional): standard deviation of the noise added to the imputed pixels. Default: 0.01.
         tolerance (float, optional): the solver's relative residual. Default: 1e-6.
@@ -79,9 +81,11 @@ def road_impute(images: Tensor, removed: Tensor, generator: Optional[torch.Gener
     if images.dim() != 4:
         raise ValueError(f"`images` must be N×C×H×W, got shape {tuple(images.shape)}")
     n, channels, height, width = images.shape
-    removed = removed.reshape(n, 1, height, width) if removed.numel() == n * height * width else None
-    if removed is None:
-        raise ValueError(f"`removed` must hold one H×W mask per image ({n}×{height}×{width})")
+    # The shape is compared, not the element count: a mask with H and W swapped would impute the wrong pixels.
+    if tuple(removed.shape) not in ((n, height, width), (n, 1, height, width)):
+        raise ValueError(f"`removed` must hold one H×W mask per image, N×H×W = {n}×{height}×{width} (or N×1×H×W), "
+                         f"got {'×'.join(map(str, removed.shape))}")
+    removed = removed.reshape(n, 1, height, width)
     removed = removed.to(device=images.device, dtype=torch.bool)
     if bool(removed.flatten(1).all(dim=1).any()):
         raise ValueError("`removed` takes every pixel of an image: ROAD's imputation needs at least one kept pixel")
@@ -121,16 +125,18 @@ def road_impute(images: Tensor, removed: Tensor, generator: Optional[torch.Gener
     return torch.where(removed, solution, work).to(images.dtype)
 
 
-def road_curves(model: nn.Module, images: Tensor, maps: Tensor, targets: Tensor, order: str = "morf",
+def road_curves(model: nn.Module, images: Tensor, maps: TensorLike, targets: TensorLike, order: str = "morf",
                 fractions: Sequence[float] = ROAD_FRACTIONS, multi_label: bool = False,
                 generator: Optional[torch.Generator] = None, noise: float = 0.01, batch_size: int = 64) -> Tensor:
     """The class probability of each pair after ROAD removes each fraction of its pixels in the map's order.
 
     Args:
-        model (nn.Module): the classifier (in eval mode), taking ``images`` as they are.
-        images (Tensor): ``N×C×H×W`` images, one per pair.
-        maps (Tensor): ``N×H×W`` (or ``N×1×H×W``) maps ranking the pixels.
-        targets (Tensor): ``N`` class indices.
+        model (nn.Module): the classifier, taking ``images`` as they are and returning ``B×K`` scores. It runs in
+            eval mode (BatchNorm on its running statistics, which stay untouched; dropout off), and every module's
+            train/eval flag and every parameter's ``requires_grad`` are restored afterwards, also after an error.
+        images (Tensor): ``N×C×H×W`` finite images, one per pair.
+        maps (Tensor): ``N×H×W`` (or ``N×1×H×W``) finite maps ranking the pixels, with the images' ``H×W``.
+        targets (Tensor or sequence of int): ``N`` integer class indices in ``[0, K)``.
         order (str, optional): ``"morf"`` (highest first) or ``"lerf"`` (lowest first). Default: morf.
         fractions (sequence of float, optional): the removed fractions, each in ``(0, 1)``. Default: ROAD's.
         multi_label (bool, optional): sigmoid (``True``) or softmax probabilities. Default: False.
@@ -140,6 +146,12 @@ def road_curves(model: nn.Module, images: Tensor, maps: Tensor, targets: Tensor,
 
     Returns:
         Tensor: ``N×F`` float32 probabilities on the images' device (their mean over ``F`` is the ROAD score).
+
+    Raises:
+        TypeError: non-integer ``targets``, or arguments of the wrong type.
+        ValueError: ``images`` or ``maps`` of the wrong shape (maps must have the images' H×W, not just as many
+            pixels) or holding NaN / inf, ``targets`` of the wrong length or outside ``[0, K)``, a model that does
+            not return ``B×K`` scores, or a bad ``order``, ``fractions`` or ``batch_size``.
 
     Example::
 
@@ -151,27 +163,28 @@ def road_curves(model: nn.Module, images: Tensor, maps: Tensor, targets: Tensor,
     check_in_choices(order, "order", ORDERS)
     for fraction in fractions:
         check_scalar(fraction, "fractions", low=0.0, high=1.0, low_open=True, high_open=True)
-    if images.dim() != 4:
-        raise ValueError(f"`images` must be N×C×H×W, got shape {tuple(images.shape)}")
+    batch_size = int(check_scalar(batch_size, "batch_size", low=1, integer=True))
+    images = check_images(images, "images")
     n, _, height, width = images.shape
     pixels = height * width
-    flat = maps.reshape(n, -1).float() if maps.numel() == n * pixels else None
-    if flat is None:
-        raise ValueError(f"`maps` must hold one H×W map per image ({n}×{height}×{width}), got {tuple(maps.shape)}")
-    if targets.shape != (n,):
-        raise ValueError(f"`targets` must hold one class per image ({n}), got shape {tuple(targets.shape)}")
+    flat = check_image_maps(maps, "maps", images).reshape(n, -1).float()
+    # gather needs int64 indices on the scores' device (a no-op for a long tensor already there).
+    targets = check_targets(targets, "targets", n).to(device=images.device, dtype=torch.long)
     ranked = flat.argsort(dim=1, descending=order == "morf", stable=True)
     rank = torch.empty_like(ranked).scatter_(1, ranked, torch.arange(pixels, device=ranked.device).expand(n, -1))
     counts = [min(max(int(round(f * pixels)), 1), pixels - 1) for f in fractions]
     jobs = [(i, k) for i in range(n) for k in range(len(counts))]
     curves = torch.empty(n, len(counts), dtype=torch.float32, device=images.device)
-    with torch.no_grad():
+    # eval_mode: a model left in train mode would score with batch statistics and update its BatchNorm buffers.
+    with torch.no_grad(), eval_mode(model):
         for first in range(0, len(jobs), batch_size):
             part = jobs[first:first + batch_size]
             rows = torch.tensor([i for i, _ in part], device=images.device)
             limits = torch.tensor([counts[k] for _, k in part], device=images.device).view(-1, 1)
             removed = (rank[rows] < limits).view(-1, height, width)
             scores = model(road_impute(images[rows], removed, generator, noise))
+            if first == 0:  # K is known from the first forward; every later one has the same
+                check_target_range(targets, scores)
             probability = torch.sigmoid(scores) if multi_label else torch.softmax(scores, dim=1)
             values = probability.gather(1, targets[rows].view(-1, 1))[:, 0].float()
             curves[rows, torch.tensor([k for _, k in part], device=images.device)] = values
