@@ -237,6 +237,9 @@ def _check_one_image(image: Tensor) -> None:
     if image.dim() not in (2, 3, 4) or (image.dim() > 2 and image.shape[-3] not in (1, 3)):
         raise ValueError(f"`image` must be one image with 1 or 3 channels first, 1×3×H×W (as read_image returns); "
                          f"got shape {tuple(image.shape)}")
+    if not image.is_floating_point():  # 0–255 bytes would be read as a white image
+        raise TypeError(f"`image` must hold floats in [0, 1] (as read_image returns), got dtype {image.dtype}: "
+                        f"divide 8-bit pixels by 255")
 
 
 def _class_index(target: object, classes: int) -> int:
@@ -300,7 +303,7 @@ def explain(image: Tensor, loaded: LoadedModel, methods: Sequence[str],
     if unknown:
         raise ValueError(f"unknown method(s) {unknown} in `methods`; choose from {list(METHODS)}")
     _check_one_image(image)
-    inputs = loaded.preprocess(image)
+    inputs = loaded.preprocess(image.to(torch.float32))  # the models' dtype (a float64 image is common)
     with torch.no_grad():
         scores = loaded.model(inputs)
     probabilities = scores.sigmoid() if loaded.multi_label else scores.softmax(dim=1)

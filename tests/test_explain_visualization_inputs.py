@@ -26,7 +26,7 @@ def close_figures():
     plt.close("all")
 
 
-# --- F10: explain.load_model weights files -------------------------------------------------------------------------
+# --- explain.load_model weights files -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("content", [b"garbage", b""], ids=["corrupt", "empty"])
 def test_load_model_unreadable_weights_file_is_named(tmp_path, content):
@@ -58,7 +58,7 @@ def test_load_model_missing_weights_file_still_raises_file_not_found(tmp_path):
         explain.load_model("torchvision:resnet18", tmp_path / "missing.pth")
 
 
-# --- F10: explain.explain image and target ------------------------------------------------------------------------
+# --- explain.explain image and target ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("shape", [(2, 3, 64, 64), (0, 3, 64, 64)])
 def test_explain_refuses_a_batch_naming_image_and_shape(loaded, shape):
@@ -71,6 +71,16 @@ def test_explain_refuses_a_non_tensor_or_a_bad_layout(loaded):
         explain.explain(np.random.rand(1, 3, 64, 64), loaded, ["saliency"])
     with pytest.raises(ValueError, match="`image` must be one image with 1 or 3 channels"):
         explain.explain(torch.rand(1, 4, 64, 64), loaded, ["saliency"])
+
+
+def test_explain_reads_a_float64_image_as_float32_and_refuses_bytes(loaded):
+    """Before: a float64 image failed inside the model ("Input type (double) and bias type (float)"), and bytes
+    were read as a white image."""
+    image = torch.rand(1, 3, 64, 64, dtype=torch.float64)
+    result = explain.explain(image, loaded, ["saliency"], target=3)
+    assert torch.equal(result["saliency"], explain.explain(image.float(), loaded, ["saliency"], target=3)["saliency"])
+    with pytest.raises(TypeError, match=r"`image` must hold floats in \[0, 1\] .*got dtype torch.uint8: divide"):
+        explain.explain((image * 255).to(torch.uint8), loaded, ["saliency"])
 
 
 @pytest.mark.parametrize("target", [np.int64(3), np.int32(3), torch.tensor(3), torch.tensor([3]), np.array([3])],
@@ -97,7 +107,7 @@ def test_explain_refuses_out_of_range_targets(loaded, target):
         explain.explain(torch.rand(1, 3, 64, 64), loaded, ["saliency"], target=target)
 
 
-# --- F9: visualization.plot_attribution / plot_points -------------------------------------------------------------
+# --- visualization.plot_attribution / plot_points -------------------------------------------------------------
 
 def test_plot_attribution_refuses_a_map_of_another_size():
     with pytest.raises(ValueError, match="`attribution` is 8×8 but `image` is 16×16"):
