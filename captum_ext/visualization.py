@@ -53,6 +53,8 @@ def _hwc(value: ArrayLike, name: str) -> np.ndarray:
 
 
 _SIGNS: Tuple[str, ...] = ("absolute_value", "all", "positive", "negative")
+#: Captum's ``visualize_image_attr`` methods; the last two show one sign only.
+_METHODS: Tuple[str, ...] = ("heat_map", "blended_heat_map", "original_image", "masked_image", "alpha_scaling")
 
 
 def _checked_map(attribution: ArrayLike, image: ArrayLike, name: str) -> Tuple[np.ndarray, np.ndarray]:
@@ -254,7 +256,8 @@ def plot_attribution(
 
     Raises:
         ValueError: ``attribution`` and ``image`` differ in height or width, ``attribution`` holds NaN or inf,
-            either has a layout :func:`to_hwc` does not take, or ``sign`` is unknown.
+            either has a layout :func:`to_hwc` does not take, an unknown ``sign`` or ``method``, or ``sign="all"``
+            with a method that shows one sign (``masked_image``, ``alpha_scaling``).
 
     Example::
 
@@ -267,6 +270,11 @@ def plot_attribution(
     attr, shown = _checked_map(attribution, image, "attribution")
     if sign not in _SIGNS:
         raise ValueError(f"`sign` must be one of {list(_SIGNS)}, got {sign!r}")
+    if method not in _METHODS:
+        raise ValueError(f"`method` must be one of {list(_METHODS)}, got {method!r}")
+    if method in _METHODS[-2:] and sign == "all":  # Captum asserts here, with no word of which argument
+        raise ValueError(f"`method` {method!r} shows one sign: pass sign='absolute_value', 'positive' or 'negative', "
+                         f"not 'all'")
     combined = attr.sum(axis=2)  # what Captum scales: the channels summed, then the values of the chosen sign
     visible = combined > 0 if sign == "positive" else combined < 0 if sign == "negative" else combined != 0
     if not visible.any():  # Captum would divide by a zero scale: show the image and say why there is no map

@@ -126,9 +126,16 @@ def test_plot_attribution_refuses_nan_or_inf_maps(bad):
         plot_points(torch.zeros(0, 2), torch.rand(3, 16, 16), plt.figure().gca(), density=attribution)
 
 
-def test_plot_attribution_refuses_an_unknown_sign():
+def test_plot_attribution_refuses_an_unknown_sign_or_method():
+    """Before: Captum's KeyError or bare AssertionError."""
     with pytest.raises(ValueError, match="`sign` must be one of"):
         plot_attribution(torch.rand(1, 8, 8), torch.rand(3, 8, 8), plt.figure().gca(), sign="positve")
+    with pytest.raises(ValueError, match="`method` must be one of"):
+        plot_attribution(torch.rand(1, 8, 8), torch.rand(3, 8, 8), plt.figure().gca(), method="heatmap")
+    for method in ("masked_image", "alpha_scaling"):
+        with pytest.raises(ValueError, match=f"`method` '{method}' shows one sign"):
+            plot_attribution(torch.rand(1, 8, 8), torch.rand(3, 8, 8), plt.figure().gca(), method=method, sign="all")
+        plot_attribution(torch.rand(1, 8, 8), torch.rand(3, 8, 8), plt.figure().gca(), method=method)  # drawn
 
 
 @pytest.mark.parametrize("sign, values", [("positive", -torch.rand(1, 16, 16)), ("negative", torch.rand(1, 16, 16))])
