@@ -89,7 +89,8 @@ class SensitivityBBox(BoxMapFitting, GradientAttribution):
         power (float, optional): exponent applied to the max-normalised pooled map (``"grid"``, ``"multiscale"``).
             Default: 4.0.
         activation_layer (nn.Module, optional): if given, differentiate the summed output of this layer (e.g. the
-            last conv block) instead of a class score; ``target`` is then ignored. Default: None.
+            last conv block; called once per forward pass) instead of a class score; ``target`` is then ignored.
+            Default: None.
         features (str or sequence of str, optional): the feature blocks above (a saved map records them and
             :meth:`load_state_dict` restores them). Default: ``("window",)``.
         num_classes (int, optional): the number of classes, required with the ``"class"`` block. Default: None.
@@ -157,7 +158,8 @@ class SensitivityBBox(BoxMapFitting, GradientAttribution):
         r"""Sensitivity of the target score to every input element.
 
         The arguments are Captum :class:`~captum.attr.Saliency`'s, in its order. The model runs in eval mode
-        (restored afterwards), so BatchNorm statistics are never updated and maps do not depend on the batch.
+        (restored afterwards), so BatchNorm statistics are never updated and maps do not depend on the batch (a
+        BatchNorm without running statistics would mix the batch's images: such a model is refused for batches).
 
         Args:
             inputs (Tensor or tuple of Tensor): ``N×C×H×W`` input batch (a tuple for multi-input models); the
