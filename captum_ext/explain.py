@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from captum_ext._utils.images import as_image_batch, normalize, resize, resize_shorter_and_crop
+from captum_ext._utils.images import as_image_batch, file_pixels_problem, normalize, resize, resize_shorter_and_crop
 
 METHODS: Tuple[str, ...] = ("saliency", "node_backtrack", "class_diff", "sensitivity")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -66,6 +66,9 @@ def read_image(path: Union[str, Path]) -> Tensor:
             array = io.imread(handle)
     except Exception as err:  # skimage raises several types for unreadable files
         raise ValueError(f"could not read {str(path)!r} as an image: {err}") from err
+    why = file_pixels_problem(np.asarray(array))
+    if why is not None:
+        raise ValueError(f"image file {str(path)!r} {why}")
     return as_image_batch(array)
 
 

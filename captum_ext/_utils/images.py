@@ -3,7 +3,7 @@ tensor layout to an ``N×3×H×W`` float batch in [0, 1], antialiased resizing, 
 the project's one per-channel standardisation (:func:`normalize`, :func:`denormalize`)."""
 from __future__ import annotations
 
-from typing import Any, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -22,6 +22,33 @@ def _to_float(tensor: Tensor) -> Tensor:
             raise TypeError("`image` must be real-valued, got a complex array")
         return tensor.float() / float(torch.iinfo(tensor.dtype).max)
     return tensor.float()
+
+
+def file_pixels_problem(pixels: np.ndarray) -> Optional[str]:
+    """Why an image file's decoded pixels have no known scaling to [0, 1], or ``None``.
+
+    8- and 16-bit unsigned integers (and bools) scale by their type's maximum, and floats must already lie in
+    [0, 1]. A float file holding 0–255, or 32-bit integers (whose range is anybody's guess), would otherwise be read
+    as a confident, wrong picture.
+
+    Args:
+        pixels (numpy.ndarray): the decoded pixels.
+
+    Returns:
+        str or None: the reason, to follow the file's name in an error.
+    """
+    if pixels.dtype == np.bool_ or pixels.dtype in (np.uint8, np.uint16):
+        return None
+    if pixels.dtype.kind == "f":
+        if not np.isfinite(pixels).all():
+            return "holds NaN or inf pixels"
+        low, high = float(pixels.min(initial=0.0)), float(pixels.max(initial=0.0))
+        if low < 0.0 or high > 1.0:
+            return (f"holds float pixels in [{low:g}, {high:g}], not in [0, 1]: scale them to [0, 1], or save the "
+                    f"image with 8- or 16-bit integers")
+        return None
+    return (f"holds {pixels.dtype.itemsize * 8}-bit {'signed ' if pixels.dtype.kind == 'i' else ''}integer pixels, "
+            f"whose range is unknown: save the image with 8- or 16-bit unsigned integers")
 
 
 def as_image_batch(image: Any) -> Tensor:

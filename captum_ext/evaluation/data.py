@@ -51,6 +51,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from captum_ext._utils.images import file_pixels_problem
 from captum_ext.evaluation._annotations import resize_sample
 from captum_ext.metrics.ground_truth import GroundTruth
 
@@ -240,12 +241,22 @@ def read_image(path: Union[str, os.PathLike]) -> Tensor:
     try:
         with Image.open(path) as img:
             img.load()
-            if img.mode.startswith("I"):  # 16-bit gray ("I;16", "I"): PIL's convert("RGB") would clip at 255
-                array = np.clip(np.asarray(img, dtype=np.float32) / 65535.0, 0.0, 1.0)
-                return torch.from_numpy(array)[None].expand(3, -1, -1).contiguous()
-            array = np.asarray(img.convert("RGB"), dtype=np.uint8)
+            # 16-bit gray ("I;16", or "I" from a PNG) and float gray ("F"): PIL's convert("RGB") would clip at 255
+            # or round to 0 and 1. Other "I" files hold 32-bit integers of unknown range.
+            gray, why = None, None
+            if img.mode.startswith("I;16") or (img.mode == "I" and img.format == "PNG"):
+                gray = np.clip(np.asarray(img, dtype=np.float32) / 65535.0, 0.0, 1.0)
+            elif img.mode in ("I", "F"):
+                gray = np.asarray(img)
+                why = file_pixels_problem(gray)
+            else:
+                array = np.asarray(img.convert("RGB"), dtype=np.uint8)
     except Exception as exc:  # PIL raises OSError, SyntaxError, struct.error, ... for the many ways a file breaks
         raise ValueError(f"cannot decode image {path}: {type(exc).__name__}: {exc}") from None
+    if why is not None:
+        raise ValueError(f"cannot decode image {path}: it {why}")
+    if gray is not None:
+        return torch.from_numpy(np.array(gray, dtype=np.float32))[None].expand(3, -1, -1).contiguous()
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
