@@ -14,6 +14,7 @@ out = os.environ.get("RESULTS_DIR", ".")
 N = int(os.environ.get("N_IMAGES", "256"))
 t0 = time.perf_counter()
 batch = make_scenes(N, mode="multi", split="test", seed=7, size=224)
+shutil.rmtree("/tmp/coco224", ignore_errors=True)  # an export refuses to overwrite another one's files
 ann, imgs = export_coco(batch, "/tmp/coco224")
 res = {"images": N, "export_s": time.perf_counter() - t0}
 torch.manual_seed(0)

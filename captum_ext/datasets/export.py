@@ -18,8 +18,10 @@ counts pixels from 1 with *inclusive* corners: a digit covering 0-based columns 
 """
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Dict, List, Tuple, Union
@@ -60,17 +62,38 @@ def _uint8_images(batch: SceneBatch) -> np.ndarray:
     return (batch.images * 255.0).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
 
 
-def _stems(count: int) -> List[str]:
+def _stems(count: int, prefix: str = "") -> List[str]:
     width = max(6, len(str(count - 1)))  # VOC-like six digits; wider only beyond a million scenes
-    return [f"{i:0{width}d}" for i in range(count)]
+    return [f"{prefix}{i:0{width}d}" for i in range(count)]
 
 
-def _save(array: np.ndarray, path: Path) -> None:
-    image = Image.fromarray(array)
-    if path.suffix == ".jpg":
-        image.save(path, quality=JPEG_QUALITY, subsampling=0)
+def _encoded(array: np.ndarray, fmt: str) -> bytes:
+    """The image file's bytes (encoded in memory so existing files can be compared before anything is written)."""
+    buffer = io.BytesIO()
+    if fmt == "jpg":
+        Image.fromarray(array).save(buffer, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
     else:
-        image.save(path)
+        Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _write_new(files: List[Tuple[Path, bytes]], name: str, where: Path, advice: str) -> None:
+    """Write ``files``, or raise ``ValueError`` before writing any if one already exists with other content.
+
+    Files that already hold exactly these bytes are left alone, so exporting the same batch again is a no-op;
+    a file with other content belongs to another export (e.g. another split), which must not be replaced.
+    """
+    clashes = [path for path, data in files if path.exists() and (not path.is_file() or path.read_bytes() != data)]
+    if clashes:
+        shown = ", ".join(str(path.relative_to(where)) for path in clashes[:3])
+        more = f" and {len(clashes) - 3} more" if len(clashes) > 3 else ""
+        if any(path.name == CLASS_MAP_FILE for path in clashes):  # keyed by ids (COCO) or by names (VOC)
+            advice += f"; {CLASS_MAP_FILE} differs: a COCO and a VOC export cannot share a folder"
+        raise ValueError(f"`{name}` {where} already holds {shown}{more} from another export, which this export "
+                         f"would overwrite with different content: {advice}")
+    for path, data in files:
+        if not path.exists():
+            path.write_bytes(data)
 
 
 def _objects(batch: SceneBatch, i: int) -> List[Tuple[int, np.ndarray, List[float]]]:
@@ -95,8 +118,9 @@ def export_coco(batch: SceneBatch, out_dir: PathLike, image_format: str = "png")
 
     Args:
         batch (SceneBatch): scenes from :func:`captum_ext.datasets.scenes.make_scenes`, any mode.
-        out_dir (str or PathLike): directory to write into (created if needed; existing files of the same names
-            are overwritten).
+        out_dir (str or PathLike): directory to write into (created if needed). It holds one dataset: files that
+            already exist there must hold exactly what this export writes (exporting the same batch again is a
+            no-op), else nothing is written and ``ValueError`` is raised.
         image_format (str): ``"png"`` (lossless, the default) or ``"jpg"``.
 
     Returns:
@@ -106,7 +130,9 @@ def export_coco(batch: SceneBatch, out_dir: PathLike, image_format: str = "png")
 
     Raises:
         TypeError: if ``batch`` is not a :class:`SceneBatch`.
-        ValueError: if ``batch`` is empty or ``image_format`` is not one of :data:`IMAGE_FORMATS`.
+        ValueError: if ``batch`` is empty, ``image_format`` is not one of :data:`IMAGE_FORMATS`, or ``out_dir``
+            already holds files of another export (``annotations.json``, images, ``class_map.json``) that this one
+            would change.
 
     Example::
 
@@ -128,10 +154,10 @@ def export_coco(batch: SceneBatch, out_dir: PathLike, image_format: str = "png")
 
     pixels = _uint8_images(batch)
     height, width = pixels.shape[1:3]
-    images, annotations = [], []
+    images, annotations, files = [], [], []
     for i, stem in enumerate(_stems(len(batch))):
         file_name = f"{stem}.{fmt}"
-        _save(pixels[i], images_dir / file_name)
+        files.append((images_dir / file_name, _encoded(pixels[i], fmt)))
         images.append({"id": i + 1, "file_name": file_name, "width": int(width), "height": int(height)})
         for digit, mask, (x1, y1, x2, y2) in _objects(batch, i):
             rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
@@ -152,8 +178,8 @@ def export_coco(batch: SceneBatch, out_dir: PathLike, image_format: str = "png")
         "categories": coco_categories(),
     }
     ann_file = out_dir / "annotations.json"
-    ann_file.write_text(json.dumps(document), encoding="utf-8")
-    write_class_map(out_dir / CLASS_MAP_FILE)
+    files += [(ann_file, json.dumps(document).encode("utf-8")), (out_dir / CLASS_MAP_FILE, _class_map_bytes("ids"))]
+    _write_new(files, "out_dir", out_dir, "export each batch into its own folder (one annotations.json per folder)")
     return ann_file, images_dir
 
 
@@ -176,13 +202,17 @@ def write_class_map(path: PathLike, keys: str = "ids") -> Path:
     Raises:
         ValueError: ``keys`` is neither.
     """
+    path = Path(path)
+    path.write_bytes(_class_map_bytes(keys))
+    return path
+
+
+def _class_map_bytes(keys: str) -> bytes:
     if keys not in ("ids", "names"):
         raise ValueError(f"`keys` must be 'ids' or 'names', got {keys!r}")
-    path = Path(path)
     field = "id" if keys == "ids" else "name"
     classes = {str(c[field]): int(str(c["name"])) for c in coco_categories()}
-    path.write_text(json.dumps({keys: classes}), encoding="utf-8")
-    return path
+    return json.dumps({keys: classes}).encode("utf-8")
 
 
 def voc_base_dir(year: str, split: str) -> str:
@@ -236,20 +266,30 @@ def _voc_xml(stem: str, year: str, height: int, width: int, objects: List[Tuple[
     return tree
 
 
-def export_voc(batch: SceneBatch, root: PathLike, year: str = "2012", split: str = "val") -> Path:
+def export_voc(batch: SceneBatch, root: PathLike, year: str = "2012", split: str = "val", prefix: str = "") -> Path:
     """Write scenes as a Pascal VOC detection tree that ``torchvision.datasets.VOCDetection`` reads.
 
     Writes ``JPEGImages/{stem}.jpg`` (quality :data:`JPEG_QUALITY`, 4:4:4), ``Annotations/{stem}.xml`` (one
     ``<object>`` per visible digit, ``<name>`` = the digit, ``<bndbox>`` in VOC's 1-based inclusive pixels:
     ``xmin = x1 + 1, ymin = y1 + 1, xmax = x2, ymax = y2`` for the package's exclusive ``(x1, y1, x2, y2)``) and
-    ``ImageSets/Main/{split}.txt`` (the stems ``000000``, ``000001``, …; an existing list is replaced) under
-    :func:`voc_base_dir` of ``root``. No segmentation is written (VOC's masks are a separate, optional part).
+    ``ImageSets/Main/{split}.txt`` (the stems ``{prefix}000000``, ``{prefix}000001``, …; an existing list of
+    this split is replaced) under :func:`voc_base_dir` of ``root``. No segmentation is written (VOC's masks are a
+    separate, optional part).
+
+    Several splits share one root, as in VOC itself, when each has its own ``prefix``: e.g. ``prefix="train_"``
+    and ``prefix="val_"`` give ``train_000000.jpg`` … and ``val_000000.jpg`` … side by side, and
+    ``VOCDetection(root, image_set=...)`` reads each split through its list. Images and annotations of another
+    export are never replaced: if a file to be written already exists with other content, nothing is written
+    and ``ValueError`` names it; a file with exactly the same content is kept, so exporting the same batch again
+    is a no-op.
 
     Args:
         batch (SceneBatch): scenes from :func:`captum_ext.datasets.scenes.make_scenes`, any mode.
         root (str or PathLike): the VOC root (the directory that holds ``VOCdevkit``); created if needed.
         year (str): ``"2007"`` … ``"2012"``, as ``VOCDetection`` accepts.
         split (str): ``"train"``, ``"trainval"``, ``"val"``, or ``"test"`` (2007 only).
+        prefix (str): start of every file name and list entry (letters, digits, ``_``, ``.``, ``-``); give each
+            split exported into the same root its own. Default: ``""`` (``000000``, ``000001``, …).
 
     Returns:
         Path: ``root``, to pass to ``VOCDetection(root, year=year, image_set=split)`` or as ``voc:ROOT:YEAR:SPLIT``;
@@ -257,7 +297,9 @@ def export_voc(batch: SceneBatch, root: PathLike, year: str = "2012", split: str
 
     Raises:
         TypeError: if ``batch`` is not a :class:`SceneBatch`.
-        ValueError: if ``batch`` is empty or the year or split is not one ``VOCDetection`` accepts.
+        ValueError: if ``batch`` is empty, the year or split is not one ``VOCDetection`` accepts, ``prefix`` holds
+            other characters, or ``root`` already holds images or annotations of another export under the same
+            names (another split exported with the same ``prefix``).
 
     Example::
 
@@ -269,17 +311,25 @@ def export_voc(batch: SceneBatch, root: PathLike, year: str = "2012", split: str
         3
     """
     _check_batch(batch)
+    if not isinstance(prefix, str) or not re.fullmatch(r"[A-Za-z0-9_.-]*", prefix):
+        raise ValueError(f"`prefix` must be a string of letters, digits, '_', '.' or '-' (it starts file names and "
+                         f"split-list lines), got {prefix!r}")
     year = str(year)
     base = Path(root) / voc_base_dir(year, split)
-    for part in ("JPEGImages", "Annotations", os.path.join("ImageSets", "Main")):
-        (base / part).mkdir(parents=True, exist_ok=True)
     pixels = _uint8_images(batch)
     height, width = pixels.shape[1:3]
-    stems = _stems(len(batch))
+    stems = _stems(len(batch), prefix)
+    files = []
     for i, stem in enumerate(stems):
-        _save(pixels[i], base / "JPEGImages" / f"{stem}.jpg")
-        _voc_xml(stem, year, height, width, _objects(batch, i)).write(
-            base / "Annotations" / f"{stem}.xml", encoding="utf-8", xml_declaration=False)
+        xml = io.BytesIO()
+        _voc_xml(stem, year, height, width, _objects(batch, i)).write(xml, encoding="utf-8", xml_declaration=False)
+        files += [(base / "JPEGImages" / f"{stem}.jpg", _encoded(pixels[i], "jpg")),
+                  (base / "Annotations" / f"{stem}.xml", xml.getvalue())]
+    files.append((Path(root) / CLASS_MAP_FILE, _class_map_bytes("names")))  # VOC annotations carry names only
+    for part in ("JPEGImages", "Annotations", os.path.join("ImageSets", "Main")):
+        (base / part).mkdir(parents=True, exist_ok=True)
+    _write_new(files, "root", Path(root),
+               f"export each split under its own `prefix` (e.g. prefix={split + '_'!r}) or into another root")
+    # The split list is this split's own index, not another export's file: it is replaced.
     (base / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{s}\n" for s in stems), encoding="utf-8")
-    write_class_map(Path(root) / CLASS_MAP_FILE, keys="names")  # VOC annotations carry names only
     return Path(root)

@@ -33,6 +33,7 @@ Models trained on scenes expect inputs standardised with :data:`SCENE_MEAN` / :d
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field, fields
 from typing import Dict, List, Optional, Tuple
 
@@ -44,7 +45,7 @@ from torch.utils.data import Dataset
 
 from captum_ext._utils import images as _images
 from captum_ext._utils.boxes import masks_to_boxes
-from captum_ext._utils.validation import check_in_choices
+from captum_ext._utils.validation import check_in_choices, check_scalar
 from captum_ext.datasets import _scene_compose
 from captum_ext.datasets._scene_compose import NUM_CLASSES
 
@@ -68,6 +69,26 @@ CONTEXT_PALETTE: np.ndarray = _scene_compose.CONTEXT_PALETTE  # defined where th
 DEFAULT_CLUTTER: Dict[str, Tuple[int, int]] = {"single": (3, 6), "multi": (0, 2), "roi": (0, 0)}
 
 _CHUNK = 256  # scenes per independently seeded chunk: n scenes are a prefix of n + k scenes
+
+
+def _scene_position(index: object, length: int) -> Optional[int]:
+    """``index`` as a position in ``[0, length)`` when it is one integer, ``None`` for slices and sequences."""
+    if isinstance(index, (Tensor, np.ndarray)):
+        if index.ndim != 0:
+            return None  # index tensors and masks select several scenes
+        if index.dtype in (torch.bool, np.bool_):
+            raise TypeError("SceneBatch index must be an integer, slice or index sequence, got a bool tensor")
+    if isinstance(index, (bool, np.bool_)):
+        raise TypeError(f"SceneBatch index must be an integer, slice or index sequence, got bool {index!r}")
+    if isinstance(index, (slice, list, tuple)):
+        return None
+    try:
+        position = operator.index(index)  # int, NumPy integers, 0-d integer tensors and arrays
+    except TypeError:
+        return None  # let tensor indexing accept or reject anything else, as before
+    if not -length <= position < length:
+        raise IndexError(f"SceneBatch index {position} is out of range for a batch of {length} scenes")
+    return position + length if position < 0 else position
 
 
 @dataclass
@@ -107,9 +128,17 @@ class SceneBatch:
         return int(self.images.shape[0])
 
     def __getitem__(self, index: object) -> "SceneBatch":
-        """Index or slice every tensor field at once."""
-        if isinstance(index, int):
-            index = slice(index, index + 1)
+        """Index or slice every tensor field at once; always a batch (of one scene for an integer index).
+
+        An integer (``int``, NumPy integer, 0-d integer tensor) counts from the end when negative and raises
+        ``IndexError`` outside ``[-len, len)``; slices, index sequences and boolean masks select several scenes; a
+        bare bool raises ``TypeError``.
+        """
+        position = _scene_position(index, len(self))
+        if position is not None:
+            index = slice(position, position + 1)  # keep the batch dimension
+        elif isinstance(index, tuple):
+            index = list(index)  # a tuple would index several tensor dimensions, not several scenes
         values = {f.name: getattr(self, f.name)[index] for f in fields(self) if f.name != "mode"}
         return SceneBatch(mode=self.mode, **values)
 
@@ -154,6 +183,24 @@ class SceneBatch:
         return [self.object_boxes[i][self.object_labels[i] == classes[i]] for i in range(len(self))]
 
 
+def _check_clutter(clutter: object, mode: str) -> Tuple[int, int]:
+    """``clutter`` as a ``(min, max)`` pair of ints (the mode's default for ``None``), or an error naming it."""
+    if clutter is None:
+        return DEFAULT_CLUTTER[mode]
+    expected = "a (min, max) pair of integers with 0 <= min <= max"
+    if isinstance(clutter, (str, bytes)) or not hasattr(clutter, "__len__") or not hasattr(clutter, "__iter__"):
+        raise TypeError(f"`clutter` must be {expected}, got {type(clutter).__name__} {clutter!r}")
+    values = list(clutter)
+    integers = all(isinstance(c, (int, np.integer)) and not isinstance(c, (bool, np.bool_)) for c in values)
+    if len(values) != 2 or not integers or not 0 <= values[0] <= values[1]:
+        raise ValueError(f"`clutter` must be {expected}, got {clutter!r}")
+    pair = (int(values[0]), int(values[1]))
+    if mode == "roi" and pair != DEFAULT_CLUTTER["roi"]:
+        # ROI scenes place no clutter pieces; accepting a count there would silently do nothing.
+        raise ValueError(f"`clutter` applies to modes 'single' and 'multi' only, got {clutter!r} with mode 'roi'")
+    return pair
+
+
 def make_scenes(
     n: int,
     mode: str = "single",
@@ -175,9 +222,16 @@ def make_scenes(
         context_prob: ``"roi"`` mode only: probability that a digit's context plate shows its own class colour.
         clutter: ``(min, max)`` number of clutter pieces per scene (``"single"``/``"multi"``); default
             :data:`DEFAULT_CLUTTER` of the mode. Fewer pieces make easier scenes (e.g. for a training curriculum).
+            ``"roi"`` scenes have no clutter, so there only ``None`` or ``(0, 0)`` is accepted.
 
     Returns:
         :class:`SceneBatch` with images and exact ground truth.
+
+    Raises:
+        TypeError: if ``context_prob`` is not a real number or ``clutter`` is not a pair.
+        ValueError: if ``n``, ``size`` or ``seed`` is not an integer in range (bools are refused), ``mode`` or
+            ``split`` is unknown, ``context_prob`` is outside ``[0, 1]``, or ``clutter`` is not ``(min, max)``
+            integers with ``0 <= min <= max`` (or is not ``(0, 0)`` in ``"roi"`` mode).
 
     Example::
 
@@ -192,18 +246,15 @@ def make_scenes(
     check_in_choices(split, "split", SPLITS)
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 32:
         raise ValueError(f"`size` must be an integer >= 32, got {size!r}")
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}")
-    if not 0.0 <= float(context_prob) <= 1.0:
-        raise ValueError(f"`context_prob` must be in [0, 1], got {context_prob!r}")
-    clutter = DEFAULT_CLUTTER[mode] if clutter is None else clutter
-    integers = all(isinstance(c, (int, np.integer)) for c in clutter)
-    if len(clutter) != 2 or not integers or not 0 <= clutter[0] <= clutter[1]:
-        raise ValueError(f"`clutter` must be a (min, max) pair of integers with 0 <= min <= max, got {clutter!r}")
+    # A string or bool would pass float(); the probability must be a real number in [0, 1].
+    context_prob = check_scalar(context_prob, "context_prob", low=0.0, high=1.0)
+    clutter = _check_clutter(clutter, mode)
 
     parts = [
         _scene_compose.render_chunk(
-            mode, split, int(seed), c, min(_CHUNK, n - c * _CHUNK), int(size), float(context_prob), tuple(clutter)
+            mode, split, int(seed), c, min(_CHUNK, n - c * _CHUNK), int(size), context_prob, clutter
         )
         for c in range((n + _CHUNK - 1) // _CHUNK)
     ]

@@ -2,8 +2,11 @@
 *Classifying a specific image region using CNNs with an ROI mask as input*)."""
 from __future__ import annotations
 
+import json
+import numbers
 from typing import Any, Dict, List, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -16,6 +19,7 @@ MODES = ("add", "mul")
 HARD = (None, "image", "first")
 DEPTHS = (18, 34, 50, 101, 152)
 _STAGES = ("layer1", "layer2", "layer3", "layer4")
+_EXTRA_STATE = "_extra_state"  # torch's key for get_extra_state (torch.nn.modules.module._EXTRA_STATE_KEY_SUFFIX)
 
 
 def _stage_channels(backbone: torchvision.models.ResNet) -> Dict[str, int]:
@@ -43,6 +47,10 @@ class ROIAttentionResNet(nn.Module):
 
     The backbone is any torchvision ResNet: built from ``depth`` (random weights; loading weights is the caller's,
     as in torchvision) or passed in, e.g. with your own pretrained weights.
+
+    The ``state_dict`` records ``merge``, ``mode`` and ``hard`` (entry ``_extra_state``, see
+    :meth:`get_extra_state`), and ``load_state_dict`` refuses weights saved with other settings: the same tensors
+    mean something else under another mode. State dicts saved before this record existed still load.
 
     Args:
         num_classes (int, optional): output classes (ignored when ``backbone`` is given). Default: 1000.
@@ -77,6 +85,12 @@ class ROIAttentionResNet(nn.Module):
         check_in_choices(mode, "mode", MODES)
         check_in_choices(hard, "hard", HARD)
         if backbone is None:
+            # An int is required, not just a value equal to one: 18.0 == 18 would pass `in DEPTHS` and then name
+            # torchvision's nonexistent "resnet18.0".
+            if isinstance(depth, (bool, np.bool_)) or not isinstance(depth, numbers.Integral):
+                raise TypeError(f"`depth` must be an int, one of {list(DEPTHS)}, got {type(depth).__name__} "
+                                f"{depth!r}")
+            depth = int(depth)
             check_in_choices(depth, "depth", DEPTHS)
             if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
                 raise ValueError(f"`num_classes` must be a positive int, got {num_classes!r}")
@@ -108,9 +122,76 @@ class ROIAttentionResNet(nn.Module):
                 raise ValueError(f"`{name}` must be N×C×H×W, got shape {tuple(value.shape)}")
         if images.shape[1] != 3:
             raise ValueError(f"`images` must have 3 channels, got {images.shape[1]}")
+        if not images.is_floating_point():  # the convolutions' weights are floating: torch fails on the dtype
+            raise TypeError(f"`images` must be a floating-point tensor (normalised images), got {images.dtype}")
         if masks.shape[1] != 1 or masks.shape[0] != images.shape[0] or masks.shape[-2:] != images.shape[-2:]:
             raise ValueError(f"`masks` must be N×1×H×W matching `images` {tuple(images.shape)}, got "
                              f"{tuple(masks.shape)}")
+
+    def _settings(self) -> Dict[str, Optional[str]]:
+        return {"merge": self.merge, "mode": self.mode, "hard": self.hard}
+
+    def get_extra_state(self) -> Tensor:
+        """The settings the weights belong to, saved in the ``state_dict`` under ``_extra_state``.
+
+        A ``uint8`` tensor holding the UTF-8 bytes of a JSON object ``{"hard": …, "merge": …, "mode": …}``: a
+        tensor, unlike a dict, passes through the usual state-dict handling (``v.clone()``, ``v.to(device)``,
+        casting the floating entries to float16) and loads with ``torch.load(..., weights_only=True)``.
+
+        Returns:
+            Tensor: 1-D ``uint8`` tensor of the encoded settings.
+
+        Example::
+
+            >>> from captum_ext import ROIAttentionResNet
+            >>> net = ROIAttentionResNet(num_classes=2, depth=18, merge="layer3", mode="mul")
+            >>> bytes(net.state_dict()["_extra_state"].tolist()).decode()
+            '{"hard": null, "merge": "layer3", "mode": "mul"}'
+        """
+        text = json.dumps(self._settings(), sort_keys=True)
+        return torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8)
+
+    def set_extra_state(self, state: Any) -> None:
+        """Check the settings saved by :meth:`get_extra_state` against this model's (called by ``load_state_dict``).
+
+        ``hard`` must match; ``merge`` and ``mode`` must match too unless both models are hard baselines, which
+        have no branch for them to act on.
+
+        Args:
+            state (Tensor): the ``_extra_state`` entry of a state dict.
+
+        Raises:
+            ValueError: the state is not a settings record, or the weights were saved with other settings. It is
+                raised before any weight is copied, so the model is left unchanged.
+        """
+        try:
+            values = state.reshape(-1).tolist() if isinstance(state, Tensor) else None
+            # round(): a record cast to float along with the weights still holds the exact byte values.
+            saved = json.loads(bytes(round(v) for v in values).decode("utf-8")) if values is not None else None
+        except (TypeError, ValueError, UnicodeDecodeError, OverflowError):
+            saved = None
+        if not isinstance(saved, dict) or not {"merge", "mode", "hard"} <= set(saved):
+            raise ValueError(f"`state_dict` entry {_EXTRA_STATE!r} is not an ROIAttentionResNet settings record "
+                             "(merge, mode, hard)")
+        names = ["hard"] if self.hard is not None and saved["hard"] == self.hard else ["hard", "merge", "mode"]
+        differing = [name for name in names if saved[name] != getattr(self, name)]
+        if differing:
+            theirs = ", ".join(f"{name}={saved[name]!r}" for name in differing)
+            ours = ", ".join(f"{name}={getattr(self, name)!r}" for name in differing)
+            raise ValueError(f"`state_dict` holds weights of an ROIAttentionResNet with {theirs}, but this model has "
+                             f"{ours}: build the model with the saved settings (or drop the {_EXTRA_STATE!r} entry "
+                             "to load the tensors anyway)")
+
+    def _load_from_state_dict(self, state_dict: Dict[str, Any], prefix: str, local_metadata: Dict[str, Any],
+                              strict: bool, missing_keys: List[str], unexpected_keys: List[str],
+                              error_msgs: List[str]) -> None:
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        key = prefix + _EXTRA_STATE
+        # State dicts saved before the settings were recorded (the zoo's weights, users' checkpoints) have no
+        # record: nothing to check, and strict loading must not fail on the missing key.
+        if key not in state_dict and key in missing_keys:
+            missing_keys.remove(key)
 
     def _merge_at(self, point: str, features: Tensor, mask: Tensor) -> Tensor:
         if point not in self.branches:

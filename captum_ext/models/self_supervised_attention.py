@@ -2,6 +2,7 @@
 *Discovery of image pixels highly contributing to CNN regression*)."""
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -75,7 +76,8 @@ class SelfSupervisedAttentionRegressor(nn.Module):
             ``W`` stays near 0.5 on it); 0.72, 0.78, 0.64 with 1.0 (a rim around the two ellipses of dataset 3
             passes 0.5); 0.78, 0.76, 0.79 with 0.75, at errors 1.27°, 1.28 px, 1.24 px; and 0.21 on dataset 3
             with 1.5 (the attention spreads). Default: 0.75.
-        width (int, optional): channel width of the regressor (the attention net uses half). Default: 32.
+        width (int, optional): channel width of the regressor (the attention net uses half, so at least 2 unless
+            ``attention_net`` is given). Default: 32.
         regressor (nn.Module, optional): your own ``F`` (``N×C×H×W → N×out_features``), replacing the default.
         attention_net (nn.Module, optional): your own attention network (``N×C×H×W → N×1×H×W`` logits).
 
@@ -109,12 +111,15 @@ class SelfSupervisedAttentionRegressor(nn.Module):
         for name, value in (("out_features", out_features), ("in_channels", in_channels), ("width", width)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive int, got {value!r}")
+        if attention_net is None and width < 2:  # the default attention net has width // 2 channels
+            raise ValueError(f"`width` must be at least 2 (the attention net uses width // 2 channels), got {width}")
         self.area_target = check_scalar(area_target, "area_target", low=0.0, high=1.0, low_open=True,
                                         high_open=True)
         weights = tuple(loss_weights)
         if len(weights) != 3 or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0
-                                        for w in weights):
-            raise ValueError(f"`loss_weights` must be three non-negative numbers (a, b, c), got {loss_weights!r}")
+                                        and math.isfinite(w) for w in weights):
+            raise ValueError(f"`loss_weights` must be three finite non-negative numbers (a, b, c), got "
+                             f"{loss_weights!r}")
         check_in_choices(noise, "noise", NOISE_KINDS)
         check_scalar(noise_scale, "noise_scale", low=0.0, low_open=True)
         self.out_features = out_features
@@ -159,6 +164,21 @@ class SelfSupervisedAttentionRegressor(nn.Module):
         check_finite(targets, "targets")
         return targets
 
+    def _run_regressor(self, images: Tensor, stacked: bool = False) -> Tensor:
+        # A custom regressor is not otherwise held to N×out_features: an N×1 or 1-D output would be broadcast
+        # silently against the out_features target mean and scale (and against the targets in the loss).
+        output = self.regressor(images)
+        if is_tracing():
+            return output
+        expected = (images.shape[0], self.out_features)
+        if not isinstance(output, Tensor) or tuple(output.shape) != expected:
+            got = f"shape {tuple(output.shape)}" if isinstance(output, Tensor) else type(output).__name__
+            n = expected[0]
+            what = f"the loss's {n} clean and disturbed images (stacked)" if stacked else f"{n} images"
+            raise ValueError(f"`regressor` must return N×{self.out_features} (out_features) outputs, here "
+                             f"{n}×{self.out_features} for {what}, got {got}")
+        return output
+
     def set_target_normalization(self, mean: Union[Tensor, Sequence[float]], scale: Union[Tensor, Sequence[float]]
                                  ) -> None:
         """Store the targets' mean and scale (standard deviation); see the class docstring.
@@ -168,14 +188,17 @@ class SelfSupervisedAttentionRegressor(nn.Module):
             scale (Tensor or sequence of float): ``out_features`` positive target standard deviations.
 
         Raises:
-            ValueError: wrong lengths, a non-positive scale or a non-finite mean.
+            ValueError: wrong lengths, a non-positive or non-finite scale or a non-finite mean.
         """
         mean_t = torch.as_tensor(mean, dtype=self.target_mean.dtype).reshape(-1)
         scale_t = torch.as_tensor(scale, dtype=self.target_scale.dtype).reshape(-1)
         if mean_t.numel() != self.out_features or scale_t.numel() != self.out_features:
             raise ValueError(f"`mean` and `scale` must hold {self.out_features} values (out_features)")
-        if not bool((scale_t > 0).all()) or not bool(torch.isfinite(mean_t).all()):
-            raise ValueError("`scale` must be positive and `mean` finite")
+        if not bool(torch.isfinite(mean_t).all()):
+            raise ValueError(f"`mean` must be finite, got {mean_t.tolist()}")
+        # An infinite scale would turn every prediction into inf or NaN and every standardised error into 0.
+        if not bool(((scale_t > 0) & torch.isfinite(scale_t)).all()):
+            raise ValueError(f"`scale` must be positive and finite, got {scale_t.tolist()}")
         self.target_mean.copy_(mean_t)
         self.target_scale.copy_(scale_t)
 
@@ -204,7 +227,7 @@ class SelfSupervisedAttentionRegressor(nn.Module):
         Returns:
             Tensor: ``N×out_features`` parameters in the targets' units.
         """
-        standardised = self.regressor(self._check_images(images))
+        standardised = self._run_regressor(self._check_images(images))
         return standardised * self.target_scale + self.target_mean
 
     def forward(self, images: Tensor) -> Tuple[Tensor, Tensor]:
@@ -214,8 +237,19 @@ class SelfSupervisedAttentionRegressor(nn.Module):
             images (Tensor): ``N×C×H×W`` images.
 
         Returns:
-            tuple of Tensor: ``(params N×out_features, attention W N×1×H×W)``. Captum and the graph-walking
-            methods explain the first element (or use :meth:`regress`).
+            tuple of Tensor: ``(params N×out_features, attention W N×1×H×W)``. This package's graph-walking
+            methods (``NodeBacktrack``, ``MultiLayerClassDiffSaliency``) explain the first element; Captum's
+            attribution methods need a forward function returning one tensor, so give them :meth:`regress`.
+
+        Example::
+
+            >>> import torch
+            >>> from captum.attr import IntegratedGradients
+            >>> from captum_ext import SelfSupervisedAttentionRegressor
+            >>> model = SelfSupervisedAttentionRegressor(2, width=4).eval()
+            >>> images = torch.rand(2, 1, 16, 16)
+            >>> IntegratedGradients(model.regress).attribute(images, target=0, n_steps=4).shape
+            torch.Size([2, 1, 16, 16])
         """
         return self.regress(images), self.attention(images)
 
@@ -265,13 +299,18 @@ class SelfSupervisedAttentionRegressor(nn.Module):
             (torch.Size([2, 1, 16, 16]), True)
         """
         images = self._check_images(images)
-        if noise is None:
-            noise = self.make_noise(images, generator)
-        elif not isinstance(noise, Tensor) or noise.shape != images.shape:
-            shape = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
-            raise ValueError(f"`noise` must be a tensor shaped like `images` {tuple(images.shape)}, got {shape}")
+        noise = self.make_noise(images, generator) if noise is None else self._check_noise(noise, images)
         background = 1.0 - self.attention(images)
         return images + background * noise, background
+
+    @staticmethod
+    def _check_noise(noise: Any, images: Tensor, finite: bool = False) -> Tensor:
+        if not isinstance(noise, Tensor) or noise.shape != images.shape:
+            shape = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
+            raise ValueError(f"`noise` must be a tensor shaped like `images` {tuple(images.shape)}, got {shape}")
+        if finite:  # as for the images: the NaN scan (a device synchronisation) only where the loss is computed
+            check_finite(noise, "noise")
+        return noise
 
     def loss(self, images: Tensor, targets: Tensor, noise: Optional[Tensor] = None,
              generator: Optional[torch.Generator] = None, return_parts: bool = False
@@ -301,8 +340,10 @@ class SelfSupervisedAttentionRegressor(nn.Module):
         """
         images = self._check_images(images, finite=True)
         targets = self._check_targets(targets, images.shape[0]).to(images.dtype)
+        if noise is not None:
+            self._check_noise(noise, images, finite=True)
         disturbed, background = self.disturb(images, noise, generator)
-        both = self.regressor(torch.cat([images, disturbed]))
+        both = self._run_regressor(torch.cat([images, disturbed]), stacked=True)
         wanted = (targets - self.target_mean) / self.target_scale
         clean_pred, noisy_pred = both[: images.shape[0]], both[images.shape[0]:]
         a, b, c = self.loss_weights
