@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 from captum_ext._version import __version__
 from captum_ext.cli import BENCHMARKS  # light: captum_ext.cli imports the library only inside its runners
@@ -223,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--target", type=int, default=None, metavar="C",
                          help="class index (default: the top class)")
     explain.add_argument("--out", type=Path, default=None, metavar="PNG",
-                         help="PNG to write (default: <image>_explained.png)")
+                         help="figure to write (.png, or another suffix matplotlib writes; none: .png is added; a "
+                              "folder: <image>_explained.png in it) (default: <image>_explained.png beside the image)")
 
     _add_evaluation_commands(commands)
 
@@ -287,3 +288,29 @@ def build_parser() -> argparse.ArgumentParser:
     regressor.add_argument("--no-attention", action="store_true",
                            help="ablation: train the regressor alone on the supervised term")
     return parser
+
+
+def refuse_repeated_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """Exit through the sub-command's parser error when an option is given twice: argparse keeps the last value
+    silently, so ``--method saliency --method class_diff`` would run one method where two were meant.
+
+    Args:
+        parser (argparse.ArgumentParser): from :func:`build_parser`.
+        argv (sequence of str): the arguments as given.
+
+    Returns:
+        None
+    """
+    tokens = list(argv[:argv.index("--")] if "--" in argv else argv)
+    command_parser = next((choices[t] for action in parser._actions
+                           if isinstance(action, argparse._SubParsersAction)
+                           for choices in [action.choices] for t in tokens if t in choices), None)
+    if command_parser is None:
+        return
+    for action in command_parser._actions:
+        if not action.option_strings or action.dest in ("help", "debug"):
+            continue
+        given = [t.split("=", 1)[0] for t in tokens if t.split("=", 1)[0] in action.option_strings]
+        if len(given) > 1:
+            command_parser.error(f"{'/'.join(action.option_strings)} is given {len(given)} times: give it once "
+                                 f"(the last one would silently replace the others)")

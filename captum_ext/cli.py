@@ -99,7 +99,12 @@ def _explain(args: argparse.Namespace) -> int:
     methods = list(explain.METHODS) if args.method == "all" else [args.method]
     loaded = explain.load_model(args.model, args.weights)
     result = explain.explain(explain.read_image(args.image), loaded, methods, target=args.target)
-    out = args.out or args.image.with_name(f"{args.image.stem}_explained.png")
+    default_name = f"{args.image.stem}_explained.png"
+    out = args.image.with_name(default_name) if args.out is None else \
+        args.out / default_name if args.out.is_dir() else args.out
+    out = out if out.suffix else out.with_suffix(".png")  # what matplotlib writes: say so, and check that name
+    if out.exists() and out.resolve() == args.image.resolve():
+        raise ValueError(f"--out {str(out)!r} is the explained image itself: the figure would replace it")
     save_figure(explain.figure(result, loaded, methods), out)
     print(f"{loaded.name}: " + ", ".join(f"{name} {score:.3f}" for name, score in result["top"]))
     print(f"explained class {result['target']} ({loaded.class_names[result['target']]}) with {', '.join(methods)}")
@@ -223,7 +228,7 @@ def _is_factory_error(err: BaseException) -> bool:
 
 #: Library parameters whose command-line option has another name (``evaluate(num_workers=...)`` is ``--workers``).
 OPTION_OF_PARAMETER = {"num_workers": "workers", "perturbation_samples": "perturbations",
-                       "faithfulness_baseline": "baseline"}
+                       "faithfulness_baseline": "baseline", "backbone_weights": "backbone"}
 
 
 def _one_line(err: BaseException, options: List[argparse.Action], args: Optional[argparse.Namespace] = None) -> str:
@@ -322,10 +327,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         int: the exit status: 0 on success, 1 when a benchmark, your model factory or another process of the run
         failed, 2 on a user error, 130 when interrupted.
     """
-    from captum_ext._cli_parser import build_parser
+    from captum_ext._cli_parser import build_parser, refuse_repeated_options
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    refuse_repeated_options(parser, sys.argv[1:] if argv is None else argv)
     debug = args.debug or _debug_from_environment()
     python_format = warnings.formatwarning
     if not debug and not sys.warnoptions:

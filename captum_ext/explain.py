@@ -60,7 +60,8 @@ def read_image(path: Union[str, Path]) -> Tensor:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"image file {str(path)!r} does not exist")
+        raise FileNotFoundError(f"image file {str(path)!r} does not exist"
+                                + (" (it is a folder)" if path.is_dir() else ""))
     try:
         with open(path, "rb") as handle:  # imageio leaves the file open when it cannot read it
             array = io.imread(handle)
@@ -106,12 +107,13 @@ def _classes_in_state_dict(state: Dict[str, Tensor], path: Path) -> int:
     return int(matrices[-1].shape[0])
 
 
-def read_state_dict(path: Path, model_name: str) -> Dict[str, Tensor]:
+def read_state_dict(path: Path, model_name: str, argument: str = "weights") -> Dict[str, Tensor]:
     """The state dict in ``path`` (a bare one or a checkpoint's ``"state_dict"``), read with ``weights_only=True``.
 
     Args:
         path (Path): the weights file.
         model_name (str): the model it is for, named in the errors.
+        argument (str, optional): the argument that gave ``path``, named in the errors. Default: ``"weights"``.
 
     Returns:
         dict: parameter and buffer names to tensors.
@@ -129,12 +131,12 @@ def read_state_dict(path: Path, model_name: str) -> Dict[str, Tensor]:
         detail = str(err).split("WeightsUnpickler error:", 1)[-1].strip().split("\n")[0] or type(err).__name__
         if "Unsupported global" in detail:  # weights_only refuses pickled Python objects such as a whole model
             detail = detail.split(". Please", 1)[0] + " (save model.state_dict(), not the model)"
-        raise ValueError(f"`weights` {str(path)!r} is not a readable weights file (expected {expected}): "
+        raise ValueError(f"`{argument}` {str(path)!r} is not a readable weights file (expected {expected}): "
                          f"{detail}") from err
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise ValueError(f"`weights` {str(path)!r} holds a {type(state).__name__}, not a state dict "
+        raise ValueError(f"`{argument}` {str(path)!r} holds a {type(state).__name__}, not a state dict "
                          f"(expected {expected})")
     return state
 

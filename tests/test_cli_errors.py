@@ -67,6 +67,7 @@ USER_ERRORS = {
     "image-of-another-shape": (["--resize", "48x80"], "images of 48x80 pixels (--resize 48x80) do not fit the model"),
     "box-map-without-sensitivity": (["--box-map", "{d}/no.pt"], "--box-map is for the sensitivity method only"),
     "negative-workers": (["--workers", "-1"], "--workers must be >= 0, got -1"),
+    "not-a-device": (["--device", "tpu"], "--device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
     # Before: pickle's own words ("Unsupported operand 103") and "'list' object has no attribute …", naming nothing.
     "corrupt-weights": (["--model", "{d}/net.py:build", "--weights", "{d}/corrupt.pt"],
                         "corrupt.pt' is not a readable weights file (expected a state dict or checkpoint of the model "

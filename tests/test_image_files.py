@@ -47,3 +47,13 @@ def test_files_of_unknown_scale_are_refused_naming_the_file(tmp_path, gray, read
     Image.fromarray(gray.astype(pixels), mode=kind).save(tmp_path / "odd.tif")
     with pytest.raises(ValueError, match=r"odd\.tif.*" + words):
         READERS[reader](tmp_path / "odd.tif")
+
+
+def test_a_gray_and_alpha_file_is_read_as_gray(tmp_path):
+    """Before: explain refused a PNG of mode "LA" ("must have 1, 3 or 4 channels, got 2")."""
+    pixels = np.zeros((8, 6, 2), dtype=np.uint8)
+    pixels[..., 0], pixels[..., 1] = np.arange(6)[None] * 40, 128
+    Image.fromarray(pixels, "LA").save(tmp_path / "la.png")
+    expected = torch.from_numpy(pixels[..., 0] / 255.0).float().expand(3, -1, -1)
+    for reader in READERS.values():
+        torch.testing.assert_close(reader(tmp_path / "la.png"), expected, atol=1e-6, rtol=0)

@@ -153,3 +153,33 @@ def train_epochs(
     finally:
         model.eval()
     return history
+
+
+def check_replaceable_run(record: Path, settings: Mapping[str, Any]) -> None:
+    """Refuse to train into files that hold a run with other settings: its weights and record would be replaced
+    (the weights after the first epoch already). A rerun with the same settings may replace them.
+
+    Args:
+        record (Path): the run's JSON record (its weights file sits beside it).
+        settings (mapping): the new run's settings, as the record stores them.
+
+    Returns:
+        None
+
+    Raises:
+        ValueError: the record holds other values of some of ``settings`` (naming them), or is not readable.
+    """
+    import json
+
+    if not record.is_file():
+        return
+    try:
+        stored = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{str(record)!r} is not a readable run record ({err}): move it, or use another folder") \
+            from None
+    differ = [f"{key} {stored.get(key)!r} (this run: {value!r})" for key, value in settings.items()
+              if stored.get(key) != value]
+    if differ:
+        raise ValueError(f"{str(record.parent)!r} already holds {record.with_suffix('.pt').name} and {record.name}, "
+                         f"trained with {', '.join(differ)}: they would be replaced; use another folder")

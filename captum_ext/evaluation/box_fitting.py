@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from captum_ext._utils.attribution import eval_mode
+from captum_ext._utils.attribution import check_batch_size, eval_mode
 from captum_ext.evaluation.class_maps import as_class_map, resolve_dataset_classes
 from captum_ext.evaluation.distributed import batches_of, my_batches, processes
 from captum_ext.evaluation.models import EvaluationModel
@@ -24,10 +24,14 @@ def check_writable(path: Path, name: str) -> None:
         name (str): the argument, for the message.
 
     Raises:
-        ValueError: ``path`` is a folder, or its folder cannot be created or written (naming the path).
+        ValueError: ``path`` is a folder, an existing file other than a box map (which a refit may replace), or its
+            folder cannot be created or written (naming the path).
     """
     if path.is_dir():
         raise ValueError(f"`{name}` {str(path)!r} is a folder; give a file name, e.g. {str(path / 'boxes.pt')!r}")
+    if path.is_file() and not _is_box_map(path):  # a refit may replace a box map, never another file
+        raise ValueError(f"`{name}` {str(path)!r} exists and is not a box map: it would be replaced; give another "
+                         f"file name")
     probe = path.with_name(f".{path.name}.{os.getpid()}.probe")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,6 +39,14 @@ def check_writable(path: Path, name: str) -> None:
         probe.unlink()
     except OSError as err:
         raise ValueError(f"`{name}` {str(path)!r} cannot be written: {err.strerror or err}") from None
+
+
+def _is_box_map(path: Path) -> bool:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # torch raises several types for files that are not its own
+        return False
+    return isinstance(state, dict) and {"version", "weight", "bias", "ridge"} <= set(state)
 
 
 def training_box(boxes: Tensor) -> Tensor:
@@ -90,13 +102,14 @@ def fit_box_map(
 
     Raises:
         ValueError: a dataset without boxes, bad annotations (unless ``skip_bad``), categories the model does not
-            have, or an ``out`` that cannot be written (checked before any fitting).
+            have, a ``batch_size`` below 1, or an ``out`` that cannot be written (checked before any fitting).
     """
     from captum_ext import SensitivityBBox
     from captum_ext.attr._box_features import DEFAULT_FEATURES
     from captum_ext.evaluation.runner import _dataset_of, _model_of
 
     class_map = as_class_map(class_map)
+    batch_size = check_batch_size(batch_size)
     with processes(device) as group, eval_mode(model if isinstance(model, nn.Module) else None):
         if group.is_main:
             check_writable(Path(out), "out")

@@ -329,7 +329,8 @@ def compare(runs: Sequence[Union[str, Path]], out: Union[str, Path], resamples: 
         dict: run name → metric key → :class:`Score`.
 
     Raises:
-        ValueError: no runs, two runs with the same name, or a negative count.
+        ValueError: no runs, two runs with the same name, a negative count or seed, or an ``out`` holding the
+            results of ``evaluate`` runs other than ``runs`` (whose leaderboard would be replaced).
         FileNotFoundError: a folder without ``metrics.json``.
 
     Example::
@@ -344,9 +345,11 @@ def compare(runs: Sequence[Union[str, Path]], out: Union[str, Path], resamples: 
     """
     if not runs:
         raise ValueError("`runs` must name at least one evaluate folder")
-    for name, count in (("same_pairs", same_pairs), ("examples", examples), ("resamples", resamples)):
-        if not isinstance(count, int) or count < 0:
+    for name, count in (("same_pairs", same_pairs), ("examples", examples), ("resamples", resamples),
+                        ("seed", seed)):
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             raise ValueError(f"`{name}` must be an int >= 0, got {count!r}")
+    _check_out(Path(out), runs)
     read = [read_run(folder) for folder in runs]
     names = [r.name for r in read]
     if len(set(names)) != len(names):
@@ -365,6 +368,18 @@ def compare(runs: Sequence[Union[str, Path]], out: Union[str, Path], resamples: 
     return board
 
 
+def _check_out(out: Path, runs: Sequence[Union[str, Path]]) -> None:
+    """Refuse to write over the leaderboard of an ``evaluate`` folder of several methods with one of other runs
+    (rewriting it from its own method folders, as ``evaluate`` does, is allowed)."""
+    if not out.is_dir():
+        return
+    own = {p.parent.resolve() for p in out.glob("*/metrics.json")}
+    if own and own != {Path(run).resolve() for run in runs}:
+        names = ", ".join(sorted(p.name for p in own))
+        raise ValueError(f"`out` {str(out)!r} holds evaluate results ({names}) whose leaderboard and report would be "
+                         f"replaced by a comparison of other runs: choose another folder")
+
+
 def run_compare(args: Any) -> int:
     """Run ``captum-ext compare`` from parsed arguments; prints the Markdown leaderboard and where the report is.
 
@@ -374,7 +389,8 @@ def run_compare(args: Any) -> int:
     Returns:
         int: the exit status, 0.
     """
-    for flag, count in (("--resamples", args.resamples), ("--gallery", args.gallery), ("--examples", args.examples)):
+    for flag, count in (("--resamples", args.resamples), ("--gallery", args.gallery), ("--examples", args.examples),
+                        ("--seed", args.seed)):
         if count < 0:
             raise ValueError(f"{flag} must be >= 0, got {count}")
     compare(args.runs, args.out, args.resamples, args.seed, args.gallery, args.examples)

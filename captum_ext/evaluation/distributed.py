@@ -54,9 +54,12 @@ def processes(device: str = "cpu") -> Iterator[Processes]:
         Iterator[Processes]: a context manager yielding this process's rank, world size and device.
 
     Raises:
-        ValueError: ``device`` asks for CUDA on a machine without it.
+        ValueError: ``device`` is not a device, or asks for CUDA on a machine without it.
     """
-    wanted = torch.device(device)
+    try:
+        wanted = torch.device(device)
+    except (RuntimeError, TypeError):  # torch's words list every device type it was built with
+        raise ValueError(f"`device` must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
     if wanted.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"`device` is {device!r} but CUDA is not available here")
     world = int(os.environ.get("WORLD_SIZE", "1"))

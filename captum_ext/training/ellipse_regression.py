@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 
 from captum_ext import zoo
-from captum_ext._utils.training import train_epochs
+from captum_ext._utils.training import check_replaceable_run, train_epochs
+from captum_ext._utils.validation import check_scalar
 from captum_ext.datasets.ellipses import OBJECT_FRACTION, PAPER_SPLITS, EllipseBatch, make_ellipses
 from captum_ext.models.self_supervised_attention import SelfSupervisedAttentionRegressor
 from captum_ext.training.ellipse_scoring import (
@@ -262,12 +263,16 @@ def train_and_record(
         ValueError: if ``dataset`` is not 1, 2 or 3, or ``n_train``, ``n_test``, ``epochs``, ``seed`` or a model
             argument is out of range.
         TypeError: if a size, ``seed`` or model argument has the wrong type, or is not a keyword of the model.
+        ValueError: ``out_dir`` holds this dataset's run with other settings (its files would be replaced).
     """
     dataset = check_dataset(dataset)
     paper_train, paper_test = PAPER_SPLITS[dataset]
     n_train = paper_train if n_train is None else n_train
     n_test = paper_test if n_test is None else n_test
     epochs = DEFAULT_EPOCHS[dataset] if epochs is None else epochs
+    # Named here: make_ellipses would say `n`, and one training image has no spread to normalise the targets by.
+    check_scalar(n_train, "n_train", low=2, integer=True)
+    check_scalar(n_test, "n_test", low=1, integer=True)
     train = make_ellipses(n_train, dataset=dataset, seed=seed)
     test = make_ellipses(n_test, dataset=dataset, seed=seed + 1)
     torch.manual_seed(seed)
@@ -275,14 +280,16 @@ def train_and_record(
     model_kwargs = {**ELLIPSE_MODEL_DEFAULTS, "area_target": 1.0 - OBJECT_FRACTION[dataset], **model_kwargs}
     model = new_model(dataset, **model_kwargs)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     stem = zoo_name(dataset) + ("" if attention else "_no_attention")
+    kwargs_json = {k: list(v) if isinstance(v, tuple) else v for k, v in model_kwargs.items()}
+    check_replaceable_run(out / f"{stem}.json", {"n_train": n_train, "n_test": n_test, "epochs": epochs,
+                                                  "seed": seed, "model_kwargs": kwargs_json})
+    out.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     history = fit(model, train, epochs=epochs, seed=seed, show_progress=show_progress, attention=attention,
                   checkpoint=out / f"{stem}.pt")
     seconds = time.perf_counter() - start
-    kwargs_json = {k: list(v) if isinstance(v, tuple) else v for k, v in model_kwargs.items()}
     record: Dict[str, Any] = {
         "dataset": dataset, "attention": attention, "n_train": n_train, "n_test": n_test, "epochs": epochs,
         "seed": seed, "model_kwargs": kwargs_json, "loss_settings": loss_settings(model),

@@ -19,7 +19,7 @@ import torchvision
 from torch import Tensor
 
 from captum_ext import metrics
-from captum_ext._utils.training import train_epochs
+from captum_ext._utils.training import check_replaceable_run, train_epochs
 from captum_ext.datasets.scenes import NUM_CLASSES, ROI_BINS_64, SceneBatch, make_scenes, normalize
 from captum_ext.models.roi_attention_resnet import DEPTHS, ROIAttentionResNet
 
@@ -194,14 +194,28 @@ def build_model(
     Raises:
         ValueError: if ``depth``, ``merge``, ``mode`` or ``hard`` is not a valid choice.
         FileNotFoundError: if ``backbone_weights`` does not exist.
+        ValueError: ``backbone_weights`` is not a readable state dict of that ResNet.
     """
     if depth not in DEPTHS:
         raise ValueError(f"`depth` must be one of {DEPTHS}, got {depth!r}")
     backbone = getattr(torchvision.models, f"resnet{depth}")(weights=None, num_classes=num_classes)
     if backbone_weights is not None:
-        if not Path(backbone_weights).is_file():
-            raise FileNotFoundError(f"`backbone_weights` file {str(backbone_weights)!r} does not exist")
-        backbone.load_state_dict(torch.load(backbone_weights, map_location="cpu", weights_only=True))
+        from captum_ext.explain import read_state_dict
+
+        path = Path(backbone_weights)
+        if path.is_dir() or not path.is_file():
+            raise FileNotFoundError(f"`backbone_weights` file {str(path)!r} does not exist"
+                                    + (" (it is a folder)" if path.is_dir() else ""))
+        state = read_state_dict(path, f"torchvision.models.resnet{depth}", "backbone_weights")
+        try:
+            backbone.load_state_dict(state)
+        except RuntimeError as err:
+            # A train-roi checkpoint holds the whole ROIAttentionResNet, its ResNet under "backbone.".
+            whole = any(str(key).startswith("backbone.") for key in state)
+            hint = ("it holds a whole ROIAttentionResNet (keys 'backbone.…'), not a plain ResNet" if whole else
+                    " ".join(str(err).split())[:300])
+            raise ValueError(f"`backbone_weights` {str(path)!r} does not fit torchvision's resnet{depth} with "
+                             f"{num_classes} classes: {hint}") from None
     return ROIAttentionResNet(backbone=backbone, merge=merge, mode=mode, hard=hard)
 
 
@@ -256,6 +270,7 @@ def train_and_record(
         ValueError: if an architecture argument is not a valid choice, or ``epochs``, ``n_train`` or ``n_test`` is
             below 1.
         FileNotFoundError: if ``backbone_weights`` does not exist.
+        ValueError: ``out_dir`` holds this variant trained with other settings (its files would be replaced).
     """
     for name, value in (("epochs", epochs), ("n_train", n_train), ("n_test", n_test)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -266,6 +281,9 @@ def train_and_record(
     test = make_scenes(n_test, mode="roi", split="test", seed=seed + 1)
     variant = variant_name(merge, mode, hard)
     out = Path(out_dir)
+    check_replaceable_run(out / f"{variant}.json", {
+        "depth": depth, "backbone": str(backbone_weights) if backbone_weights else None, "epochs": epochs,
+        "n_train": n_train, "n_test": n_test, "batch_size": batch_size, "lr": lr, "seed": seed})
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     history = fit(model, train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
