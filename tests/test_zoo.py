@@ -203,3 +203,17 @@ def test_bad_names():
         zoo.load("vgg16")
     with pytest.raises(ValueError, match="`name`"):
         zoo.info("nope")
+
+
+def test_load_refuses_arguments_that_are_not_what_they_seem(tmp_path, monkeypatch):
+    """Before: ``pretrained="no"`` loaded the weights (a truthy string), a list name gave "unhashable type", and a
+    corrupt weights file gave pickle's own words, naming neither the file nor the entry."""
+    with pytest.raises(TypeError, match="`pretrained` must be True or False, got 'no'"):
+        zoo.load("scenes_vgg", pretrained="no")
+    with pytest.raises(TypeError, match="`name` must be a str"):
+        zoo.load(["scenes_vgg"])
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path)
+    zoo.weights_path("scenes_vgg").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match=r"scenes_vgg.pt' is not a readable weights file \(expected a state dict or "
+                                         r"checkpoint of the zoo's 'scenes_vgg'"):
+        zoo.load("scenes_vgg")

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -131,6 +132,8 @@ def available(kind: Optional[str] = None) -> List[str]:
 
 
 def _entry(name: str) -> ZooEntry:
+    if not isinstance(name, str):
+        raise TypeError(f"`name` must be a str, one of {available()}, got {type(name).__name__}")
     if name not in ZOO:
         raise ValueError(f"`name` must be one of {available()}, got {name!r}")
     return ZOO[name]
@@ -231,6 +234,8 @@ def load(name: str, pretrained: bool = True, device: Optional[Union[str, torch.d
         torch.Size([4])
     """
     entry = _entry(name)
+    if not isinstance(pretrained, (bool, np.bool_)):  # "no" or 0.0 would be read as a truth value
+        raise TypeError(f"`pretrained` must be True or False, got {pretrained!r}")
     if pretrained and not entry.ships_weights:
         raise ValueError(f"`pretrained`: {_no_weights(name)}")
     model = entry.build()
@@ -239,7 +244,9 @@ def load(name: str, pretrained: bool = True, device: Optional[Union[str, torch.d
         if not path.exists():
             raise FileNotFoundError(f"weights for {name!r} not found at {path}; retrain with `{_how_to_train(name)}`")
         # load_state_dict copies into the model's float32 tensors, so float16 files come back as float32.
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        from captum_ext.explain import read_state_dict
+
+        model.load_state_dict(read_state_dict(path, f"the zoo's {name!r} (retrain with `{_how_to_train(name)}`)"))
     return model.to(device or "cpu").eval()
 
 
