@@ -129,7 +129,8 @@ def read_state_dict(path: Path, model_name: str, argument: str = "weights") -> D
         raise
     except Exception as err:  # torch raises UnpicklingError, EOFError, RuntimeError... for files it cannot read
         detail = str(err).split("WeightsUnpickler error:", 1)[-1].strip().split("\n")[0] or type(err).__name__
-        if "Unsupported global" in detail:  # weights_only refuses pickled Python objects such as a whole model
+        # weights_only refuses pickled Python objects, such as a whole model ("global"; torch < 2.4: "class")
+        if "Unsupported global" in detail or "Unsupported class" in detail:
             detail = detail.split(". Please", 1)[0] + " (save model.state_dict(), not the model)"
         raise ValueError(f"`{argument}` {str(path)!r} is not a readable weights file (expected {expected}): "
                          f"{detail}") from err
