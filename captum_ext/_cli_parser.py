@@ -256,8 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     roi = _command(commands, "train-roi", "train ROIAttentionResNet on the ROI digit scenes",
                    "captum-ext train-roi --merge layer3 --mode mul --epochs 2 --n-train 2000 --out roi/",
                    "captum_ext.cli:_train_roi")
-    roi.add_argument("--merge", default="first", choices=ROI_MERGE_POINTS, help="where the mask branch joins")
-    roi.add_argument("--mode", default="add", choices=ROI_MODES, help="how the mask branch joins")
+    # No argparse default: with --hard (no mask branch) a given --merge or --mode would be silently ignored.
+    roi.add_argument("--merge", default=None, choices=ROI_MERGE_POINTS,
+                     help="where the mask branch joins (default: first)")
+    roi.add_argument("--mode", default=None, choices=ROI_MODES, help="how the mask branch joins (default: add)")
     roi.add_argument("--hard", default=None, choices=[h for h in ROI_HARD if h is not None],
                      help="the paper's baselines without a mask branch: the image, or the conv1 output, "
                           "multiplied by the mask (default: the attention branch)")

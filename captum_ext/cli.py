@@ -56,9 +56,12 @@ def __getattr__(name: str) -> Any:
 def _train_roi(args: argparse.Namespace) -> int:
     from captum_ext.training import roi
 
-    run = roi.train_and_record(args.out, depth=args.depth, merge=args.merge, mode=args.mode, hard=args.hard,
-                               backbone_weights=args.backbone, epochs=args.epochs, n_train=args.n_train,
-                               n_test=args.n_test, seed=args.seed)
+    if args.hard is not None and (args.merge or args.mode):
+        raise ValueError(f"--hard {args.hard} trains a baseline without a mask branch: --merge and --mode have no "
+                         f"effect there; leave them out")
+    run = roi.train_and_record(args.out, depth=args.depth, merge=args.merge or "first", mode=args.mode or "add",
+                               hard=args.hard, backbone_weights=args.backbone, epochs=args.epochs,
+                               n_train=args.n_train, n_test=args.n_test, seed=args.seed)
     result = run.result
     print(f"{run.record['variant']}: test accuracy {result.overall_per_image:.3f} "
           f"(class mean {result.overall_class_mean:.3f})")

@@ -114,6 +114,11 @@ def test_training_into_a_folder_with_another_run_of_the_same_variant_is_refused(
     (["train-roi", "--backbone", "{d}", "--out", "{d}/r"], "(it is a folder)"),
     (["explain", "{d}", "--model", "scenes_vgg"], "image file '{d}' does not exist (it is a folder)"),
     (["compare", "{d}/a", "--out", "{d}/c", "--seed", "-1"], "--seed must be >= 0, got -1"),
+    (["compare", "{d}/a", "--out", "{d}/photo.png"], "--out '{d}/photo.png' is a file, not a folder"),
+    (["fit-boxes", "--model", "zoo:scenes_vgg", "--data", "folder:{d}/photo.png", "--out", "{d}/b.pt"],
+     "image folder not found: {d}/photo.png (it is a file)"),
+    (["train-roi", "--hard", "image", "--merge", "layer3", "--out", "{d}/r"],
+     "--hard image trains a baseline without a mask branch: --merge and --mode have no effect there"),
 ])
 def test_user_mistakes_of_other_commands_are_one_line(argv, words, photo, tmp_path, capsys):
     """Before: tracebacks (a device torch does not know, a backbone file torch cannot read or of the whole model),

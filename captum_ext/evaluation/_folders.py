@@ -20,7 +20,8 @@ class FolderSource:
         from torchvision.datasets import ImageFolder
 
         if not os.path.isdir(root):
-            raise FileNotFoundError(f"image folder not found: {root}")
+            raise FileNotFoundError(f"image folder not found: {root}" + (" (it is a file)" if os.path.isfile(root)
+                                                                        else ""))
         # Empty class directories are legal here (they just add no images); older torchvision lacks the flag.
         kwargs = {"allow_empty": True} if "allow_empty" in inspect.signature(ImageFolder).parameters else {}
         try:

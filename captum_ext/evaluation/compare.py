@@ -371,6 +371,8 @@ def compare(runs: Sequence[Union[str, Path]], out: Union[str, Path], resamples: 
 def _check_out(out: Path, runs: Sequence[Union[str, Path]]) -> None:
     """Refuse to write over the leaderboard of an ``evaluate`` folder of several methods with one of other runs
     (rewriting it from its own method folders, as ``evaluate`` does, is allowed)."""
+    if out.is_file():
+        raise ValueError(f"`out` {str(out)!r} is a file, not a folder")
     if not out.is_dir():
         return
     own = {p.parent.resolve() for p in out.glob("*/metrics.json")}
