@@ -67,9 +67,12 @@ def read_image(path: Union[str, Path]) -> Tensor:
             array = io.imread(handle)
     except Exception as err:  # skimage raises several types for unreadable files
         raise ValueError(f"could not read {str(path)!r} as an image: {err}") from err
-    why = file_pixels_problem(np.asarray(array))
+    array = np.asarray(array)
+    why = file_pixels_problem(array)
     if why is not None:
         raise ValueError(f"image file {str(path)!r} {why}")
+    if array.ndim == 3 and array.shape[-1] == 2:  # gray and alpha (a PNG's "LA"): the alpha is dropped
+        array = array[..., :1]
     return as_image_batch(array)
 
 

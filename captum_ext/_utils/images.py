@@ -79,12 +79,11 @@ def as_image_batch(image: Any) -> Tensor:
     channels = tensor.shape[1]
     if channels == 4:  # drop alpha
         tensor = tensor[:, :3]
-    elif channels == 1 or (channels == 2 and channel_axis == 3):  # gray, or a decoded file's gray and alpha
-        tensor = tensor[:, :1].expand(-1, 3, -1, -1)
+    elif channels == 1:
+        tensor = tensor.expand(-1, 3, -1, -1)
     elif channels != 3:
         raise ValueError(
-            f"`image` must have 1, 3 or 4 channels (or 2, gray and alpha, in an array) (axis {channel_axis}), got "
-            f"{channels}; "
+            f"`image` must have 1, 3 or 4 channels (axis {channel_axis}), got {channels}; "
             "numpy arrays are channels-last, tensors channels-first"
         )
     if tensor.shape[0] == 0 or tensor.shape[2] == 0 or tensor.shape[3] == 0:
