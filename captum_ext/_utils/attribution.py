@@ -233,19 +233,10 @@ def eval_mode(forward_func: Any) -> Iterator[None]:
         yield
 
 
-def batch_statistics_modules(forward_func: Any) -> List[str]:
-    """Names of the BatchNorm modules behind ``forward_func`` that normalise with each batch's own statistics even
-    in eval mode (built without running statistics): through them every output depends on the whole batch."""
-    module = model_module(forward_func)
-    if module is None:
-        return []
-    return [name or type(module).__name__ for name, m in module.named_modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is None and m.running_var is None]
-
-
 def check_examples_independent(forward_func: Any, n: int) -> None:
-    """Refuse to explain ``n > 1`` examples together through a model that mixes them (see
-    :func:`batch_statistics_modules`): each map would depend on the other images of the batch.
+    """Refuse to explain ``n > 1`` examples together through a model that mixes them: a BatchNorm built without
+    running statistics normalises with each batch's own even in eval mode, so each map would depend on the other
+    images of the batch.
 
     Args:
         forward_func (callable): the explained model (or a bound method of it).
@@ -254,7 +245,11 @@ def check_examples_independent(forward_func: Any, n: int) -> None:
     Returns:
         None
     """
-    mixing = batch_statistics_modules(forward_func) if n > 1 else []
+    module = model_module(forward_func)
+    if module is None or n <= 1:
+        return
+    mixing = [name or type(module).__name__ for name, m in module.named_modules()
+              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is None and m.running_var is None]
     if mixing:
         names = ", ".join(f"`{name}`" for name in mixing[:3]) + (" …" if len(mixing) > 3 else "")
         raise ValueError(f"the model's BatchNorm {names} normalises with each batch's statistics (it has no running "

@@ -11,6 +11,8 @@ from typing import List, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from captum_ext._utils.checkpoints import read_state_dict
+
 MODEL_FORMS = ("zoo:NAME", "efficientnet_lite0", "torchvision:NAME (with weights)", "PATH.py:FUNCTION")
 
 
@@ -150,7 +152,7 @@ def load_evaluation_model(spec: str, weights: Optional[Union[str, Path]] = None)
     if ".py:" in spec:
         model = _from_factory(spec)
         if weights is not None:
-            state = explain.read_state_dict(Path(weights), f"the model from {spec!r}")
+            state = read_state_dict(Path(weights), f"the model from {spec!r}")
             try:
                 model.load_state_dict(state)
             except RuntimeError as err:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor
 
+from captum_ext._utils.checkpoints import read_state_dict
 from captum_ext import metrics
 from captum_ext._utils.training import check_replaceable_run, train_epochs
 from captum_ext.datasets.scenes import NUM_CLASSES, ROI_BINS_64, SceneBatch, make_scenes, normalize
@@ -200,8 +201,6 @@ def build_model(
         raise ValueError(f"`depth` must be one of {DEPTHS}, got {depth!r}")
     backbone = getattr(torchvision.models, f"resnet{depth}")(weights=None, num_classes=num_classes)
     if backbone_weights is not None:
-        from captum_ext.explain import read_state_dict
-
         path = Path(backbone_weights)
         if path.is_dir() or not path.is_file():
             raise FileNotFoundError(f"`backbone_weights` file {str(path)!r} does not exist"

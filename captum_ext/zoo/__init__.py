@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from captum_ext._utils.checkpoints import read_state_dict
 from captum_ext.datasets.scenes import NUM_CLASSES
 from captum_ext.models.roi_attention_resnet import ROIAttentionResNet
 from captum_ext.zoo.efficientnet import efficientnet_preprocess, imagenet_classes, load_efficientnet_lite0
@@ -244,8 +245,6 @@ def load(name: str, pretrained: bool = True, device: Optional[Union[str, torch.d
         if not path.exists():
             raise FileNotFoundError(f"weights for {name!r} not found at {path}; retrain with `{_how_to_train(name)}`")
         # load_state_dict copies into the model's float32 tensors, so float16 files come back as float32.
-        from captum_ext.explain import read_state_dict
-
         model.load_state_dict(read_state_dict(path, f"the zoo's {name!r} (retrain with `{_how_to_train(name)}`)"))
     return model.to(device or "cpu").eval()
 
