@@ -192,6 +192,21 @@ def test_runs_measured_with_other_metric_settings_are_flagged(tmp_path, setting,
     assert "not comparable" not in (tmp_path / "out2" / "leaderboard.md").read_text()
 
 
+@pytest.mark.parametrize("key, words", [("model_weights", "models' weights"),
+                                        ("class_map", "category → class maps")])
+def test_runs_of_other_models_or_class_maps_are_flagged(tmp_path, key, words):
+    """Before: two methods explaining two different models were ranked side by side without a word."""
+    inputs = {"model_weights": "aa", "class_map": "cc", "images": "ii"}
+    first = fake_run(tmp_path / "a", {"inputs": inputs}, {"pointing_game": 0.2})
+    same = fake_run(tmp_path / "b", {"inputs": dict(inputs)}, {"pointing_game": 0.3})
+    other = fake_run(tmp_path / "c", {"inputs": {**inputs, key: "zz"}}, {"pointing_game": 0.3})
+    compare([first, same], tmp_path / "out", resamples=0, same_pairs=0, examples=0)
+    assert "not comparable" not in (tmp_path / "out" / "leaderboard.md").read_text()
+    compare([first, other], tmp_path / "out2", resamples=0, same_pairs=0, examples=0)
+    assert f"The runs differ in their {words}: their scores are not comparable." in (
+        tmp_path / "out2" / "leaderboard.md").read_text()
+
+
 def test_a_chart_of_an_unbounded_metric_holds_every_bar(monkeypatch):
     """Before: the axis ended at 1, so a max-sensitivity of 1.67 was drawn as 1."""
     import matplotlib.pyplot as plt

@@ -218,6 +218,46 @@ def test_resume_after_the_annotations_changed_is_refused_naming_them(tmp_path, m
         run(tmp_path, data, "run", resume=True)
 
 
+def test_resume_after_an_image_file_changed_is_refused_naming_it(tmp_path, multi_batch):
+    from PIL import Image
+
+    data = coco(tmp_path / "coco", multi_batch)
+    run(tmp_path, data, "run")
+    folder = Path(data.split(":")[2])
+    files = sorted(folder.iterdir())
+    # A copy keeps the bytes but not the time: still the same image, so the resume goes on.
+    for path in files:
+        path.write_bytes(path.read_bytes())
+    run(tmp_path, data, "run", resume=True)
+    # Pixels changed, same size and list: before, the resume replayed results of the old pixels without a word.
+    for path in files[:4]:
+        pixels = np.asarray(Image.open(path)).copy()
+        pixels[0, 0] = 255 - pixels[0, 0]
+        Image.fromarray(pixels).save(path)
+    (tmp_path / "run" / "progress" / "batch-00000001.json").unlink()  # a run stopped half way
+    with pytest.raises(ValueError, match=rf"image files that have changed since: {re.escape(str(files[0]))}, .* "
+                                         r"and 1 more; continuing would mix results"):
+        run(tmp_path, data, "run", resume=True)
+    files[3].unlink()  # a missing file is a changed one
+    with pytest.raises(ValueError, match="have changed since"):
+        run(tmp_path, data, "run", resume=True)
+
+
+def test_file_changed_reads_bytes_only_when_the_time_differs(tmp_path, monkeypatch):
+    from captum_ext.evaluation import _fingerprints
+
+    path = tmp_path / "a.png"
+    path.write_bytes(b"12345")
+    state = _fingerprints.file_state(path)
+    assert state[0] == 5 and _fingerprints.file_state(tmp_path / "missing.png") is None
+    read = []
+    monkeypatch.setattr(_fingerprints, "hash_file", lambda digest, p: read.append(p) or digest.update(Path(p).read_bytes()))
+    assert not _fingerprints.file_changed(path, state) and read == []
+    assert _fingerprints.file_changed(path, [6, *state[1:]]) and read == []  # another size: changed, unread
+    assert not _fingerprints.file_changed(path, [5, state[1] - 1, state[2]]) and read == [path]
+    assert _fingerprints.file_changed(path, [5, state[1] - 1, "0" * 64])
+
+
 def test_resume_with_other_weights_or_class_map_is_refused(tmp_path):
     model = tiny_net()
     evaluate(model, "saliency", "scenes:single:3", tmp_path / "run", show_progress=False)

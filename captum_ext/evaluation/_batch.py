@@ -103,6 +103,8 @@ class ExplainedBatch:
 
     skipped: List[str]
     groups: List[ExplainedGroup]
+    #: The batch's image files as read (:attr:`SampleBatch.files`), for its record.
+    files: Dict[str, List[Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -117,6 +119,8 @@ class SampleBatch:
     skipped: List[str]
     #: ``(samples, images)`` per image size: the samples without their images, and their images stacked.
     groups: List[Tuple[List[Any], Tensor]]
+    #: Dataset index (as a string, a JSON key) → the image file's size, time and SHA-256 when read.
+    files: Dict[str, List[Any]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.size
@@ -127,7 +131,8 @@ class SampleBatch:
         Returns:
             SampleBatch: a batch whose images are pinned.
         """
-        return SampleBatch(self.size, self.skipped, [(group, images.pin_memory()) for group, images in self.groups])
+        return SampleBatch(self.size, self.skipped, [(group, images.pin_memory()) for group, images in self.groups],
+                           self.files)
 
 
 def collate_samples(samples: Sequence[Any]) -> SampleBatch:
@@ -145,7 +150,8 @@ def collate_samples(samples: Sequence[Any]) -> SampleBatch:
             by_size.setdefault(tuple(sample.image.shape[-2:]), []).append(sample)
     groups = [([replace(sample, image=None) for sample in group], torch.stack([sample.image for sample in group]))
               for group in by_size.values()]
-    return SampleBatch(len(samples), [sample.error for sample in samples if sample.image is None], groups)
+    files = {str(sample.index): sample.file_state for sample in samples if sample.file_state is not None}
+    return SampleBatch(len(samples), [sample.error for sample in samples if sample.image is None], groups, files)
 
 
 def explain_batch(samples: Union["SampleBatch", Sequence[Any]], shared: Shared, runs: Sequence[MethodRun],
@@ -192,7 +198,7 @@ def explain_batch(samples: Union["SampleBatch", Sequence[Any]], shared: Shared, 
         groups.append(ExplainedGroup(pair_ids, owner, [(sample.index, sample.image_id) for sample in group],
                                      categories, truths, classes, scores.detach(), [maps for maps, _, _ in computed],
                                      [boxes for _, boxes, _ in computed], faithfulness))
-    return ExplainedBatch(loaded.skipped, groups)
+    return ExplainedBatch(loaded.skipped, groups, loaded.files)
 
 
 def score_batch(explained: ExplainedBatch, shared: Shared, runs: Sequence[MethodRun]
@@ -211,7 +217,7 @@ def score_batch(explained: ExplainedBatch, shared: Shared, runs: Sequence[Method
     """
     results: List[Tuple[Dict[str, Any], Writes]] = []
     for _ in runs:
-        results.append(({"rows": [], "deltas": {}, "skipped": list(explained.skipped)}, []))
+        results.append(({"rows": [], "deltas": {}, "skipped": list(explained.skipped), "files": explained.files}, []))
     deltas: List[Dict[str, Dict[str, Tensor]]] = [{} for _ in runs]
     for group in explained.groups:
         owner, classes, truths = group.owner, group.classes, group.truths

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Set, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Set, Union
 
 import torch
 from torch import nn
@@ -153,3 +154,70 @@ def check_out_folder(out: Path, settings: Dict[str, Any], resume: bool, records:
         out.mkdir(parents=True, exist_ok=True)
         run_file.write_text(json.dumps(settings, indent=2), encoding="utf-8")
     group.barrier()
+
+
+def file_state(path: Optional[Union[str, Path]]) -> Optional[List[Any]]:
+    """What a batch record keeps of an image file, so that a resumed run can tell whether the file changed since:
+    ``[size, modification time in ns, SHA-256 of its bytes]``.
+
+    Args:
+        path (str or Path, optional): the image file; ``None`` for an image held in memory.
+
+    Returns:
+        list or None: the state; ``None`` without a file or for a file that cannot be read (its sample says why).
+    """
+    if path is None:
+        return None
+    try:
+        stat = os.stat(path)
+        digest = hashlib.sha256()
+        hash_file(digest, path)
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns, digest.hexdigest()]
+
+
+def file_changed(path: Union[str, Path], state: List[Any]) -> bool:
+    """Whether a file differs from its recorded :func:`file_state`: the size and time settle it when they agree
+    (no byte is read), the bytes when only the time differs (a copied dataset keeps its bytes, not its times).
+
+    Args:
+        path (str or Path): the image file.
+        state (list): the recorded state.
+
+    Returns:
+        bool: True for a changed, missing or unreadable file.
+    """
+    try:
+        stat = os.stat(path)
+        if stat.st_size != state[0]:
+            return True
+        if stat.st_mtime_ns == state[1]:
+            return False
+        digest = hashlib.sha256()
+        hash_file(digest, path)
+    except OSError:
+        return True
+    return digest.hexdigest() != state[2]
+
+
+def check_image_files(out: Path, files: Mapping[str, str], records: Iterable[Mapping[str, Any]]) -> None:
+    """Refuse to resume a run whose finished batches read image files that have changed since.
+
+    Every process checks every finished batch, so that all of them stop together.
+
+    Args:
+        out (Path): the run's folder, for the message.
+        files (mapping of str to str): dataset index (as a string) → image file.
+        records (iterable of dict): the finished batches' records (those made before file states were recorded
+            have none and are not checked).
+
+    Raises:
+        ValueError: naming the changed files (the first few) and how many changed.
+    """
+    changed = sorted({files[index] for record in records for index, state in record.get("files", {}).items()
+                      if index in files and file_changed(files[index], state)})
+    if changed:
+        named = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        raise ValueError(f"`out` {str(out)!r} holds results computed from image files that have changed since: "
+                         f"{named}; continuing would mix results, so start again in another folder")

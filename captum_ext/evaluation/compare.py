@@ -20,6 +20,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from captum_ext.evaluation._comparability import incomparable
+
 #: metrics.json key → (label, per-pair column, better) for the metrics a leaderboard shows, in order.
 METRICS: Dict[str, Tuple[str, Optional[str], str]] = {
     "accuracy": ("accuracy", "recognised", "higher"),
@@ -167,31 +169,6 @@ def leaderboard(runs: Sequence[Run], resamples: int = 1000, seed: int = 0) -> Di
     return {run.name: {k: score(run, k, resamples, seed) for k in keys} for run in runs}
 
 
-#: Settings that make two runs' scores incomparable when they differ: run.json key → (what it is, the metrics it
-#: changes; ``None``: every metric). A setting counts only among the runs that report one of its metrics.
-SCORED_ON: Dict[str, Tuple[str, Optional[Tuple[str, ...]]]] = {
-    "data": ("datasets", None),
-    "resize": ("image sizes", None),
-    "tolerance": ("pointing tolerances", ("pointing_game",)),
-    "faithfulness": ("deletion and insertion settings (steps, baseline)", ("deletion_auc", "insertion_auc")),
-    "perturbation": ("perturbations (number, noise, radius)", ("infidelity", "sensitivity_max")),
-    # The perturbations of a pair are drawn from a generator seeded by its batch's number.
-    "batch_size": ("batch sizes, which choose the perturbations", ("infidelity", "sensitivity_max")),
-    "road": ("ROAD settings", ("road_morf", "road_lerf")),
-}
-
-
-def _incomparable(runs: Sequence[Run]) -> str:
-    """A warning when the runs differ in what their scores are measured on, or an empty string."""
-    differ = []
-    for key, (what, metrics) in SCORED_ON.items():
-        reporting = [r for r in runs if metrics is None or any(isinstance(r.summary.get(m), (int, float))
-                                                                   for m in metrics)]
-        if len({json.dumps(r.summary.get("settings", {}).get(key), sort_keys=True) for r in reporting}) > 1:
-            differ.append(what)
-    return f"The runs differ in their {'; '.join(differ)}: their scores are not comparable." if differ else ""
-
-
 def _markdown(board: Dict[str, Dict[str, Score]], runs: Sequence[Run]) -> str:
     keys = list(next(iter(board.values())))
     head = "| method | pairs | " + " | ".join(f"{METRICS[k][0]} ({METRICS[k][2]} is better)" for k in keys) + " |"
@@ -199,7 +176,7 @@ def _markdown(board: Dict[str, Dict[str, Score]], runs: Sequence[Run]) -> str:
     for run in runs:
         lines.append(f"| {run.name} | {run.summary.get('n_pairs', '?')} | "
                      + " | ".join(board[run.name][k].text() for k in keys) + " |")
-    warning = _incomparable(runs)
+    warning = incomparable(runs)
     return "\n".join(lines + ([f"\n**{warning}**"] if warning else [])) + "\n"
 
 
@@ -305,7 +282,7 @@ def _html(board: Dict[str, Dict[str, Score]], runs: Sequence[Run], resamples: in
     better = (f"{lower[0].upper() + lower[1:]}: lower is better; every other metric: higher is better." if lower
               else "Higher is better for every metric.")
     intro = f"{len(runs)} runs of <code>captum-ext evaluate</code> on {html.escape(', '.join(data))}. {better}"
-    warning = _incomparable(runs)
+    warning = incomparable(runs)
     intro += f" <strong>{html.escape(warning)}</strong>" if warning else ""
     return _PAGE.format(intro=intro, resamples=resamples, head=head, body="".join(body), charts=charts,
                         gallery=gallery_html(runs, same_pairs, examples))

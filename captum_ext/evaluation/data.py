@@ -53,6 +53,7 @@ from torch.utils.data import Dataset
 
 from captum_ext._utils.images import file_pixels_problem
 from captum_ext.evaluation._annotations import resize_sample
+from captum_ext.evaluation._fingerprints import file_state, hash_file
 from captum_ext.metrics.ground_truth import GroundTruth
 
 #: The 20 Pascal VOC classes in the standard (alphabetical) order; category id = position + 1.
@@ -100,6 +101,8 @@ class Sample:
         truths (list of GroundTruth): one per annotated class, sorted by category; boxes and masks in the
             pixels of ``image`` (after any resize). Empty for an image without annotated objects.
         error (str or None): why the image could not be read (``skip_bad=True`` only), naming the file.
+        file_state (list or None): the image file's size, time and SHA-256 when read (a resumed run checks that
+            the files of its finished batches are unchanged); ``None`` for an image held in memory.
     """
 
     index: int
@@ -107,6 +110,7 @@ class Sample:
     image: Optional[Tensor]
     truths: List[GroundTruth] = field(default_factory=list)
     error: Optional[str] = None
+    file_state: Optional[List[Any]] = None
 
 
 class AnnotatedImages(Dataset):
@@ -185,8 +189,6 @@ class AnnotatedImages(Dataset):
         import hashlib
         import json
 
-        from captum_ext.evaluation._fingerprints import hash_file
-
         annotations = hashlib.sha256()
         for path in getattr(self._source, "annotation_files", []):
             annotations.update(os.fsencode(os.path.basename(path)))
@@ -219,7 +221,7 @@ class AnnotatedImages(Dataset):
             image, truths, error = None, [], error or str(exc)
         if self.resize is not None and (entry.height, entry.width) != tuple(self.resize):
             image, truths = resize_sample(image, truths, (entry.height, entry.width), self.resize)
-        return Sample(entry.index, entry.image_id, image, truths, error)
+        return Sample(entry.index, entry.image_id, image, truths, error, file_state(entry.file))
 
 
 def read_image(path: Union[str, os.PathLike]) -> Tensor:

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from captum_ext._utils.attribution import eval_mode
 from captum_ext.evaluation import scoring
-from captum_ext.evaluation._fingerprints import check_out_folder, run_fingerprint
+from captum_ext.evaluation._fingerprints import check_image_files, check_out_folder, run_fingerprint
 from captum_ext.evaluation._batch import ExplainedBatch, MethodRun, Shared, collate_samples, explain_batch, score_batch
 from captum_ext.evaluation._forward_tap import PLAIN_FORWARD_METHODS, ForwardTap
 from captum_ext.evaluation._pipeline import BackgroundStage, prefetched
@@ -128,7 +128,7 @@ def evaluate(
             indices; anything else is refused. The resolved map is printed at start and saved in ``metrics.json``.
         resume (bool, optional): continue the run in ``out``: recorded batches are not computed again. Refused
             when an input changed since the run began (annotation files, image list, class map, model weights,
-            box map), naming what changed.
+            box map, the image files of finished batches), naming what changed.
         device (str, optional): ``"cpu"`` or ``"cuda"`` (under torchrun: one GPU per process). Default: cpu.
         resize (tuple of int, optional): ``(H, W)`` to resize images (and their annotations) to.
         layer (str, optional): grad_cam's layer (a dotted submodule name).
@@ -234,6 +234,9 @@ def evaluate(
         batches = batches_of(len(dataset), batch_size)
         mine = my_batches(len(batches), group)
         todo_of = [{k for k in mine if not run.records.done(k)} for run in runs]
+        files = {str(entry.index): entry.file for entry in entries if entry.file is not None}
+        for run in runs:  # every process checks every finished batch, so that all of them stop together
+            check_image_files(out, files, (run.records.read(k) for k in range(len(batches)) if run.records.done(k)))
         for run, todo in zip(runs, todo_of):
             for k in sorted(set(mine) - todo):  # finished earlier: replay their contributions
                 run.apply(run.records.read(k))
