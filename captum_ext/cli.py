@@ -177,7 +177,7 @@ def bench(quick: bool = False, only: Optional[List[str]] = None, bench_dir: Opti
 
     Raises:
         FileNotFoundError: no benchmarks folder (see :func:`find_benchmarks`).
-        ValueError: an unknown name in ``only``.
+        ValueError: an unknown name in ``only``, or ``out_dir`` names a file.
     """
     import json
     import os
@@ -189,6 +189,8 @@ def bench(quick: bool = False, only: Optional[List[str]] = None, bench_dir: Opti
     if unknown:
         raise ValueError(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
     results = Path(out_dir).resolve() if out_dir is not None else folder / "results" / ("quick" if quick else "")
+    if results.exists() and not results.is_dir():
+        raise ValueError(f"`out_dir` {str(results)!r} is a file, not a folder")
     results.mkdir(parents=True, exist_ok=True)
     log = []
     started = time.time()

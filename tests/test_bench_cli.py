@@ -37,6 +37,9 @@ def test_bench_bad_arguments_are_clear(tmp_path):
         cli.bench(bench_dir=tmp_path)
     with pytest.raises(ValueError, match="unknown benchmark"):
         cli.bench(only=["nope"], bench_dir=BENCHMARKS, out_dir=tmp_path)
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ValueError, match="`out_dir` .*afile' is a file, not a folder"):  # before: "File exists"
+        cli.bench(only=["datasets"], bench_dir=BENCHMARKS, out_dir=tmp_path / "afile")
 
 
 def test_report_from_the_committed_results(tmp_path):

@@ -111,9 +111,11 @@ def test_coco_and_voc_exports_cannot_share_a_class_map(tmp_path, three):
 @pytest.mark.parametrize("kwargs, error, match", [
     ({"seed": True}, ValueError, "`seed`"),
     ({"seed": np.bool_(True)}, ValueError, "`seed`"),
-    ({"context_prob": "0.5"}, TypeError, "`context_prob` must be a real number"),
-    ({"context_prob": True}, TypeError, "`context_prob`"),
-    ({"context_prob": float("nan")}, ValueError, "`context_prob`"),
+    ({"mode": "roi", "context_prob": "0.5"}, TypeError, "`context_prob` must be a real number"),
+    ({"mode": "roi", "context_prob": True}, TypeError, "`context_prob`"),
+    ({"mode": "roi", "context_prob": float("nan")}, ValueError, "`context_prob`"),
+    # Before: ignored, so an ablation without context plates ran on scenes that never had any.
+    ({"mode": "multi", "context_prob": 0.1}, ValueError, "`context_prob` applies to mode 'roi' only"),
     ({"clutter": 5}, TypeError, r"`clutter` must be a \(min, max\) pair"),
     ({"clutter": "12"}, TypeError, "`clutter`"),
     ({"clutter": (True, True)}, ValueError, "`clutter`"),

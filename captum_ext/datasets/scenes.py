@@ -207,7 +207,7 @@ def make_scenes(
     split: str = "train",
     seed: int = 0,
     size: int = 64,
-    context_prob: float = 0.9,
+    context_prob: Optional[float] = None,
     clutter: Optional[Tuple[int, int]] = None,
 ) -> SceneBatch:
     r"""Generate ``n`` scenes deterministically from ``seed``.
@@ -220,6 +220,7 @@ def make_scenes(
             larger request are identical to a request for ``n``.
         size: image side in pixels (>= 32); object sizes scale with it.
         context_prob: ``"roi"`` mode only: probability that a digit's context plate shows its own class colour.
+            Default: 0.9. The other modes have no plates, so a value there is refused rather than ignored.
         clutter: ``(min, max)`` number of clutter pieces per scene (``"single"``/``"multi"``); default
             :data:`DEFAULT_CLUTTER` of the mode. Fewer pieces make easier scenes (e.g. for a training curriculum).
             ``"roi"`` scenes have no clutter, so there only ``None`` or ``(0, 0)`` is accepted.
@@ -230,8 +231,9 @@ def make_scenes(
     Raises:
         TypeError: if ``context_prob`` is not a real number or ``clutter`` is not a pair.
         ValueError: if ``n``, ``size`` or ``seed`` is not an integer in range (bools are refused), ``mode`` or
-            ``split`` is unknown, ``context_prob`` is outside ``[0, 1]``, or ``clutter`` is not ``(min, max)``
-            integers with ``0 <= min <= max`` (or is not ``(0, 0)`` in ``"roi"`` mode).
+            ``split`` is unknown, ``context_prob`` is outside ``[0, 1]`` or given outside ``"roi"`` mode, or
+            ``clutter`` is not ``(min, max)`` integers with ``0 <= min <= max`` (or is not ``(0, 0)`` in ``"roi"``
+            mode).
 
     Example::
 
@@ -249,7 +251,9 @@ def make_scenes(
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}")
     # A string or bool would pass float(); the probability must be a real number in [0, 1].
-    context_prob = check_scalar(context_prob, "context_prob", low=0.0, high=1.0)
+    if context_prob is not None and mode != "roi":
+        raise ValueError(f"`context_prob` applies to mode 'roi' only ({mode!r} scenes have no context plates)")
+    context_prob = check_scalar(0.9 if context_prob is None else context_prob, "context_prob", low=0.0, high=1.0)
     clutter = _check_clutter(clutter, mode)
 
     parts = [
@@ -377,7 +381,7 @@ class SceneDataset(Dataset):
 
     def __init__(
         self, n: int, mode: str = "single", split: str = "train", seed: int = 0, size: int = 64,
-        context_prob: float = 0.9, normalize: bool = True,
+        context_prob: Optional[float] = None, normalize: bool = True,
     ) -> None:
         self.scenes = make_scenes(n, mode=mode, split=split, seed=seed, size=size, context_prob=context_prob)
         self.inputs = _standardise(self.scenes.images) if normalize else self.scenes.images

@@ -110,11 +110,38 @@ def check_images(value: TensorLike, name: str) -> Tensor:
     return images
 
 
+def check_same_device(value: Tensor, name: str, other: Tensor, other_name: str) -> None:
+    """Raise ``ValueError`` naming both arguments and their devices unless ``value`` lies on ``other``'s device.
+
+    Args:
+        value (Tensor): the tensor to check.
+        name (str): its argument name.
+        other (Tensor): the tensor it is computed with.
+        other_name (str): that one's argument name.
+
+    Returns:
+        None
+    """
+    if value.device != other.device:
+        raise ValueError(f"`{name}` are on {value.device} but `{other_name}` on {other.device}; put them on one "
+                         "device")
+
+
 def check_image_maps(value: TensorLike, name: str, images: Tensor) -> Tensor:
     """Check ``N×H×W`` / ``N×1×H×W`` finite maps, one per image of the ``N×C×H×W`` ``images`` with exactly their
-    ``H×W``, and return them as ``N×H×W``. The shape is compared, not the element count, so maps with H and W swapped
-    (or flattened) are refused instead of being read in the wrong pixel order."""
-    maps = check_maps(value, name)
+    ``H×W`` and on their device, and return them as ``N×H×W``. The shape is compared, not the element count, so maps
+    with H and W swapped (or flattened) are refused instead of being read in the wrong pixel order.
+
+    Raises:
+        TypeError: not a tensor / array, or complex.
+        ValueError: maps on another device than ``images`` (arrays and sequences are on the CPU), of the wrong
+            shape, or holding NaN / inf.
+    """
+    maps = as_tensor(value, name)
+    # Before any value is read: maps elsewhere than the images otherwise fail deep inside the metric with a bare
+    # torch device error (or, where a metric copies them over, are silently moved, unlike in the other metrics).
+    check_same_device(maps, name, images, "images")
+    maps = check_maps(maps, name)
     n, _, height, width = images.shape
     if tuple(maps.shape) != (n, height, width):
         raise ValueError(f"`{name}` must hold one H×W map per image of `images`, N×H×W = {n}×{height}×{width} (or "

@@ -89,8 +89,9 @@ def deletion_insertion_curves(
     Raises:
         TypeError: non-integer ``targets``, or arguments of the wrong type.
         ValueError: ``images`` or ``maps`` of the wrong shape (maps must have the images' H×W, not just as many
-            pixels) or holding NaN / inf, ``targets`` of the wrong length or outside ``[0, K)``, a model that does
-            not return ``B×K`` scores, or a bad ``mode``, ``steps``, ``baseline`` or ``batch_size``.
+            pixels), on different devices or holding NaN / inf, ``targets`` of the wrong length or outside
+            ``[0, K)``, a model that does not return ``B×K`` scores, or a bad ``mode``, ``steps``, ``baseline`` or
+            ``batch_size``.
 
     Example::
 

@@ -67,8 +67,8 @@ def infidelity_per_pair(model: nn.Module, images: Tensor, maps: TensorLike, targ
     Raises:
         TypeError: non-integer ``targets``, or arguments of the wrong type.
         ValueError: ``images`` or ``maps`` of the wrong shape (maps must have the images' H×W, not just as many
-            pixels) or holding NaN / inf, ``targets`` of the wrong length or outside ``[0, K)``, or a model that
-            does not return ``B×K`` scores.
+            pixels), on different devices or holding NaN / inf, ``targets`` of the wrong length or outside
+            ``[0, K)``, or a model that does not return ``B×K`` scores.
 
     Example::
 
@@ -102,6 +102,14 @@ def infidelity_per_pair(model: nn.Module, images: Tensor, maps: TensorLike, targ
 def sensitivity_max_per_pair(explain: Explanation, images: Tensor, targets: Tensor, generator: torch.Generator,
                              samples: int = 10, radius: float = 0.02, batch_size: int = 64) -> Tensor:
     """Each pair's max-sensitivity (Captum's ``sensitivity_max``, Frobenius norm) of the maps ``explain`` gives.
+
+    This function sees no model, only ``explain``, so it cannot put a model in eval mode by itself the way the other
+    faithfulness metrics do; the caller must. Where ``explain`` is an ``nn.Module`` or a bound method of one, that
+    module runs in eval mode (BatchNorm on its running statistics, which stay untouched; dropout off) and every
+    module's train/eval flag and every parameter's ``requires_grad`` are restored afterwards, also after an error.
+    Any other callable (a function, a closure, a Captum method's ``attribute``) runs the model as it finds it: put
+    the model in eval mode (``model.eval()``) before the call and restore its flags afterwards, or a model left in
+    train mode explains every perturbed copy with batch statistics and updates its BatchNorm buffers.
 
     Args:
         explain (callable): ``explain(images, targets) -> N×1×H×W maps`` (the maps as stored).
@@ -137,9 +145,12 @@ def sensitivity_max_per_pair(explain: Explanation, images: Tensor, targets: Tens
         inputs = inputs[0] if isinstance(inputs, tuple) else inputs
         return inputs + _noise(inputs, generator, uniform=True) * perturb_radius
 
-    values = sensitivity_max(explanation, images, perturb_func=perturb, perturb_radius=radius,
-                             n_perturb_samples=samples,
-                             max_examples_per_batch=_per_forward(batch_size, len(images), samples), target=targets)
+    # eval_mode finds a module only behind an nn.Module or its bound method (else a no-op, so a plain function's maps
+    # are unchanged): the most this function can do, as it is handed no model.
+    with eval_mode(explain):
+        values = sensitivity_max(explanation, images, perturb_func=perturb, perturb_radius=radius,
+                                 n_perturb_samples=samples,
+                                 max_examples_per_batch=_per_forward(batch_size, len(images), samples), target=targets)
     return values.detach().to(device="cpu", dtype=torch.float64)
 
 

@@ -60,7 +60,8 @@ def road_impute(images: Tensor, removed: Tensor, generator: Optional[torch.Gener
         removed (Tensor): ``N×H×W`` (or ``N×1×H×W``) bools with the images' ``H×W``, the pixels to impute; each
             image keeps at least one pixel.
         generator (torch.Generator, optional): the noise's source (``noise > 0``). Default: torch's global one.
-        noise (float, optional): standard deviation of the noise added to the imputed pixels. Default: 0.01.
+        noise (float, optional): standard deviation of the noise added to the imputed pixels, a finite number
+            >= 0. Default: 0.01.
         tolerance (float, optional): the solver's relative residual. Default: 1e-6.
         max_iterations (int, optional): conjugate-gradient iterations at most. Default: 2000.
 
@@ -68,7 +69,9 @@ def road_impute(images: Tensor, removed: Tensor, generator: Optional[torch.Gener
         Tensor: ``N×C×H×W`` images, equal to ``images`` outside ``removed``.
 
     Raises:
-        ValueError: shapes that do not match, or an image with every pixel removed.
+        TypeError: a ``noise`` that is not a real number.
+        ValueError: shapes that do not match, an image with every pixel removed, or a ``noise`` that is negative,
+            NaN or infinite.
 
     Example::
 
@@ -78,6 +81,8 @@ def road_impute(images: Tensor, removed: Tensor, generator: Optional[torch.Gener
         >>> road_impute(images, removed, noise=0.0)[0, 0, 1, 1]  # the mean of its neighbours
         tensor(1.)
     """
+    # A finite standard deviation >= 0: NaN or a negative one would silently add no noise, inf would give inf pixels.
+    noise = check_scalar(noise, "noise", low=0.0)
     if images.dim() != 4:
         raise ValueError(f"`images` must be N×C×H×W, got shape {tuple(images.shape)}")
     n, channels, height, width = images.shape
@@ -141,17 +146,18 @@ def road_curves(model: nn.Module, images: Tensor, maps: TensorLike, targets: Ten
         fractions (sequence of float, optional): the removed fractions, each in ``(0, 1)``. Default: ROAD's.
         multi_label (bool, optional): sigmoid (``True``) or softmax probabilities. Default: False.
         generator (torch.Generator, optional): the imputation noise's source.
-        noise (float, optional): the imputation noise's standard deviation. Default: 0.01.
+        noise (float, optional): the imputation noise's standard deviation, a finite number >= 0. Default: 0.01.
         batch_size (int, optional): imputed images per forward pass. Default: 64.
 
     Returns:
         Tensor: ``N×F`` float32 probabilities on the images' device (their mean over ``F`` is the ROAD score).
 
     Raises:
-        TypeError: non-integer ``targets``, or arguments of the wrong type.
+        TypeError: non-integer ``targets``, or arguments of the wrong type (``noise`` not a real number included).
         ValueError: ``images`` or ``maps`` of the wrong shape (maps must have the images' H×W, not just as many
-            pixels) or holding NaN / inf, ``targets`` of the wrong length or outside ``[0, K)``, a model that does
-            not return ``B×K`` scores, or a bad ``order``, ``fractions`` or ``batch_size``.
+            pixels), on different devices or holding NaN / inf, ``targets`` of the wrong length or outside
+            ``[0, K)``, a model that does not return ``B×K`` scores, or a bad ``order``, ``fractions``,
+            ``batch_size`` or ``noise`` (negative, NaN or inf).
 
     Example::
 
@@ -164,6 +170,7 @@ def road_curves(model: nn.Module, images: Tensor, maps: TensorLike, targets: Ten
     for fraction in fractions:
         check_scalar(fraction, "fractions", low=0.0, high=1.0, low_open=True, high_open=True)
     batch_size = int(check_scalar(batch_size, "batch_size", low=1, integer=True))
+    noise = check_scalar(noise, "noise", low=0.0)  # up front, before any forward (road_impute checks it too)
     images = check_images(images, "images")
     n, _, height, width = images.shape
     pixels = height * width

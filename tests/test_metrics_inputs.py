@@ -1,0 +1,167 @@
+"""Trust checks of the faithfulness metrics: maps on another device than the images are refused up front (naming
+both devices), ROAD refuses a noise that is not a finite number >= 0, and max-sensitivity leaves a model behind its
+explanation function as found."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from captum_ext.metrics import (deletion_insertion_curves, infidelity_per_pair, road_curves, road_impute,
+                                sensitivity_max_per_pair)
+
+CLASSES = 5
+
+
+def tiny_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(4, CLASSES))
+
+
+def deletion(model, images, maps, targets):
+    return deletion_insertion_curves(model, images, maps, targets, steps=3)
+
+
+def insertion(model, images, maps, targets):
+    return deletion_insertion_curves(model, images, maps, targets, "insertion", steps=3)
+
+
+def road(model, images, maps, targets):
+    return road_curves(model, images, maps, targets, fractions=(0.25, 0.5), generator=torch.Generator().manual_seed(0))
+
+
+def infidelity(model, images, maps, targets):
+    return infidelity_per_pair(model, images, maps, targets, False, torch.Generator().manual_seed(0), samples=3)
+
+
+METRICS = pytest.mark.parametrize("metric", [deletion, insertion, road, infidelity],
+                                  ids=["deletion", "insertion", "road", "infidelity"])
+
+
+def inputs(device: str = "cpu"):
+    generator = torch.Generator().manual_seed(1)
+    images = torch.rand(2, 3, 6, 6, generator=generator)
+    maps = torch.rand(2, 6, 6, generator=generator)
+    return images.to(device), maps.to(device), torch.tensor([1, 3], device=device)
+
+
+@METRICS
+def test_maps_on_another_device_than_the_images_are_refused_naming_both_devices(metric):
+    images, maps, targets = inputs()
+    # A meta tensor stands in for an accelerator here: the check must come before anything reads the maps' values.
+    with pytest.raises(ValueError, match=r"^`maps` are on meta but `images` on cpu; put them on one device$"):
+        metric(tiny_model().eval(), images, torch.empty(2, 6, 6, device="meta"), targets)
+    with pytest.raises(ValueError, match=r"^`maps` are on meta but `images` on cpu"):  # N×1×H×W too
+        metric(tiny_model().eval(), images, torch.empty(2, 1, 6, 6, device="meta"), targets)
+
+
+@METRICS
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_maps_with_cpu_images_and_the_reverse_are_refused(metric):
+    images, maps, targets = inputs()
+    model = tiny_model().eval()
+    with pytest.raises(ValueError, match=r"^`maps` are on cuda:0 but `images` on cpu; put them on one device$"):
+        metric(model, images, maps.cuda(), targets)
+    with pytest.raises(ValueError, match=r"^`maps` are on cpu but `images` on cuda:0; put them on one device$"):
+        metric(model.cuda(), images.cuda(), maps, targets.cuda())
+    with pytest.raises(ValueError, match=r"^`maps` are on cpu but `images` on cuda:0"):  # arrays live on the host
+        metric(model, images.cuda(), maps.numpy(), targets.cuda())
+    metric(model, images.cuda(), maps.cuda(), targets.cuda())  # one device: fine
+
+
+@pytest.mark.parametrize("noise", [float("nan"), math.inf, -math.inf, -0.01, torch.tensor(float("nan"))],
+                         ids=["nan", "inf", "-inf", "negative", "nan-tensor"])
+def test_road_refuses_a_noise_that_is_not_finite_and_non_negative(noise):
+    images, maps, targets = inputs()
+    with pytest.raises(ValueError, match=r"^`noise` must be (finite|>= 0\.0), got"):
+        road_curves(tiny_model().eval(), images, maps, targets, fractions=(0.5,), noise=noise)
+    removed = torch.zeros(2, 6, 6, dtype=torch.bool)
+    removed[:, 2, 3] = True
+    with pytest.raises(ValueError, match=r"^`noise` must be (finite|>= 0\.0), got"):
+        road_impute(images, removed, torch.Generator().manual_seed(0), noise=noise)
+
+
+@pytest.mark.parametrize("noise", ["0.01", None, True, 1j], ids=["str", "none", "bool", "complex"])
+def test_road_refuses_a_noise_that_is_not_a_real_number(noise):
+    images, maps, targets = inputs()
+    with pytest.raises(TypeError, match=r"^`noise` must be a real number, got"):
+        road_curves(tiny_model().eval(), images, maps, targets, fractions=(0.5,), noise=noise)
+    with pytest.raises(TypeError, match=r"^`noise` must be a real number, got"):
+        road_impute(images, torch.zeros(2, 6, 6, dtype=torch.bool), noise=noise)
+
+
+def test_road_scores_valid_noise_as_before():
+    images, maps, targets = inputs()
+    model = tiny_model().eval()
+
+    def curves(noise):
+        return road_curves(model, images, maps, targets, fractions=(0.25, 0.5),
+                           generator=torch.Generator().manual_seed(0), noise=noise)
+
+    assert torch.equal(curves(0), curves(0.0))
+    assert torch.equal(curves(0.01), curves(torch.tensor(0.01, dtype=torch.float64)))
+    assert not torch.equal(curves(0.0), curves(0.5))  # the noise is used
+
+
+class GradientExplainer(nn.Module):
+    """Explains a BatchNorm model by its input gradient: as a module (``forward``) or a bound method
+    (``saliency``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = tiny_model()
+        self.calls = 0
+        self.fail_at = 0
+
+    def forward(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.saliency(images, targets)
+
+    def saliency(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("explanation fails")
+        images = images.detach().requires_grad_()
+        grad, = torch.autograd.grad(self.net(images).gather(1, targets[:, None]).sum(), images)
+        return grad.abs().amax(dim=1, keepdim=True)
+
+
+def state(module: nn.Module):
+    return {k: v.clone() for k, v in module.state_dict().items()}, [m.training for m in module.modules()]
+
+
+def assert_state(module: nn.Module, before) -> None:
+    after = state(module)
+    assert after[0].keys() == before[0].keys()
+    for key, value in after[0].items():
+        assert torch.equal(value, before[0][key]), f"{key} changed"
+    assert after[1] == before[1]
+
+
+@pytest.mark.parametrize("bound", [False, True], ids=["module", "bound-method"])
+def test_max_sensitivity_runs_a_module_explanation_in_eval_mode_and_restores_it(bound):
+    images, _, targets = inputs()
+    explainer = GradientExplainer().train()
+    explainer.net[0].eval()  # a mixed mode is restored module by module
+    before = state(explainer)
+    explain = explainer.saliency if bound else explainer
+    values = sensitivity_max_per_pair(explain, images, targets, torch.Generator().manual_seed(3), samples=3)
+    assert_state(explainer, before)  # BatchNorm's running statistics untouched, every flag as found
+    assert explainer.training and not explainer.net[0].training
+    # It explained in eval mode: as the eval-mode explainer does.
+    reference = GradientExplainer().eval()
+    assert torch.equal(values, sensitivity_max_per_pair(reference.saliency if bound else reference, images, targets,
+                                                        torch.Generator().manual_seed(3), samples=3))
+
+
+def test_max_sensitivity_restores_the_module_after_an_error():
+    images, _, targets = inputs()
+    explainer = GradientExplainer().train()
+    explainer.fail_at = 2  # the first call (the unperturbed maps) runs, the second raises
+    before = state(explainer)
+    with pytest.raises(RuntimeError, match="explanation fails"):
+        sensitivity_max_per_pair(explainer, images, targets, torch.Generator().manual_seed(3), samples=3,
+                                 batch_size=2)
+    assert explainer.calls == 2
+    assert_state(explainer, before)
+    assert all(m.training for m in explainer.modules())
