@@ -165,3 +165,27 @@ def test_max_sensitivity_restores_the_module_after_an_error():
     assert explainer.calls == 2
     assert_state(explainer, before)
     assert all(m.training for m in explainer.modules())
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"noise": float("nan")}, ValueError, "`noise`"), ({"noise": -0.1}, ValueError, "`noise`"),
+    ({"samples": 0}, ValueError, "`samples`"), ({"samples": 2.5}, TypeError, "`samples`"),
+    ({"batch_size": 0}, ValueError, "`batch_size`"),
+], ids=repr)
+def test_infidelity_refuses_bad_perturbation_settings_naming_them(kwargs, error, match):
+    """Before: a NaN noise gave NaN infidelities, a negative one was used with its sign, samples=0 reached Captum."""
+    images, maps, targets = inputs()
+    with pytest.raises(error, match=match):
+        infidelity_per_pair(tiny_model().eval(), images, maps, targets, False, torch.Generator().manual_seed(0),
+                            **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"radius": float("inf")}, ValueError, "`radius`"), ({"radius": -0.02}, ValueError, "`radius`"),
+    ({"samples": 0}, ValueError, "`samples`"), ({"batch_size": -1}, ValueError, "`batch_size`"),
+], ids=repr)
+def test_max_sensitivity_refuses_bad_perturbation_settings_naming_them(kwargs, error, match):
+    images, _, targets = inputs()
+    with pytest.raises(error, match=match):
+        sensitivity_max_per_pair(GradientExplainer().eval(), images, targets, torch.Generator().manual_seed(0),
+                                 **kwargs)

@@ -192,6 +192,14 @@ def test_roi_integer_images_are_refused_naming_images(dtype):
         net(torch.zeros(1, 3, 32, 32, dtype=dtype), torch.ones(1, 1, 32, 32))
 
 
+def test_roi_images_of_another_float_dtype_are_refused_naming_both():
+    net = ROIAttentionResNet(4, depth=18).eval()
+    with pytest.raises(TypeError, match=r"`images` must have the model's dtype torch.float32, got torch.float64"):
+        net(torch.zeros(1, 3, 32, 32, dtype=torch.float64), torch.ones(1, 1, 32, 32))
+    double = ROIAttentionResNet(4, depth=18).double().eval()  # a converted model takes images of its dtype
+    assert double(torch.zeros(1, 3, 32, 32, dtype=torch.float64), torch.ones(1, 1, 32, 32)).dtype == torch.float64
+
+
 def test_roi_integer_masks_are_still_accepted():
     net = ROIAttentionResNet(4, depth=18).eval()
     images, masks = _inputs()

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_ext._utils.attribution import eval_mode
+from captum_ext._utils.validation import check_scalar
 from captum_ext.metrics._checks import TensorLike, check_image_maps, check_images, check_target_range, check_targets
 from captum_ext.metrics._streaming import SumMetric, fixed_point_mean, to_fixed_point
 from captum_ext.metrics.road import METRICS as ROAD_METRICS
@@ -68,7 +69,8 @@ def infidelity_per_pair(model: nn.Module, images: Tensor, maps: TensorLike, targ
         TypeError: non-integer ``targets``, or arguments of the wrong type.
         ValueError: ``images`` or ``maps`` of the wrong shape (maps must have the images' H×W, not just as many
             pixels), on different devices or holding NaN / inf, ``targets`` of the wrong length or outside
-            ``[0, K)``, or a model that does not return ``B×K`` scores.
+            ``[0, K)``, a model that does not return ``B×K`` scores, or ``samples`` / ``batch_size`` below 1 or a
+            negative or non-finite ``noise``.
 
     Example::
 
@@ -80,6 +82,8 @@ def infidelity_per_pair(model: nn.Module, images: Tensor, maps: TensorLike, targ
     """
     from captum.metrics import infidelity
 
+    samples, batch_size = _check_counts(samples, batch_size)
+    noise = check_scalar(noise, "noise", low=0.0)  # NaN or inf would give NaN infidelities, a negative one a sign flip
     images = check_images(images, "images")
     maps = check_image_maps(maps, "maps", images)
     # Captum gathers with the targets on the scores' device; int64, as gather needs (a no-op for such a tensor).
@@ -126,6 +130,10 @@ def sensitivity_max_per_pair(explain: Explanation, images: Tensor, targets: Tens
         map is all zero moves it by exactly its own norm, so a pair scores exactly 1 where that is the largest
         change: Grad-CAM (rectified) under a radius large enough that the class is no longer seen, for example.
 
+    Raises:
+        TypeError / ValueError: ``samples`` or ``batch_size`` not an integer >= 1, or ``radius`` not a finite
+            number >= 0.
+
     Example::
 
         >>> fixed = lambda images, targets: torch.ones(len(images), 1, *images.shape[-2:])
@@ -134,6 +142,9 @@ def sensitivity_max_per_pair(explain: Explanation, images: Tensor, targets: Tens
         [0.0, 0.0]
     """
     from captum.metrics import sensitivity_max
+
+    samples, batch_size = _check_counts(samples, batch_size)
+    radius = check_scalar(radius, "radius", low=0.0)
 
     def explanation(inputs: Union[Tensor, Tuple[Tensor, ...]], target: Tensor) -> Tuple[Tensor]:
         # Captum passes and expects tuples, as its attribution methods do with tuple inputs, and calls this under
@@ -152,6 +163,11 @@ def sensitivity_max_per_pair(explain: Explanation, images: Tensor, targets: Tens
                                  n_perturb_samples=samples,
                                  max_examples_per_batch=_per_forward(batch_size, len(images), samples), target=targets)
     return values.detach().to(device="cpu", dtype=torch.float64)
+
+
+def _check_counts(samples: Any, batch_size: Any) -> Tuple[int, int]:
+    return (int(check_scalar(samples, "samples", low=1, integer=True)),
+            int(check_scalar(batch_size, "batch_size", low=1, integer=True)))
 
 
 def _per_forward(batch_size: int, pairs: int, samples: int) -> int:

@@ -109,8 +109,7 @@ class ROIAttentionResNet(nn.Module):
         nn.init.constant_(conv.bias, 1.0 if self.mode == "mul" else 0.0)  # identity at initialisation
         return conv
 
-    @staticmethod
-    def _check(images: Any, masks: Any) -> None:
+    def _check(self, images: Any, masks: Any) -> None:
         # Shape checks only: they cost nothing, while a NaN scan would synchronise the device on every forward
         # pass. Skipped while a graph is traced (torch.fx, TorchScript), which has no concrete shapes.
         if is_tracing():
@@ -124,6 +123,10 @@ class ROIAttentionResNet(nn.Module):
             raise ValueError(f"`images` must have 3 channels, got {images.shape[1]}")
         if not images.is_floating_point():  # the convolutions' weights are floating: torch fails on the dtype
             raise TypeError(f"`images` must be a floating-point tensor (normalised images), got {images.dtype}")
+        weights = self.backbone.conv1.weight.dtype
+        if images.dtype != weights:  # torch would name the convolution's bias, not the argument
+            raise TypeError(f"`images` must have the model's dtype {weights}, got {images.dtype}: convert the images "
+                            f"(images.to({weights})) or the model")
         if masks.shape[1] != 1 or masks.shape[0] != images.shape[0] or masks.shape[-2:] != images.shape[-2:]:
             raise ValueError(f"`masks` must be N×1×H×W matching `images` {tuple(images.shape)}, got "
                              f"{tuple(masks.shape)}")
