@@ -140,7 +140,8 @@ def _add_evaluation_commands(commands: "argparse._SubParsersAction[argparse.Argu
                                "side)")
     evaluate.add_argument("--resume", action="store_true", help="continue the run in --out")
     evaluate.add_argument("--layer", default=None, metavar="NAME",
-                          help="grad_cam layer, a dotted submodule name (default: the last convolution)")
+                          help="grad_cam layer, a dotted submodule name of the classifier, e.g. features.10 "
+                               "(default: the last convolution)")
     evaluate.add_argument("--box-map", type=Path, default=None, metavar="PT",
                           help="fit-boxes output (sensitivity method)")
     evaluate.add_argument("--map-dtype", default="float16", choices=("float16", "float32"),

@@ -84,6 +84,10 @@ def test_compare_does_not_replace_an_evaluate_folders_leaderboard_with_other_run
     assert (runs / "leaderboard.csv").read_text() == board
     # the run's own methods: its leaderboard again, as evaluate wrote it
     assert cli.main(["compare", str(runs / "saliency"), str(runs / "grad_cam"), "--out", str(runs)]) == 0
+    # one method's run folder: before, a comparison of other runs was written into it
+    assert cli.main(["compare", str(runs / "saliency"), "--out", str(runs / "grad_cam")]) == 2
+    assert "holds the results of another evaluate run" in one_error_line(capsys.readouterr().err)
+    assert not (runs / "grad_cam" / "leaderboard.md").exists()
 
 
 def test_training_into_a_folder_with_another_run_of_the_same_variant_is_refused(tmp_path):

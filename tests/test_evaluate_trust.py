@@ -752,3 +752,23 @@ def test_n_images_counts_the_images_scored_not_those_left_out(tmp_path, multi_ba
     scored_images = {r["image_id"] for r in rows_of(tmp_path / "run")}
     assert len(multi_batch.images) == 8 and summary["n_images"] == len(scored_images) == 6
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["n_images"] == 6
+
+
+def test_grad_cam_layer_may_be_named_inside_the_wrapped_classifier(tmp_path):
+    """The run wraps a zoo or torchvision model to take images in [0, 1]; before, `features.10` (the classifier's
+    own name) was refused and only the wrapper's `model.features.10` worked."""
+    from captum_ext.evaluation.methods import find_layer
+    from captum_ext.evaluation.models import Normalized
+
+    inner = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1))
+    wrapped = Normalized(inner, [0.5] * 3, [0.2] * 3)
+    assert find_layer(wrapped, "0") is inner[0] and find_layer(wrapped, "model.0") is inner[0]
+    with pytest.raises(ValueError, match="not a submodule"):
+        find_layer(inner, "model.0")
+    maps = {}
+    for name in ("features.10", "model.features.10", None):  # None: the last convolution
+        evaluate("zoo:scenes_vgg", "grad_cam", "scenes:single:2", tmp_path / str(name), layer=name,
+                 show_progress=False, metrics=["pointing_game"])
+        maps[name] = zarr.open_group(str(tmp_path / str(name) / "maps.zarr"), mode="r")["maps"][:]
+    assert np.array_equal(maps["features.10"], maps["model.features.10"])
+    assert not np.array_equal(maps["features.10"], maps[None])  # the layer named is the layer used

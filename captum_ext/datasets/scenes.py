@@ -52,8 +52,8 @@ from captum_ext.datasets._scene_compose import NUM_CLASSES
 MODES: Tuple[str, ...] = ("single", "multi", "roi")
 SPLITS: Tuple[str, ...] = ("train", "test", "all")
 
-#: Per-channel statistics of ``"single"`` training scenes (64×64, seed 0, 4,000 scenes); models in
-#: :mod:`captum_ext.zoo` were trained on ``(image - SCENE_MEAN) / SCENE_STD``.
+#: Per-channel means of ``"single"`` training scenes (64×64, seed 0, 4,000 scenes) as the first generator drew them,
+#: kept fixed because the models in :mod:`captum_ext.zoo` were trained on ``(image - SCENE_MEAN) / SCENE_STD``.
 SCENE_MEAN: Tuple[float, float, float] = (0.4841, 0.4291, 0.4107)
 #: Per-channel standard deviations of the same scenes, the divisor of :func:`normalize`.
 SCENE_STD: Tuple[float, float, float] = (0.2729, 0.2540, 0.2592)

@@ -346,14 +346,18 @@ def compare(runs: Sequence[Union[str, Path]], out: Union[str, Path], resamples: 
 
 
 def _check_out(out: Path, runs: Sequence[Union[str, Path]]) -> None:
-    """Refuse to write over the leaderboard of an ``evaluate`` folder of several methods with one of other runs
-    (rewriting it from its own method folders, as ``evaluate`` does, is allowed)."""
+    """Refuse to write into an ``evaluate`` folder with a comparison of other runs: one method's run folder, or the
+    leaderboard of a folder of several methods (rewriting it from its own method folders, as ``evaluate`` does, is
+    allowed)."""
     if out.is_file():
         raise ValueError(f"`out` {str(out)!r} is a file, not a folder")
     if not out.is_dir():
         return
+    compared = {Path(run).resolve() for run in runs}
+    if (out / "metrics.json").is_file() and out.resolve() not in compared:  # one method's evaluate folder
+        raise ValueError(f"`out` {str(out)!r} holds the results of another evaluate run: choose another folder")
     own = {p.parent.resolve() for p in out.glob("*/metrics.json")}
-    if own and own != {Path(run).resolve() for run in runs}:
+    if own and own != compared:
         names = ", ".join(sorted(p.name for p in own))
         raise ValueError(f"`out` {str(out)!r} holds evaluate results ({names}) whose leaderboard and report would be "
                          f"replaced by a comparison of other runs: choose another folder")

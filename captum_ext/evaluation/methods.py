@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from captum_ext.evaluation.models import Normalized
+
 #: What ``--method`` accepts.
 METHODS: Tuple[str, ...] = ("node_backtrack", "class_diff", "sensitivity", "saliency", "integrated_gradients",
                             "guided_backprop", "grad_cam")
@@ -37,11 +39,12 @@ def last_conv_layer(model: nn.Module) -> nn.Module:
 
 
 def find_layer(model: nn.Module, name: str) -> nn.Module:
-    """The submodule of ``model`` at dotted path ``name``.
+    """The submodule of ``model`` at dotted path ``name``; in a model the run wraps to take images in ``[0, 1]``
+    (:class:`~captum_ext.evaluation.models.Normalized`), names inside the classifier work as well.
 
     Args:
         model (nn.Module): the classifier.
-        name (str): e.g. ``"model.features.10"``.
+        name (str): e.g. ``"features.10"`` (or ``"model.features.10"`` in the wrapper).
 
     Returns:
         nn.Module: the submodule.
@@ -50,6 +53,8 @@ def find_layer(model: nn.Module, name: str) -> nn.Module:
         ValueError: no such submodule (the message lists a few valid names).
     """
     modules = dict(model.named_modules())
+    if name not in modules and isinstance(model, Normalized) and f"model.{name}" in modules:
+        return modules[f"model.{name}"]  # the name the user knows from their own classifier
     if name not in modules:
         sample = [n for n in modules if n][:8]
         raise ValueError(f"`layer` {name!r} is not a submodule of the model; e.g. {sample}")

@@ -100,6 +100,7 @@ class SceneVGG(nn.Module):
 
     Example::
 
+        >>> import torch
         >>> net = SceneVGG().eval()
         >>> net(torch.zeros(2, 3, 64, 64)).shape
         torch.Size([2, 10])
@@ -147,6 +148,7 @@ class SceneVGGFCN(nn.Module):
 
     Example::
 
+        >>> import torch
         >>> net = SceneVGGFCN().eval()
         >>> net(torch.zeros(2, 3, 64, 64)).shape, net(torch.zeros(1, 3, 90, 77)).shape
         (torch.Size([2, 10]), torch.Size([1, 10]))
