@@ -1,28 +1,28 @@
-"""The Example sections of the methods' docstrings run as written (metrics has its own doctest test)."""
+"""The Example sections of the docstrings run as written, in every module of the package that has one (found by
+walking the package, so a new module's examples are tested without being listed)."""
 import doctest
 import importlib
+import inspect
+import pkgutil
 
 import pytest
 
-MODULES = [
-    "captum_ext.attr.node_backtrack",
-    "captum_ext.attr.sensitivity_bbox",
-    "captum_ext.attr._box_features",
-    "captum_ext.attr.multi_layer_class_diff_saliency",
-    "captum_ext.models.self_supervised_attention",
-    "captum_ext.models.roi_attention_resnet",
-    "captum_ext.training.ellipse_regression",
-    "captum_ext.training.roi",
-    "captum_ext.training.crops",
-    "captum_ext.zoo",
-    "captum_ext.zoo.ellipses",
-    "captum_ext.metrics",
-    "captum_ext.datasets.export",
-    "captum_ext.evaluation.data",
-    "captum_ext.visualization",
-    "captum_ext.explain",
-    "captum_ext.datasets.scenes",
-]
+import captum_ext
+
+
+def modules_with_examples():
+    names = []
+    for info in pkgutil.walk_packages(captum_ext.__path__, "captum_ext."):
+        if ">>>" in inspect.getsource(importlib.import_module(info.name)):
+            names.append(info.name)
+    return names
+
+
+MODULES = modules_with_examples()
+
+
+def test_the_walk_finds_the_methods_and_the_private_helpers():
+    assert {"captum_ext.attr.node_backtrack", "captum_ext.zoo.vgg", "captum_ext._utils.ridge"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)
