@@ -243,6 +243,26 @@ def test_resume_after_an_image_file_changed_is_refused_naming_it(tmp_path, multi
         run(tmp_path, data, "run", resume=True)
 
 
+def test_resume_under_other_library_versions_is_refused_naming_them(tmp_path):
+    """Before: a run begun under one captum (or captum_ext) and resumed after an upgrade mixed both versions' maps."""
+    import captum
+
+    evaluate(tiny_net(), "saliency", "scenes:single:2", tmp_path / "run", show_progress=False)
+    settings_file = tmp_path / "run" / "run.json"
+    settings = json.loads(settings_file.read_text())
+    assert settings["versions"]["captum"] == captum.__version__ and "+" not in settings["versions"]["torch"]
+    evaluate(tiny_net(), "saliency", "scenes:single:2", tmp_path / "run", resume=True, show_progress=False)
+    settings["versions"]["captum"] = "0.6.0"
+    settings_file.write_text(json.dumps(settings))
+    with pytest.raises(ValueError, match=rf"other library versions \(captum 0.6.0 → {re.escape(captum.__version__)}\); "
+                                         r"continuing would mix"):
+        evaluate(tiny_net(), "saliency", "scenes:single:2", tmp_path / "run", resume=True, show_progress=False)
+    del settings["versions"]  # a run begun before versions were recorded
+    settings_file.write_text(json.dumps(settings))
+    with pytest.raises(ValueError, match="were not recorded by the captum_ext that began it"):
+        evaluate(tiny_net(), "saliency", "scenes:single:2", tmp_path / "run", resume=True, show_progress=False)
+
+
 def test_file_changed_reads_bytes_only_when_the_time_differs(tmp_path, monkeypatch):
     from captum_ext.evaluation import _fingerprints
 

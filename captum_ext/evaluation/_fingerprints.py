@@ -92,6 +92,28 @@ def run_fingerprint(dataset: Any, classes: Mapping[int, int], model: nn.Module,
             "box_map": file_digest(box_map) if box_map is not None else None}
 
 
+def library_versions() -> Dict[str, str]:
+    """The versions of the libraries that compute a run's maps and scores, recorded in ``run.json``: a run resumed
+    under other versions would mix their results. Torch's build tag (``+cu121``) is left out: CPU and CUDA builds of
+    one release compute the same.
+
+    Returns:
+        dict: ``{"captum_ext": ..., "captum": ..., "torch": ...}``.
+    """
+    import captum
+
+    from captum_ext._version import __version__
+
+    return {"captum_ext": __version__, "captum": captum.__version__, "torch": torch.__version__.split("+")[0]}
+
+
+def _versions_changed(earlier: Any, now: Mapping[str, str]) -> str:
+    if not isinstance(earlier, dict):
+        return "the versions were not recorded by the captum_ext that began it"
+    return ", ".join(f"{name} {earlier.get(name)} → {version}" for name, version in now.items()
+                     if earlier.get(name) != version)
+
+
 def changed_inputs(earlier: Mapping[str, Any], now: Mapping[str, Any]) -> List[str]:
     """The readable names of the inputs whose digests differ.
 
@@ -134,6 +156,10 @@ def check_out_folder(out: Path, settings: Dict[str, Any], resume: bool, records:
         widened = {"skip_bad"} if (earlier.get("skip_bad"), now.get("skip_bad")) == (False, True) else set()
         # Settings first: a changed setting (--resize) also changes the inputs' digests, and is the one to name.
         changed = sorted(k for k in (set(earlier) | set(now)) - widened - {"inputs"} if earlier.get(k) != now.get(k))
+        if "versions" in changed:
+            raise ValueError(f"`out` {str(out)!r} holds a run made with other library versions "
+                             f"({_versions_changed(earlier.get('versions'), now['versions'])}); continuing would mix "
+                             f"their results: finish it with those versions, or start again in another folder")
         if changed == ["skip_bad"]:  # made with skip_bad: continuing without it would stop on what it left out
             raise ValueError(f"`out` {str(out)!r} holds a run made with `skip_bad`: pass it to continue the run, or "
                              f"use another folder")

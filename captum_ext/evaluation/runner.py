@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 
 from captum_ext._utils.attribution import eval_mode
 from captum_ext.evaluation import scoring
-from captum_ext.evaluation._fingerprints import check_image_files, check_out_folder, run_fingerprint
+from captum_ext.evaluation._fingerprints import (check_image_files, check_out_folder, library_versions,
+                                                 run_fingerprint)
 from captum_ext.evaluation._batch import ExplainedBatch, MethodRun, Shared, collate_samples, explain_batch, score_batch
 from captum_ext.evaluation._forward_tap import PLAIN_FORWARD_METHODS, ForwardTap
 from captum_ext.evaluation._pipeline import BackgroundStage, prefetched
@@ -128,7 +129,8 @@ def evaluate(
             indices; anything else is refused. The resolved map is printed at start and saved in ``metrics.json``.
         resume (bool, optional): continue the run in ``out``: recorded batches are not computed again. Refused
             when an input changed since the run began (annotation files, image list, class map, model weights,
-            box map, the image files of finished batches), naming what changed.
+            box map, the image files of finished batches) or under other versions of captum_ext, Captum or
+            torch, naming what changed.
         device (str, optional): ``"cpu"`` or ``"cuda"`` (under torchrun: one GPU per process). Default: cpu.
         resize (tuple of int, optional): ``(H, W)`` to resize images (and their annotations) to.
         layer (str, optional): grad_cam's layer (a dotted submodule name).
@@ -209,7 +211,8 @@ def evaluate(
                   "map_dtype": map_dtype, "maps": "each map scaled so its maximum is 1, scored as stored",
                   "metrics": list(metrics) if metrics is not None else None,
                   "faithfulness": {"steps": faithfulness_steps, "baseline": faithfulness_baseline},
-                  "inputs": run_fingerprint(dataset, resolved.classes, loaded.model, box_map)}
+                  "inputs": run_fingerprint(dataset, resolved.classes, loaded.model, box_map),
+                  "versions": library_versions()}
         if set(metrics or ()) & {"infidelity", "sensitivity_max"}:
             common["perturbation"] = perturbation
         if set(metrics or ()) & set(scoring.ROAD_METRICS):
