@@ -191,7 +191,8 @@ for d, batch in ellipse_sets.items():
 #   map -- worth knowing before blaming a method for a low CorLoc. (Scoring the two-ellipse sets against the
 #   box of the *union* mask instead of each ellipse's box would drop even the oracle's CorLoc to about 0.)
 # * The **centre prior** is the baseline to beat: objects are spread over the image, so it points at the object
-#   only when the object happens to cover the centre; its energy stays near the object's share of the image.
+#   only when the object happens to cover the centre; its energy stays within about twice the object's share of
+#   the image.
 # * **Noise** points at the object about as often as the object (plus tolerance) covers the image, puts about
 #   the object's share of the image into the mask, and its CAM box covers almost the whole image, so its CorLoc
 #   is near 0.

@@ -117,9 +117,9 @@ for name, boxes in rows.items():
 # A real photograph
 # -----------------
 # No box training is needed for the CAM threshold box, so it works on any classifier. Here: the ImageNet-pretrained
-# EfficientNet-Lite0 (from PyPI, loaded offline) on scikit-image's photograph of a rocket on its launch pad. At
-# 224×224 the gradient is speckled, so the map is blurred more (``sigma=8`` pixels) before thresholding at half its
-# maximum.
+# EfficientNet-Lite0 (from PyPI, loaded offline: ``pip install "captum_ext[examples]"``, or the ``[test]`` extra)
+# on scikit-image's photograph of a rocket on its launch pad. At 224×224 the gradient is speckled, so the map is
+# blurred more (``sigma=8`` pixels) before thresholding at half its maximum.
 from skimage import data  # noqa: E402
 
 from captum_ext.zoo.efficientnet import efficientnet_preprocess, imagenet_classes, load_efficientnet_lite0  # noqa: E402

