@@ -203,8 +203,8 @@ def load_model(spec: str, weights: Optional[Union[str, Path]] = None) -> LoadedM
 
 def _check_one_image(image: Tensor) -> None:
     if not isinstance(image, Tensor):
-        raise TypeError(f"`image` must be a torch.Tensor, 1×3×H×W in [0, 1] (as read_image returns), "
-                        f"got {type(image).__name__}")
+        raise TypeError(f"`image` must be a torch.Tensor, 1×3×H×W in [0, 1] (as read_image returns), or a numpy "
+                        f"array H×W×3, got {type(image).__name__}")
     if image.dim() == 4 and image.shape[0] != 1:
         # The result holds one target and one top-class list, so a batch cannot be explained in one call.
         raise ValueError(f"`image` must be one image, 1×3×H×W (as read_image returns); got shape "
@@ -240,13 +240,14 @@ def _shown(inputs: Tensor) -> Tensor:
     return (image - image.min()) / (image.max() - image.min()).clamp_min(1e-12)
 
 
-def explain(image: Tensor, loaded: LoadedModel, methods: Sequence[str],
+def explain(image: Union[Tensor, np.ndarray], loaded: LoadedModel, methods: Sequence[str],
             target: Optional[Union[int, np.integer, Tensor]] = None, top: int = 5) -> Dict[str, object]:
     """Compute the requested maps for one image.
 
     Args:
-        image: one image, ``1×3×H×W`` in [0, 1] (:func:`read_image`); a batch of several images is refused (call
-            once per image).
+        image: one image, a tensor ``1×3×H×W`` in [0, 1] (:func:`read_image`) or a numpy array ``H×W×3`` /
+            ``H×W`` as image libraries give it (8- and 16-bit integers scaled by their maximum, floats in [0, 1]);
+            a batch of several images is refused (call once per image).
         loaded: from :func:`load_model`.
         methods: names from :data:`METHODS`.
         target: class to explain: an int, a numpy integer or a one-element integer tensor (default: the top class).
@@ -257,8 +258,9 @@ def explain(image: Tensor, loaded: LoadedModel, methods: Sequence[str],
         ``(name, score)``) and one ``1×1×H×W`` map per method (``"sensitivity_box"`` as well for ``sensitivity``).
 
     Raises:
-        TypeError: ``image`` is not a tensor.
-        ValueError: an unknown method, an ``image`` that is a batch of more than one image, or a ``target`` that
+        TypeError: ``image`` is neither a tensor nor a numpy array.
+        ValueError: an unknown method, an ``image`` that is a batch of more than one image (or an array whose
+            pixels have no known scale to [0, 1]: 32-bit integers, floats outside it), or a ``target`` that
             is not an integer class index of the model (bools and floats included).
 
     Example::
@@ -277,6 +279,11 @@ def explain(image: Tensor, loaded: LoadedModel, methods: Sequence[str],
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown} in `methods`; choose from {list(METHODS)}")
+    if isinstance(image, np.ndarray):  # channels last, as skimage, PIL and imageio give images
+        why = file_pixels_problem(image)
+        if why is not None:
+            raise ValueError(f"`image` array {why}")
+        image = as_image_batch(image)
     _check_one_image(image)
     inputs = loaded.preprocess(image.to(torch.float32))  # the models' dtype (a float64 image is common)
     with torch.no_grad():

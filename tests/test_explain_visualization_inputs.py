@@ -67,7 +67,9 @@ def test_explain_refuses_a_batch_naming_image_and_shape(loaded, shape):
 
 
 def test_explain_refuses_a_non_tensor_or_a_bad_layout(loaded):
-    with pytest.raises(TypeError, match="`image` must be a torch.Tensor"):
+    with pytest.raises(TypeError, match="`image` must be a torch.Tensor.* or a numpy array H×W×3, got list"):
+        explain.explain([[0.5]], loaded, ["saliency"])
+    with pytest.raises(ValueError, match="numpy arrays are channels-last"):
         explain.explain(np.random.rand(1, 3, 64, 64), loaded, ["saliency"])
     with pytest.raises(ValueError, match="`image` must be one image with 1 or 3 channels"):
         explain.explain(torch.rand(1, 4, 64, 64), loaded, ["saliency"])
@@ -81,6 +83,21 @@ def test_explain_reads_a_float64_image_as_float32_and_refuses_bytes(loaded):
     assert torch.equal(result["saliency"], explain.explain(image.float(), loaded, ["saliency"], target=3)["saliency"])
     with pytest.raises(TypeError, match=r"`image` must hold floats in \[0, 1\] .*got dtype torch.uint8: divide"):
         explain.explain((image * 255).to(torch.uint8), loaded, ["saliency"])
+
+
+def test_explain_takes_a_numpy_image_as_image_libraries_give_it(loaded):
+    """Before: an H×W×3 array (skimage, PIL, imageio) was refused; it now reads as read_image reads a file."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    as_tensor = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
+    expected = explain.explain(as_tensor, loaded, ["saliency"], target=3)["saliency"]
+    assert torch.equal(explain.explain(pixels, loaded, ["saliency"], target=3)["saliency"], expected)
+    gray = pixels[..., 0]
+    assert explain.explain(gray, loaded, ["saliency"], target=3)["inputs"].shape == (1, 3, 64, 64)
+    with pytest.raises(ValueError, match=r"`image` array holds float pixels in \[0, 255\], not in \[0, 1\]"):
+        explain.explain(pixels.astype(np.float32) * (255 / pixels.max()), loaded, ["saliency"])
+    with pytest.raises(ValueError, match="`image` must be one image"):
+        explain.explain(np.stack([pixels, pixels]), loaded, ["saliency"])
 
 
 @pytest.mark.parametrize("target", [np.int64(3), np.int32(3), torch.tensor(3), torch.tensor([3]), np.array([3])],
