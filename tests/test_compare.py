@@ -207,6 +207,20 @@ def test_runs_of_other_models_or_class_maps_are_flagged(tmp_path, key, words):
         tmp_path / "out2" / "leaderboard.md").read_text()
 
 
+def test_runs_made_under_other_library_versions_are_named(tmp_path):
+    versions = {"captum_ext": "0.1.0", "captum": "0.9.0", "torch": "2.15.0"}
+    first = fake_run(tmp_path / "a", {"versions": versions}, {"pointing_game": 0.2})
+    same = fake_run(tmp_path / "b", {"versions": dict(versions)}, {"pointing_game": 0.3})
+    other = fake_run(tmp_path / "c", {"versions": {**versions, "captum": "0.8.0"}}, {"pointing_game": 0.3})
+    compare([first, same], tmp_path / "out", resamples=0, same_pairs=0, examples=0)
+    assert "library versions" not in (tmp_path / "out" / "leaderboard.md").read_text()
+    compare([first, other], tmp_path / "out2", resamples=0, same_pairs=0, examples=0)
+    board = (tmp_path / "out2" / "leaderboard.md").read_text()
+    assert "The runs were made under other library versions (captum 0.8.0 / 0.9.0)." in board
+    assert "not comparable" not in board  # named, not ruled out
+    assert "other library versions (captum 0.8.0 / 0.9.0)" in (tmp_path / "out2" / "index.html").read_text()
+
+
 def test_a_chart_of_an_unbounded_metric_holds_every_bar(monkeypatch):
     """Before: the axis ended at 1, so a max-sensitivity of 1.67 was drawn as 1."""
     import matplotlib.pyplot as plt

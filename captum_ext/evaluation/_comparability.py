@@ -49,4 +49,15 @@ def incomparable(runs: Sequence[Run]) -> str:
             differ.append(what)
     if "datasets" in differ:  # other datasets have other categories: their class maps differ as a matter of course
         differ = [what for what in differ if what != SCORED_ON["inputs.class_map"][0]]
-    return f"The runs differ in their {'; '.join(differ)}: their scores are not comparable." if differ else ""
+    warning = f"The runs differ in their {'; '.join(differ)}: their scores are not comparable." if differ else ""
+    return " ".join(part for part in (warning, _versions_note(runs)) if part)
+
+
+def _versions_note(runs: Sequence[Run]) -> str:
+    """A note when the runs were made under other library versions (a method's maps may change between releases,
+    so the difference is named, without calling the scores incomparable)."""
+    recorded = [versions for versions in (_setting(r, "versions") for r in runs) if isinstance(versions, dict)]
+    names = sorted({name for versions in recorded for name in versions})
+    differ = [f"{name} {' / '.join(sorted({str(v.get(name)) for v in recorded}))}" for name in names
+              if len({str(v.get(name)) for v in recorded}) > 1]
+    return f"The runs were made under other library versions ({'; '.join(differ)})." if differ else ""
