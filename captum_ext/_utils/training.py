@@ -15,6 +15,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from captum_ext._utils.validation import check_scalar
+
 #: Maps a ``LongTensor`` of example indices to a dict of scalar tensors; ``"total"`` is minimised.
 BatchLoss = Callable[[Tensor], Mapping[str, Tensor]]
 
@@ -122,12 +124,20 @@ def train_epochs(
         list of dict: one dict per epoch with the mean of each logged part.
 
     Raises:
-        ValueError: if ``epochs``, ``n`` or ``batch_size`` is below 1, or a scale in ``lr_scales`` is not a
+        TypeError: ``epochs``, ``batch_size`` or ``seed`` is not an integer (bools included), or a rate is not a
+            number.
+        ValueError: if ``epochs``, ``n`` or ``batch_size`` is below 1, ``lr`` is not a finite number > 0,
+            ``weight_decay`` not a finite number >= 0, ``seed`` negative, or a scale in ``lr_scales`` is not a
             positive number or its prefix matches no parameter.
     """
-    if epochs < 1 or n < 1 or batch_size < 1:
-        raise ValueError(f"`epochs`, the number of examples and `batch_size` must be >= 1, got {epochs}, {n}, "
-                         f"{batch_size}")
+    epochs = int(check_scalar(epochs, "epochs", low=1, integer=True))
+    batch_size = int(check_scalar(batch_size, "batch_size", low=1, integer=True))
+    # An infinite or NaN rate trained to NaN weights while the reported loss stayed finite.
+    lr = check_scalar(lr, "lr", low=0.0, low_open=True)
+    weight_decay = check_scalar(weight_decay, "weight_decay", low=0.0)
+    seed = int(check_scalar(seed, "seed", low=0, integer=True))
+    if n < 1:
+        raise ValueError(f"there must be at least one training example, got {n}")
     groups = _parameter_groups(model, lr, lr_scales or {})
     generator = seed_everything(seed)
     steps_per_epoch = (n + batch_size - 1) // batch_size
@@ -171,13 +181,20 @@ def check_replaceable_run(record: Path, settings: Mapping[str, Any]) -> None:
     """
     import json
 
+    weights = record.with_suffix(".pt")
     if not record.is_file():
+        if weights.exists():  # a user's own file, or what a failed run left: either way not this run's to replace
+            raise ValueError(f"{str(weights)!r} exists without a run record beside it: it would be replaced; move "
+                             f"it, or use another folder")
         return
     try:
         stored = json.loads(record.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise ValueError(f"{str(record)!r} is not a readable run record ({err}): move it, or use another folder") \
             from None
+    if not isinstance(stored, dict):
+        raise ValueError(f"{str(record)!r} is not a run record (it holds a JSON {type(stored).__name__}): move it, "
+                         f"or use another folder")
     differ = [f"{key} {stored.get(key)!r} (this run: {value!r})" for key, value in settings.items()
               if stored.get(key) != value]
     if differ:

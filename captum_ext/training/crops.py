@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from captum_ext._utils.training import optimisation_steps, train_epochs
+from captum_ext._utils.validation import check_scalar
 from captum_ext.datasets.scenes import NUM_CLASSES, SceneBatch, digit_crops
 
 
@@ -86,7 +87,8 @@ def pretrain_on_digit_crops(
         jitter (float, optional): largest offset of a crop's centre from the object's, per axis, in pixels.
             Default: 4.0.
         temporary_head (bool, optional): ``model`` is a trunk; train it through :func:`with_crop_head` and drop
-            the head afterwards. Default: False.
+            the head afterwards. The head's initial weights come from torch's global generator, as any new
+            module's do: call ``torch.manual_seed`` first for a reproducible run. Default: False.
         show_progress (bool, optional): show a progress bar. Default: True.
         desc (str, optional): progress bar label. Default: ``"digit-crop pretraining"``.
 
@@ -95,7 +97,8 @@ def pretrain_on_digit_crops(
 
     Raises:
         ValueError: if not exactly one of ``epochs`` and ``steps`` is given, or it or ``batch_size`` is not a
-            positive int.
+            positive int, ``lr`` is not a finite number > 0, ``jitter`` not a finite number >= 0, ``seed`` not an
+            integer >= 0, or ``batch`` holds no scene.
         TypeError: if ``batch`` is not a :class:`~captum_ext.datasets.scenes.SceneBatch`.
 
     Example::
@@ -116,6 +119,12 @@ def pretrain_on_digit_crops(
     _positive_int(batch_size, "batch_size")
     if not isinstance(batch, SceneBatch):
         raise TypeError(f"`batch` must be a SceneBatch, got {type(batch).__name__}")
+    if len(batch) == 0:
+        raise ValueError("`batch` holds no scene to crop")
+    # Before any work: an infinite rate trained to NaN weights while the reported loss stayed finite.
+    lr = check_scalar(lr, "lr", low=0.0, low_open=True)
+    jitter = check_scalar(jitter, "jitter", low=0.0)
+    seed = int(check_scalar(seed, "seed", low=0, integer=True))
     generator = torch.Generator().manual_seed(seed)
     crops, labels = digit_crops(batch, jitter=jitter, generator=generator), batch.labels
     net = with_crop_head(model, crops[:2]) if temporary_head else model

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -96,8 +97,17 @@ def fit(
         attention also ``"noisy"`` and ``"area"``).
 
     Raises:
-        ValueError: if ``epochs`` or ``batch_size`` is below 1.
+        TypeError: ``epochs`` or ``batch_size`` is not an integer (bools included), or the images are not floats.
+        ValueError: if ``epochs`` or ``batch_size`` is below 1, ``batch`` holds fewer than 2 images, or its images
+            are malformed or hold NaN / inf (the model is then left as found).
     """
+    # Checked before the model's target statistics are replaced, so a refused call leaves the model as found.
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        check_scalar(value, name, low=1, integer=True)
+    if len(batch) < 2:
+        raise ValueError(f"`batch` must hold at least 2 images (the targets' scale is their standard deviation), "
+                         f"got {len(batch)}")
+    model._check_images(batch.images, finite=True)  # the supervised-only path would otherwise train on NaN
     targets = regression_targets(batch)
     model.set_target_normalization(targets.mean(0), targets.std(0).clamp_min(1e-6))
 
@@ -105,7 +115,7 @@ def fit(
         images, wanted = batch.images[index], targets[index]
         if not attention:
             standardised = (wanted - model.target_mean) / model.target_scale
-            supervised = ((model.regressor(images) - standardised) ** 2).sum(1).mean()
+            supervised = ((model._run_regressor(images) - standardised) ** 2).sum(1).mean()
             return {"total": supervised, "supervised": supervised}
         return model.loss(images, wanted, return_parts=True)._asdict()
 
@@ -273,6 +283,10 @@ def train_and_record(
     # Named here: make_ellipses would say `n`, and one training image has no spread to normalise the targets by.
     check_scalar(n_train, "n_train", low=2, integer=True)
     check_scalar(n_test, "n_test", low=1, integer=True)
+    check_scalar(epochs, "epochs", low=1, integer=True)  # before the data and the model are built
+    if not isinstance(attention, (bool, np.bool_)):  # "no" is truthy: it trained with attention, recorded as "no"
+        raise TypeError(f"`attention` must be a bool, got {type(attention).__name__}")
+    attention = bool(attention)
     train = make_ellipses(n_train, dataset=dataset, seed=seed)
     test = make_ellipses(n_test, dataset=dataset, seed=seed + 1)
     torch.manual_seed(seed)

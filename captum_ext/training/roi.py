@@ -9,6 +9,7 @@ ROI mask selecting one digit, its class, and the ROI pixel count; :func:`evaluat
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
@@ -21,6 +22,7 @@ from torch import Tensor
 from captum_ext._utils.checkpoints import read_state_dict
 from captum_ext import metrics
 from captum_ext._utils.training import check_replaceable_run, train_epochs
+from captum_ext._utils.validation import check_scalar
 from captum_ext.datasets.scenes import NUM_CLASSES, ROI_BINS_64, SceneBatch, make_scenes, normalize
 from captum_ext.models.roi_attention_resnet import DEPTHS, ROIAttentionResNet
 
@@ -67,7 +69,8 @@ def fit(
 
     Raises:
         ValueError: if ``batch`` does not come from ``make_scenes(mode="roi")``, ``epochs`` or ``batch_size``
-            is below 1, ``branch_lr_scale`` is not positive, or it is not 1 for a hard baseline (no branch).
+            is below 1, ``lr`` or ``branch_lr_scale`` is not a finite number > 0, ``branch_lr_scale`` is not 1
+            for a hard baseline (no branch), or a label is outside the model's classes.
 
     Example::
 
@@ -80,8 +83,12 @@ def fit(
         (1, False)
     """
     _check_roi(batch)
-    if isinstance(branch_lr_scale, bool) or not isinstance(branch_lr_scale, (int, float)) or branch_lr_scale <= 0:
-        raise ValueError(f"`branch_lr_scale` must be a positive number, got {branch_lr_scale!r}")
+    if (isinstance(branch_lr_scale, bool) or not isinstance(branch_lr_scale, (int, float))
+            or not math.isfinite(branch_lr_scale) or branch_lr_scale <= 0):
+        raise ValueError(f"`branch_lr_scale` must be a positive number (finite), got {branch_lr_scale!r}")
+    if len(batch) and int(batch.labels.max()) >= model.backbone.fc.out_features:
+        raise ValueError(f"`batch` holds label {int(batch.labels.max())}, outside the model's "
+                         f"{model.backbone.fc.out_features} classes")
     if branch_lr_scale != 1 and not len(model.branches):
         raise ValueError(f"`branch_lr_scale` must be 1 for a model without a mask branch (hard={model.hard!r}), "
                          f"got {branch_lr_scale!r}")
@@ -149,7 +156,9 @@ def evaluate(model: ROIAttentionResNet, batch: SceneBatch,
         16
     """
     logits = predict(model, batch)
-    return metrics.binned_accuracy(logits, batch.labels, batch.roi_sizes, bin_edges=bin_edges)
+    # With the model's class count, a label it cannot predict is refused rather than counted as a miss.
+    return metrics.binned_accuracy(logits, batch.labels, batch.roi_sizes, bin_edges=bin_edges,
+                                   num_classes=logits.shape[1])
 
 
 def variant_name(merge: str = "first", mode: str = "add", hard: Optional[str] = None) -> str:
@@ -266,14 +275,16 @@ def train_and_record(
         ``"counts"`` — and ``result``, the :class:`~captum_ext.metrics.BinnedAccuracy` on the test scenes.
 
     Raises:
-        ValueError: if an architecture argument is not a valid choice, or ``epochs``, ``n_train`` or ``n_test`` is
-            below 1.
+        ValueError: if an architecture argument is not a valid choice, ``epochs``, ``n_train``, ``n_test`` or
+            ``batch_size`` is below 1, ``lr`` is not a finite number > 0 or ``seed`` not an integer >= 0.
         FileNotFoundError: if ``backbone_weights`` does not exist.
         ValueError: ``out_dir`` holds this variant trained with other settings (its files would be replaced).
     """
-    for name, value in (("epochs", epochs), ("n_train", n_train), ("n_test", n_test)):
+    for name, value in (("epochs", epochs), ("n_train", n_train), ("n_test", n_test), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"`{name}` must be a positive int, got {value!r}")
+    lr = check_scalar(lr, "lr", low=0.0, low_open=True)  # before the model and data are built
+    seed = int(check_scalar(seed, "seed", low=0, integer=True))
     torch.manual_seed(seed)
     model = build_model(depth, merge, mode, hard, backbone_weights)
     train = make_scenes(n_train, mode="roi", split="train", seed=seed)
@@ -287,10 +298,11 @@ def train_and_record(
     start = time.time()
     history = fit(model, train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                   show_progress=show_progress, checkpoint=out / f"{variant}.pt")
+    train_seconds = time.time() - start  # training only: the test scenes' evaluation is not part of it
     result = evaluate(model, test)
     record = {"variant": variant, "depth": depth, "backbone": str(backbone_weights) if backbone_weights else None,
               "epochs": epochs, "n_train": n_train, "n_test": n_test, "batch_size": batch_size, "lr": lr,
-              "seed": seed, "train_seconds": time.time() - start, "final_loss": history[-1]["total"],
+              "seed": seed, "train_seconds": train_seconds, "final_loss": history[-1]["total"],
               "loss": [epoch["total"] for epoch in history],
               "overall_per_image": result.overall_per_image, "overall_class_mean": result.overall_class_mean,
               "bins": result.edges.tolist(), "per_image": result.per_image.tolist(),
