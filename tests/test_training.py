@@ -179,6 +179,12 @@ def test_scene_classifier_recipe_writes_a_zoo_compatible_record(tmp_path, monkey
     shipped.load_state_dict(state)  # BatchNorm folded: the plain zoo architecture's keys
     assert not any(isinstance(m, nn.BatchNorm2d) for m in shipped.modules())
     assert "digit-crop pretraining: 2 steps" in capsys.readouterr().out
+    # The command reproduces the run: before, a non-default batch size and rate were left out of it.
+    assert "--batch-size 16 --lr 0.002 --pretrain-steps 2" in record["command"]
+    for bad, match in (({"lr": -0.5}, "`lr` must be > 0"), ({"pretrain_steps": -1}, "`pretrain_steps`"),
+                       ({"seed": 1.5}, "`seed`")):
+        with pytest.raises((ValueError, TypeError), match=match):  # before any work
+            scene_classifiers.train_scene_classifier("scenes_vgg", tmp_path, **bad)
     with pytest.raises(ValueError, match="`name`"):
         scene_classifiers.train_scene_classifier("ellipses_ds1", tmp_path)
     with pytest.raises(ValueError, match="`per_epoch`"):

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from captum_ext import zoo
 from captum_ext._utils.training import optimisation_steps
+from captum_ext._utils.validation import check_scalar
 from captum_ext._version import __version__
 from captum_ext.datasets import scenes
 from captum_ext.training.crops import pretrain_on_digit_crops, smoothed_loss
@@ -164,13 +165,18 @@ def train_scene_classifier(
         ``"versions"`` and ``"command"``.
 
     Raises:
-        ValueError: if ``name`` is not a zoo scene classifier, or ``epochs``, ``per_epoch`` or ``batch_size`` is
-            below 1.
+        ValueError: if ``name`` is not a zoo scene classifier, ``epochs``, ``per_epoch`` or ``batch_size`` is
+            below 1, ``lr`` is not a finite number > 0, or ``seed`` or ``pretrain_steps`` is negative.
+        TypeError: ``lr``, ``seed`` or ``pretrain_steps`` of the wrong type (bools included).
     """
     entry = _scene_entry(name)
     for label, value in (("epochs", epochs), ("per_epoch", per_epoch), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"`{label}` must be a positive int, got {value!r}")
+    # Before any work (the crop pretraining alone takes seconds to minutes).
+    lr = check_scalar(lr, "lr", low=0.0, low_open=True)
+    seed = int(check_scalar(seed, "seed", low=0, integer=True))
+    pretrain_steps = int(check_scalar(pretrain_steps, "pretrain_steps", low=0, integer=True))
     torch.manual_seed(seed)
     np.random.seed(seed)
     model = trainable(name)
@@ -207,7 +213,7 @@ def train_scene_classifier(
         "versions": {"captum_ext": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "command": (
             f"python scripts/train_zoo.py --model {name} --epochs {epochs} --per-epoch {per_epoch} "
-            f"--pretrain-steps {pretrain_steps} --seed {seed}"
+            f"--batch-size {batch_size} --lr {lr!r} --pretrain-steps {pretrain_steps} --seed {seed}"
         ),
     }
     (out / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
