@@ -95,3 +95,24 @@ def test_a_weights_file_without_its_record_or_a_record_that_is_no_run_is_not_rep
         check_replaceable_run(tmp_path / "run.json", {"seed": 0})
     (tmp_path / "run.json").write_text(json.dumps({"seed": 0}))
     check_replaceable_run(tmp_path / "run.json", {"seed": 0})  # the same run: may be replaced
+
+
+def test_predictions_and_scores_refuse_empty_data_and_bad_settings(roi_scenes):
+    """Before: torch.cat's or range()'s errors, and background_shift returned NaN for a NaN noise scale."""
+    from captum_ext.training import ellipse_scoring
+
+    net = ROIAttentionResNet(num_classes=10, depth=18)
+    with pytest.raises(ValueError, match="`batch_size` must be >= 1"):
+        roi.predict(net, roi_scenes, batch_size=0)
+    with pytest.raises(ValueError, match="`batch` holds no scene"):
+        roi.predict(net, roi_scenes[:0])
+    model = er.new_model(2, width=4)
+    batch = ellipses.make_ellipses(2, dataset=2, seed=0)
+    with pytest.raises(ValueError, match="`images` holds no image"):
+        ellipse_scoring.predict(model, batch.images[:0])
+    with pytest.raises(ValueError, match="`batch_size` must be >= 1"):
+        ellipse_scoring.predict(model, batch.images, batch_size=-1)
+    for scale in (math.nan, -1.0):
+        with pytest.raises(ValueError, match="`noise_scale`"):
+            ellipse_scoring.background_shift(model, batch, noise_scale=scale)
+    assert math.isfinite(ellipse_scoring.background_shift(model, batch, noise_scale=0.5))

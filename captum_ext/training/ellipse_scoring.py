@@ -12,6 +12,7 @@ from typing import Dict
 import torch
 from torch import Tensor
 
+from captum_ext._utils.validation import check_scalar
 from captum_ext.datasets.ellipses import EllipseBatch, angle_to_cos_sin, angular_error, cos_sin_to_angle
 from captum_ext.models.self_supervised_attention import SelfSupervisedAttentionRegressor
 from captum_ext.zoo.ellipses import check_dataset
@@ -105,8 +106,11 @@ def predict(model: SelfSupervisedAttentionRegressor, images: Tensor, batch_size:
 
     Raises:
         TypeError, ValueError: from the model's input checks (non-tensor, wrong shape or channel count, integer
-            dtype, NaN or inf).
+            dtype, NaN or inf), an empty ``images``, or a ``batch_size`` that is not an integer >= 1.
     """
+    batch_size = int(check_scalar(batch_size, "batch_size", low=1, integer=True))
+    if isinstance(images, Tensor) and images.shape[0] == 0:
+        raise ValueError("`images` holds no image to predict")
     model.eval()
     params, attention = [], []
     for start in range(0, images.shape[0], batch_size):
@@ -156,7 +160,13 @@ def background_shift(model: SelfSupervisedAttentionRegressor, batch: EllipseBatc
         float: the mean shift of the decoded prediction: :func:`captum_ext.datasets.ellipses.angular_error` in
         degrees (dataset 1) or Euclidean distance in pixels (datasets 2 and 3); 0 for a model that ignores the
         background.
+
+    Raises:
+        TypeError / ValueError: ``noise_scale`` not a finite number >= 0, or ``seed`` not an integer >= 0.
     """
+    # NaN noise gave a NaN shift, a negative scale the same noise with its sign flipped.
+    noise_scale = check_scalar(noise_scale, "noise_scale", low=0.0)
+    seed = int(check_scalar(seed, "seed", low=0, integer=True))
     generator = torch.Generator().manual_seed(seed)
     noise = noise_scale * torch.randn(batch.images.shape, generator=generator)
     disturbed = batch.images + (~batch.masks.bool()).float() * noise

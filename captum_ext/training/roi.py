@@ -122,9 +122,13 @@ def predict(model: ROIAttentionResNet, batch: SceneBatch, batch_size: int = 256)
         Tensor: ``N×C`` logits, ``C = num_classes`` of ``model``.
 
     Raises:
-        ValueError: if ``batch`` does not come from ``make_scenes(mode="roi")``.
+        ValueError: if ``batch`` does not come from ``make_scenes(mode="roi")`` or holds no scene, or
+            ``batch_size`` is not an integer >= 1.
     """
     _check_roi(batch)
+    batch_size = int(check_scalar(batch_size, "batch_size", low=1, integer=True))
+    if len(batch) == 0:
+        raise ValueError("`batch` holds no scene to predict")
     model.eval()
     images, masks = normalize(batch.images), batch.masks.float()
     return torch.cat([model(images[i : i + batch_size], masks[i : i + batch_size])
