@@ -57,7 +57,6 @@ def _versions_note(runs: Sequence[Run]) -> str:
     """A note when the runs were made under other library versions (a method's maps may change between releases,
     so the difference is named, without calling the scores incomparable)."""
     recorded = [versions for versions in (_setting(r, "versions") for r in runs) if isinstance(versions, dict)]
-    names = sorted({name for versions in recorded for name in versions})
-    differ = [f"{name} {' / '.join(sorted({str(v.get(name)) for v in recorded}))}" for name in names
-              if len({str(v.get(name)) for v in recorded}) > 1]
+    seen = {name: sorted({str(v.get(name)) for v in recorded}) for name in {n for v in recorded for n in v}}
+    differ = [f"{name} {' / '.join(values)}" for name, values in sorted(seen.items()) if len(values) > 1]
     return f"The runs were made under other library versions ({'; '.join(differ)})." if differ else ""

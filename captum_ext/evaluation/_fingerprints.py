@@ -196,11 +196,9 @@ def file_state(path: Optional[Union[str, Path]]) -> Optional[List[Any]]:
         return None
     try:
         stat = os.stat(path)
-        digest = hashlib.sha256()
-        hash_file(digest, path)
+        return [stat.st_size, stat.st_mtime_ns, file_digest(path)]
     except OSError:
         return None
-    return [stat.st_size, stat.st_mtime_ns, digest.hexdigest()]
 
 
 def file_changed(path: Union[str, Path], state: List[Any]) -> bool:
@@ -218,13 +216,9 @@ def file_changed(path: Union[str, Path], state: List[Any]) -> bool:
         stat = os.stat(path)
         if stat.st_size != state[0]:
             return True
-        if stat.st_mtime_ns == state[1]:
-            return False
-        digest = hashlib.sha256()
-        hash_file(digest, path)
+        return stat.st_mtime_ns != state[1] and file_digest(path) != state[2]
     except OSError:
         return True
-    return digest.hexdigest() != state[2]
 
 
 def check_image_files(out: Path, files: Mapping[str, str], records: Iterable[Mapping[str, Any]]) -> None:
