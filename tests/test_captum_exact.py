@@ -149,6 +149,44 @@ def test_replaced_submodule_is_explained_not_the_old_one():
         ms.attribute(x, target=0)
 
 
+class NormalisedCnn(nn.Module):
+    """A root-level normalisation the traced graph reads directly (``get_attr``), not through a submodule."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(1, 3, 1, 1))
+        self.register_buffer("std", torch.ones(1, 3, 1, 1))
+        self.body = small_cnn()
+
+    def forward(self, x):
+        return self.body((x - self.mean) / self.std)
+
+
+@pytest.mark.parametrize("replace", ["assign", "load_state_dict_assign", "to_double"])
+def test_replaced_buffers_are_explained_not_the_traced_ones(replace):
+    """Before: both methods kept the buffers of the first trace (MultiLayerClassDiffSaliency's map was off by 0.64,
+    NodeBacktrack's hits differed), because the trace holds its own references to tensors it reads directly."""
+    net = NormalisedCnn().eval()
+    nb, ms = NodeBacktrack(net), MultiLayerClassDiffSaliency(net, [net.body[0], net.body[3]])
+    x = torch.rand(2, 3, 8, 8)
+    nb.attribute(x, target=1), ms.attribute(x, target=1)
+    fingerprint = nb._fingerprint
+    nb.attribute(x, target=1)
+    assert nb._fingerprint is fingerprint  # nothing replaced: no new trace
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.2, 0.3, 0.1]).view(1, 3, 1, 1)
+    if replace == "assign":
+        net.mean, net.std = mean, std
+    elif replace == "load_state_dict_assign":
+        net.load_state_dict({**net.state_dict(), "mean": mean, "std": std}, assign=True)
+    else:
+        net.double()  # new buffer tensors, then new values in them
+        net.mean.copy_(mean), net.std.copy_(std)
+        x = x.double()
+    assert torch.equal(nb.attribute(x, target=1), NodeBacktrack(net).attribute(x, target=1))
+    assert torch.equal(ms.attribute(x, target=1), MultiLayerClassDiffSaliency(
+        net, [net.body[0], net.body[3]]).attribute(x, target=1))
+
+
 # -- 5. container layers -----------------------------------------------------------------------------------------
 
 def test_container_layers_give_the_gradient_at_the_containers_output():

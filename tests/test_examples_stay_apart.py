@@ -62,3 +62,18 @@ def test_an_activation_layer_called_twice_is_refused():
     assert hooks(net) == 0
     once = SensitivityBBox(net, activation_layer=net.layer4[1].conv2).attribute(torch.randn(2, 3, 32, 32))
     assert once.shape == (2, 3, 32, 32)
+
+
+def test_nodebacktrack_refuses_a_batch_through_a_batchnorm_on_batch_statistics_it_does_not_fold():
+    """Before: a BatchNorm without running statistics after a ReLU was passed through, and the hits of a batch
+    differed from the single-image hits."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(8, track_running_stats=False),
+                          nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 4)).eval()
+    x = torch.randn(4, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"BatchNorm `2` normalises with each batch's statistics .* each of the 4 "
+                                         r"maps would depend on the other images of the batch"):
+        NodeBacktrack(model).attribute(x, target=1)
+    alone = NodeBacktrack(model).attribute(x[:1], target=1)
+    assert alone.shape == (1, 3, 16, 16) and float(alone.sum()) > 0 and hooks(model) == 0

@@ -193,6 +193,25 @@ def test_bad_input(call, error, words):
         call(random_fcn(0), torch.randn(2, 3, 8, 8))
 
 
+def test_a_layer_without_feature_maps_is_refused_naming_it():
+    """Before: an ``N×C×L`` layer output skipped the channel maximum and its ``C×L`` gradient was resized as if it
+    were an image."""
+
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.flat, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Flatten(2), nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.head(self.flat(torch.relu(self.conv(x))).mean(2))
+
+    torch.manual_seed(0)
+    model = Tokens().eval()
+    with pytest.raises(ValueError, match=r"`layers\[1\]` must output N×C×H×W feature maps, got \(2, 8, 64\)"):
+        MultiLayerClassDiffSaliency(model, [model.conv, model.flat]).attribute(torch.randn(2, 3, 8, 8), target=0)
+    assert MultiLayerClassDiffSaliency(model, [model.conv]).attribute(torch.randn(2, 3, 8, 8)).shape == (2, 1, 8, 8)
+
+
 def test_scales_on_a_fixed_size_model_raise_a_clear_error():
     model = zoo.load("scenes_vgg")  # flatten + Linear(4096, …): 64×64 only
     ms = MultiLayerClassDiffSaliency(model, [model.features[10]], multi_label=False)

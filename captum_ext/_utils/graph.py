@@ -36,9 +36,21 @@ def unwrap_model(model: Any, name: str = "model") -> Any:
 
 
 def module_fingerprint(model: nn.Module) -> Tuple[Tuple[str, int], ...]:
-    """Names and identities of every submodule: it changes when a submodule is replaced, added or removed, which
-    makes a trace taken earlier stale."""
-    return tuple((name, id(module)) for name, module in model.named_modules())
+    """Names and identities of every submodule and of every tensor a module holds (parameters, buffers, plain
+    tensor attributes).
+
+    It changes when a submodule or tensor is replaced, added or removed, which makes a trace taken earlier stale: the
+    traced graph keeps its own references to the tensors it reads directly (a root-level normalisation buffer, say),
+    and ``model.to(...)``, ``model.double()`` or ``load_state_dict(..., assign=True)`` put new buffers in their
+    place. Updates in place (``load_state_dict``, an optimiser step) keep the identities and reach the graph anyway.
+    """
+    found = []
+    for name, module in model.named_modules():
+        found.append((name, id(module)))
+        tensors = {**module._parameters, **module._buffers,
+                   **{key: value for key, value in vars(module).items() if isinstance(value, Tensor)}}
+        found.extend((f"{name}.{key}", id(value)) for key, value in tensors.items())
+    return tuple(found)
 
 
 def trace(model: Callable[..., Any], name: str = "model") -> fx.GraphModule:

@@ -129,7 +129,8 @@ class MultiLayerClassDiffSaliency(GradientAttribution):
                              for graph in ("plain", "guided")}
 
     def _refresh(self) -> None:
-        """Re-trace when a submodule was replaced since the last trace, so the current model is explained."""
+        """Re-trace when a submodule or tensor of the model was replaced since the last trace, so the current model
+        is explained."""
         if G.module_fingerprint(self._model) != self._fingerprint:
             self._trace()
 
@@ -324,12 +325,13 @@ class MultiLayerClassDiffSaliency(GradientAttribution):
                 grads = torch.autograd.grad(scores, layer_values, grad_outputs=one_hot, is_grads_batched=True,
                                             allow_unused=True)
                 per_layer, raw_layers, subtracted_layers = [], [], []
-                for grad, value in zip(grads, layer_values):
+                for index, (grad, value) in enumerate(zip(grads, layer_values)):
                     if grad is None:
-                        raise ValueError("a listed layer does not influence the class scores")
-                    saliency = grad.abs().amax(dim=2) if grad.dim() == 5 else grad.abs()  # K×N×h×w
-                    if saliency.dim() != 4:
-                        raise ValueError(f"layer outputs must be N×C×H×W feature maps, got {tuple(value.shape)}")
+                        raise ValueError(f"`layers[{index}]` does not influence the class scores")
+                    if value.dim() != 4:
+                        raise ValueError(f"`layers[{index}]` must output N×C×H×W feature maps, got "
+                                         f"{tuple(value.shape)}")
+                    saliency = grad.abs().amax(dim=2)  # K×N×h×w
                     up = F.interpolate(saliency.flatten(0, 1)[:, None], size=(height, width), mode="bilinear",
                                        align_corners=False).view(slots, n, 1, height, width)
                     subtracted, normalised = self._combine(up.detach(), valid, subtract, float(alpha))

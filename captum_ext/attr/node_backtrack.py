@@ -15,6 +15,7 @@ from captum_ext._utils import graph as G
 from captum_ext._utils.attribution import (
     TensorOrTuple,
     cast_like,
+    check_examples_independent,
     explained_model_errors,
     format_additional_args,
     format_inputs,
@@ -73,7 +74,8 @@ class NodeBacktrack(Attribution):
       product of two attributed values other than a gate raises ``NotImplementedError``.
 
     A kept node with no positive contribution under the positive rules has no predecessor: its path ends there, and
-    an image whose every path ends early gets all-zero hits.
+    an image whose every path ends early gets all-zero hits. The argmax and ``"max"`` rules always keep one
+    predecessor, the largest contribution even when none is positive (then possibly a zero one).
 
     Kept nodes are united and de-duplicated per value (``deduplicate=True``, the paper's memory vectors); the
     result counts, for every input element, how many kept first-layer nodes backtracked to it. With
@@ -91,8 +93,9 @@ class NodeBacktrack(Attribution):
 
     The model is traced with ``torch.fx`` (never modified, no hooks; ``torch.compile`` and ``DataParallel``
     wrappers are unwrapped); any operation on a path outside the list above raises ``NotImplementedError`` naming
-    it, so a map is never silently wrong. Replacing a submodule after construction is noticed: the model is traced
-    again on the next call.
+    it, so a map is never silently wrong. Replacing a submodule, parameter or buffer after construction (``model.to``
+    and ``load_state_dict(..., assign=True)`` do) is noticed: the model is traced again on the next call. A
+    BatchNorm without running statistics mixes the images of a batch, so such a model explains one image at a time.
     Everything is vectorised over the kept nodes and the batch: each layer's rule is a short, fixed sequence of
     tensor operations whatever the batch (the index tables of a layer's window geometry are built once per layer and
     input size), and the walk waits for the device only to de-duplicate kept nodes, where paths meet and every two
@@ -344,7 +347,8 @@ class NodeBacktrack(Attribution):
         self._walk_cache: Dict[object, object] = {}
 
     def _refresh(self) -> None:
-        """Re-trace when a submodule was replaced since the last trace, so the current model is explained."""
+        """Re-trace when a submodule or tensor of the model was replaced since the last trace, so the current model
+        is explained."""
         if G.module_fingerprint(self._model) != self._fingerprint:
             self._trace()
 
@@ -365,6 +369,7 @@ class NodeBacktrack(Attribution):
     @torch.no_grad()
     def _backtrack(self, inputs: Tuple[Tensor, ...], target: Any, extra: Tuple[Any, ...]) -> Tuple[Tensor, ...]:
         self._refresh()
+        check_examples_independent(self._model, inputs[0].shape[0])  # each image's walk must be its own
         args = (*to_model_dtype(inputs, self._model), *extra)
         G.check_forward_arguments(self.graph_module, len(inputs), len(extra))
         walk = Walk(self.graph_module, fc_rule=self.fc_rule, fc_top_n=self.fc_top_n,
