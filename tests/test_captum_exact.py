@@ -1,6 +1,7 @@
 """Captum-exact behaviour of the attribution methods: argument order, tuple in/tuple out, default targets, model
 state, the library's own models, stale traces, container layers, dtypes and errors that name the argument."""
 import inspect
+import re
 
 import pytest
 import torch
@@ -275,3 +276,73 @@ def test_meta_inputs_get_an_error_naming_them_from_every_method():
                 method.attribute(inputs, target=0)
     with pytest.raises(ValueError, match=r"^`inputs` is a meta tensor.*no values"):
         SensitivityBBox(net).fit(meta, torch.tensor([[0.0, 0.0, 4.0, 4.0]] * 2), target=0)
+
+
+# -- conventions found by a user's sweep ------------------------------------------------------------------------
+
+def test_inference_tensors_are_explained_inside_and_outside_inference_mode():
+    """Before: tensors made under ``torch.inference_mode()`` (a common data pipeline) failed in both gradient
+    methods with torch's "Setting requires_grad=True on inference tensor" / "does not require grad"."""
+    net, x = small_cnn(), torch.randn(2, 3, 8, 8)
+    with torch.inference_mode():
+        frozen = x.clone()
+    for build in (lambda: SensitivityBBox(net), lambda: MultiLayerClassDiffSaliency(net, [net[0], net[3]])):
+        expected = build().attribute(x, target=1)
+        assert torch.equal(build().attribute(frozen, target=1), expected)
+        with torch.inference_mode():
+            assert torch.equal(build().attribute(frozen, target=1), expected)
+
+
+def test_sensitivity_bbox_layer_variant_explains_a_model_with_a_tuple_output():
+    """Before: ``activation_layer`` ignores the model's output, yet a tuple output was refused."""
+    torch.manual_seed(0)
+    model = SelfSupervisedAttentionRegressor(2, width=4).eval()
+    x = torch.rand(2, 1, 16, 16)
+    layer = model.regressor[1]
+    captured = []
+    handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    try:
+        leaf = x.clone().requires_grad_(True)
+        model(leaf)
+        expected = torch.autograd.grad(captured[0].sum(), leaf)[0].abs()
+    finally:
+        handle.remove()
+    torch.testing.assert_close(SensitivityBBox(model, activation_layer=layer).attribute(x), expected)
+    with pytest.raises(TypeError, match=r"must return a tensor of scores, got a tuple; explain one output through a "
+                                        r"function or bound method \(e.g. `model.regress`\)"):
+        SensitivityBBox(model).attribute(x, target=0)
+
+
+def test_box_fitting_takes_a_one_element_target_tensor_for_every_image_as_attribute_does():
+    """Before: ``fit`` and ``predict_boxes`` refused ``torch.tensor([1])``, which ``attribute`` applies to all."""
+    net, x = small_cnn(), torch.randn(6, 3, 16, 16)
+    boxes = torch.tensor([[2.0, 2.0, 10.0, 12.0]]).repeat(6, 1) + torch.arange(6.0)[:, None]
+    by_int, by_tensor = SensitivityBBox(net).fit(x, boxes, target=1), SensitivityBBox(net).fit(
+        x, boxes, target=torch.tensor([1]))
+    assert torch.equal(by_int.predict_boxes(x, target=1), by_tensor.predict_boxes(x, target=torch.tensor([1])))
+
+
+def test_node_backtrack_points_from_hits_checks_its_argument():
+    for bad in (torch.zeros(2, 3, 4), [1, 2]):
+        with pytest.raises(ValueError, match=r"`hits` must be an N×C×H×W tensor"):
+            NodeBacktrack.points_from_hits(bad)
+
+
+@pytest.mark.parametrize("images, words", [(torch.rand(1, 1, 3, 3), "Output size is too small"),
+                                            (torch.rand(2, 1, 8, 8, dtype=torch.float64), "scalar type Double")])
+def test_self_supervised_regressor_names_images_it_cannot_run_on(images, words):
+    """Before: torch's errors from inside the regressor, naming no argument."""
+    model = SelfSupervisedAttentionRegressor(2, width=4).eval()
+    # The attention net has no pooling: it runs on a 3×3 image.
+    for call in (model, model.regress) + ((model.attention,) if images.dtype == torch.float64 else ()):
+        with pytest.raises(ValueError, match=rf"could not run on `images` shaped {re.escape(str(tuple(images.shape)))}"
+                                             rf": .*{words}"):
+            call(images)
+
+
+def test_roi_num_classes_accepts_numpy_ints_as_depth_does():
+    import numpy as np
+
+    assert ROIAttentionResNet(num_classes=np.int64(2), depth=np.int64(18)).backbone.fc.out_features == 2
+    with pytest.raises(ValueError, match=r"`num_classes` must be >= 1"):
+        ROIAttentionResNet(num_classes=0, depth=18)

@@ -223,6 +223,20 @@ def model_module(forward_func: Any) -> Optional[nn.Module]:
 
 
 @contextmanager
+def gradients_enabled() -> Iterator[None]:
+    """Autograd on for the block, also when the caller runs under ``torch.inference_mode()``, where
+    ``torch.enable_grad()`` alone records nothing."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def gradient_leaf(value: Tensor) -> Tensor:
+    """A leaf holding ``value`` that requires grad; an inference tensor (made under ``torch.inference_mode()``,
+    which autograd cannot record) is copied first."""
+    return (value.clone() if value.is_inference() else value.detach()).requires_grad_(True)
+
+
+@contextmanager
 def eval_mode(forward_func: Any) -> Iterator[None]:
     """Run the block with the model behind ``forward_func`` in eval mode (BatchNorm on its running statistics,
     which then stay untouched; dropout off), restoring every flag afterwards, also after an exception."""
@@ -320,7 +334,7 @@ def explained_model_errors(inputs: Sequence[Tensor], name: str = "inputs") -> It
             raise
         shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
         raise ModelInputError(f"the model could not run on `{name}` shaped {shapes}: {err}. Check the number of "
-                              f"channels, and that the images are at least as large as the network accepts (and "
+                              f"channels and the dtype (the model's), and that the images are at least as large as the network accepts (and "
                               f"of the size its fixed-size layers expect).") from err
 
 

@@ -24,6 +24,8 @@ Batch = Union[Tuple[Tensor, Tensor], Tuple[Tensor, Tensor, Any]]
 
 def _per_image(target: Any, n: int) -> bool:
     """Whether ``target`` holds one entry per image (a list or 1-D tensor), checking that it holds ``n``."""
+    if isinstance(target, Tensor) and target.numel() == 1:
+        return False  # Captum's rule, as in ``attribute``: a one-element tensor applies to every image
     per_image = isinstance(target, list) or (isinstance(target, Tensor) and target.dim() == 1)
     if per_image and len(target) != n:
         raise ValueError(f"`target` must hold one entry per image ({n}), got {len(target)}")

@@ -18,6 +18,8 @@ from captum_ext._utils.attribution import (
     eval_mode,
     expand_per_example,
     explained_model_errors,
+    gradient_leaf,
+    gradients_enabled,
     format_additional_args,
     format_inputs,
     format_output,
@@ -160,7 +162,7 @@ class MultiLayerClassDiffSaliency(GradientAttribution):
         nodes = [pair[0] if to_input else pair[1] for pair in self._layer_nodes[graph]]
         capture = _LayerCapture(self._guided if guided else self._plain, nodes)
         # every downstream value is in the autograd graph
-        leaves = tuple(x.detach().requires_grad_(True) if x.is_floating_point() else x for x in inputs)
+        leaves = tuple(gradient_leaf(x) if x.is_floating_point() else x for x in inputs)
         with explained_model_errors(inputs):
             output = capture.run(*leaves, *extra)
         if isinstance(output, (tuple, list)) and output:
@@ -293,7 +295,7 @@ class MultiLayerClassDiffSaliency(GradientAttribution):
         model_inputs = to_model_dtype(formatted, self._model)
         n, _, height, width = formatted[0].shape
         check_examples_independent(self._model, n)  # each image's class difference must be its own
-        with torch.enable_grad(), eval_mode(self._plain):
+        with gradients_enabled(), eval_mode(self._plain):
             runs = []
             for scale in scale_values:
                 scaled = model_inputs if scale == 1.0 else tuple(F.interpolate(

@@ -38,6 +38,11 @@ SPATIAL_FC_RULES = ("argmax", "positive", "top_n")
 CONV_RULES = ("max", "top_n", "positive")
 
 
+def _check_hits(hits: Any) -> None:
+    if not isinstance(hits, Tensor) or hits.dim() != 4:
+        raise ValueError(f"`hits` must be an N×C×H×W tensor, got {getattr(hits, 'shape', type(hits).__name__)}")
+
+
 class NodeBacktrack(Attribution):
     r"""Node backtracking (Gandikota & Mishra, *How you see me*): from the target output node, follow the
     most-contributing nodes back through every layer to the input pixels.
@@ -292,8 +297,7 @@ class NodeBacktrack(Attribution):
             Tensor: ``N×1×H×W`` float32, the channel-summed hits Gaussian-blurred and scaled so each image's
             maximum is 1 (all zeros for an image without hits).
         """
-        if not isinstance(hits, Tensor) or hits.dim() != 4:
-            raise ValueError(f"`hits` must be an N×C×H×W tensor, got {getattr(hits, 'shape', type(hits))}")
+        _check_hits(hits)
         height, width = hits.shape[-2:]
         blur = max(height, width) / 16.0 if sigma is None else check_scalar(sigma, "sigma", low=0.0)
         return max_normalise(gaussian_blur(hits.sum(dim=1, keepdim=True).to(torch.float32), blur))
@@ -309,6 +313,7 @@ class NodeBacktrack(Attribution):
             list of Tensor: per image, a ``K×3`` tensor of ``(y, x, count)`` for every pixel reached (channels
             summed), in row-major order.
         """
+        _check_hits(hits)
         per_pixel = hits.sum(dim=1)
         points = []
         for image in per_pixel:  # one entry per image in the output list; the work inside is vectorised

@@ -18,11 +18,12 @@ from captum_ext._utils.attribution import (
     check_examples_independent,
     eval_mode,
     explained_model_errors,
+    gradient_leaf,
+    gradients_enabled,
     format_additional_args,
     format_inputs,
     format_output,
     hook_handles,
-    run_forward,
     select_targets,
     to_model_dtype,
 )
@@ -157,9 +158,11 @@ class SensitivityBBox(BoxMapFitting, GradientAttribution):
     ) -> TensorOrTuple:
         r"""Sensitivity of the target score to every input element.
 
-        The arguments are Captum :class:`~captum.attr.Saliency`'s, in its order. The model runs in eval mode
-        (restored afterwards), so BatchNorm statistics are never updated and maps do not depend on the batch (a
-        BatchNorm without running statistics would mix the batch's images: such a model is refused for batches).
+        The arguments are Captum :class:`~captum.attr.Saliency`'s, in its order. A model given as a module or a
+        bound method of one runs in eval mode (restored afterwards), so BatchNorm statistics are never updated and
+        maps do not depend on the batch (a BatchNorm without running statistics would mix the batch's images: such
+        a model is refused for batches). A plain function (``lambda x: model(x)``) is called as it is: put its model
+        in eval mode yourself.
 
         Args:
             inputs (Tensor or tuple of Tensor): ``N×C×H×W`` input batch (a tuple for multi-input models); the
@@ -206,12 +209,12 @@ class SensitivityBBox(BoxMapFitting, GradientAttribution):
         classes: Optional[Tensor] = None
         # The summed scores' gradient is each example's own only when examples do not mix in the forward pass.
         check_examples_independent(self.forward_func, inputs[0].shape[0])
-        with torch.enable_grad(), eval_mode(self.forward_func), hook_handles() as handles:
-            leaves = tuple(x.detach().requires_grad_(True) for x in to_model_dtype(inputs, self.forward_func))
+        with gradients_enabled(), eval_mode(self.forward_func), hook_handles() as handles:
+            leaves = tuple(gradient_leaf(x) for x in to_model_dtype(inputs, self.forward_func))
             captured = capture_output(handles, self.activation_layer) if self.activation_layer is not None else None
             with explained_model_errors(inputs):
-                output = run_forward(self.forward_func, leaves, extra)
-            if isinstance(output, (tuple, list)) and output and captured is None:
+                output = self.forward_func(*leaves, *extra)
+            if captured is None and not isinstance(output, Tensor):  # with a layer, any output (a tuple) will do
                 raise TypeError(f"the model must return a tensor of scores, got a {type(output).__name__}; explain "
                                 f"one output through a function or bound method (e.g. `model.regress`)")
             if captured is not None:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
-from captum_ext._utils.validation import check_in_choices, is_tracing
+from captum_ext._utils.validation import check_in_choices, check_scalar, is_tracing
 
 MERGE_POINTS = ("first", "layer1", "layer2", "layer3", "layer4", "all")
 MODES = ("add", "mul")
@@ -92,8 +92,7 @@ class ROIAttentionResNet(nn.Module):
                                 f"{depth!r}")
             depth = int(depth)
             check_in_choices(depth, "depth", DEPTHS)
-            if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-                raise ValueError(f"`num_classes` must be a positive int, got {num_classes!r}")
+            num_classes = int(check_scalar(num_classes, "num_classes", low=1, integer=True))  # numpy ints too
             backbone = getattr(torchvision.models, f"resnet{depth}")(weights=None, num_classes=num_classes)
         elif not isinstance(backbone, torchvision.models.ResNet):
             raise TypeError(f"`backbone` must be a torchvision.models.ResNet, got {type(backbone).__name__}")

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from captum_ext._utils.attribution import explained_model_errors
 from captum_ext._utils.validation import check_finite, check_in_choices, check_scalar, is_tracing
 from captum_ext.models._attention_nets import (  # noqa: F401 (re-exported)
     AttentionNet,
@@ -167,7 +168,8 @@ class SelfSupervisedAttentionRegressor(nn.Module):
     def _run_regressor(self, images: Tensor, stacked: bool = False) -> Tensor:
         # A custom regressor is not otherwise held to N×out_features: an N×1 or 1-D output would be broadcast
         # silently against the out_features target mean and scale (and against the targets in the loss).
-        output = self.regressor(images)
+        with explained_model_errors((images,), "images"):  # too small for the pooling, another dtype, …
+            output = self.regressor(images)
         if is_tracing():
             return output
         expected = (images.shape[0], self.out_features)
@@ -213,7 +215,8 @@ class SelfSupervisedAttentionRegressor(nn.Module):
         Returns:
             Tensor: ``N×1×H×W`` in ``[0, 1]`` (object ≈ 1).
         """
-        logits = self.attention_net(self._check_images(images))
+        with explained_model_errors((images,), "images"):
+            logits = self.attention_net(self._check_images(images))
         if not is_tracing() and (logits.shape[0] != images.shape[0] or logits.shape[1:] != (1, *images.shape[-2:])):
             raise ValueError(f"`attention_net` must return N×1×H×W logits, got shape {tuple(logits.shape)}")
         return torch.sigmoid(logits)
