@@ -205,6 +205,25 @@ def test_resized_runs_record_the_stored_size_and_the_native_one(tmp_path):
         assert float(np.asarray(store["maps"][pair, :height, :width]).max()) == 1.0
 
 
+def test_an_opened_dataset_applies_its_own_resize_and_refuses_other_options(tmp_path):
+    """Before: ``resize`` and ``skip_bad`` given with an opened dataset were recorded in the settings but not
+    applied (maps at the native size, scores against native truth)."""
+    with pytest.raises(ValueError, match=r"`resize` \(48, 40\) differs from the dataset's own \(None\): open the "
+                                         r"dataset with resize=\(48, 40\)"):
+        evaluate(tiny_net(), "saliency", open_dataset("scenes:multi:3"), tmp_path / "a", resize=(48, 40),
+                 show_progress=False)
+    with pytest.raises(ValueError, match=r"`skip_bad` is True but the dataset was opened with skip_bad=False"):
+        evaluate(tiny_net(), "saliency", open_dataset("scenes:multi:3"), tmp_path / "b", skip_bad=True,
+                 show_progress=False)
+    opened = evaluate(tiny_net(), "saliency", open_dataset("scenes:multi:3", resize=(48, 40)), tmp_path / "c",
+                      show_progress=False)
+    by_spec = evaluate(tiny_net(), "saliency", "scenes:multi:3", tmp_path / "d", resize=(48, 40), show_progress=False)
+    assert opened["settings"]["resize"] == [48, 40]
+    assert (tmp_path / "c" / "pairs.csv").read_text() == (tmp_path / "d" / "pairs.csv").read_text()
+    assert {k: v for k, v in opened.items() if k != "settings"} == {k: v for k, v in by_spec.items()
+                                                                      if k != "settings"}
+
+
 # -- resumed runs --------------------------------------------------------------------------------------------------
 
 def test_resume_after_the_annotations_changed_is_refused_naming_them(tmp_path, multi_batch):
@@ -792,3 +811,20 @@ def test_grad_cam_layer_may_be_named_inside_the_wrapped_classifier(tmp_path):
         maps[name] = zarr.open_group(str(tmp_path / str(name) / "maps.zarr"), mode="r")["maps"][:]
     assert np.array_equal(maps["features.10"], maps["model.features.10"])
     assert not np.array_equal(maps["features.10"], maps[None])  # the layer named is the layer used
+
+
+def test_a_folder_of_other_files_is_refused_and_left_as_it_was(tmp_path):
+    """Before: the user's own ``metrics.json`` and ``pairs.csv`` in ``out`` were replaced without a word."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"my_training_metrics": 0.93}')
+    (out / "pairs.csv").write_text("my table\n")
+    for resume in (False, True):
+        with pytest.raises(ValueError, match=r"holds files of no evaluate run \(metrics.json, pairs.csv\); use a new "
+                                             r"or empty folder"):
+            evaluate(tiny_net(), "saliency", "scenes:single:2", out, resume=resume, show_progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "pairs.csv"]
+    assert (out / "metrics.json").read_text() == '{"my_training_metrics": 0.93}'
+    (tmp_path / "empty").mkdir()
+    evaluate(tiny_net(), "saliency", "scenes:single:2", tmp_path / "empty", show_progress=False)
+    assert (tmp_path / "empty" / "run.json").is_file()

@@ -140,7 +140,7 @@ def check_out_folder(out: Path, settings: Dict[str, Any], resume: bool, records:
 
     Raises:
         ValueError: ``out`` is a file, or holds another run, or a run whose inputs changed, or this run without
-            ``resume``, or progress records without settings.
+            ``resume``, or progress records without settings, or other files.
     """
     if out.exists() and not out.is_dir():  # every process sees it, so every process says it
         raise ValueError(f"`out` {str(out)!r} is a file, not a folder")
@@ -175,6 +175,10 @@ def check_out_folder(out: Path, settings: Dict[str, Any], resume: bool, records:
                              f"or use another folder")
     elif records.any():
         raise ValueError(f"`out` {str(out)!r} holds progress records without run settings; use another folder")
+    elif out.is_dir() and any(out.iterdir()):  # the run's files would replace the user's own
+        found = sorted(entry.name for entry in out.iterdir())
+        raise ValueError(f"`out` {str(out)!r} holds files of no evaluate run ({', '.join(found[:3])}"
+                         f"{', …' if len(found) > 3 else ''}); use a new or empty folder")
     group.barrier()
     if group.is_main and (widened or not run_file.is_file()):
         out.mkdir(parents=True, exist_ok=True)

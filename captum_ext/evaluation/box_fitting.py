@@ -113,7 +113,7 @@ def fit_box_map(
     with processes(device) as group, eval_mode(model if isinstance(model, nn.Module) else None):
         if group.is_main:
             check_writable(Path(out), "out")
-        dataset = _dataset_of(data, resize, skip_bad, class_map)
+        dataset = _dataset_of(data, resize, skip_bad, class_map)[0]
         if not dataset.has_boxes:
             raise ValueError(f"`data` {getattr(dataset, 'spec', '')!r} has no boxes to fit a box map on")
         loaded = _model_of(model, group.device)

@@ -39,16 +39,25 @@ DataArgument = Union[str, "torch.utils.data.Dataset", DataLoader]
 
 
 def _dataset_of(data: DataArgument, resize: Optional[Tuple[int, int]], skip_bad: bool,
-                class_map: Optional[ClassMap] = None) -> Any:
-    from captum_ext.evaluation.data import AnnotatedImages, open_dataset
+                class_map: Optional[ClassMap] = None) -> Tuple[Any, Optional[Tuple[int, int]], bool]:
+    """The dataset, and the ``resize`` and ``skip_bad`` it applies (those of an opened dataset are its own: one
+    that disagrees with the arguments is refused, since they would be recorded but not applied)."""
+    from captum_ext.evaluation.data import AnnotatedImages, _check_resize, open_dataset
 
     if isinstance(data, str):
-        return open_dataset(data, resize=resize, skip_bad=skip_bad, class_map=class_map)
+        return open_dataset(data, resize=resize, skip_bad=skip_bad, class_map=class_map), resize, skip_bad
     dataset = data.dataset if isinstance(data, DataLoader) else data
     if not isinstance(dataset, AnnotatedImages):
         raise TypeError(f"`data` must be a dataset spec, an AnnotatedImages dataset or a DataLoader over one, got "
                         f"{type(dataset).__name__}")
-    return dataset
+    own = tuple(dataset.resize) if dataset.resize is not None else None
+    if resize is not None and _check_resize(resize) != own:
+        raise ValueError(f"`resize` {tuple(resize)} differs from the dataset's own ({own}): open the dataset with "
+                         f"resize={tuple(resize)}, or leave `resize` out")
+    if skip_bad and not dataset.skip_bad:
+        raise ValueError("`skip_bad` is True but the dataset was opened with skip_bad=False: open it with "
+                         "skip_bad=True, or leave `skip_bad` out")
+    return dataset, own, bool(dataset.skip_bad)
 
 
 def _model_of(model: Union[str, nn.Module, EvaluationModel], device: torch.device) -> EvaluationModel:
@@ -196,7 +205,7 @@ def evaluate(
         held, given = ("one method", "several methods") if several else ("several methods", "one method")
         raise ValueError(f"`out` {str(out)!r} holds a run of {held}; give {given} another folder")
     with processes(device) as group, ExitStack() as restore:
-        dataset = _dataset_of(data, resize, skip_bad, class_map)
+        dataset, resize, skip_bad = _dataset_of(data, resize, skip_bad, class_map)
         loaded = _model_of(model, group.device)
         # Eval mode for the run (BatchNorm on its running statistics), the model's own flags restored afterwards,
         # also after an exception.
