@@ -325,9 +325,25 @@ def test_a_resumed_run_says_where_it_starts(tmp_path, capsys):
 
 def test_a_resume_with_another_resize_names_the_resize(tmp_path):
     evaluate(tiny_net(), "saliency", "scenes:single:2", tmp_path / "run", resize=(48, 48), show_progress=False)
-    with pytest.raises(ValueError, match=r"holds a run with other settings \(resize\)"):
+    with pytest.raises(ValueError, match=r"holds a run with other settings \(resize: \[48, 48\] then, \[32, 32\] "
+                                         r"now\)"):
         evaluate(tiny_net(), "saliency", "scenes:single:2", tmp_path / "run", resize=(32, 32), resume=True,
                  show_progress=False)
+
+
+def test_a_resume_finds_the_same_folders_however_spelled_and_names_another_spelling(tmp_path, multi_batch,
+                                                                                      monkeypatch):
+    """Before: a trailing slash on the image folder was "other settings (data)", naming neither spelling."""
+    monkeypatch.chdir(tmp_path)
+    export_coco(multi_batch, "coco")
+    first = run(tmp_path, "coco:coco/annotations.json:coco/images", "run")
+    records = sorted((tmp_path / "run" / "progress").glob("batch-*.json"))
+    records[-1].unlink()  # as if stopped before the last batch was recorded
+    resumed = run(tmp_path, "coco:./coco/annotations.json:coco/images/", "run", resume=True)
+    assert {k: v for k, v in resumed.items() if k != "settings"} == {k: v for k, v in first.items() if k != "settings"}
+    with pytest.raises(ValueError, match=r"other settings \(data: \"coco:coco/annotations.json:coco/images\" then, "
+                                         rf"\"coco:{re.escape(str(tmp_path))}/coco/annotations.json:"):
+        run(tmp_path, f"coco:{tmp_path}/coco/annotations.json:{tmp_path}/coco/images", "run", resume=True)
 
 
 def test_resume_says_when_there_is_nothing_to_resume(tmp_path, capsys):
@@ -349,6 +365,19 @@ def test_one_method_is_refused_in_a_folder_of_several_and_the_other_way_round(tm
     with pytest.raises(ValueError, match="holds a run of one method; give several methods another folder"):
         evaluate(tiny_net(), "saliency,grad_cam", "scenes:single:2", tmp_path / "one", resume=True,
                  show_progress=False)
+
+
+def test_a_resume_that_drops_a_finished_method_is_refused_before_any_work(tmp_path):
+    """Before: the new method ran over the whole dataset, and only then was the leaderboard refused."""
+    evaluate(tiny_net(), "saliency,grad_cam", "scenes:single:2", tmp_path / "both", show_progress=False)
+    with pytest.raises(ValueError, match=r"holds finished results of grad_cam, which this run's leaderboard would "
+                                         r"leave out: list them too"):
+        evaluate(tiny_net(), "saliency,guided_backprop", "scenes:single:2", tmp_path / "both", resume=True,
+                 show_progress=False)
+    assert not (tmp_path / "both" / "guided_backprop").exists()
+    added = evaluate(tiny_net(), "saliency,grad_cam,guided_backprop", "scenes:single:2", tmp_path / "both",
+                     resume=True, show_progress=False)
+    assert set(added) == {"saliency", "grad_cam", "guided_backprop"}
 
 
 # -- bad boxes -----------------------------------------------------------------------------------------------------

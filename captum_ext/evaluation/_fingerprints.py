@@ -127,6 +127,12 @@ def changed_inputs(earlier: Mapping[str, Any], now: Mapping[str, Any]) -> List[s
     return [DESCRIPTIONS.get(key, key) for key in sorted(set(earlier) | set(now)) if earlier.get(key) != now.get(key)]
 
 
+def _setting_change(key: str, earlier: Any, now: Any) -> str:
+    """``key``, with its values then and now where they are short enough to read in one line."""
+    shown = f"{key}: {json.dumps(earlier)} then, {json.dumps(now)} now"
+    return shown if len(shown) <= 400 else key
+
+
 def check_out_folder(out: Path, settings: Dict[str, Any], resume: bool, records: "BatchRecords",
                      group: "Processes") -> None:
     """Refuse to mix runs: ``out`` is new, or holds this very run and ``resume`` is set; then record the settings.
@@ -164,7 +170,8 @@ def check_out_folder(out: Path, settings: Dict[str, Any], resume: bool, records:
             raise ValueError(f"`out` {str(out)!r} holds a run made with `skip_bad`: pass it to continue the run, or "
                              f"use another folder")
         if changed:
-            raise ValueError(f"`out` {str(out)!r} holds a run with other settings ({', '.join(changed)}); use "
+            raise ValueError(f"`out` {str(out)!r} holds a run with other settings "
+                             f"({', '.join(_setting_change(k, earlier.get(k), now.get(k)) for k in changed)}); use "
                              f"another folder")
         inputs = changed_inputs(earlier.get("inputs", {}), now.get("inputs", {}))
         if inputs:

@@ -320,6 +320,17 @@ def _check_resize(resize: Optional[Sequence[int]]) -> Optional[Tuple[int, int]]:
     return int(resize[0]), int(resize[1])
 
 
+def _normalised_spec(spec: str) -> str:
+    """``spec`` with its paths normalised (``data/img/`` and ``./data//img`` are ``data/img``), so that a resumed run
+    finds the same dataset however its folders were spelled."""
+    kind, _, rest = spec.partition(":")
+    if kind not in ("coco", "voc", "folder") or not rest:
+        return spec
+    parts = rest.split(":")
+    paths = 2 if kind == "coco" else 1
+    return ":".join([kind, *(os.path.normpath(p) if p else p for p in parts[:paths]), *parts[paths:]])
+
+
 def _open_source(spec: str, class_map: Optional[Any] = None) -> object:
     """Parse ``spec`` and read its annotations (a VOC tree takes its class list from ``class_map``)."""
     kind, _, rest = spec.partition(":")
@@ -399,6 +410,7 @@ def open_dataset(spec: str, resize: Optional[Tuple[int, int]] = None, skip_bad: 
     from captum_ext.evaluation.class_maps import as_class_map
 
     size = _check_resize(resize)
+    spec = _normalised_spec(spec)
     source = _open_source(spec, as_class_map(class_map))
     if not source.entries:
         raise ValueError(f"dataset spec {spec!r} yields no images")

@@ -204,6 +204,11 @@ def evaluate(
     if (out / "run.json").is_file() if several else any((out / name / "run.json").is_file() for name in METHODS):
         held, given = ("one method", "several methods") if several else ("several methods", "one method")
         raise ValueError(f"`out` {str(out)!r} holds a run of {held}; give {given} another folder")
+    # The leaderboard written at the end compares the listed methods only: refuse now, not after the work.
+    left_out = sorted(p.parent.name for p in out.glob("*/metrics.json") if p.parent.name not in methods)
+    if several and left_out:
+        raise ValueError(f"`out` {str(out)!r} holds finished results of {', '.join(left_out)}, which this run's "
+                         f"leaderboard would leave out: list them too, or use another folder")
     with processes(device) as group, ExitStack() as restore:
         dataset, resize, skip_bad = _dataset_of(data, resize, skip_bad, class_map)
         loaded = _model_of(model, group.device)
