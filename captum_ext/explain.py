@@ -24,7 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from captum_ext._utils.checkpoints import read_state_dict
-from captum_ext._utils.images import as_image_batch, file_pixels_problem, normalize, resize, resize_shorter_and_crop
+from captum_ext._utils.images import (as_image_batch, displayed_pixels, file_pixels_problem, normalize, resize,
+                                      resize_shorter_and_crop)
 
 METHODS: Tuple[str, ...] = ("saliency", "node_backtrack", "class_diff", "sensitivity")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -45,7 +46,8 @@ class LoadedModel:
 
 
 def read_image(path: Union[str, Path]) -> Tensor:
-    """Read an image file (PNG, JPEG, ...) as a ``1×3×H×W`` float tensor in [0, 1] (alpha dropped, gray → RGB).
+    """Read an image file (PNG, JPEG, ...) as a ``1×3×H×W`` float tensor in [0, 1] (alpha dropped, gray → RGB, a
+    photo's EXIF orientation applied).
 
     Args:
         path (str or Path): the image file.
@@ -68,7 +70,7 @@ def read_image(path: Union[str, Path]) -> Tensor:
             array = io.imread(handle)
     except Exception as err:  # skimage raises several types for unreadable files
         raise ValueError(f"could not read {str(path)!r} as an image: {err}") from err
-    array = np.asarray(array)
+    array = displayed_pixels(str(path), np.asarray(array))  # a photo's EXIF orientation, as viewers show it
     why = file_pixels_problem(array)
     if why is not None:
         raise ValueError(f"image file {str(path)!r} {why}")

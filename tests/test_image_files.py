@@ -57,3 +57,58 @@ def test_a_gray_and_alpha_file_is_read_as_gray(tmp_path):
     expected = torch.from_numpy(pixels[..., 0] / 255.0).float().expand(3, -1, -1)
     for reader in READERS.values():
         torch.testing.assert_close(reader(tmp_path / "la.png"), expected, atol=1e-6, rtol=0)
+
+
+# EXIF orientation → how the stored pixels turn into the displayed image (the EXIF specification's eight cases).
+DISPLAYED = {1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+             5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+             8: lambda a: np.rot90(a, 1)}
+
+
+def save_oriented(path, pixels: np.ndarray, orientation: int) -> None:
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    image.save(path, exif=exif.tobytes())
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_photos_exif_orientation_is_applied_as_viewers_show_it(tmp_path, reader, orientation):
+    """Before: both readers gave the stored pixels, so boxes drawn on the displayed photo missed the object."""
+    stored = np.zeros((6, 10, 3), dtype=np.uint8)
+    stored[:2, :3] = 255  # a corner block, so every turn and flip lands elsewhere
+    stored[..., 1] = np.arange(10)[None] * 20
+    save_oriented(tmp_path / "photo.png", stored, orientation)
+    expected = torch.from_numpy(DISPLAYED[orientation](stored).copy()).permute(2, 0, 1).float() / 255.0
+    torch.testing.assert_close(READERS[reader](tmp_path / "photo.png"), expected, atol=1e-6, rtol=0)
+
+
+def test_a_turned_photo_annotated_on_its_stored_pixels_is_named_with_the_reason(tmp_path):
+    import json
+
+    from captum_ext.evaluation import open_dataset
+
+    (tmp_path / "img").mkdir()
+    save_oriented(tmp_path / "img" / "turned.png", np.zeros((6, 10, 3), dtype=np.uint8), 6)
+    document = {"images": [{"id": 1, "file_name": "turned.png", "height": 6, "width": 10}],
+                "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 3, 3], "area": 9,
+                                 "iscrowd": 0}],
+                "categories": [{"id": 1, "name": "0"}]}
+    (tmp_path / "ann.json").write_text(json.dumps(document))
+    data = open_dataset(f"coco:{tmp_path / 'ann.json'}:{tmp_path / 'img'}")
+    with pytest.raises(ValueError, match=r"turned\.png decodes to 10×6 pixels but is annotated as 6×10 \(sides "
+                                         r"swapped: images are read turned by their EXIF orientation"):
+        data[0]
+    document["images"][0].update(height=10, width=6)  # the displayed photo's size: read as shown
+    (tmp_path / "ann.json").write_text(json.dumps(document))
+    assert open_dataset(f"coco:{tmp_path / 'ann.json'}:{tmp_path / 'img'}")[0].image.shape == (3, 10, 6)
+
+
+def test_folder_datasets_size_a_turned_photo_as_shown(tmp_path):
+    from captum_ext.evaluation import open_dataset
+
+    (tmp_path / "3").mkdir()
+    save_oriented(tmp_path / "3" / "turned.png", np.zeros((6, 10, 3), dtype=np.uint8), 8)
+    data = open_dataset(f"folder:{tmp_path}")
+    assert (data.entries[0].height, data.entries[0].width) == (10, 6) and data[0].image.shape == (3, 10, 6)

@@ -24,6 +24,43 @@ def _to_float(tensor: Tensor) -> Tensor:
     return tensor.float()
 
 
+#: The EXIF tag saying how a photo's stored pixels turn into the displayed image (1: as stored).
+EXIF_ORIENTATION = 0x0112
+
+
+def displayed_size(image: Any) -> Tuple[int, int]:
+    """``(height, width)`` of an opened PIL image as viewers and annotation tools show it: its EXIF orientation
+    applied (5–8 swap the sides), read from the header alone.
+
+    Args:
+        image (PIL.Image.Image): an opened image (its pixels need not be decoded).
+
+    Returns:
+        tuple of int: the displayed height and width.
+    """
+    turned = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+    return (image.width, image.height) if turned else (image.height, image.width)
+
+
+def displayed_pixels(path: str, pixels: np.ndarray) -> np.ndarray:
+    """``pixels`` decoded from the file ``path`` by a reader that ignores EXIF orientation, as displayed: a photo
+    whose orientation tag is not 1 is decoded again with its orientation applied (PIL's ``exif_transpose``).
+
+    Args:
+        path (str): the image file.
+        pixels (numpy.ndarray): its stored pixels.
+
+    Returns:
+        numpy.ndarray: the displayed pixels (``pixels`` itself for a file without an orientation to apply).
+    """
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        if image.getexif().get(EXIF_ORIENTATION, 1) == 1:
+            return pixels
+        return np.array(ImageOps.exif_transpose(image))
+
+
 def file_pixels_problem(pixels: np.ndarray) -> Optional[str]:
     """Why an image file's decoded pixels have no known scaling to [0, 1], or ``None``.
 

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from captum_ext._utils.images import displayed_size
 from captum_ext.evaluation.data import ImageEntry, read_image
 from captum_ext.metrics.ground_truth import GroundTruth
 
@@ -40,7 +41,7 @@ class FolderSource:
         for index, (path, label) in enumerate(samples):
             try:  # the header only: PIL decodes pixels lazily
                 with Image.open(path) as img:
-                    height, width = img.height, img.width
+                    height, width = displayed_size(img)
             except Exception:  # an unreadable file is reported when its sample is read
                 height, width = 0, 0
             image_id = os.path.relpath(path, root).replace(os.sep, "/")

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from captum_ext._utils.images import displayed_size
 from captum_ext.datasets.export import voc_base_dir
 from captum_ext.evaluation._annotations import BadAnnotation, box_problem, clip_box
 from captum_ext.evaluation.class_maps import ClassMap, carried_class_map
@@ -48,7 +49,7 @@ def _size(annotation: dict, image_file: str) -> Tuple[int, int]:
         pass
     try:
         with Image.open(image_file) as img:
-            return img.height, img.width
+            return displayed_size(img)
     except Exception:  # reported when the image itself is read
         return 0, 0
 

@@ -35,7 +35,10 @@ Every annotation is checked when the dataset opens: a box of zero area, or reach
 naming the image id, file and annotation (or, with ``skip_bad``, its (image, category) pair is left out and listed);
 boxes within that slack are clipped to the image. A COCO image or category id used twice is refused.
 
-Images are float32 ``3×H×W`` in ``[0, 1]`` (gray becomes RGB, alpha is dropped, 16-bit gray is scaled by 65535).
+Images are float32 ``3×H×W`` in ``[0, 1]`` (gray becomes RGB, alpha is dropped, 16-bit gray is scaled by 65535),
+turned by a photo's EXIF orientation as viewers and annotation tools show it (COCO's sizes are of that view; a file
+annotated on its stored pixels is refused by the size check, which says so). Paths in a spec are normalised
+(``data/img/`` is ``data/img``).
 An image whose annotation lists no objects is kept with an empty ``truths`` list, so every image of the dataset is
 accounted for. :func:`default_class_map` maps category ids to model class indices by name.
 """
@@ -47,7 +50,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -206,8 +209,11 @@ class AnnotatedImages(Dataset):
         try:
             image = self._source.image(entry)
             if tuple(image.shape[-2:]) != (entry.height, entry.width):
+                swapped = tuple(image.shape[-2:]) == (entry.width, entry.height)
                 raise ValueError(f"image {entry.file} decodes to {image.shape[-2]}×{image.shape[-1]} pixels but "
-                                 f"is annotated as {entry.height}×{entry.width}")
+                                 f"is annotated as {entry.height}×{entry.width}" + (
+                                     " (sides swapped: images are read turned by their EXIF orientation, as viewers "
+                                     "show them, and these annotations are of the stored pixels)" if swapped else ""))
         except (OSError, ValueError) as exc:
             if not self.skip_bad:
                 raise type(exc)(f"{exc} (`skip_bad` leaves unreadable images out)") from None
@@ -225,7 +231,8 @@ class AnnotatedImages(Dataset):
 
 
 def read_image(path: Union[str, os.PathLike]) -> Tensor:
-    """Decode an image file to ``3×H×W`` float32 in ``[0, 1]``: gray → RGB, alpha dropped, 16-bit scaled.
+    """Decode an image file to ``3×H×W`` float32 in ``[0, 1]``: gray → RGB, alpha dropped, 16-bit scaled, and a
+    photo's EXIF orientation applied (as viewers and annotation tools show it; COCO's sizes are of that view).
 
     Args:
         path (str or PathLike): the image file.
@@ -241,12 +248,14 @@ def read_image(path: Union[str, os.PathLike]) -> Tensor:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image file not found: {path}")
     try:
-        with Image.open(path) as img:
+        with Image.open(path) as opened:
+            # As viewers and annotation tools show it, which is what boxes and masks were drawn on.
+            img, file_format = ImageOps.exif_transpose(opened), opened.format  # a transposed copy has no format
             img.load()
             # 16-bit gray ("I;16", or "I" from a PNG) and float gray ("F"): PIL's convert("RGB") would clip at 255
             # or round to 0 and 1. Other "I" files hold 32-bit integers of unknown range.
             gray, why = None, None
-            if img.mode.startswith("I;16") or (img.mode == "I" and img.format == "PNG"):
+            if img.mode.startswith("I;16") or (img.mode == "I" and file_format == "PNG"):
                 gray = np.clip(np.asarray(img, dtype=np.float32) / 65535.0, 0.0, 1.0)
             elif img.mode in ("I", "F"):
                 gray = np.asarray(img)
