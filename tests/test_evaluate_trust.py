@@ -857,3 +857,22 @@ def test_a_folder_of_other_files_is_refused_and_left_as_it_was(tmp_path):
     (tmp_path / "empty").mkdir()
     evaluate(tiny_net(), "saliency", "scenes:single:2", tmp_path / "empty", show_progress=False)
     assert (tmp_path / "empty" / "run.json").is_file()
+
+
+def test_constant_maps_are_counted_marked_and_warned_about(tmp_path):
+    """Before: a model whose maps were all zeros earned pointing-game hits for objects near the top-left corner,
+    and nothing said so."""
+    net = tiny_net()
+    with torch.no_grad():
+        net[0].weight.zero_()  # the scores no longer depend on the pixels: every gradient map is zero
+    with pytest.warns(UserWarning, match=r"saliency: (\d+) of \1 maps are constant \(no maximum\), so the pointing "
+                                         r"game took their first pixel \(0, 0\); pairs.csv marks them"):
+        dead = evaluate(net, "saliency", "scenes:multi:4", tmp_path / "dead", show_progress=False)
+    assert dead["constant_maps"] == dead["n_pairs"] > 0
+    assert {row["constant_map"] for row in rows_of(tmp_path / "dead")} == {"1"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        alive = evaluate(tiny_net(), "saliency", "scenes:multi:4", tmp_path / "alive", show_progress=False)
+    assert alive["constant_maps"] == 0 and {row["constant_map"] for row in rows_of(tmp_path / "alive")} == {"0"}
+    assert "constant_maps" not in evaluate(tiny_net(), "saliency", "scenes:multi:4", tmp_path / "none", metrics=(),
+                                           show_progress=False)

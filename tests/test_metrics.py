@@ -304,6 +304,23 @@ def test_pointing_game_metric_default_uses_each_maps_own_size_and_equals_the_fun
     assert fixed.statistics(maps, truths)[1]["pointing_hit"].tolist() == [1, 1, 1, 1, 1, 0]
 
 
+def test_pointing_game_metric_counts_constant_maps_which_point_at_their_first_pixel():
+    from captum_ext.metrics import GroundTruth, PointingGameMetric
+
+    corner, elsewhere = torch.tensor([[0.0, 0.0, 3.0, 3.0]]), torch.tensor([[5.0, 5.0, 8.0, 8.0]])
+    peak = torch.zeros(8, 8)
+    peak[6, 6] = 1.0
+    maps = [torch.zeros(8, 8), torch.full((8, 8), 0.5), peak, torch.zeros(6, 6)]
+    truths = [GroundTruth(0, corner), GroundTruth(0, elsewhere), GroundTruth(1, elsewhere), GroundTruth(1, corner)]
+    metric = PointingGameMetric(num_classes=2, tolerance=0)
+    deltas, per_pair = metric.statistics(maps, truths)
+    assert per_pair["pointing_hit"].tolist() == [1, 0, 1, 1]  # the constant maps "hit" the corner objects
+    assert per_pair["constant_map"].tolist() == [1, 1, 0, 1] and int(deltas["constant"]) == 3
+    metric.update_from_statistics(deltas)
+    metric.update(maps[:1], truths[:1])
+    assert int(metric.constant) == 4
+
+
 def test_pointing_game_euclidean_distance_inclusive():
     saliency = torch.zeros(1, 1, 30, 30)
     saliency[0, 0, 12 + 9, 12 + 12] = 5.0  # offset (9, 12) from the single mask pixel: distance exactly 15

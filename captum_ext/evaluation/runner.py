@@ -391,6 +391,7 @@ class _Opening:
         bad = [f"skipped pair: {item}" for item in dataset.bad_annotations]
         # Every process reads the records (the run's folder is shared), so every process returns the same summary.
         images, unreadable = run.records.tally(n_batches)  # the images of pairs.csv: not the skipped ones
+        results.update(scoring.constant_maps(run.name, run.metrics, scored, warn=group.is_main))
         summary = {"n_images": images, "n_pairs": scored, **results, "skipped": bad + unreadable,
                    "class_map": resolved.report(dataset.categories, self.loaded.class_names),
                    "settings": {**run.settings, "processes": group.world_size}}

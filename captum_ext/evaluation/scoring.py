@@ -249,3 +249,27 @@ def compute_all(metrics: Dict[str, Metric]) -> Dict[str, Optional[float]]:
         value = float(value) if not isinstance(value, (tuple, list)) else float(value[0])
         results[name] = None if math.isnan(value) else value
     return results
+
+
+def constant_maps(method: str, metrics: Dict[str, Metric], scored: int, warn: bool) -> Dict[str, int]:
+    """How many maps were constant, where the pointing game was scored (a collective call under torch.distributed):
+    such a map has no maximum, and its first pixel ``(0, 0)`` counted, a hit for objects in that corner.
+
+    Args:
+        method (str): the method's name, for the warning.
+        metrics (dict): the run's localisation metrics.
+        scored (int): the pairs scored.
+        warn (bool): warn when there were any (on the main process).
+
+    Returns:
+        dict: ``{"constant_maps": count}``, empty without the pointing game.
+    """
+    pointing = metrics.get("pointing_game")
+    if pointing is None:
+        return {}
+    with pointing.sync_context():
+        count = int(pointing.constant)
+    if count and warn:
+        warnings.warn(f"{method}: {count} of {scored} maps are constant (no maximum), so the pointing game took "
+                      f"their first pixel (0, 0); pairs.csv marks them in `constant_map`", stacklevel=3)
+    return {"constant_maps": count}

@@ -61,8 +61,10 @@ class PointingGameMetric(SumMetric):
 
     A pair is a hit when its map's maximum (first in row-major order) lies within ``tolerance`` px of the ground
     truth: its mask, or the pixels of its boxes when it has no mask. The accuracy is the mean, over the classes
-    with at least one pair, of ``hits / pairs``. States: ``hits`` and ``totals``, ``num_classes`` int64 each.
-    Per-pair value: ``pointing_hit`` (int64 0/1).
+    with at least one pair, of ``hits / pairs``. States: ``hits`` and ``totals``, ``num_classes`` int64 each, and
+    ``constant``, the pairs whose map is constant (all zeros, say: a dead Grad-CAM): such a map has no maximum, and
+    its first pixel ``(0, 0)`` is taken, a hit for objects in that corner, so a run can say how many there were.
+    Per-pair values: ``pointing_hit`` and ``constant_map`` (int64 0/1).
 
     Args:
         num_classes (int): number of classes; ``GroundTruth.category`` must be a class index in
@@ -78,6 +80,7 @@ class PointingGameMetric(SumMetric):
         self.tolerance = _check_tolerance(tolerance)
         self._sum_state("hits", torch.zeros(self.num_classes, dtype=torch.int64))
         self._sum_state("totals", torch.zeros(self.num_classes, dtype=torch.int64))
+        self._sum_state("constant", torch.zeros((), dtype=torch.int64))
 
     def statistics(
         self, maps: Sequence[Tensor], truths: Sequence[GroundTruth], predicted_boxes: Optional[Tensor] = None
@@ -90,7 +93,8 @@ class PointingGameMetric(SumMetric):
             predicted_boxes (Tensor, optional): ignored. Default: None.
 
         Returns:
-            tuple of dict: ``({"hits": C int64, "totals": C int64}, {"pointing_hit": N int64})``.
+            tuple of dict: ``({"hits": C int64, "totals": C int64, "constant": int64}, {"pointing_hit": N int64,
+            "constant_map": N int64})``.
 
         Raises:
             ValueError: if a category is outside ``[0, num_classes)`` or a pair's ground truth has no pixel
@@ -103,14 +107,19 @@ class PointingGameMetric(SumMetric):
                 f"`truths` categories must be class indices in [0, {self.num_classes}); outside at index(es) {outside}"
             )
         hits = torch.zeros(pairs.count, dtype=torch.int64)
+        constant = torch.zeros(pairs.count, dtype=torch.int64)
         for group, region in zip(pairs.groups, regions(pairs)):  # the default tolerance is each map size's own
-            hits[group.index] = pointing_game(group.maps, region, self.tolerance, reduce=False).cpu().long()
+            flat = group.maps.flatten(1)
+            both = torch.stack([pointing_game(group.maps, region, self.tolerance, reduce=False).long(),
+                                (flat.amax(1) == flat.amin(1)).long()]).cpu()  # one copy to the host
+            hits[group.index], constant[group.index] = both[0], both[1]
         categories = torch.tensor([t.category for t in pairs.truths], dtype=torch.int64)
         deltas = {
             "hits": torch.zeros(self.num_classes, dtype=torch.int64).index_add_(0, categories, hits),
             "totals": torch.bincount(categories, minlength=self.num_classes),
+            "constant": constant.sum(),
         }
-        return deltas, {"pointing_hit": hits}
+        return deltas, {"pointing_hit": hits, "constant_map": constant}
 
     def compute(self) -> Tensor:
         """The class-mean pointing accuracy.
