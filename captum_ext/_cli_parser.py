@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, NoReturn, Optional, Sequence, Tuple
 
 from captum_ext._version import __version__
 from captum_ext.cli import BENCHMARKS  # light: captum_ext.cli imports the library only inside its runners
@@ -187,13 +187,21 @@ def _add_evaluation_commands(commands: "argparse._SubParsersAction[argparse.Argu
                      help="skip undecodable images and (image, class) pairs with bad boxes instead of stopping")
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line, as the commands' own: argparse would print the whole
+    usage block (many lines for ``evaluate``) above the message."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``captum-ext`` parser with every sub-command; builds without importing torch.
 
     Returns:
         argparse.ArgumentParser: parses into a namespace whose ``run`` is the runner's ``"module:function"``.
     """
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="captum-ext", formatter_class=HelpFormatter,
         description="captum_ext command line: the captum_ext attribution methods on your images, datasets and "
                     "models.",

@@ -309,6 +309,21 @@ def test_argparse_errors_still_exit_2(capsys):
     assert exited.value.code == 2 and "names a method twice" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["evaluate", "--batch-size", "1.5"], "captum-ext evaluate: error: argument --batch-size: invalid int value: '1.5'"),
+    (["bogus"], "captum-ext: error: argument COMMAND: invalid choice: 'bogus'"),
+    (["evaluate", "--model", "zoo:scenes_vgg", "--method", "saliency", "--data", "x", "--out", "y", "--metrics",
+      "pointing"], "captum-ext evaluate: error: argument --metrics: invalid choice: 'pointing'"),
+])
+def test_argparse_errors_are_one_line_too(capsys, argv, words):
+    """Before: argparse printed the command's whole usage block (eight lines for evaluate) above the error."""
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.count("\n") == 1 and err.startswith(words)
+    assert err.rstrip().endswith(f"(see {' '.join(words.split(':')[0].split())} --help)")
+
+
 def test_a_process_whose_peers_stopped_says_so_in_one_line(monkeypatch, capsys):
     """Under torchrun, the process that met the error prints it; the others, cut off in a collective operation,
     used to print a gloo traceback below it."""
