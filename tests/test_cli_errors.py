@@ -355,6 +355,21 @@ def test_an_unreadable_image_read_by_a_worker_process_is_one_line(tmp_path, caps
     assert "Traceback" not in line
 
 
+def test_a_skip_bad_run_that_read_no_image_exits_2_after_writing_its_list(tmp_path, capsys):
+    """Before: it exited 0 with every metric null."""
+    from captum_ext.datasets import export_coco, scenes
+
+    annotations, images = export_coco(scenes.make_scenes(2, mode="single", split="test", seed=2), tmp_path / "c")
+    for image in images.iterdir():
+        image.write_bytes(b"not a png")
+    argv = EVALUATE + ["--out", str(tmp_path / "out"), "--skip-bad"]
+    argv[argv.index("--data") + 1] = f"coco:{annotations}:{images}"
+    assert cli.main(argv) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "nothing was scored: --skip-bad left out every image or pair (2 listed in" in line
+    assert len(json.loads((tmp_path / "out" / "metrics.json").read_text())["skipped"]) == 2
+
+
 def test_a_resume_into_an_empty_folder_warns_in_one_line_without_progress(tmp_path):
     """Before: with --no-progress a mistyped --out started a fresh run without a word."""
     argv = ["evaluate", "--model", "zoo:scenes_vgg", "--method", "saliency", "--data", "scenes:single:2",

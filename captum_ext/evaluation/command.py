@@ -110,7 +110,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         int: the exit status, 0.
 
     Raises:
-        ValueError: besides the library's errors, images whose size the model cannot take.
+        ValueError: besides the library's errors, images whose size the model cannot take, and a run in which
+            ``--skip-bad`` left out every pair (after its results are written).
     """
     from captum_ext.evaluation.runner import evaluate
 
@@ -131,6 +132,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         else:
             print(json.dumps({k: v for k, v in summary.items() if k != "settings"}, indent=2))
             print(f"results in {args.out}")
+    first = next(iter(summary.values())) if "," in args.method else summary
+    if not first["n_pairs"] and first["skipped"]:  # no number above means anything
+        raise ValueError(f"nothing was scored: --skip-bad left out every image or pair ({len(first['skipped'])} "
+                         f"listed in {args.out}'s metrics.json)")
     return 0
 
 
