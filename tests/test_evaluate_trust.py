@@ -63,6 +63,22 @@ def test_a_coco_category_id_used_twice_is_refused(tmp_path, multi_batch):
 
 # -- class maps ----------------------------------------------------------------------------------------------------
 
+def test_two_categories_of_one_name_are_refused_by_the_default_map_not_merged(tmp_path, multi_batch):
+    """Before: categories 4 and 11, both named "3", were both scored as class 3 without a word."""
+    def rename(document):
+        document["categories"].append({"id": 11, "name": "3"})
+        document["annotations"][0]["category_id"] = 11
+
+    data = coco(tmp_path / "coco", multi_batch, rename)
+    (tmp_path / "coco" / "class_map.json").unlink()  # the default map by name, as for a dataset of one's own
+    with pytest.raises(ValueError, match=r"categories 4, 11 are all named '3': a class map by name would merge them; "
+                                         r"pass a class map keyed by category ids"):
+        evaluate(MODEL, "saliency", data, tmp_path / "run", class_map=None, show_progress=False)
+    ids = {str(c): c - 1 for c in range(1, 11)}
+    summary = run(tmp_path, data, "by_ids", class_map={"ids": {**ids, "11": 3}})
+    assert summary["n_pairs"] > 0
+
+
 def categories_of_export():
     return {d + 1: str(d) for d in range(10)}
 

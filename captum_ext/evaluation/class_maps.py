@@ -250,6 +250,14 @@ def _classes_by_name(names: Mapping[int, str]) -> Optional[Tuple[str, Dict[int, 
     """
     from captum_ext.evaluation.data import VOC_CLASSES, _is_count
 
+    by_name: Dict[str, List[int]] = {}
+    for cid, name in names.items():
+        by_name.setdefault(name, []).append(cid)
+    shared = {name: ids for name, ids in by_name.items() if len(ids) > 1}
+    if shared and (all(_is_count(n) for n in names.values()) or all(n in VOC_CLASSES for n in names.values())):
+        name, ids = sorted(shared.items())[0]
+        raise ValueError(f"categories {', '.join(map(str, sorted(ids)))} are all named {name!r}: a class map by "
+                         f"name would merge them; pass a class map keyed by category ids")
     if names and all(_is_count(n) for n in names.values()):
         return "integers", {cid: int(n) for cid, n in names.items()}
     if names and all(n in VOC_CLASSES for n in names.values()):
