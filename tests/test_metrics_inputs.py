@@ -189,3 +189,86 @@ def test_max_sensitivity_refuses_bad_perturbation_settings_naming_them(kwargs, e
     with pytest.raises(error, match=match):
         sensitivity_max_per_pair(GradientExplainer().eval(), images, targets, torch.Generator().manual_seed(0),
                                  **kwargs)
+
+
+# -- found by a user's sweep of the metrics -------------------------------------------------------------------------
+
+def one_pixel_model() -> nn.Module:
+    """Class 0's score reads pixel 1 of a 2×2 image alone."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2, bias=False))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[0.0, 4.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]))
+    return model
+
+
+@pytest.mark.parametrize("maps", [torch.tensor([[[1.0, 1.0 + 1e-9], [0.0, 0.0]]], dtype=torch.float64),
+                                  torch.tensor([[[16777216, 16777217], [0, 0]]])])
+def test_deletion_and_road_rank_float64_and_int64_maps_in_their_own_precision(maps):
+    """Before: ranked in float32, the two top values tied and pixel 0 was removed first, against the map."""
+    model, image, target = one_pixel_model(), torch.tensor([[[[0.0, 1.0], [0.0, 0.0]]]]), torch.tensor([0])
+    curve = deletion_insertion_curves(model, image, maps, target, steps=4)[0]
+    assert curve[1] == pytest.approx(0.5) and curve[0] > 0.9  # pixel 1, the map's first, removed first
+    removed_first = road_curves(model, image, maps, target, order="morf", fractions=(0.25,), noise=0.0)[0, 0]
+    assert float(removed_first) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("values, words", [
+    (torch.tensor([0.5, float("nan")]), r"must be finite values in \[0, 1\], got \[nan\] at index\(es\) \[1\]"),
+    (torch.tensor([[0.5, 0.25]]), r"one value per pair \(a 1-D tensor\), got shape \(1, 2\)"),
+    (torch.tensor([1.5]), r"\[0, 1\], got \[1.5\]"),
+])
+def test_faithfulness_auc_metric_refuses_values_no_auc_takes(values, words):
+    """Before: a NaN became -1.07e9 in the fixed-point sum, and a row of two AUCs counted as one pair."""
+    from captum_ext.metrics import FaithfulnessAUCMetric
+
+    with pytest.raises(ValueError, match=words):
+        FaithfulnessAUCMetric("deletion").update(values)
+
+
+def test_perturbation_metric_refuses_values_beyond_its_exact_sum():
+    from captum_ext.metrics import PerturbationMetric
+
+    with pytest.raises(ValueError, match=r"\[0, 65536\], got \[3000000000.0\]"):
+        PerturbationMetric("sensitivity_max").update(torch.tensor([3e9]))  # int64 overflow before
+
+
+@pytest.mark.parametrize("curves", [torch.ones(2, 1), torch.ones(3)])
+def test_curve_auc_refuses_a_curve_of_one_sample(curves):
+    from captum_ext.metrics import curve_auc
+
+    with pytest.raises(ValueError, match=r"`curves` must be N×\(S\+1\) with S >= 1"):
+        curve_auc(curves)
+
+
+def test_float32_thresholds_are_refused_since_their_decimals_are_not_exact():
+    """Before: ``torch.tensor([0.2])`` was 0.2000000030, and pixels at exactly 0.2 fell below it."""
+    from captum_ext.metrics import pxap
+
+    maps = torch.tensor([[[0.0, 0.2, 0.2, 0.6, 1.0]]], dtype=torch.float64)
+    masks = torch.tensor([[[False, True, True, False, True]]])
+    assert pxap(maps, masks, thresholds=[0.2], reduce=False).recall.tolist()[0] == 1.0
+    assert pxap(maps, masks, thresholds=torch.tensor([0.2], dtype=torch.float64), reduce=False).recall[0] == 1.0
+    with pytest.raises(TypeError, match=r"`thresholds` must be float64 \(or a list of floats\)"):
+        pxap(maps, masks, thresholds=torch.tensor([0.2]))
+
+
+def test_boxes_wholly_outside_their_map_are_refused_by_every_box_metric():
+    """Before: MaxBoxAccV2 and CorLoc scored such pairs 0 (boxes in image pixels on a 14×14 CAM, say), while the
+    pointing games refused them."""
+    from captum_ext.metrics import CorLocMetric, GroundTruth, MaxBoxAccV2Metric, maxboxacc_v2
+
+    saliency, box = torch.rand(1, 14, 14), torch.tensor([[100.0, 100.0, 180.0, 200.0]])
+    with pytest.raises(ValueError, match=r"at least one box overlapping the 14×14 map per pair .* index\(es\) \[0\]"):
+        maxboxacc_v2(saliency, box)
+    for metric in (CorLocMetric(), MaxBoxAccV2Metric()):
+        with pytest.raises(ValueError, match=r"every pair a box overlapping its map .* index\(es\) \[0\]"):
+            metric.update([saliency[0]], [GroundTruth(0, box)])
+    partly = torch.tensor([[10.0, 10.0, 180.0, 200.0]])  # overlaps the map: scored as before
+    assert maxboxacc_v2(saliency, partly) >= 0.0
+
+
+def test_the_blurred_baseline_names_images_too_small_for_its_kernel():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(25, 2))
+    with pytest.raises(ValueError, match=r"`images` of 5×5 pixels are too small for the blurred baseline"):
+        deletion_insertion_curves(model, torch.rand(1, 1, 5, 5), torch.rand(1, 5, 5), torch.tensor([0]),
+                                  mode="insertion")

@@ -149,6 +149,12 @@ def check_image_maps(value: TensorLike, name: str, images: Tensor) -> Tensor:
     return maps
 
 
+def ranking_values(maps: Tensor) -> Tensor:
+    """``maps`` in a dtype that keeps their order: float64 for float64 and 64-bit integer maps (float32 would turn
+    values closer than its precision, or integers above 2**24, into ties broken by position), float32 otherwise."""
+    return maps.to(torch.float64) if maps.dtype in (torch.float64, torch.int64, torch.int32) else maps.float()
+
+
 def check_targets(value: TensorLike, name: str, n: int) -> Tensor:
     """Check one integer class index per image: a 1-D integer tensor / array or a list / tuple of ints of length
     ``n``; returned as a tensor (dtype and device unchanged). The range is checked by :func:`check_target_range`

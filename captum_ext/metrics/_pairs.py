@@ -272,7 +272,8 @@ def draw_boxes(boxes: Sequence[Tensor], height: int, width: int, device: torch.d
 
 
 def require_boxes(pairs: Pairs) -> None:
-    """Raise ``ValueError`` naming ``truths`` and listing the pairs without a ground-truth box of positive area.
+    """Raise ``ValueError`` naming ``truths`` and listing the pairs without a ground-truth box of positive area, or
+    without one that overlaps the pair's map.
 
     Args:
         pairs (Pairs): checked pairs.
@@ -288,7 +289,19 @@ def require_boxes(pairs: Pairs) -> None:
     for dtype, code in codes.items():  # the float64 values convert back to their own dtype exactly
         rows = dtype_of_box == code
         positive_box[rows] = box_areas(flat[rows].to(dtype)) > 0
-    positive = torch.zeros(pairs.count, dtype=torch.int64).index_add_(0, owner, positive_box.long())
-    bare = (positive == 0).nonzero().flatten().tolist()
-    if bare:
-        raise ValueError(f"`truths` must give every pair a box of positive area; none at index(es) {bare}")
+    # Boxes wholly outside their map are usually in another coordinate frame (the image's, for a smaller map).
+    limits = torch.zeros(pairs.count, 4, dtype=torch.float64)
+    for group in pairs.groups:
+        height, width = group.maps.shape[-2:]
+        limits[group.index] = torch.tensor([width, height, width, height], dtype=torch.float64)
+    inside_box = box_areas(torch.minimum(flat.clamp_min(0), limits[owner])) > 0
+    counts = torch.zeros(2, pairs.count, dtype=torch.int64)
+    counts[0].index_add_(0, owner, positive_box.long())
+    counts[1].index_add_(0, owner, (positive_box & inside_box).long())
+    flagged = (counts == 0).nonzero()  # one read for both rules
+    if len(flagged):
+        bare = flagged[flagged[:, 0] == 0, 1].tolist()
+        if bare:
+            raise ValueError(f"`truths` must give every pair a box of positive area; none at index(es) {bare}")
+        raise ValueError(f"`truths` must give every pair a box overlapping its map (boxes in map pixels); none at "
+                         f"index(es) {flagged[:, 1].tolist()}")

@@ -3,7 +3,7 @@
 exactly and processes combine exactly, and the fixed-point sums behind the float-valued states."""
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -48,6 +48,34 @@ def to_fixed_point(values: Tensor) -> Tensor:
         Tensor: int64, the same shape.
     """
     return torch.round(values / FIXED_POINT_UNIT).to(torch.int64)
+
+
+def per_pair_values(values: Any, name: str, high: float) -> Tensor:
+    """``values`` as ``N`` float64 CPU values, checked for a fixed-point sum: one value per pair, each finite and
+    in ``[0, high]`` (a NaN would turn into a huge integer, a row of values would be summed as one pair).
+
+    Args:
+        values (Tensor): the per-pair values.
+        name (str): what they are, for the error.
+        high (float): the largest value allowed.
+
+    Returns:
+        Tensor: ``N`` float64 values on the CPU.
+
+    Raises:
+        TypeError: ``values`` is not a tensor.
+        ValueError: not one value per pair (1-D), or a value that is not finite or outside ``[0, high]``.
+    """
+    if not isinstance(values, Tensor):
+        raise TypeError(f"`{name}` must be a tensor of per-pair values, got {type(values).__name__}")
+    if values.dim() != 1:
+        raise ValueError(f"`{name}` must hold one value per pair (a 1-D tensor), got shape {tuple(values.shape)}")
+    values = values.detach().to(device="cpu", dtype=torch.float64)
+    bad = ~(torch.isfinite(values) & (values >= 0) & (values <= high))
+    if bool(bad.any()):
+        raise ValueError(f"`{name}` must be finite values in [0, {high:g}], got {values[bad][:3].tolist()} at "
+                         f"index(es) {bad.nonzero()[:3, 0].tolist()}")
+    return values
 
 
 def fixed_point_mean(total: Tensor, count: Tensor) -> Tensor:

@@ -1,7 +1,7 @@
 """Box overlap: pairwise IoU and CorLoc (weakly supervised localisation)."""
 from __future__ import annotations
 
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -83,10 +83,12 @@ def _check_gt_boxes(gt_boxes: Union[TensorLike, Sequence[TensorLike]], n: int) -
     return flat, counts
 
 
-def _check_nonempty_regions(flat: Tensor, owner: Tensor, n: int) -> None:
-    """The package's empty-ground-truth rule for boxes: every pair needs a ground-truth box of positive area.
+def _check_nonempty_regions(flat: Tensor, owner: Tensor, n: int, size: Optional[Tuple[int, int]] = None) -> None:
+    """The package's empty-ground-truth rule for boxes: every pair needs a ground-truth box of positive area, inside
+    the ``size = (H, W)`` map where the metric knows it.
 
-    A pair without one could never be a hit, so it would silently count as a miss and lower the mean.
+    A pair without one could never be a hit, so it would silently count as a miss and lower the mean; boxes wholly
+    outside the map are usually in another coordinate frame (the image's, for a smaller map).
     """
     covered = torch.zeros(n, dtype=torch.bool, device=flat.device)
     covered[owner[box_areas(flat) > 0]] = True
@@ -95,6 +97,15 @@ def _check_nonempty_regions(flat: Tensor, owner: Tensor, n: int) -> None:
             "`gt_boxes` must hold at least one box of positive area per pair; none at index(es) "
             f"{(~covered).nonzero().flatten().tolist()}"
         )
+    if size is not None:
+        inside = torch.zeros(n, dtype=torch.bool, device=flat.device)
+        limits = flat.new_tensor([size[1], size[0], size[1], size[0]])
+        inside[owner[box_areas(torch.minimum(flat.clamp_min(0), limits)) > 0]] = True
+        if not bool(inside.all()):
+            raise ValueError(
+                f"`gt_boxes` must hold at least one box overlapping the {size[0]}×{size[1]} map per pair (boxes in "
+                f"map pixels); none at index(es) {(~inside).nonzero().flatten().tolist()}"
+            )
 
 
 def corloc(

@@ -18,8 +18,10 @@ from torch import Tensor, nn
 
 from captum_ext._utils.attribution import eval_mode
 from captum_ext._utils.validation import check_in_choices, check_scalar
-from captum_ext.metrics._checks import TensorLike, check_image_maps, check_images, check_target_range, check_targets
-from captum_ext.metrics._streaming import FIXED_POINT_UNIT, SumMetric, fixed_point_mean, to_fixed_point
+from captum_ext.metrics._checks import (TensorLike, check_image_maps, check_images, check_target_range, check_targets,
+                                        ranking_values)
+from captum_ext.metrics._streaming import (FIXED_POINT_UNIT, SumMetric, fixed_point_mean, per_pair_values,
+                                           to_fixed_point)
 
 __all__ = ["BASELINES", "MODES", "FaithfulnessAUCMetric", "deletion_insertion_curves", "curve_auc"]
 
@@ -43,6 +45,9 @@ def baseline_images(images: Tensor, kind: str) -> Tensor:
 
     Returns:
         Tensor: ``N×C×H×W`` baseline images.
+
+    Raises:
+        ValueError: an unknown ``kind``, or ``"blur"`` of images with a side of 5 pixels or fewer.
     """
     check_in_choices(kind, "baseline", BASELINES)
     if kind == "zero":
@@ -51,6 +56,10 @@ def baseline_images(images: Tensor, kind: str) -> Tensor:
         return images.mean(dim=(2, 3), keepdim=True).expand_as(images).clone()
     from torchvision.transforms.functional import gaussian_blur
 
+    if min(images.shape[-2:]) <= BLUR_KERNEL // 2:  # reflection padding needs more pixels than the kernel's radius
+        raise ValueError(f"`images` of {images.shape[-2]}×{images.shape[-1]} pixels are too small for the blurred "
+                         f"baseline (RISE's {BLUR_KERNEL}×{BLUR_KERNEL} kernel needs more than {BLUR_KERNEL // 2} "
+                         f"pixels per side): choose baseline='zero' or 'mean'")
     return gaussian_blur(images, [BLUR_KERNEL, BLUR_KERNEL], [BLUR_SIGMA, BLUR_SIGMA])
 
 
@@ -114,7 +123,7 @@ def deletion_insertion_curves(
     base = baseline_images(images, baseline or DEFAULT_BASELINE[mode])
     start, finish = (images, base) if mode == "deletion" else (base, images)
     # Rank of every pixel in the map's order (stable: ties by position, the same on every device).
-    order = maps.float().argsort(dim=1, descending=True, stable=True)
+    order = ranking_values(maps).argsort(dim=1, descending=True, stable=True)
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(pixels, device=order.device).expand(n, -1))
     rank = rank.view(n, 1, height, width)
     # Step k has replaced floor(k·H·W / steps) pixels: equal steps (to one pixel) that end exactly at x = 1. With
@@ -147,11 +156,19 @@ def curve_auc(curves: Tensor) -> Tensor:
     Returns:
         Tensor: ``N`` float64 areas.
 
+    Raises:
+        TypeError / ValueError: ``curves`` is not an ``N×(S+1)`` tensor with ``S >= 1``.
+
     Example::
 
         >>> curve_auc(torch.tensor([[1.0, 0.5, 0.0], [1.0, 1.0, 1.0]]))
         tensor([0.5000, 1.0000], dtype=torch.float64)
     """
+    if not isinstance(curves, Tensor):
+        raise TypeError(f"`curves` must be a tensor, got {type(curves).__name__}")
+    if curves.dim() != 2 or curves.shape[1] < 2:
+        raise ValueError(f"`curves` must be N×(S+1) with S >= 1 (two samples or more per curve), got shape "
+                         f"{tuple(curves.shape)}")
     values = curves.to(torch.float64)
     steps = values.shape[1] - 1
     return (values.sum(dim=1) - (values[:, 0] + values[:, -1]) / 2) / steps
@@ -201,8 +218,11 @@ class FaithfulnessAUCMetric(SumMetric):
 
         Returns:
             tuple of dict: ``({"auc_sum", "pairs"}, {"<mode>_auc": N float64})``.
+
+        Raises:
+            ValueError: ``aucs`` is not 1-D, or holds a value that is not finite or outside ``[0, 1]``.
         """
-        values = aucs.detach().to(device="cpu", dtype=torch.float64)
+        values = per_pair_values(aucs, "aucs", 1.0)
         return ({"auc_sum": to_fixed_point(values).sum(), "pairs": torch.tensor(len(values), dtype=torch.int64)},
                 {f"{self.mode}_auc": values})
 

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from captum_ext._utils.attribution import eval_mode
 from captum_ext._utils.validation import check_scalar
 from captum_ext.metrics._checks import TensorLike, check_image_maps, check_images, check_target_range, check_targets
-from captum_ext.metrics._streaming import SumMetric, fixed_point_mean, to_fixed_point
+from captum_ext.metrics._streaming import SumMetric, fixed_point_mean, per_pair_values, to_fixed_point
 from captum_ext.metrics.road import METRICS as ROAD_METRICS
 
 __all__ = ["PerturbationMetric", "infidelity_per_pair", "sensitivity_max_per_pair", "METRICS"]
@@ -60,7 +60,9 @@ def infidelity_per_pair(model: nn.Module, images: Tensor, maps: TensorLike, targ
         generator (torch.Generator): the source of the perturbations.
         samples (int, optional): perturbations per pair. Default: 10 (Captum's).
         noise (float, optional): their standard deviation, in the images' units. Default: 0.1.
-        batch_size (int, optional): perturbed images per forward pass. Default: 64.
+        batch_size (int, optional): perturbed images per forward pass. The noise is drawn batch by batch from
+            ``generator``, so ``batch_size`` and the pairs explained together are part of the seed: keep both to
+            reproduce a value. Default: 64.
 
     Returns:
         Tensor: ``N`` float64 infidelities (non-negative).
@@ -123,7 +125,9 @@ def sensitivity_max_per_pair(explain: Explanation, images: Tensor, targets: Tens
         samples (int, optional): perturbations per pair. Default: 10 (Captum's).
         radius (float, optional): the perturbations' bound per pixel, in the images' units. Default: 0.02
             (Captum's).
-        batch_size (int, optional): perturbed images per call of ``explain``. Default: 64.
+        batch_size (int, optional): perturbed images per call of ``explain``. The noise is drawn batch by batch
+            from ``generator``, so ``batch_size`` and the pairs explained together are part of the seed: keep both
+            to reproduce a value. Default: 64.
 
     Returns:
         Tensor: ``N`` float64 sensitivities (non-negative; 0 for a map that does not move). A perturbation whose
@@ -243,11 +247,10 @@ class PerturbationMetric(SumMetric):
             tuple of dict: ``({"value_sum", "pairs"}, {key: N float64})``.
 
         Raises:
-            ValueError: a value that is NaN or infinite.
+            ValueError: ``values`` is not 1-D, or holds a value that is NaN, infinite, negative or above 2**16
+                (the exact fixed-point sum's range).
         """
-        values = values.detach().to(device="cpu", dtype=torch.float64)
-        if not bool(torch.isfinite(values).all()):
-            raise ValueError(f"{self.key} values must be finite, got {values.tolist()}")
+        values = per_pair_values(values, "values", 2.0**16)
         return ({"value_sum": to_fixed_point(values).sum(), "pairs": torch.tensor(len(values), dtype=torch.int64)},
                 {self.key: values})
 

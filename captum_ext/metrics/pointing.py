@@ -95,6 +95,9 @@ def pointing_game(
     row-major order (``torch.argmax`` of the flattened map), so a constant map points at pixel ``(0, 0)``. The image is
     a hit when the Euclidean distance between that pixel's centre and the nearest mask pixel's centre is
     ``<= tolerance`` (computed with :func:`scipy.ndimage.distance_transform_edt` of the mask's complement).
+    TorchRay's ``PointingGame`` counts a distance strictly below the tolerance, so a maximum exactly at the tolerance
+    (15 px, or offsets such as (9, 12)) is a hit here and a miss there; its class mean also runs over every class,
+    where this one runs over the classes present.
 
     The default tolerance scales with the maps' size: TorchRay's 15 px at 224 px, ``15 · max(H, W) / 224``
     (:func:`default_tolerance`; about 4.3 px on 64-pixel maps). A fixed 15 px would make the game nearly

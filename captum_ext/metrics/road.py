@@ -25,7 +25,8 @@ from torch import Tensor, nn
 
 from captum_ext._utils.attribution import eval_mode
 from captum_ext._utils.validation import check_in_choices, check_scalar
-from captum_ext.metrics._checks import TensorLike, check_image_maps, check_images, check_target_range, check_targets
+from captum_ext.metrics._checks import (TensorLike, check_image_maps, check_images, check_target_range, check_targets,
+                                        ranking_values)
 
 __all__ = ["ORDERS", "METRICS", "ROAD_FRACTIONS", "road_impute", "road_curves", "neighbour_weights"]
 
@@ -174,7 +175,7 @@ def road_curves(model: nn.Module, images: Tensor, maps: TensorLike, targets: Ten
     images = check_images(images, "images")
     n, _, height, width = images.shape
     pixels = height * width
-    flat = check_image_maps(maps, "maps", images).reshape(n, -1).float()
+    flat = ranking_values(check_image_maps(maps, "maps", images).reshape(n, -1))
     # gather needs int64 indices on the scores' device (a no-op for a long tensor already there).
     targets = check_targets(targets, "targets", n).to(device=images.device, dtype=torch.long)
     ranked = flat.argsort(dim=1, descending=order == "morf", stable=True)

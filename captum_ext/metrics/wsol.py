@@ -85,6 +85,11 @@ def _check_thresholds(value: Optional[TensorLike], name: str = "thresholds") -> 
     sweep = check_tensor(value, name, ndim=1, kind="real")
     if sweep.dtype == torch.bool:
         raise TypeError(f"`{name}` must hold numbers, got dtype torch.bool")
+    if sweep.is_floating_point() and sweep.dtype != torch.float64:
+        # torch.arange(100) / 100 is float32: its 0.2 is 0.2000000030, and a pixel at exactly 0.2 (51/255 of a
+        # uint8 map) would fall below it.
+        raise TypeError(f"`{name}` must be float64 (or a list of floats): {sweep.dtype} values are not the "
+                        f"decimals they print as (0.2 is 0.2000000030), got dtype {sweep.dtype}")
     sweep = sweep.to(device="cpu", dtype=torch.float64)
     if sweep.numel() == 0:
         raise ValueError(f"`{name}` must hold at least one threshold")
@@ -329,7 +334,7 @@ def maxboxacc_v2(
         raise ValueError(f"`saliency` and `gt_boxes` must have the same length, got {n} and {len(gt_boxes)}")
     flat, counts = _check_gt_boxes(gt_boxes, n)
     owner = torch.from_numpy(np.repeat(np.arange(n), counts)).to(flat.device)
-    _check_nonempty_regions(flat, owner, n)
+    _check_nonempty_regions(flat, owner, n, tuple(sal.shape[-2:]))
     sweep = _check_thresholds(thresholds)
     ious = _check_iou_thresholds(iou_thresholds)
     curves = _iou_curves(sal, torch.split(flat, counts.tolist()), sweep)
