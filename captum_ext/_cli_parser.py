@@ -231,9 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="all, or one of the methods below")
     explain.add_argument("--target", type=int, default=None, metavar="C",
                          help="class index (default: the top class)")
-    explain.add_argument("--out", type=Path, default=None, metavar="PNG",
+    explain.add_argument("--out", default=None, metavar="PNG",
                          help="figure to write (.png, or another suffix matplotlib writes; none: .png is added; a "
-                              "folder: <image>_explained.png in it) (default: <image>_explained.png beside the image)")
+                              "folder, or a name ending in /: <image>_explained.png in it) (default: "
+                              "<image>_explained.png beside the image; an existing file of that name is replaced only "
+                              "when it is an earlier figure of the same image)")
 
     _add_evaluation_commands(commands)
 

@@ -92,6 +92,34 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explain_out(image: Path, given: Optional[str]) -> Path:
+    """Where ``explain`` writes its figure: ``--out`` as given (a suffix-less name gets ``.png``), or
+    ``<image>_explained.png`` beside the image or in the ``--out`` folder (a trailing slash names a new one). A file
+    chosen by that default name is replaced only when it is an earlier figure of the same image."""
+    import matplotlib.pyplot as plt
+
+    from captum_ext.demo import check_replaceable_figures
+
+    default_name = f"{image.stem}_explained.png"
+    folder = given is not None and (given.endswith(("/", os.sep)) or Path(given).is_dir())
+    if given is None or folder:
+        out = image.with_name(default_name) if given is None else Path(given) / default_name
+        check_replaceable_figures([out], "--out", source=image.name)
+    else:
+        out = Path(given)
+        out = out if out.suffix else out.with_suffix(".png")  # what matplotlib writes: say so, and check that name
+    writable = plt.figure().canvas.get_supported_filetypes()
+    plt.close("all")
+    if out.suffix[1:].lower() not in writable:
+        raise ValueError(f"--out {str(out)!r}: matplotlib writes no '{out.suffix}' figures; use one of "
+                         f"{', '.join('.' + k for k in sorted(writable))}")
+    if out.exists() and out.resolve() == image.resolve():
+        raise ValueError(f"--out {str(out)!r} is the explained image itself: the figure would replace it")
+    if folder:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def _explain(args: argparse.Namespace) -> int:
     import matplotlib
 
@@ -102,13 +130,8 @@ def _explain(args: argparse.Namespace) -> int:
     methods = list(explain.METHODS) if args.method == "all" else [args.method]
     loaded = explain.load_model(args.model, args.weights)
     result = explain.explain(explain.read_image(args.image), loaded, methods, target=args.target)
-    default_name = f"{args.image.stem}_explained.png"
-    out = args.image.with_name(default_name) if args.out is None else \
-        args.out / default_name if args.out.is_dir() else args.out
-    out = out if out.suffix else out.with_suffix(".png")  # what matplotlib writes: say so, and check that name
-    if out.exists() and out.resolve() == args.image.resolve():
-        raise ValueError(f"--out {str(out)!r} is the explained image itself: the figure would replace it")
-    save_figure(explain.figure(result, loaded, methods), out)
+    out = _explain_out(args.image, args.out)
+    save_figure(explain.figure(result, loaded, methods), out, source=args.image.name)
     print(f"{loaded.name}: " + ", ".join(f"{name} {score:.3f}" for name, score in result["top"]))
     print(f"explained class {result['target']} ({loaded.class_names[result['target']]}) with {', '.join(methods)}")
     print(f"wrote {out.resolve()}")

@@ -8,26 +8,68 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import torch
 
 
-def save_figure(fig: "object", path: Path) -> Path:
-    """Save a matplotlib figure as a PNG (110 dpi, tight bounding box) and close it.
+#: The PNG ``Software`` text of every figure the package writes: a file carrying it may be written again.
+FIGURE_SOFTWARE = "captum-ext"
+#: The figures :func:`demo` writes, in order.
+DEMO_FIGURES = ("ground_ellipses.png", "ground_scenes.png", "saliency_scenes_vgg.png", "node_backtrack_scenes_vgg.png",
+                "class_diff_saliency_scenes_vgg_multilabel.png", "sensitivity_bbox_scenes_vgg.png",
+                "attention_regressor_ellipses.png", "roi_attention_scenes.png", "photo_efficientnet_lite0.png",
+                "overview_all_methods.png")
+
+
+def save_figure(fig: "object", path: Path, source: Optional[str] = None) -> Path:
+    """Save a matplotlib figure (PNG: 110 dpi, tight bounding box, tagged as written by the package) and close it.
 
     Args:
         fig (matplotlib.figure.Figure): the figure.
         path (Path): the file to write.
+        source (str, optional): what the figure shows (an image file's name), recorded in a PNG. Default: None.
 
     Returns:
         Path: ``path``.
     """
     import matplotlib.pyplot as plt
 
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    tags = {"Software": FIGURE_SOFTWARE, **({"Source": source} if source else {})}
+    fig.savefig(path, dpi=110, bbox_inches="tight", **({"metadata": tags} if path.suffix.lower() == ".png" else {}))
     plt.close(fig)
     return path
+
+
+def check_replaceable_figures(paths: List[Path], option: str, source: Optional[str] = None) -> None:
+    """Refuse to replace files the package did not write: an existing path must be a PNG tagged by
+    :func:`save_figure` (with the same ``source``, where given), e.g. the figure of an earlier run.
+
+    Args:
+        paths (list of Path): the files about to be written.
+        option (str): the option that chose them, for the message.
+        source (str, optional): the ``source`` the existing figure must record. Default: None (any).
+
+    Raises:
+        ValueError: naming the first file in the way.
+    """
+    from PIL import Image
+
+    for path in paths:
+        if not path.exists():
+            continue
+        tags: dict = {}
+        if path.is_file():
+            try:
+                with Image.open(path) as image:
+                    tags = dict(getattr(image, "text", {}))
+            except Exception:  # not an image: certainly not one of ours
+                tags = {}
+        ours = tags.get("Software") == FIGURE_SOFTWARE and (source is None or tags.get("Source") == source)
+        if not ours:
+            what = f"the figure of {tags.get('Source')!r}" if tags.get("Software") == FIGURE_SOFTWARE else \
+                "a file captum-ext did not write"
+            raise ValueError(f"{str(path)!r} exists and is {what}: move it, or choose another {option}")
 
 
 def _ground_figures(out: Path, seed: int) -> List[Path]:
@@ -315,7 +357,8 @@ def _overview_sheet(out: Path, paths: List[Path]) -> List[Path]:
         fig.text(left / sheet_w, 1 - (top - heading / 2) / sheet_h,
                  f"{OVERVIEW_HEADINGS.get(path.stem, path.stem)}   ({path.name})", va="center", fontsize=12)
     path = out / "overview_all_methods.png"
-    fig.savefig(path, dpi=dpi)  # no tight bounding box: the layout above is already in exact pixels
+    # No tight bounding box: the layout above is already in exact pixels.
+    fig.savefig(path, dpi=dpi, metadata={"Software": FIGURE_SOFTWARE})
     plt.close(fig)
     return [path]
 
@@ -331,11 +374,16 @@ def demo(out: Path, seed: int = 0) -> List[Path]:
 
     Returns:
         list of Path: the PNG files written, ``overview_all_methods.png`` (every figure on one sheet) last.
+
+    Raises:
+        ValueError: ``out`` holds a file of one of the figures' names that the package did not write (checked
+            before anything is written).
     """
     import matplotlib
 
     matplotlib.use("Agg")
     out = Path(out)
+    check_replaceable_figures([out / name for name in DEMO_FIGURES], "--out folder")
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     paths = (_ground_figures(out, seed) + _saliency_figure(out, seed) + _node_backtrack_figure(out, seed)

@@ -24,8 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from captum_ext._utils.checkpoints import read_state_dict
-from captum_ext._utils.images import (as_image_batch, displayed_pixels, file_pixels_problem, normalize, resize,
-                                      resize_shorter_and_crop)
+from captum_ext._utils.images import (as_image_batch, denormalize, displayed_pixels, file_pixels_problem, normalize,
+                                      resize, resize_shorter_and_crop)
 
 METHODS: Tuple[str, ...] = ("saliency", "node_backtrack", "class_diff", "sensitivity")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -43,6 +43,8 @@ class LoadedModel:
     layers: List[nn.Module]
     multi_label: bool
     name: str
+    #: The model's input back in ``[0, 1]`` pixels (its resize and crop kept), to show the image in its own colours.
+    denormalize: Optional[Callable[[Tensor], Tensor]] = None
 
 
 def read_image(path: Union[str, Path]) -> Tensor:
@@ -158,18 +160,23 @@ def load_model(spec: str, weights: Optional[Union[str, Path]] = None) -> LoadedM
 
         multi_label = "multilabel" in spec
         layers = default_layers(model)
+        from captum_ext.datasets.scenes import SCENE_MEAN, SCENE_STD
+
         return LoadedModel(model, preprocess_scene, [str(c) for c in range(10)], layers, multi_label,
-                           f"{spec} ({info.get('description', 'zoo')})")
+                           f"{spec} ({info.get('description', 'zoo')})",
+                           lambda inputs: denormalize(inputs, SCENE_MEAN, SCENE_STD))
     if spec == "efficientnet_lite0":
         if weights is not None:
             raise ValueError("`weights` is only for torchvision models; EfficientNet-Lite0 loads its own")
-        from captum_ext.zoo.efficientnet import efficientnet_preprocess, imagenet_classes, load_efficientnet_lite0
+        from captum_ext.zoo.efficientnet import (EFFICIENTNET_MEAN, EFFICIENTNET_STD, efficientnet_preprocess,
+                                                 imagenet_classes, load_efficientnet_lite0)
 
         model = load_efficientnet_lite0()
         blocks = getattr(model, "_blocks", [])
         layers = [blocks[i]._bn2 for i in (5, 10, 15) if i < len(blocks)] or default_layers(model)
         return LoadedModel(model, lambda batch: efficientnet_preprocess(batch), imagenet_classes(), layers, False,
-                           "EfficientNet-Lite0 (ImageNet)")
+                           "EfficientNet-Lite0 (ImageNet)",
+                           lambda inputs: denormalize(inputs, EFFICIENTNET_MEAN, EFFICIENTNET_STD))
     if spec.startswith("torchvision:"):
         import torchvision
 
@@ -197,7 +204,8 @@ def load_model(spec: str, weights: Optional[Union[str, Path]] = None) -> LoadedM
         def preprocess_imagenet(batch: Tensor) -> Tensor:
             return normalize(resize_shorter_and_crop(batch, 256, 224), IMAGENET_MEAN, IMAGENET_STD)
 
-        return LoadedModel(model, preprocess_imagenet, names, default_layers(model), False, f"torchvision {name}")
+        return LoadedModel(model, preprocess_imagenet, names, default_layers(model), False, f"torchvision {name}",
+                           lambda inputs: denormalize(inputs, IMAGENET_MEAN, IMAGENET_STD))
     raise ValueError(f"unknown `model` {spec!r}: use a zoo scene classifier {zoo.available(zoo.SCENE_CLASSIFIER)}, "
                      "'efficientnet_lite0' or "
                      "'torchvision:<name>' with `weights`")
@@ -237,7 +245,10 @@ def _class_index(target: object, classes: int) -> int:
     return int(value)
 
 
-def _shown(inputs: Tensor) -> Tensor:
+def _shown(inputs: Tensor, loaded: LoadedModel) -> Tensor:
+    """The model's view of the image in its own colours; without a known normalisation, stretched to [0, 1]."""
+    if loaded.denormalize is not None:
+        return loaded.denormalize(inputs)[0].clamp(0.0, 1.0)
     image = inputs[0]
     return (image - image.min()) / (image.max() - image.min()).clamp_min(1e-12)
 
@@ -336,7 +347,7 @@ def figure(result: Dict[str, object], loaded: LoadedModel, methods: Sequence[str
     from captum_ext.visualization import draw_boxes, plot_attribution
 
     inputs = result["inputs"]
-    shown = _shown(inputs)
+    shown = _shown(inputs, loaded)
     fig, axes = plt.subplots(1, len(methods) + 1, figsize=(3.0 * (len(methods) + 1), 3.4), squeeze=False)
     axes = axes[0]
     axes[0].imshow(shown.permute(1, 2, 0).numpy())

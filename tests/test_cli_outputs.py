@@ -61,6 +61,38 @@ def test_explain_out_never_replaces_the_image_and_says_where_it_wrote(photo, tmp
     assert f"wrote {tmp_path / 'figures' / 'photo_explained.png'}" in printed.out
 
 
+def test_explain_writes_into_a_new_folder_named_with_a_slash_and_refuses_unknown_suffixes(photo, tmp_path, capsys):
+    """Before: ``--out newdir/`` wrote ``newdir.png``; ``--out o.txt`` failed with matplotlib's words."""
+    code, printed = explain(photo, f"{tmp_path / 'newdir'}/", capsys)
+    assert code == 0 and (tmp_path / "newdir" / "photo_explained.png").is_file()
+    code, printed = explain(photo, tmp_path / "o.txt", capsys)
+    assert code == 2 and "--out" in one_error_line(printed.err) and "matplotlib writes no '.txt' figures" in printed.err
+
+
+def test_explain_replaces_its_own_figure_of_the_image_but_no_other_file(tmp_path, capsys):
+    """Before: a user's own ``photo_explained.png``, or the figure of ``photo.jpg``, was replaced without a word."""
+    pixels = (np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    Image.fromarray(pixels).save(tmp_path / "photo.jpg")
+    argv = ["explain", str(tmp_path / "photo.png"), "--model", "scenes_vgg", "--method", "saliency"]
+    figure = tmp_path / "photo_explained.png"
+    assert cli.main(argv) == 0 and cli.main(argv) == 0  # a rerun replaces its own figure
+    capsys.readouterr()
+    assert cli.main(["explain", str(tmp_path / "photo.jpg"), *argv[2:]]) == 2
+    assert "photo_explained.png' exists and is the figure of 'photo.png'" in one_error_line(capsys.readouterr().err)
+    Image.fromarray(pixels[:8, :8]).save(figure)  # the user's own file of that name
+    mine = figure.read_bytes()
+    assert cli.main(argv) == 2 and figure.read_bytes() == mine
+    assert "exists and is a file captum-ext did not write" in one_error_line(capsys.readouterr().err)
+
+
+def test_demo_refuses_a_folder_holding_a_users_file_of_a_figures_name_before_writing(tmp_path, capsys):
+    (tmp_path / "ground_scenes.png").write_bytes(b"my own picture")
+    assert cli.main(["demo", "--out", str(tmp_path)]) == 2
+    assert "ground_scenes.png' exists and is a file captum-ext did not write" in one_error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ground_scenes.png"]
+
+
 def test_fit_boxes_replaces_a_box_map_but_no_other_file(tmp_path, capsys):
     """Before: ``--out annotations.json`` replaced a dataset's annotations with the box map."""
     annotations = tmp_path / "annotations.json"

@@ -100,3 +100,13 @@ def test_bad_arguments(scene_png, tmp_path):
         explain.explain(image, loaded, ["saliency"], target=10)
     with pytest.raises(ValueError, match="unknown method"):
         explain.explain(image, loaded, ["gradcam"])
+
+
+def test_the_figure_shows_the_models_view_in_the_images_own_colours():
+    """Before: the normalised input was stretched to [0, 1], which turned a lavender background cyan."""
+    from captum_ext._utils.images import resize
+
+    loaded = explain.load_model("scenes_vgg")
+    image = torch.rand(1, 3, 80, 80) * 0.3 + 0.6  # light colours: stretching would change them
+    shown = explain._shown(loaded.preprocess(image), loaded)
+    torch.testing.assert_close(shown, resize(image, (64, 64))[0], atol=1e-5, rtol=0)

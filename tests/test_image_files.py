@@ -112,3 +112,14 @@ def test_folder_datasets_size_a_turned_photo_as_shown(tmp_path):
     save_oriented(tmp_path / "3" / "turned.png", np.zeros((6, 10, 3), dtype=np.uint8), 8)
     data = open_dataset(f"folder:{tmp_path}")
     assert (data.entries[0].height, data.entries[0].width) == (10, 6) and data[0].image.shape == (3, 10, 6)
+
+
+def test_a_cmyk_jpeg_is_read_in_its_colours_by_both_readers(tmp_path):
+    """Before: ``explain`` read C, M, Y as R, G, B and showed (and classified) a colour negative."""
+    rgb = np.zeros((16, 16, 3), dtype=np.uint8)
+    rgb[:, :8] = (200, 30, 30)
+    rgb[:, 8:] = (20, 60, 220)
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=100)
+    expected = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
+    for reader in READERS.values():
+        assert float((reader(tmp_path / "cmyk.jpg") - expected).abs().mean()) < 0.03

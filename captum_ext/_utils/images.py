@@ -43,8 +43,9 @@ def displayed_size(image: Any) -> Tuple[int, int]:
 
 
 def displayed_pixels(path: str, pixels: np.ndarray) -> np.ndarray:
-    """``pixels`` decoded from the file ``path`` by a reader that ignores EXIF orientation, as displayed: a photo
-    whose orientation tag is not 1 is decoded again with its orientation applied (PIL's ``exif_transpose``).
+    """``pixels`` decoded from the file ``path`` by a reader that ignores EXIF orientation and reads CMYK as four
+    channels, as displayed: such a file is decoded again with PIL, its orientation applied (``exif_transpose``) and
+    CMYK converted to RGB (its C, M, Y read as R, G, B show a colour negative).
 
     Args:
         path (str): the image file.
@@ -56,9 +57,10 @@ def displayed_pixels(path: str, pixels: np.ndarray) -> np.ndarray:
     from PIL import Image, ImageOps
 
     with Image.open(path) as image:
-        if image.getexif().get(EXIF_ORIENTATION, 1) == 1:
+        if image.getexif().get(EXIF_ORIENTATION, 1) == 1 and image.mode != "CMYK":
             return pixels
-        return np.array(ImageOps.exif_transpose(image))
+        shown = ImageOps.exif_transpose(image)
+        return np.array(shown.convert("RGB") if shown.mode == "CMYK" else shown)
 
 
 def file_pixels_problem(pixels: np.ndarray) -> Optional[str]:
