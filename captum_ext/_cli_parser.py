@@ -49,7 +49,7 @@ FEATURE_BLOCKS: Tuple[str, ...] = ("grid", "multiscale", "moments", "cam", "wind
 MODEL_FORMS: Tuple[str, ...] = ("zoo:NAME", "efficientnet_lite0", "torchvision:NAME (with weights)",
                                 "PATH.py:FUNCTION")
 DATA_FORMS: Tuple[str, ...] = ("coco:ANNOTATIONS.json:IMAGES_DIR", "voc:ROOT[:YEAR:SPLIT]", "folder:DIR",
-                               "scenes:MODE:N")
+                               "scenes:MODE:N[:train]")
 
 DEBUG_HELP = "print the full traceback of an error (also: environment variable CAPTUM_EXT_DEBUG=1)"
 
@@ -173,7 +173,7 @@ def _add_evaluation_commands(commands: "argparse._SubParsersAction[argparse.Argu
                           help="max-sensitivity's uniform perturbation bound per pixel")
 
     fit = _command(commands, "fit-boxes", "fit SensitivityBBox's box map on an annotated dataset",
-                   "captum-ext fit-boxes --model zoo:scenes_vgg --data scenes:single:400 --out boxes.pt",
+                   "captum-ext fit-boxes --model zoo:scenes_vgg --data scenes:single:400:train --out boxes.pt",
                    "captum_ext.evaluation.command:run_fit_boxes")
     _add_evaluation_inputs(fit)
     fit.add_argument("--out", type=Path, required=True, metavar="PT", help="box map file to write (.pt)")

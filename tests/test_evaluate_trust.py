@@ -892,3 +892,19 @@ def test_constant_maps_are_counted_marked_and_warned_about(tmp_path):
     assert alive["constant_maps"] == 0 and {row["constant_map"] for row in rows_of(tmp_path / "alive")} == {"0"}
     assert "constant_maps" not in evaluate(tiny_net(), "saliency", "scenes:multi:4", tmp_path / "none", metrics=(),
                                            show_progress=False)
+
+
+def test_box_maps_fit_on_training_scenes_and_are_warned_off_the_held_out_ones(tmp_path):
+    """Before: ``fit-boxes --data scenes:single:60`` fitted on the very scenes ``evaluate --data scenes:single:30``
+    scored (CorLoc 1.0 against 0.17 for a map fitted on other scenes), and no spec gave other scenes."""
+    held_out, training = open_dataset("scenes:single:6"), open_dataset("scenes:single:6:train")
+    assert not any(torch.equal(held_out[i].image, training[i].image) for i in range(6))
+    assert torch.equal(open_dataset("scenes:single:3")[2].image, held_out[2].image)  # held-out: a prefix
+    with pytest.warns(UserWarning, match=r"'scenes:single:8' are the held-out scenes that evaluate scores: .* fit on "
+                                         r"scenes:single:8:train"):
+        fit_box_map(tiny_net(), "scenes:single:8", tmp_path / "leak.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit_box_map(tiny_net(), "scenes:single:8:train", tmp_path / "fair.pt")
+    with pytest.raises(ValueError, match=r"optionally followed by 'train'"):
+        open_dataset("scenes:single:8:test")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 
@@ -114,6 +115,10 @@ def fit_box_map(
         if group.is_main:
             check_writable(Path(out), "out")
         dataset = _dataset_of(data, resize, skip_bad, class_map)[0]
+        spec = getattr(dataset, "spec", "")
+        if spec.startswith("scenes:") and not spec.endswith(":train") and group.is_main:
+            warnings.warn(f"`data` {spec!r} are the held-out scenes that evaluate scores: a box map fitted on them "
+                          f"is scored on its own training data; fit on {spec}:train", stacklevel=2)
         if not dataset.has_boxes:
             raise ValueError(f"`data` {getattr(dataset, 'spec', '')!r} has no boxes to fit a box map on")
         loaded = _model_of(model, group.device)

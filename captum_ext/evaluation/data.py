@@ -25,10 +25,12 @@ Specs:
 ``folder:DIR``
     ``torchvision.datasets.ImageFolder``: class labels only; one truth per image with ``0×4`` boxes and no mask;
     category = the ImageFolder class index (sorted directory names).
-``scenes:MODE:N``
+``scenes:MODE:N[:train]``
     ``N`` held-out scenes of :func:`captum_ext.datasets.scenes.make_scenes` (``split="test"``, seed
     ``HELD_OUT_SEED`` of :mod:`captum_ext.training.scene_classifiers`), generated in memory. Category = the digit;
-    per class, the boxes and union mask of its digits.
+    per class, the boxes and union mask of its digits. With ``:train``, training scenes instead (``split="train"``,
+    seed :data:`~captum_ext.evaluation._folders.FITTING_SEED`): what to fit a box map on, since ``evaluate`` scores
+    the held-out ones.
 
 Every annotation is checked when the dataset opens: a box of zero area, or reaching more than
 :data:`~captum_ext.evaluation._annotations.EDGE_SLACK` pixels outside its image, refuses the dataset with an error
@@ -67,7 +69,7 @@ VOC_CLASSES: Tuple[str, ...] = (
 
 #: The spec forms :func:`open_dataset` accepts, shown in its error messages.
 SPEC_FORMS: Tuple[str, ...] = (
-    "coco:ANNOTATIONS.json:IMAGES_DIR", "voc:ROOT[:YEAR:SPLIT]", "folder:DIR", "scenes:MODE:N",
+    "coco:ANNOTATIONS.json:IMAGES_DIR", "voc:ROOT[:YEAR:SPLIT]", "folder:DIR", "scenes:MODE:N[:train]",
 )
 
 
@@ -367,11 +369,12 @@ def _open_source(spec: str, class_map: Optional[Any] = None) -> object:
     if kind == "scenes":
         from captum_ext.datasets.scenes import MODES
 
-        if len(parts) != 2 or parts[0] not in MODES or not _is_count(parts[1]):
-            raise _spec_error(spec, "scenes needs a mode and a scene count")
+        if len(parts) not in (2, 3) or parts[0] not in MODES or not _is_count(parts[1]) \
+                or parts[2:] not in ([], ["train"]):
+            raise _spec_error(spec, "scenes needs a mode and a scene count, optionally followed by 'train'")
         from captum_ext.evaluation._folders import SceneSource
 
-        return SceneSource(parts[0], int(parts[1]))
+        return SceneSource(parts[0], int(parts[1]), train=parts[2:] == ["train"])
     raise _spec_error(spec, f"unknown kind {kind!r}")
 
 
@@ -381,7 +384,7 @@ def open_dataset(spec: str, resize: Optional[Tuple[int, int]] = None, skip_bad: 
 
     Args:
         spec (str): ``coco:ANNOTATIONS.json:IMAGES_DIR``, ``voc:ROOT[:YEAR:SPLIT]``, ``folder:DIR`` or
-            ``scenes:MODE:N``.
+            ``scenes:MODE:N[:train]``.
         resize (tuple of int, optional): ``(H, W)`` to resize every image to (bilinear, antialiased), its boxes
             scaled and its masks resized (nearest) alike, so the truth stays on the same pixels. Default: native
             sizes (which may differ between images).
