@@ -257,8 +257,8 @@ def main() -> None:
     write_results("roi_attention", record, to_markdown(record), args.out_dir)
 
 
-def _pct(value: float) -> str:
-    return "-" if value != value else f"{100 * value:.1f}"
+def _pct(value: Optional[float]) -> str:
+    return "-" if value is None or value != value else f"{100 * value:.1f}"  # an empty bin: null (NaN before)
 
 
 def _long_recipe(r: Dict[str, Any], cfg: Dict[str, Any]) -> List[str]:

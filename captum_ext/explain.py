@@ -71,7 +71,8 @@ def read_image(path: Union[str, Path]) -> Tensor:
         with open(path, "rb") as handle:  # imageio leaves the file open when it cannot read it
             array = io.imread(handle)
     except Exception as err:  # skimage raises several types for unreadable files
-        raise ValueError(f"could not read {str(path)!r} as an image: {err}") from err
+        reason = "no image format recognised" if "Could not find a backend" in str(err) else str(err)
+        raise ValueError(f"could not read {str(path)!r} as an image: {reason}") from err
     array = displayed_pixels(str(path), np.asarray(array))  # a photo's EXIF orientation, as viewers show it
     why = file_pixels_problem(array)
     if why is not None:
@@ -119,8 +120,8 @@ def load_model(spec: str, weights: Optional[Union[str, Path]] = None) -> LoadedM
     """Build the model named by ``spec``: a zoo name, ``"efficientnet_lite0"`` or ``"torchvision:<name>"``.
 
     Args:
-        spec (str): the model: a zoo scene classifier (``zoo.available("scene_classifier")``),
-            ``"efficientnet_lite0"`` or ``"torchvision:<name>"``.
+        spec (str): the model: a zoo scene classifier (``zoo.available("scene_classifier")``, with or without
+            ``evaluate``'s ``zoo:`` prefix), ``"efficientnet_lite0"`` or ``"torchvision:<name>"``.
         weights (str or Path, optional): a ``state_dict`` file; required for torchvision models, not allowed
             otherwise.
 
@@ -143,6 +144,7 @@ def load_model(spec: str, weights: Optional[Union[str, Path]] = None) -> LoadedM
     """
     from captum_ext import zoo
 
+    spec = spec[len("zoo:"):] if isinstance(spec, str) and spec.startswith("zoo:") else spec  # evaluate's spelling
     if spec in zoo.available() and spec not in zoo.available(zoo.SCENE_CLASSIFIER):
         raise ValueError(f"zoo model {spec!r} in `model` is a {zoo.ZOO[spec].kind.replace('_', ' ')}, not an image "
                          f"classifier; use one of {zoo.available(zoo.SCENE_CLASSIFIER)}")
@@ -192,7 +194,9 @@ def load_model(spec: str, weights: Optional[Union[str, Path]] = None) -> LoadedM
         try:
             model.load_state_dict(state)
         except RuntimeError as err:
-            raise ValueError(f"`weights` does not fit torchvision.models.{name}: {err}") from err
+            # torch lists every missing and unexpected key: thousands of characters for another architecture.
+            reason = str(err) if len(str(err)) <= 400 else str(err)[:400] + " …"
+            raise ValueError(f"`weights` does not fit torchvision.models.{name}: {reason}") from err
         model.eval()
         if classes == 1000:
             from captum_ext.zoo.efficientnet import imagenet_classes

@@ -110,3 +110,18 @@ def test_the_figure_shows_the_models_view_in_the_images_own_colours():
     image = torch.rand(1, 3, 80, 80) * 0.3 + 0.6  # light colours: stretching would change them
     shown = explain._shown(loaded.preprocess(image), loaded)
     torch.testing.assert_close(shown, resize(image, (64, 64))[0], atol=1e-5, rtol=0)
+
+
+def test_load_model_takes_evaluates_zoo_spelling_too():
+    assert explain.load_model("zoo:scenes_vgg").name == explain.load_model("scenes_vgg").name
+
+
+def test_an_unreadable_file_and_foreign_weights_are_named_in_a_short_line(tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"not an image at all")
+    with pytest.raises(ValueError, match=r"could not read '.*broken.png' as an image: ") as refused:
+        explain.read_image(tmp_path / "broken.png")
+    assert "BufferedReader" not in str(refused.value)
+    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), tmp_path / "r18.pt")
+    with pytest.raises(ValueError, match=r"`weights` does not fit torchvision.models.resnet50: ") as refused:
+        explain.load_model("torchvision:resnet50", tmp_path / "r18.pt")
+    assert len(str(refused.value)) < 600

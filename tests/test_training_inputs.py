@@ -116,3 +116,20 @@ def test_predictions_and_scores_refuse_empty_data_and_bad_settings(roi_scenes):
         with pytest.raises(ValueError, match="`noise_scale`"):
             ellipse_scoring.background_shift(model, batch, noise_scale=scale)
     assert math.isfinite(ellipse_scoring.background_shift(model, batch, noise_scale=0.5))
+
+
+def test_run_records_are_standard_json_with_null_for_empty_bins():
+    """Before: an empty ROI-size bin was written as the bare token NaN, which jq, JavaScript and strict parsers
+    refuse."""
+    import json
+    import math
+
+    from captum_ext._utils.training import record_json
+
+    text = record_json({"per_image": [0.5, float("nan")], "nested": {"gap": float("inf"), "n": 3}})
+
+    def refuse(token):
+        raise ValueError(token)
+
+    assert json.loads(text, parse_constant=refuse) == {"per_image": [0.5, None], "nested": {"gap": None, "n": 3}}
+    assert not math.isnan(json.loads(record_json({"x": 1.0}))["x"])

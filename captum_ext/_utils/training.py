@@ -165,6 +165,31 @@ def train_epochs(
     return history
 
 
+def record_json(record: Mapping[str, Any]) -> str:
+    """A run record as standard JSON text: a value that is not a finite number (an empty bin's NaN accuracy) is
+    ``null``, which strict parsers, jq and JavaScript read, where Python's ``NaN`` token is refused.
+
+    Args:
+        record (mapping): the record.
+
+    Returns:
+        str: indented JSON, ending with a newline.
+    """
+    import json
+    import math
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, Mapping):
+            return {key: clean(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(item) for item in value]
+        return value
+
+    return json.dumps(clean(record), indent=2, allow_nan=False) + "\n"
+
+
 def check_replaceable_run(record: Path, settings: Mapping[str, Any]) -> None:
     """Refuse to train into files that hold a run with other settings: its weights and record would be replaced
     (the weights after the first epoch already). A rerun with the same settings may replace them.

@@ -10,7 +10,6 @@ The scoring functions (:func:`regression_targets`, :func:`decode`, :func:`errors
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 from torch import Tensor
 
 from captum_ext import zoo
-from captum_ext._utils.training import check_replaceable_run, train_epochs
+from captum_ext._utils.training import check_replaceable_run, record_json, train_epochs
 from captum_ext._utils.validation import check_scalar
 from captum_ext.datasets.ellipses import OBJECT_FRACTION, PAPER_SPLITS, EllipseBatch, make_ellipses
 from captum_ext.models.self_supervised_attention import SelfSupervisedAttentionRegressor
@@ -313,7 +312,7 @@ def train_and_record(
         "test": evaluate(model, test), "background_shift": background_shift(model, test),
         "unit": "degrees" if dataset == 1 else "pixels",
     }
-    (out / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out / f"{stem}.json").write_text(record_json(record))
     return record
 
 

@@ -8,7 +8,6 @@ ROI mask selecting one digit, its class, and the ROI pixel count; :func:`evaluat
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from torch import Tensor
 
 from captum_ext._utils.checkpoints import read_state_dict
 from captum_ext import metrics
-from captum_ext._utils.training import check_replaceable_run, train_epochs
+from captum_ext._utils.training import check_replaceable_run, record_json, train_epochs
 from captum_ext._utils.validation import check_scalar
 from captum_ext.datasets.scenes import NUM_CLASSES, ROI_BINS_64, SceneBatch, make_scenes, normalize
 from captum_ext.models.roi_attention_resnet import DEPTHS, ROIAttentionResNet
@@ -311,5 +310,5 @@ def train_and_record(
               "overall_per_image": result.overall_per_image, "overall_class_mean": result.overall_class_mean,
               "bins": result.edges.tolist(), "per_image": result.per_image.tolist(),
               "class_mean": result.class_mean.tolist(), "counts": result.counts.tolist()}
-    (out / f"{variant}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out / f"{variant}.json").write_text(record_json(record))
     return RoiRun(record, result)

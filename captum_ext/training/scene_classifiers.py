@@ -14,7 +14,6 @@ seed no training epoch uses, :data:`HELD_OUT_SEED`.
 """
 from __future__ import annotations
 
-import json
 import platform
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from captum_ext import zoo
-from captum_ext._utils.training import optimisation_steps
+from captum_ext._utils.training import optimisation_steps, record_json
 from captum_ext._utils.validation import check_scalar
 from captum_ext._version import __version__
 from captum_ext.datasets import scenes
@@ -216,7 +215,7 @@ def train_scene_classifier(
             f"--batch-size {batch_size} --lr {lr!r} --pretrain-steps {pretrain_steps} --seed {seed}"
         ),
     }
-    (out / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out / f"{name}.json").write_text(record_json(record))
     print(f"{name}: held-out {final} in {seconds:.0f}s -> {out / (name + '.pt')}", flush=True)
     return record
 
