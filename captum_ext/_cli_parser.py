@@ -260,9 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--only", nargs="+", choices=tuple(BENCHMARKS), default=None, metavar="NAME",
                        help="run only these benchmarks, of: " + ", ".join(BENCHMARKS))
     bench.add_argument("--bench-dir", type=Path, default=None, metavar="DIR",
-                       help="the repository's benchmarks/ folder (default: ./benchmarks)")
+                       help="the repository's benchmarks/ folder (default: ./benchmarks, else the one of the clone "
+                            "the package is installed from in editable mode)")
     bench.add_argument("--out-dir", type=Path, default=None, metavar="DIR",
-                       help="default: benchmarks/results, or benchmarks/results/quick with --quick")
+                       help="default: the benchmarks folder's results/ (the committed report of a clone), or "
+                            "results/quick with --quick")
 
     roi = _command(commands, "train-roi", "train ROIAttentionResNet on the ROI digit scenes",
                    "captum-ext train-roi --merge layer3 --mode mul --epochs 2 --n-train 2000 --out roi/",
@@ -276,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "multiplied by the mask (default: the attention branch)")
     roi.add_argument("--depth", type=int, default=18, choices=ROI_DEPTHS, help="ResNet depth")
     roi.add_argument("--backbone", type=Path, default=None, metavar="PT",
-                     help="state_dict of a torchvision ResNet (10 classes) to start from, e.g. pretrained")
+                     help="state_dict of a torchvision ResNet to start from, e.g. pretrained (a head of another "
+                          "class count, ImageNet's, is replaced by a new 10-class one)")
     roi.add_argument("--epochs", type=int, default=ROI_DEFAULTS["epochs"], metavar="N", help="training epochs")
     roi.add_argument("--n-train", type=int, default=ROI_DEFAULTS["n_train"], metavar="N", help="training scenes")
     roi.add_argument("--n-test", type=int, default=ROI_DEFAULTS["n_test"], metavar="N", help="test scenes")

@@ -76,10 +76,12 @@ def _train_regressor(args: argparse.Namespace) -> int:
     record = train_and_record(args.dataset, args.out, n_train=args.n_train, n_test=args.n_test, epochs=args.epochs,
                               seed=args.seed, attention=not args.no_attention, **kwargs)
     test = record["test"]
-    print(f"dataset {args.dataset}: {record['n_train']} training images, {record['epochs']} epochs in "
+    epochs = f"{record['epochs']} epoch{'s' if record['epochs'] != 1 else ''}"
+    # Without attention the model has no attention map: its IoU would describe an untrained branch.
+    attention = "" if args.no_attention else f", attention IoU {test['attention_iou']:.3f}"
+    print(f"dataset {args.dataset}: {record['n_train']} training images, {epochs} in "
           f"{record['train_seconds']:.0f} s; test ({record['n_test']} images) mean error "
-          f"{test['mean_error']:.2f} {record['unit']}, attention IoU {test['attention_iou']:.3f}; "
-          f"wrote {args.out.resolve()}")
+          f"{test['mean_error']:.2f} {record['unit']}{attention}; wrote {args.out.resolve()}")
     return 0
 
 

@@ -254,3 +254,13 @@ def test_a_cut_off_table_is_named_with_what_is_wrong(tmp_path):
     with pytest.raises(ValueError, match=r"pairs\.csv' holds 3 pairs, but .*metrics\.json' counts 4"):
         read_run(folder)
     assert main(["compare", str(folder), "--out", str(tmp_path / "out")]) == 2
+
+
+def test_the_page_says_when_there_are_no_intervals(runs, tmp_path):
+    """Before: with 0 resamples the page still promised intervals in brackets, and showed none."""
+    compare([runs / "saliency", runs / "grad_cam"], tmp_path / "none", resamples=0)
+    page = (tmp_path / "none" / "index.html").read_text()
+    assert "no bootstrap intervals (0 resamples)" in page and "in brackets" not in page
+    compare([runs / "saliency", runs / "grad_cam"], tmp_path / "some", resamples=20)
+    assert "in brackets a 95&nbsp;% bootstrap interval over images (20 resamples)" in (
+        tmp_path / "some" / "index.html").read_text()

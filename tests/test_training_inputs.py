@@ -133,3 +133,19 @@ def test_run_records_are_standard_json_with_null_for_empty_bins():
 
     assert json.loads(text, parse_constant=refuse) == {"per_image": [0.5, None], "nested": {"gap": None, "n": 3}}
     assert not math.isnan(json.loads(record_json({"x": 1.0}))["x"])
+
+
+def test_an_imagenet_backbone_gives_its_features_and_a_new_head(tmp_path):
+    """Before: a torchvision ResNet state dict with ImageNet's 1000-class fc was refused (size mismatch), although
+    the docs suggest a pretrained backbone."""
+    import torch
+    import torchvision
+
+    from captum_ext.training import roi
+
+    saved = torchvision.models.resnet18(num_classes=1000).state_dict()
+    torch.save(saved, tmp_path / "imagenet.pt")
+    net = roi.build_model(18, backbone_weights=tmp_path / "imagenet.pt")
+    own = net.backbone.state_dict()
+    assert all(torch.equal(own[key], value) for key, value in saved.items() if not key.startswith("fc."))
+    assert net.backbone.fc.out_features == 10

@@ -235,8 +235,7 @@ details {{ margin: 0.4rem 0; }} summary {{ cursor: pointer; font-weight: 600; }}
 <h1>Which method to trust</h1>
 <p>{intro}</p>
 <h2>Leaderboard</h2>
-<p>Value from each run's <code>metrics.json</code>; in brackets a 95&nbsp;% bootstrap interval over images
-({resamples} resamples). Click a column to sort.</p>
+<p>Value from each run's <code>metrics.json</code>; {intervals} Click a column to sort.</p>
 <div class="scroll"><table id="board"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>
 <h2>Per metric</h2>
 <div class="charts">{charts}</div>
@@ -281,10 +280,12 @@ def _html(board: Dict[str, Dict[str, Score]], runs: Sequence[Run], resamples: in
     lower = ", ".join(METRICS[k][0] for k in keys if METRICS[k][2] == "lower")
     better = (f"{lower[0].upper() + lower[1:]}: lower is better; every other metric: higher is better." if lower
               else "Higher is better for every metric.")
-    intro = f"{len(runs)} runs of <code>captum-ext evaluate</code> on {html.escape(', '.join(data))}. {better}"
+    intro = f"{len(runs)} run{'s' if len(runs) != 1 else ''} of <code>captum-ext evaluate</code> on {html.escape(', '.join(data))}. {better}"
     warning = incomparable(runs)
     intro += f" <strong>{html.escape(warning)}</strong>" if warning else ""
-    return _PAGE.format(intro=intro, resamples=resamples, head=head, body="".join(body), charts=charts,
+    intervals = (f"in brackets a 95&nbsp;% bootstrap interval over images ({resamples} resamples)." if resamples
+                 else "no bootstrap intervals (0 resamples).")
+    return _PAGE.format(intro=intro, intervals=intervals, head=head, body="".join(body), charts=charts,
                         gallery=gallery_html(runs, same_pairs, examples))
 
 

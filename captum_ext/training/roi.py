@@ -197,8 +197,9 @@ def build_model(
         merge (str, optional): merge point of the attention branch. Default: ``"first"``.
         mode (str, optional): ``"add"`` or ``"mul"``. Default: ``"add"``.
         hard (str, optional): ``"image"`` or ``"first"`` for the hard baselines. Default: None.
-        backbone_weights (str or Path, optional): a ``state_dict`` of a torchvision ResNet of this depth with
-            ``num_classes`` outputs, e.g. one pretrained on whole scenes. Default: None (random initialisation).
+        backbone_weights (str or Path, optional): a ``state_dict`` of a torchvision ResNet of this depth, e.g. one
+            pretrained on whole scenes; one whose ``fc`` has another number of classes (ImageNet's 1000) gives its
+            features, and the ``num_classes`` head starts at random. Default: None (random initialisation).
         num_classes (int, optional): classes of the backbone's ``fc``. Default: 10.
 
     Returns:
@@ -218,6 +219,11 @@ def build_model(
             raise FileNotFoundError(f"`backbone_weights` file {str(path)!r} does not exist"
                                     + (" (it is a folder)" if path.is_dir() else ""))
         state = read_state_dict(path, f"torchvision.models.resnet{depth}", "backbone_weights")
+        head = state.get("fc.weight")
+        if isinstance(head, torch.Tensor) and head.dim() == 2 and head.shape[0] != num_classes:
+            # Another task's classifier (ImageNet's 1000 classes): the features load, the new head starts afresh.
+            state = {key: value for key, value in state.items() if not str(key).startswith("fc.")}
+            state.update({f"fc.{key}": value for key, value in backbone.fc.state_dict().items()})
         try:
             backbone.load_state_dict(state)
         except RuntimeError as err:
