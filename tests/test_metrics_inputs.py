@@ -272,3 +272,11 @@ def test_the_blurred_baseline_names_images_too_small_for_its_kernel():
     with pytest.raises(ValueError, match=r"`images` of 5×5 pixels are too small for the blurred baseline"):
         deletion_insertion_curves(model, torch.rand(1, 1, 5, 5), torch.rand(1, 5, 5), torch.tensor([0]),
                                   mode="insertion")
+
+
+@pytest.mark.parametrize("fractions", [(), 0.5])
+def test_road_needs_at_least_one_fraction(fractions):
+    """Before: no fraction gave an N×0 curve, whose mean is NaN."""
+    with pytest.raises(ValueError, match=r"`fractions` must be a non-empty sequence"):
+        road_curves(nn.Sequential(nn.Flatten(), nn.Linear(48, 3)), torch.rand(1, 3, 4, 4), torch.rand(1, 4, 4),
+                    torch.tensor([0]), fractions=fractions)

@@ -168,6 +168,8 @@ def road_curves(model: nn.Module, images: Tensor, maps: TensorLike, targets: Ten
         torch.Size([3, 2])
     """
     check_in_choices(order, "order", ORDERS)
+    if isinstance(fractions, (str, bytes)) or not hasattr(fractions, "__len__") or not len(fractions):
+        raise ValueError(f"`fractions` must be a non-empty sequence of fractions in (0, 1), got {fractions!r}")
     for fraction in fractions:
         check_scalar(fraction, "fractions", low=0.0, high=1.0, low_open=True, high_open=True)
     batch_size = int(check_scalar(batch_size, "batch_size", low=1, integer=True))
