@@ -82,7 +82,7 @@ def test_the_mean_is_summed_in_fixed_point_and_refuses_non_finite_values():
     halves.update(values[:5])
     assert float(whole.compute()) == float(halves.compute())
     assert abs(float(whole.compute()) - float(values.mean())) < 1e-9
-    with pytest.raises(ValueError, match="infidelity values must be finite"):
+    with pytest.raises(ValueError, match=r"`values` must be finite values in \[0, 65536\], got \[nan\]"):
         PerturbationMetric("infidelity").update(torch.tensor([0.1, float("nan")]))
     with pytest.raises(ValueError, match="`key` must be one of"):
         PerturbationMetric("deletion")
