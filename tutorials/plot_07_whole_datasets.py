@@ -23,6 +23,7 @@ the comments; the torchrun recipe is on the :doc:`command-line page </api/comman
 import json
 import tempfile
 import textwrap
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -52,15 +53,27 @@ print("image", tuple(sample.image.shape),
 # ``captum-ext evaluate --model zoo:scenes_vgg_multilabel --method node_backtrack --data coco:... --class-map ...``.
 results = {}
 for method in ("node_backtrack", "grad_cam"):
-    results[method] = evaluate("zoo:scenes_vgg_multilabel", method, data, work / method,
-                               batch_size=16, tolerance=4, class_map=class_map,
-                               show_progress=False)
+    with warnings.catch_warnings(record=True) as said:  # shown below, with the table
+        warnings.simplefilter("always")
+        results[method] = evaluate("zoo:scenes_vgg_multilabel", method, data, work / method,
+                                   batch_size=16, tolerance=4, class_map=class_map,
+                                   show_progress=False)
+    for warning in said:
+        print("warning:", warning.message)
 columns = {"accuracy": "accuracy", "pointing_game": "pointing",
            "energy_pointing_game": "energy", "corloc": "corloc",
            "maxboxacc_v2": "maxboxacc", "pxap": "pxap"}
-print(f"{'method':>15} " + " ".join(f"{short:>9}" for short in columns.values()))
+print(f"{'method':>15} " + " ".join(f"{short:>9}" for short in columns.values()) + "  constant maps")
 for method, summary in results.items():
-    print(f"{method:>15} " + " ".join(f"{summary[key]:>9.3f}" for key in columns))
+    print(f"{method:>15} " + " ".join(f"{summary[key]:>9.3f}" for key in columns)
+          + f"  {summary['constant_maps']:>13}")
+
+# %%
+# A few Grad-CAM maps are constant (all zeros: the weighted sum of the layer's channels is negative everywhere, and
+# Grad-CAM's ReLU sets it to zero). A constant
+# map has no maximum; the pointing game takes its first pixel, ``(0, 0)``, which would hit an object in that
+# corner. ``evaluate`` therefore counts them (``constant_maps`` in ``metrics.json``), marks them in ``pairs.csv``'s
+# ``constant_map`` column and warns.
 
 # %%
 # The maps, from Zarr

@@ -26,6 +26,7 @@ On the command line, step 1 is
 # writes, resumable alone) and ``leaderboard.csv``, ``leaderboard.md`` and ``index.html`` beside them.
 import csv
 import tempfile
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -40,9 +41,12 @@ work = Path(tempfile.mkdtemp())
 annotations, images = export_coco(scenes.make_scenes(16, mode="multi", split="test", seed=11), work / "coco")
 data = f"coco:{annotations}:{images}"
 metrics = ["pointing_game", "energy_pointing_game", "maxboxacc_v2", "pxap", "deletion", "insertion", "infidelity"]
+# A constant map (a dead Grad-CAM) points at its first pixel: evaluate warns and counts them; printed below instead.
+warnings.filterwarnings("ignore", message=r".* maps are constant")
 summaries = evaluate("zoo:scenes_vgg_multilabel", list(METHODS), data, work / "all", batch_size=16, tolerance=4,
                      metrics=metrics, faithfulness_steps=16, perturbation_samples=4, show_progress=False)
 print(sorted(path.name for path in (work / "all").iterdir()))
+print("constant maps:", {method: summary["constant_maps"] for method, summary in summaries.items()})
 
 # %%
 # The leaderboard
@@ -116,8 +120,6 @@ for method, summary in road.items():
 # maps). A map that explains the model should decorrelate as what it learned is destroyed; Adebayo et al. found
 # Guided Backprop barely does on ImageNet models. Here it stays correlated longer than Saliency while the top
 # layers are randomised, then decorrelates too. Eight images here; ``benchmarks/bench_sanity_checks.py`` runs more.
-import warnings  # noqa: E402
-
 from captum.attr import GuidedBackprop, Saliency  # noqa: E402
 
 from captum_ext import NodeBacktrack, zoo  # noqa: E402
