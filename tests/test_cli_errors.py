@@ -310,7 +310,8 @@ def test_argparse_errors_still_exit_2(capsys):
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["evaluate", "--batch-size", "1.5"], "captum-ext evaluate: error: argument --batch-size: invalid int value: '1.5'"),
+    (["evaluate", "--batch-size", "1.5"],
+     "captum-ext evaluate: error: argument --batch-size: invalid int value: '1.5'"),
     (["bogus"], "captum-ext: error: argument COMMAND: invalid choice: 'bogus'"),
     (["evaluate", "--model", "zoo:scenes_vgg", "--method", "saliency", "--data", "x", "--out", "y", "--metrics",
       "pointing"], "captum-ext evaluate: error: argument --metrics: invalid choice: 'pointing'"),

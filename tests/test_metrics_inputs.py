@@ -280,3 +280,21 @@ def test_road_needs_at_least_one_fraction(fractions):
     with pytest.raises(ValueError, match=r"`fractions` must be a non-empty sequence"):
         road_curves(nn.Sequential(nn.Flatten(), nn.Linear(48, 3)), torch.rand(1, 3, 4, 4), torch.rand(1, 4, 4),
                     torch.tensor([0]), fractions=fractions)
+
+
+def test_iou_thresholds_take_arrays_and_name_a_bare_number_as_a_type_error():
+    """Before: a numpy array and a bare 0.5 were both "must be a non-empty sequence" (ValueError)."""
+    import numpy as np
+
+    from captum_ext.metrics import MaxBoxAccV2Metric, maxboxacc_v2
+
+    saliency, boxes = torch.rand(2, 8, 8), torch.tensor([[1.0, 1.0, 5.0, 5.0], [2.0, 2.0, 7.0, 6.0]])
+    assert maxboxacc_v2(saliency, boxes, iou_thresholds=np.array([0.3, 0.5])) == \
+        maxboxacc_v2(saliency, boxes, iou_thresholds=(0.3, 0.5))
+    for build in (lambda: maxboxacc_v2(saliency, boxes, iou_thresholds=0.5),
+                  lambda: MaxBoxAccV2Metric(iou_thresholds=0.5)):
+        with pytest.raises(TypeError, match=r"`iou_thresholds` must be a sequence of numbers \(e.g. \(0.5,\)\), got "
+                                            r"float 0.5"):
+            build()
+    with pytest.raises(ValueError, match=r"non-empty"):
+        maxboxacc_v2(saliency, boxes, iou_thresholds=())

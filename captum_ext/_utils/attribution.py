@@ -334,8 +334,8 @@ def explained_model_errors(inputs: Sequence[Tensor], name: str = "inputs") -> It
             raise
         shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
         raise ModelInputError(f"the model could not run on `{name}` shaped {shapes}: {err}. Check the number of "
-                              f"channels and the dtype (the model's), and that the images are at least as large as the network accepts (and "
-                              f"of the size its fixed-size layers expect).") from err
+                              f"channels and the dtype (the model's), and that the images are at least as large as "
+                              f"the network accepts (and of the size its fixed-size layers expect).") from err
 
 
 def expand_per_example(values: Any, n: int, name: str) -> Any:

@@ -280,7 +280,8 @@ def _html(board: Dict[str, Dict[str, Score]], runs: Sequence[Run], resamples: in
     lower = ", ".join(METRICS[k][0] for k in keys if METRICS[k][2] == "lower")
     better = (f"{lower[0].upper() + lower[1:]}: lower is better; every other metric: higher is better." if lower
               else "Higher is better for every metric.")
-    intro = f"{len(runs)} run{'s' if len(runs) != 1 else ''} of <code>captum-ext evaluate</code> on {html.escape(', '.join(data))}. {better}"
+    runs_said = f"{len(runs)} run{'s' if len(runs) != 1 else ''}"
+    intro = f"{runs_said} of <code>captum-ext evaluate</code> on {html.escape(', '.join(data))}. {better}"
     warning = incomparable(runs)
     intro += f" <strong>{html.escape(warning)}</strong>" if warning else ""
     intervals = (f"in brackets a 95&nbsp;% bootstrap interval over images ({resamples} resamples)." if resamples

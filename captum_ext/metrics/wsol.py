@@ -102,9 +102,12 @@ def _check_thresholds(value: Optional[TensorLike], name: str = "thresholds") -> 
 
 def _check_iou_thresholds(value: Sequence[float], name: str = "iou_thresholds") -> Tensor:
     """The IoU thresholds δ as a float64 CPU tensor; each in ``(0, 1]`` (at δ = 0 every pair would be correct)."""
-    if isinstance(value, Tensor):
+    if isinstance(value, (Tensor, np.ndarray)):
         value = value.flatten().tolist()
-    if not isinstance(value, (list, tuple)) or len(value) == 0:
+    if not isinstance(value, (list, tuple)):  # a bare number is the most likely slip: (0.5,) was meant
+        raise TypeError(f"`{name}` must be a sequence of numbers (e.g. (0.5,)), got {type(value).__name__} "
+                        f"{value!r}")
+    if len(value) == 0:
         raise ValueError(f"`{name}` must be a non-empty sequence of numbers, got {value!r}")
     return torch.tensor(
         [check_scalar(v, f"{name}[{i}]", low=0.0, low_open=True, high=1.0) for i, v in enumerate(value)],
@@ -310,7 +313,8 @@ def maxboxacc_v2(
     Raises:
         TypeError: if an argument has the wrong type or dtype.
         ValueError: if the shapes or lengths disagree, a map holds NaN/inf, a threshold is out of range or the
-            sweep is not increasing, or a pair has no ground-truth box of positive area (its index is listed).
+            sweep is not increasing, or a pair has no ground-truth box of positive area, or none overlapping the
+            map (its index is listed).
 
     Example::
 
