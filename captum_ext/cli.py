@@ -98,7 +98,7 @@ def _explain_out(image: Path, given: Optional[str]) -> Path:
     """Where ``explain`` writes its figure: ``--out`` as given (a suffix-less name gets ``.png``), or
     ``<image>_explained.png`` beside the image or in the ``--out`` folder (a trailing slash names a new one). A file
     chosen by that default name is replaced only when it is an earlier figure of the same image."""
-    import matplotlib.pyplot as plt
+    from matplotlib.backend_bases import FigureCanvasBase
 
     from captum_ext.demo import check_replaceable_figures
 
@@ -110,8 +110,7 @@ def _explain_out(image: Path, given: Optional[str]) -> Path:
     else:
         out = Path(given)
         out = out if out.suffix else out.with_suffix(".png")  # what matplotlib writes: say so, and check that name
-    writable = plt.figure().canvas.get_supported_filetypes()
-    plt.close("all")
+    writable = FigureCanvasBase.get_supported_filetypes()
     if out.suffix[1:].lower() not in writable:
         raise ValueError(f"--out {str(out)!r}: matplotlib writes no '{out.suffix}' figures; use one of "
                          f"{', '.join('.' + k for k in sorted(writable))}")

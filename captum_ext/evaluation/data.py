@@ -56,7 +56,7 @@ from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from captum_ext._utils.images import file_pixels_problem
+from captum_ext._utils.images import EXIF_ORIENTATION, file_pixels_problem
 from captum_ext.evaluation._annotations import resize_sample
 from captum_ext.evaluation._fingerprints import file_state, hash_file
 from captum_ext.metrics.ground_truth import GroundTruth
@@ -252,7 +252,9 @@ def read_image(path: Union[str, os.PathLike]) -> Tensor:
     try:
         with Image.open(path) as opened:
             # As viewers and annotation tools show it, which is what boxes and masks were drawn on.
-            img, file_format = ImageOps.exif_transpose(opened), opened.format  # a transposed copy has no format
+            # Turned only where the tag asks (exif_transpose copies even an upright image); a copy has no format.
+            turned = opened.getexif().get(EXIF_ORIENTATION, 1) != 1
+            img, file_format = (ImageOps.exif_transpose(opened) if turned else opened), opened.format
             img.load()
             # 16-bit gray ("I;16", or "I" from a PNG) and float gray ("F"): PIL's convert("RGB") would clip at 255
             # or round to 0 and 1. Other "I" files hold 32-bit integers of unknown range.

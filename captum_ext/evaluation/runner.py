@@ -205,8 +205,9 @@ def evaluate(
         held, given = ("one method", "several methods") if several else ("several methods", "one method")
         raise ValueError(f"`out` {str(out)!r} holds a run of {held}; give {given} another folder")
     # The leaderboard written at the end compares the listed methods only: refuse now, not after the work.
-    left_out = sorted(p.parent.name for p in out.glob("*/metrics.json") if p.parent.name not in methods)
-    if several and left_out:
+    left_out = sorted(p.parent.name for p in out.glob("*/metrics.json") if p.parent.name not in methods) \
+        if several else []
+    if left_out:
         raise ValueError(f"`out` {str(out)!r} holds finished results of {', '.join(left_out)}, which this run's "
                          f"leaderboard would leave out: list them too, or use another folder")
     with processes(device) as group, ExitStack() as restore:
