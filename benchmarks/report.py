@@ -273,7 +273,9 @@ EXTRACTORS: Dict[str, Callable[[Dict[str, Any], Path], Tuple[List[Row], List[Row
 
 def evaluate_rows(record: Dict[str, Any]) -> List[str]:
     """Speed-table rows of the dataset-scale evaluation benchmark."""
-    device = record["overhead"]["device"]
+    # The measurement's date goes with the device: runs of different dates (and code) share this table.
+    date = record["overhead"].get("measured", (record.get("environment") or {}).get("date", ""))[:10]
+    device = f'{record["overhead"]["device"]}{", " + date if date else ""}'
     rows = [f"| `captum-ext evaluate` ({device}) | overhead over `{r['method']}` alone, localisation metrics: "
             f"{r['metrics']} | ≤ 5 % | {100 * r['overhead']:.1f} % | {_yes(r['overhead'] <= 0.05)} |"
             for r in record["overhead"]["runs"]]
