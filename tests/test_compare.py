@@ -171,17 +171,23 @@ def fake_run(folder, settings, scores, rows=()):
 
 
 @pytest.mark.parametrize("setting, other, metric, words", [
-    ("faithfulness", {"steps": 2, "baseline": "zero"}, "deletion_auc", "deletion and insertion settings"),
-    ("perturbation", {"samples": 3, "noise": 0.1, "radius": 0.02}, "infidelity", "perturbations"),
+    ("faithfulness", {"steps": 2, "baseline": "zero"}, "deletion_auc", "deletion settings"),
+    ("faithfulness", {"steps": 8, "baseline": "blur"}, "deletion_auc", "deletion settings"),
+    ("faithfulness", {"steps": 8, "baseline": "zero"}, "insertion_auc", "insertion settings"),
+    ("perturbation", {"samples": 3, "noise": 0.1, "radius": 0.02}, "infidelity", "infidelity perturbations"),
+    ("perturbation", {"samples": 2, "noise": 0.1, "radius": 0.05}, "sensitivity_max", "max-sensitivity perturbations"),
     ("batch_size", 4, "sensitivity_max", "batch sizes"),
+    ("batch_size", 4, "road_lerf", "batch sizes"),
+    ("map_dtype", "float32", "pxap", "stored map precisions"),
     ("road", {"fractions": [0.5]}, "road_morf", "ROAD settings"),
     ("tolerance", 3.0, "pointing_game", "pointing tolerances"),
 ])
 def test_runs_measured_with_other_metric_settings_are_flagged(tmp_path, setting, other, metric, words):
     """Before: only the dataset, image size and tolerance were compared, so deletion AUCs of 8 and of 2 steps were
     tabled side by side without a word."""
-    base = {"faithfulness": {"steps": 8, "baseline": "zero"}, "perturbation": {"samples": 2, "noise": 0.1,
-            "radius": 0.02}, "batch_size": 8, "road": {"fractions": [0.1, 0.5]}, "tolerance": 15.0}
+    base = {"faithfulness": {"steps": 8, "baseline": None}, "perturbation": {"samples": 2, "noise": 0.1,
+            "radius": 0.02}, "batch_size": 8, "road": {"fractions": [0.1, 0.5]}, "tolerance": 15.0,
+            "map_dtype": "float16"}
     first = fake_run(tmp_path / "a", base, {metric: 0.2})
     second = fake_run(tmp_path / "b", {**base, setting: other}, {metric: 0.3})
     compare([first, second], tmp_path / "out", resamples=0, same_pairs=0, examples=0)
@@ -190,6 +196,23 @@ def test_runs_measured_with_other_metric_settings_are_flagged(tmp_path, setting,
     third = fake_run(tmp_path / "c", {**base, setting: other}, {"accuracy" if metric != "accuracy" else "pxap": 0.3})
     compare([first, third], tmp_path / "out2", resamples=0, same_pairs=0, examples=0)
     assert "not comparable" not in (tmp_path / "out2" / "leaderboard.md").read_text()
+
+
+@pytest.mark.parametrize("setting, other, metric", [
+    ("faithfulness", {"steps": 8, "baseline": "zero"}, "deletion_auc"),  # deletion's default baseline, named
+    ("faithfulness", {"steps": 8, "baseline": "blur"}, "insertion_auc"),  # insertion's default baseline, named
+    ("perturbation", {"samples": 2, "noise": 0.1, "radius": 0.5}, "infidelity"),  # infidelity draws no radius
+    ("perturbation", {"samples": 2, "noise": 0.5, "radius": 0.02}, "sensitivity_max"),  # nor max-sensitivity noise
+])
+def test_settings_a_metric_did_not_use_differently_are_not_flagged(tmp_path, setting, other, metric):
+    """Before: a deletion run with ``--baseline zero`` (deletion's default) was called incomparable with one that
+    left the baseline to the default, and an infidelity run with one of another max-sensitivity radius."""
+    base = {"faithfulness": {"steps": 8, "baseline": None}, "perturbation": {"samples": 2, "noise": 0.1,
+            "radius": 0.02}}
+    first = fake_run(tmp_path / "a", base, {metric: 0.2})
+    second = fake_run(tmp_path / "b", {**base, setting: other}, {metric: 0.3})
+    compare([first, second], tmp_path / "out", resamples=0, same_pairs=0, examples=0)
+    assert "not comparable" not in (tmp_path / "out" / "leaderboard.md").read_text()
 
 
 @pytest.mark.parametrize("key, words", [("model_weights", "models' weights"),
@@ -253,6 +276,21 @@ def test_a_cut_off_table_is_named_with_what_is_wrong(tmp_path):
     (folder / "pairs.csv").write_text("".join(table.splitlines(keepends=True)[:4]))  # the last row lost whole
     with pytest.raises(ValueError, match=r"pairs\.csv' holds 3 pairs, but .*metrics\.json' counts 4"):
         read_run(folder)
+    assert main(["compare", str(folder), "--out", str(tmp_path / "out")]) == 2
+
+
+def test_a_missing_table_or_a_score_that_is_no_number_is_named(tmp_path):
+    """Before: a run folder without pairs.csv was tabled without intervals and without a word, and a NaN in the
+    table gave the interval [nan, nan]."""
+    rows = [(k, k, 0, 0.1 * k) for k in range(4)]
+    folder = fake_run(tmp_path / "run", {}, {"deletion_auc": 0.15}, rows)
+    table = (folder / "pairs.csv").read_text()
+    (folder / "pairs.csv").unlink()
+    with pytest.raises(ValueError, match=r"pairs\.csv' is missing: .*metrics\.json' counts 4 pairs"):
+        read_run(folder)
+    (folder / "pairs.csv").write_text(table.replace("0.2", "nan", 1))
+    with pytest.raises(ValueError, match=r"pairs\.csv' holds 'nan' in column 'deletion_auc' at line 4"):
+        score(read_run(folder), "deletion_auc", resamples=10)
     assert main(["compare", str(folder), "--out", str(tmp_path / "out")]) == 2
 
 

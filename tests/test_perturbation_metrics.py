@@ -74,6 +74,25 @@ def test_max_sensitivity_is_the_largest_relative_change_of_the_map():
     assert bool((got > 0).all())
 
 
+def test_max_sensitivity_names_bad_inputs_and_bad_maps():
+    """Before: an ``explain`` returning one map for two images scored both "perfectly stable" (0.0), NaN maps gave
+    NaN, and targets of the wrong length or NaN images reached Captum (a bare AssertionError)."""
+    images, targets, generator = torch.rand(2, 3, 4, 4), torch.tensor([0, 1]), torch.Generator().manual_seed(0)
+    fixed = lambda x, t: torch.ones(len(x), 1, 4, 4)  # noqa: E731
+    with pytest.raises(ValueError, match=r"`explain` must return one map per image \(\d+ here\), got \(1, 1, 4, 4\)"):
+        sensitivity_max_per_pair(lambda x, t: torch.ones(1, 1, 4, 4), images, targets, generator, samples=2)
+    with pytest.raises(ValueError, match="`explain` returned maps holding NaN"):
+        sensitivity_max_per_pair(lambda x, t: torch.full((len(x), 1, 4, 4), float("nan")), images, targets, generator,
+                                 samples=2)
+    with pytest.raises(ValueError, match="`targets`"):
+        sensitivity_max_per_pair(fixed, images, torch.tensor([0]), generator, samples=2)
+    with pytest.raises(ValueError, match="`images`"):
+        sensitivity_max_per_pair(fixed, torch.full((2, 3, 4, 4), float("nan")), targets, generator, samples=2)
+    model = nn.Sequential(nn.Conv2d(3, 2, 1), nn.BatchNorm2d(2, track_running_stats=False), nn.Flatten())
+    with pytest.raises(ValueError, match="batch_size=1"):
+        sensitivity_max_per_pair(model, images, targets, generator, samples=2)
+
+
 def test_the_mean_is_summed_in_fixed_point_and_refuses_non_finite_values():
     whole, halves = PerturbationMetric("sensitivity_max"), PerturbationMetric("sensitivity_max")
     values = torch.rand(10, dtype=torch.float64) * 3
@@ -127,3 +146,16 @@ def test_a_python_callable_method_gets_every_faithfulness_metric(tmp_path):
     assert calls[0] == 4 and sum(calls[1:]) >= 3 * 4  # the maps, then every perturbed copy for max-sensitivity
     # Brightness does not depend on the model: small input noise changes it by about the noise's relative size.
     assert 0.0 < summary["sensitivity_max"] < 0.2
+
+
+def test_the_driver_refuses_a_model_that_mixes_the_images_of_a_batch_and_scores_one_image_at_a_time(tmp_path):
+    """Before: a BatchNorm without running statistics (it normalises with each batch's own even in eval mode) made
+    maps and scores depend on the images batched together, without a word."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4, track_running_stats=False), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+    with pytest.raises(ValueError, match=r"maps and scores would depend on the other images.*--batch-size 1"):
+        evaluate(model, "saliency", "scenes:single:4", tmp_path / "bad", batch_size=2, show_progress=False)
+    summary = evaluate(model, "saliency", "scenes:single:3", tmp_path / "run", batch_size=1, show_progress=False,
+                       metrics=["deletion"], faithfulness_steps=4)
+    assert summary["n_pairs"] == 3 and 0.0 <= summary["deletion_auc"] <= 1.0

@@ -60,3 +60,44 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="`explain`"):
         cascading_randomization(small_net(), lambda m, x, t: torch.zeros(5, 8, 8), torch.rand(1, 3, 8, 8),
                                 torch.tensor([0]))
+    with pytest.raises(ValueError, match="`images`"):
+        cascading_randomization(small_net(), gradient, torch.full((1, 3, 8, 8), float("nan")), torch.tensor([0]))
+    with pytest.raises(ValueError, match="`targets`"):
+        cascading_randomization(small_net(), gradient, torch.rand(2, 3, 8, 8), torch.tensor([0]))
+
+
+def test_a_container_is_randomised_whole_and_a_layer_without_parameters_is_refused():
+    """Before: a container name (``nn.Sequential``) or a ReLU was accepted and nothing was randomised, so every step
+    reported the trained maps (Spearman and SSIM 1.0) as the randomised model's: a good method looked broken."""
+    model = nn.Sequential(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU()),
+                          nn.Sequential(nn.Flatten(), nn.Linear(8 * 64, 3))).eval()
+    images, targets = torch.rand(2, 3, 8, 8), torch.tensor([0, 1])
+    result = cascading_randomization(model, gradient, images, targets, layers=["0", "1"])
+    assert float(result.spearman_abs.max()) < 0.9
+    copy = nn.Sequential(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU()), nn.Linear(2, 2))
+    _reinitialise(copy[0], seed=0)
+    torch.manual_seed(0)
+    assert torch.equal(copy[0][0].weight, nn.Conv2d(3, 8, 3, padding=1).weight)  # the conv inside, seeded
+    with pytest.raises(ValueError, match=r"without learnable parameters.*\['0\.1'\]"):
+        cascading_randomization(model, gradient, images, targets, layers=["0.1"])
+
+
+def test_the_model_and_its_batchnorm_statistics_are_left_as_found_in_train_mode():
+    """Before: a model handed over in train mode had its BatchNorm running statistics moved by the reference
+    explanation."""
+    model = small_net().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cascading_randomization(model, gradient, torch.rand(3, 3, 12, 12), torch.tensor([0, 1, 2]))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()) and model.training
+
+
+def test_maps_too_small_for_ssim_are_named_after_the_first_explanation():
+    calls = []
+
+    def tiny(model, images, targets):
+        calls.append(1)
+        return torch.rand(len(images), 2, 2)
+
+    with pytest.raises(ValueError, match=r"`explain` returned maps of \(2, 2\) pixels; SSIM needs at least 3×3"):
+        cascading_randomization(small_net(), tiny, torch.rand(2, 3, 8, 8), torch.tensor([0, 1]))
+    assert len(calls) == 1

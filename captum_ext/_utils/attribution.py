@@ -247,7 +247,25 @@ def eval_mode(forward_func: Any) -> Iterator[None]:
         yield
 
 
-def check_examples_independent(forward_func: Any, n: int) -> None:
+def batch_mixing_layers(forward_func: Any) -> List[str]:
+    """The names of the model's BatchNorm layers built without running statistics: they normalise with each batch's
+    own even in eval mode, so an example's output depends on the other examples of its batch.
+
+    Args:
+        forward_func (callable): the model (or a bound method of it); other callables have none.
+
+    Returns:
+        list of str: the layers' names (the model's class name for a model that is one).
+    """
+    module = model_module(forward_func)
+    if module is None:
+        return []
+    return [name or type(module).__name__ for name, m in module.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is None and m.running_var is None]
+
+
+def check_examples_independent(forward_func: Any, n: int, what: str = "maps",
+                               remedy: str = "explain one image at a time") -> None:
     """Refuse to explain ``n > 1`` examples together through a model that mixes them: a BatchNorm built without
     running statistics normalises with each batch's own even in eval mode, so each map would depend on the other
     images of the batch.
@@ -255,20 +273,18 @@ def check_examples_independent(forward_func: Any, n: int) -> None:
     Args:
         forward_func (callable): the explained model (or a bound method of it).
         n (int): examples in the batch.
+        what (str, optional): what would depend on the other images, for the message. Default: ``"maps"``.
+        remedy (str, optional): what the caller can do instead, for the message.
 
     Returns:
         None
     """
-    module = model_module(forward_func)
-    if module is None or n <= 1:
-        return
-    mixing = [name or type(module).__name__ for name, m in module.named_modules()
-              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is None and m.running_var is None]
+    mixing = batch_mixing_layers(forward_func) if n > 1 else []
     if mixing:
         names = ", ".join(f"`{name}`" for name in mixing[:3]) + (" …" if len(mixing) > 3 else "")
         raise ValueError(f"the model's BatchNorm {names} normalises with each batch's statistics (it has no running "
-                         f"statistics), so each of the {n} maps would depend on the other images of the batch: "
-                         f"explain one image at a time, or use a model whose BatchNorm tracks running statistics")
+                         f"statistics), so each of the {n} {what} would depend on the other images of the batch: "
+                         f"{remedy}, or use a model whose BatchNorm tracks running statistics")
 
 
 def cast_like(value: Tensor, like: Tensor) -> Tensor:

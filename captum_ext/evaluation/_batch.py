@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from captum_ext._utils.attribution import batch_mixing_layers
 from captum_ext.evaluation import scoring
 from captum_ext.evaluation._forward_tap import ForwardTap
 from captum_ext.evaluation.distributed import Processes
@@ -291,7 +292,9 @@ def _faithfulness(run: MethodRun, shared: Shared, images: Tensor, maps: Tensor, 
     from captum_ext.metrics.perturbation import infidelity_per_pair, sensitivity_max_per_pair
     from captum_ext.metrics.road import road_curves
 
-    per_forward = max(shared.pair_batch, FAITHFULNESS_FORWARD_BATCH)
+    # A model whose BatchNorm keeps no running statistics scores one image per forward pass (the run refused it
+    # with larger batches), as the scores would otherwise depend on the images scored together.
+    per_forward = 1 if batch_mixing_layers(shared.model) else max(shared.pair_batch, FAITHFULNESS_FORWARD_BATCH)
     values = {}
     for key, metric in run.faithfulness.items():
         started = time.perf_counter()

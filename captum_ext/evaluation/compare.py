@@ -80,7 +80,8 @@ def read_run(folder: Union[str, Path]) -> Run:
 
     Raises:
         FileNotFoundError: the folder has no ``metrics.json`` (naming it).
-        ValueError: ``metrics.json`` or ``pairs.csv`` is not readable (naming the file).
+        ValueError: ``metrics.json`` or ``pairs.csv`` is not readable, or ``pairs.csv`` is missing from a run that
+            scored pairs (naming the file).
     """
     folder = Path(folder)
     path = folder / "metrics.json"
@@ -98,6 +99,8 @@ def read_run(folder: Union[str, Path]) -> Run:
             raise ValueError(f"{str(table)!r} is not a complete evaluate table: line {line} has "
                              f"{'more' if None in row else 'fewer'} fields than its header")
     pairs = summary.get("n_pairs")
+    if not table.is_file() and isinstance(pairs, int) and pairs > 0:  # evaluate writes both: the folder is damaged
+        raise ValueError(f"{str(table)!r} is missing: {str(path)!r} counts {pairs} pairs, whose table it is")
     if table.is_file() and isinstance(pairs, int) and len(rows) != pairs:  # cut off at a line's end
         raise ValueError(f"{str(table)!r} holds {len(rows)} pairs, but {str(path)!r} counts {pairs}")
     name = method if folder.name in (method, "") else f"{method} ({folder.name})"
@@ -114,6 +117,10 @@ def _images_and_columns(run: Run, column: str) -> Tuple[np.ndarray, np.ndarray, 
         classes = np.array([int(r["class_index"]) for r in run.rows], dtype=np.int64)
     except (KeyError, ValueError) as err:
         raise ValueError(f"{str(run.folder / 'pairs.csv')!r} is not a readable evaluate table: {err}") from None
+    if not np.isfinite(values).all():  # evaluate writes finite scores only: an interval over NaN would be NaN
+        line = int(np.flatnonzero(~np.isfinite(values))[0]) + 2
+        raise ValueError(f"{str(run.folder / 'pairs.csv')!r} holds {run.rows[line - 2][column]!r} in column "
+                         f"{column!r} at line {line}: not an evaluate score")
     return image, values, classes
 
 

@@ -95,7 +95,9 @@ def _figure(path: Path, summary: Dict[str, Any], best: List[Dict[str, Any]], wor
     fig = plt.figure(figsize=(width, height))
     bars = fig.add_axes((2.0 / width, 3.2 / height, (width - 2.5) / width, 1.9 / height))
     values = [summary[k] for k in names]
-    bars.barh(names, values, color="#4477aa")
+    # Deletion is the one metric of this chart where lower is better: its bar says so, and has its own colour.
+    bars.barh([f"{k}\n(lower is better)" if k == "deletion_auc" else k for k in names], values,
+              color=["#cc6677" if k == "deletion_auc" else "#4477aa" for k in names])
     for y, value in enumerate(values):
         bars.text(min(value, 1.0) + 0.01, y, f"{value:.3f}", va="center", fontsize=8)
     bars.set_xlim(0, 1.15)

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from captum_ext._utils.attribution import eval_mode
+from captum_ext._utils.attribution import check_examples_independent, eval_mode
 from captum_ext.evaluation import scoring
 from captum_ext.evaluation._fingerprints import (check_image_files, check_out_folder, library_versions,
                                                  run_fingerprint)
@@ -216,6 +216,8 @@ def evaluate(
         # Eval mode for the run (BatchNorm on its running statistics), the model's own flags restored afterwards,
         # also after an exception.
         restore.enter_context(eval_mode(loaded.model))
+        check_examples_independent(loaded.model, batch_size, what="maps and scores",
+                                   remedy="pass batch_size=1 (--batch-size 1)")
         num_classes = len(loaded.class_names)
         resolved = resolve_dataset_classes(dataset, class_map, num_classes)
         talk = show_progress and group.is_main

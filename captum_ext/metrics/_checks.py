@@ -184,3 +184,20 @@ def check_target_range(targets: Tensor, scores: Tensor, name: str = "targets") -
     if bool(outside.any()):
         raise ValueError(f"`{name}` must be class indices in [0, {classes}) for the model's {classes} classes, got "
                          f"{targets[outside].unique().tolist()}")
+
+
+def check_scores_independent(model: object, per_forward: int) -> None:
+    """Refuse a model whose BatchNorm normalises with each batch's statistics when ``per_forward > 1`` images share
+    a forward pass: every score would depend on the other images of the pass (and so on ``batch_size``).
+
+    Args:
+        model (object): the scored model, or a callable bound to it.
+        per_forward (int): images per forward pass.
+
+    Raises:
+        ValueError: such a model with ``per_forward > 1``.
+    """
+    from captum_ext._utils.attribution import check_examples_independent
+
+    check_examples_independent(model, per_forward, what="scores",
+                               remedy="pass batch_size=1 to score one image per forward pass")

@@ -18,8 +18,8 @@ from torch import Tensor, nn
 
 from captum_ext._utils.attribution import eval_mode
 from captum_ext._utils.validation import check_in_choices, check_scalar
-from captum_ext.metrics._checks import (TensorLike, check_image_maps, check_images, check_target_range, check_targets,
-                                        ranking_values)
+from captum_ext.metrics._checks import (TensorLike, check_image_maps, check_images, check_scores_independent,
+                                        check_target_range, check_targets, ranking_values)
 from captum_ext.metrics._streaming import (FIXED_POINT_UNIT, SumMetric, fixed_point_mean, per_pair_values,
                                            to_fixed_point)
 
@@ -131,6 +131,7 @@ def deletion_insertion_curves(
     changed = [k * pixels // steps for k in range(steps + 1)]
     curves = torch.empty(n, steps + 1, dtype=torch.float32, device=images.device)
     jobs = [(i, k) for i in range(n) for k in range(steps + 1)]
+    check_scores_independent(model, min(batch_size, len(jobs)))
     # eval_mode: a model left in train mode would score with batch statistics and update its BatchNorm buffers.
     with torch.no_grad(), eval_mode(model):
         for first in range(0, len(jobs), batch_size):

@@ -23,7 +23,8 @@ from torch import Tensor, nn
 
 from captum_ext._utils.attribution import eval_mode
 from captum_ext._utils.validation import check_scalar
-from captum_ext.metrics._checks import TensorLike, check_image_maps, check_images, check_target_range, check_targets
+from captum_ext.metrics._checks import (TensorLike, check_image_maps, check_images, check_scores_independent,
+                                        check_target_range, check_targets)
 from captum_ext.metrics._streaming import SumMetric, fixed_point_mean, per_pair_values, to_fixed_point
 from captum_ext.metrics.road import METRICS as ROAD_METRICS
 
@@ -71,8 +72,9 @@ def infidelity_per_pair(model: nn.Module, images: Tensor, maps: TensorLike, targ
         TypeError: non-integer ``targets``, or arguments of the wrong type.
         ValueError: ``images`` or ``maps`` of the wrong shape (maps must have the images' H×W, not just as many
             pixels), on different devices or holding NaN / inf, ``targets`` of the wrong length or outside
-            ``[0, K)``, a model that does not return ``B×K`` scores, or ``samples`` / ``batch_size`` below 1 or a
-            negative or non-finite ``noise``.
+            ``[0, K)``, a model that does not return ``B×K`` scores, a model whose BatchNorm keeps no running
+            statistics with more than one image per forward pass, or ``samples`` / ``batch_size`` below 1 or a
+            ``noise`` that is not a finite number > 0.
 
     Example::
 
@@ -85,12 +87,15 @@ def infidelity_per_pair(model: nn.Module, images: Tensor, maps: TensorLike, targ
     from captum.metrics import infidelity
 
     samples, batch_size = _check_counts(samples, batch_size)
-    noise = check_scalar(noise, "noise", low=0.0)  # NaN or inf would give NaN infidelities, a negative one a sign flip
+    # NaN or inf would give NaN infidelities, a negative one a sign flip, zero a perfect 0 for every map.
+    noise = check_scalar(noise, "noise", low=0.0, low_open=True)
     images = check_images(images, "images")
     maps = check_image_maps(maps, "maps", images)
     # Captum gathers with the targets on the scores' device; int64, as gather needs (a no-op for such a tensor).
     targets = check_targets(targets, "targets", len(images)).to(device=images.device, dtype=torch.long)
     attributions = maps.reshape(maps.shape[0], 1, *images.shape[-2:]).to(images).expand_as(images).contiguous()
+    per_forward = _per_forward(batch_size, len(images), samples)
+    check_scores_independent(model, per_forward)
 
     def perturb(inputs: Tensor) -> Tuple[Tensor, Tensor]:
         perturbation = _noise(inputs, generator, uniform=False) * noise
@@ -99,9 +104,7 @@ def infidelity_per_pair(model: nn.Module, images: Tensor, maps: TensorLike, targ
     # eval_mode: a model left in train mode would score with batch statistics and update its BatchNorm buffers.
     with torch.no_grad(), eval_mode(model):
         values = infidelity(_probabilities(model, multi_label, targets), perturb, images, attributions, target=targets,
-                            n_perturb_samples=samples, max_examples_per_batch=_per_forward(batch_size, len(images),
-                                                                                           samples),
-                            normalize=True)
+                            n_perturb_samples=samples, max_examples_per_batch=per_forward, normalize=True)
     return values.detach().to(device="cpu", dtype=torch.float64)
 
 
@@ -135,8 +138,10 @@ def sensitivity_max_per_pair(explain: Explanation, images: Tensor, targets: Tens
         change: Grad-CAM (rectified) under a radius large enough that the class is no longer seen, for example.
 
     Raises:
-        TypeError / ValueError: ``samples`` or ``batch_size`` not an integer >= 1, or ``radius`` not a finite
-            number >= 0.
+        TypeError / ValueError: ``samples`` or ``batch_size`` not an integer >= 1, ``radius`` not a finite
+            number >= 0, ``images`` not finite ``N×C×H×W``, ``targets`` not ``N`` integers, maps from ``explain``
+            that are not one per image or not finite, or a model whose BatchNorm keeps no running statistics with
+            more than one image per call of ``explain``.
 
     Example::
 
@@ -149,12 +154,23 @@ def sensitivity_max_per_pair(explain: Explanation, images: Tensor, targets: Tens
 
     samples, batch_size = _check_counts(samples, batch_size)
     radius = check_scalar(radius, "radius", low=0.0)
+    images = check_images(images, "images")
+    targets = check_targets(targets, "targets", len(images)).to(device=images.device, dtype=torch.long)
+    per_forward = _per_forward(batch_size, len(images), samples)
+    check_scores_independent(explain, per_forward)
 
     def explanation(inputs: Union[Tensor, Tuple[Tensor, ...]], target: Tensor) -> Tuple[Tensor]:
         # Captum passes and expects tuples, as its attribution methods do with tuple inputs, and calls this under
         # no_grad, which gradient methods must leave.
+        inputs = inputs[0] if isinstance(inputs, tuple) else inputs
         with torch.enable_grad():
-            return (explain(inputs[0] if isinstance(inputs, tuple) else inputs, target).detach(),)
+            maps = explain(inputs, target)
+        if not isinstance(maps, Tensor) or maps.dim() < 1 or maps.shape[0] != inputs.shape[0]:
+            shape = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
+            raise ValueError(f"`explain` must return one map per image ({inputs.shape[0]} here), got {shape}")
+        if not bool(torch.isfinite(maps).all()):  # NaN would make every sensitivity NaN
+            raise ValueError("`explain` returned maps holding NaN or inf")
+        return (maps.detach(),)
 
     def perturb(inputs: Union[Tensor, Tuple[Tensor, ...]], perturb_radius: float) -> Tensor:
         inputs = inputs[0] if isinstance(inputs, tuple) else inputs
@@ -165,7 +181,7 @@ def sensitivity_max_per_pair(explain: Explanation, images: Tensor, targets: Tens
     with eval_mode(explain):
         values = sensitivity_max(explanation, images, perturb_func=perturb, perturb_radius=radius,
                                  n_perturb_samples=samples,
-                                 max_examples_per_batch=_per_forward(batch_size, len(images), samples), target=targets)
+                                 max_examples_per_batch=per_forward, target=targets)
     return values.detach().to(device="cpu", dtype=torch.float64)
 
 

@@ -25,8 +25,8 @@ from torch import Tensor, nn
 
 from captum_ext._utils.attribution import eval_mode
 from captum_ext._utils.validation import check_in_choices, check_scalar
-from captum_ext.metrics._checks import (TensorLike, check_image_maps, check_images, check_target_range, check_targets,
-                                        ranking_values)
+from captum_ext.metrics._checks import (TensorLike, check_image_maps, check_images, check_scores_independent,
+                                        check_target_range, check_targets, ranking_values)
 
 __all__ = ["ORDERS", "METRICS", "ROAD_FRACTIONS", "road_impute", "road_curves", "neighbour_weights"]
 
@@ -185,6 +185,7 @@ def road_curves(model: nn.Module, images: Tensor, maps: TensorLike, targets: Ten
     counts = [min(max(int(round(f * pixels)), 1), pixels - 1) for f in fractions]
     jobs = [(i, k) for i in range(n) for k in range(len(counts))]
     curves = torch.empty(n, len(counts), dtype=torch.float32, device=images.device)
+    check_scores_independent(model, min(batch_size, len(jobs)))
     # eval_mode: a model left in train mode would score with batch statistics and update its BatchNorm buffers.
     with torch.no_grad(), eval_mode(model):
         for first in range(0, len(jobs), batch_size):

@@ -12,13 +12,15 @@ The user's model is never touched: every step works on a copy.
 from __future__ import annotations
 
 import copy
-from typing import Callable, List, NamedTuple, Optional, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from captum_ext._utils.maps import minmax_normalise
+from captum_ext.metrics._checks import check_images, check_targets
 
 __all__ = ["SanityResult", "cascading_randomization", "randomizable_layers"]
 
@@ -68,20 +70,39 @@ def randomizable_layers(model: nn.Module) -> List[str]:
             if name and any(True for _ in module.parameters(recurse=False))]
 
 
+def _owns_parameters(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters(recurse=False))
+
+
 def _reinitialise(module: nn.Module, seed: int) -> None:
-    """Draw the module's own parameters afresh with its initialiser (its buffers, e.g. BatchNorm's running
-    statistics, are kept: only the learned weights are destroyed)."""
-    buffers = {name: value.clone() for name, value in module.named_buffers(recurse=False)}
+    """Draw the parameters of the module and of every module inside it afresh with their initialisers (buffers,
+    e.g. BatchNorm's running statistics, are kept: only the learned weights are destroyed)."""
+    buffers = [(value, value.clone()) for value in module.buffers()]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if hasattr(module, "reset_parameters"):
-            module.reset_parameters()
-        else:  # a module without an initialiser: Gaussian weights of the same scale
-            for parameter in module.parameters(recurse=False):
-                with torch.no_grad():
-                    parameter.normal_(0.0, float(parameter.detach().std()) if parameter.numel() > 1 else 1.0)
-    for name, value in buffers.items():
-        getattr(module, name).copy_(value)
+        for owner in (m for m in module.modules() if _owns_parameters(m)):
+            if hasattr(owner, "reset_parameters"):
+                owner.reset_parameters()
+            else:  # a module without an initialiser: Gaussian weights of the same scale
+                for parameter in owner.parameters(recurse=False):
+                    with torch.no_grad():
+                        parameter.normal_(0.0, float(parameter.detach().std()) if parameter.numel() > 1 else 1.0)
+    with torch.no_grad():
+        for value, saved in buffers:
+            value.copy_(saved)
+
+
+@contextmanager
+def _buffers_restored(model: nn.Module) -> Iterator[None]:
+    """Put the model's buffers back on exit: an explanation of a model in train mode updates BatchNorm's running
+    statistics."""
+    saved = [(value, value.detach().clone()) for value in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for value, before in saved:
+                value.copy_(before)
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -123,21 +144,23 @@ def cascading_randomization(
     re-initialised from the output towards the input, compared with the trained model's maps.
 
     Args:
-        model (nn.Module): the trained model (left untouched; copies are randomised), in the mode it is explained
-            in.
+        model (nn.Module): the trained model (left as found, buffers too; copies are randomised), in the mode it
+            is explained in.
         explain (callable): ``explain(model, images, targets) -> maps`` (``N×H×W`` or ``N×C×H×W``, signed), e.g.
             ``lambda m, x, t: Saliency(m).attribute(x, target=t, abs=False)``.
         images (Tensor): ``N×C×H×W`` inputs.
         targets (Tensor): ``N`` class indices (the same for every step: the trained model's question).
         layers (sequence of str, optional): module names to randomise, input side first; they are randomised in
-            reverse order, cumulatively. Default: :func:`randomizable_layers`.
+            reverse order, cumulatively. A container (``nn.Sequential``, a block) is randomised whole: every
+            parameter inside it. Default: :func:`randomizable_layers`.
         seed (int): seed of the re-initialisation (step ``k`` uses ``seed + k``).
 
     Returns:
         SanityResult: per step and image, Spearman (absolute and signed) and SSIM against the trained maps.
 
     Raises:
-        ValueError: an unknown layer name, or maps of the wrong shape.
+        ValueError: an unknown layer name or one without learnable parameters, images that are not finite ``N×C×H×W``
+            tensors, targets of the wrong length, or maps of the wrong shape or smaller than 3×3.
 
     Example::
 
@@ -154,10 +177,19 @@ def cascading_randomization(
     unknown = [name for name in names if name not in modules]
     if unknown:
         raise ValueError(f"`layers` names modules the model does not have: {unknown}")
+    empty = [name for name in names if not any(True for _ in modules[name].parameters())]
+    if empty:  # nothing would change, and every step would report the trained maps as the randomised model's
+        raise ValueError(f"`layers` names modules without learnable parameters, which randomisation cannot change: "
+                         f"{empty}")
+    images = check_images(images, "images")
     n = images.shape[0]
-    reference = _as_maps(explain(model, images, targets), n)
-    randomised = copy.deepcopy(model)
+    targets = check_targets(targets, "targets", n)
+    randomised = copy.deepcopy(model)  # before any explanation: the copies start from the model as found
     copies = dict(randomised.named_modules())
+    with _buffers_restored(model):
+        reference = _as_maps(explain(model, images, targets), n)
+    if min(reference.shape[-2:]) < 3:  # SSIM's smallest window
+        raise ValueError(f"`explain` returned maps of {tuple(reference.shape[-2:])} pixels; SSIM needs at least 3×3")
     rows_abs, rows_signed, rows_ssim, order = [], [], [], []
     for step, name in enumerate(reversed(names)):
         _reinitialise(copies[name], seed + step)
