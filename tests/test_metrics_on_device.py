@@ -188,3 +188,17 @@ def test_functional_metrics_take_strided_maps_and_values_that_require_grad(monke
     for sal, gts in ((strided, boxes), (tracked, tracked_boxes)):
         assert torch.equal(wsol.maxboxacc_v2(sal, gts, reduce=False).accuracy, expected)
         assert wsol.pxap(sal, masks) == wsol.pxap(maps, masks)
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["host path", "device path"])
+def test_maps_whose_range_overflows_float64_are_scored_by_their_ranking(monkeypatch, force):
+    """Before: the span of [1.7e308, -1.7e308] overflowed to inf, the peak became NaN, and PxAP was 0.0 on the host
+    path and 1.0 on the device path; a map with the same ranking and a range of 2 scores 1.0 on both."""
+    from captum_ext._utils.maps import minmax_normalise
+    from captum_ext.metrics import _checks
+
+    monkeypatch.setattr(_checks, "FORCE_DEVICE_PATH", force)
+    huge = torch.tensor([[[1.7e308, -1.7e308]]], dtype=torch.float64)
+    mask = torch.tensor([[[True, False]]])
+    assert torch.equal(minmax_normalise(huge), torch.tensor([[[1.0, 0.0]]], dtype=torch.float64))
+    assert wsol.pxap(huge, mask) == wsol.pxap(torch.tensor([[[1.0, -1.0]]]), mask) == 1.0

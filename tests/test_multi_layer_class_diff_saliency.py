@@ -297,3 +297,21 @@ def test_additional_forward_args_the_model_takes_are_used():
     masked = ms.attribute(x, target=1, additional_forward_args=(left,), candidates=[1])
     assert whole.shape == masked.shape == (2, 1, 8, 8)
     assert not torch.allclose(whole, masked)  # the mask reached the model
+
+
+def test_a_layer_whose_output_nothing_uses_is_named_as_such():
+    """Before: "must take one tensor and return one tensor; found 1 input(s) and 0 output(s)" for a layer that does
+    return one tensor, which the rest of the model discards."""
+
+    class Discarding(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c, self.aux, self.head = nn.Conv2d(3, 3, 1), nn.Conv2d(3, 3, 1), nn.Conv2d(3, 5, 1)
+
+        def forward(self, x):
+            self.aux(x)  # an auxiliary head whose result inference discards
+            return self.head(self.c(x)).amax((2, 3))
+
+    net = Discarding().eval()
+    with pytest.raises(ValueError, match=r"`layers\[0\]`.*`aux`'s output is used by nothing"):
+        MultiLayerClassDiffSaliency(net, [net.aux]).attribute(torch.rand(2, 3, 8, 8), target=0)

@@ -704,3 +704,47 @@ def test_data_parallel_models_are_explained_as_the_module_they_wrap():
     assert torch.equal(NodeBacktrack(wrapped).attribute(x, target=1), NodeBacktrack(inner).attribute(x, target=1))
     torch.testing.assert_close(MultiLayerClassDiffSaliency(wrapped, [inner[0]]).attribute(x, target=1),
                                MultiLayerClassDiffSaliency(inner, [inner[0]]).attribute(x, target=1))
+
+
+@pytest.mark.parametrize("channels, top_n", [(4, 2), (16, 5), (64, 2)])
+@pytest.mark.parametrize("rule", ["conv", "fc", "spatial_fc"])
+def test_exactly_tied_contributions_keep_the_lower_indices_on_every_code_path(channels, top_n, rule):
+    """Before: the tensor path chose among equal sums with ``topk``, which leaves that choice unspecified: with 4
+    tied channels and two kept it kept channels 2 and 3 on the GPU path and without Numba, 0 and 1 with Numba and in
+    the reference loop (and the fully connected rules kept 5 and 6 of 8 tied inputs everywhere)."""
+    import captum_ext.attr._backtrack_kernels as kernels
+    from captum_ext.testing import accelerator_code_paths
+
+    x, expected = torch.ones(1, channels, 2, 2), torch.zeros(1, channels, 2, 2)
+    if rule == "conv":  # the spatial argmax keeps position (0, 0), then the top channels there
+        model = nn.Sequential(nn.Conv2d(channels, 1, 1, bias=False), nn.Flatten(), nn.Linear(4, 1, bias=False))
+        rules = {"conv_rule": "top_n", "conv_top_n": top_n}
+        expected[0, :top_n, 0, 0] = 1.0
+    elif rule == "fc":  # a vector of pooled channels: the top channels, each at its window's first largest value
+        model = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 1, bias=False))
+        rules = {"fc_rule": "top_n", "fc_top_n": top_n}
+        expected[0, :top_n, 0, 0] = 1.0
+    else:  # a flattened C×H×W map: the first top_n of its elements
+        model = nn.Sequential(nn.Flatten(), nn.Linear(4 * channels, 1, bias=False))
+        rules = {"spatial_fc_rule": "top_n", "spatial_fc_top_n": top_n}
+        expected.view(-1)[:top_n] = 1.0
+    with torch.no_grad():
+        for layer in model:
+            if hasattr(layer, "weight"):
+                layer.weight.fill_(1.0)
+    model.eval()
+    for compiled in (True, False):
+        for accelerator in (False, True):
+            kernels.ENABLED = compiled
+            try:
+                explainer = NodeBacktrack(model, **rules)
+                if accelerator:
+                    with accelerator_code_paths():
+                        hits = explainer.attribute(x, target=0)
+                else:
+                    hits = explainer.attribute(x, target=0)
+            finally:
+                kernels.ENABLED = True
+            assert torch.equal(hits, expected), (compiled, accelerator, hits.flatten().nonzero().flatten().tolist())
+    if rule != "fc":  # the reference loop has no pooling
+        assert torch.equal(backtrack_loop(model, x, 0, **rules), expected)

@@ -198,3 +198,10 @@ def test_branch_lr_scale_speeds_up_only_the_mask_branch():
             roi.fit(model, batch, epochs=1, show_progress=False, branch_lr_scale=bad)
     with pytest.raises(ValueError, match="without a mask branch"):
         roi.fit(roi.build_model(18, hard="image"), batch, epochs=1, show_progress=False, branch_lr_scale=10.0)
+
+
+def test_masks_on_another_device_are_named():
+    """Before: torch's "Tensor on device meta is not on the expected device cpu!", naming neither argument."""
+    net = ROIAttentionResNet(num_classes=3, depth=18, merge="layer3", mode="mul").eval()
+    with pytest.raises(ValueError, match="`masks` must be on the images' device cpu, got meta"):
+        net(torch.randn(1, 3, 32, 32), torch.ones(1, 1, 32, 32, device="meta"))

@@ -533,3 +533,16 @@ def test_window_boxes_agree_with_the_windows_just_below_a_whole_half_side():
     peak = gaussian_blur(maps, 1.0).flatten(1).argmax(1)
     torch.testing.assert_close(window_boxes(maps, peak // 4, peak % 4, half), threshold_boxes(maps * windows[0]),
                                atol=1e-12, rtol=0)
+
+
+def test_an_activation_layer_of_a_compiled_model_that_already_ran_is_read():
+    """Before: a compiled model ignores hooks added after it compiled, so once it had run the layer was "called 0
+    times" and the map was refused although the layer runs."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 1), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    expected = SensitivityBBox(net, activation_layer=net[0]).attribute(x)
+    compiled = torch.compile(net, backend="eager")
+    SensitivityBBox(compiled).attribute(x, target=0)  # the compiled model runs once without the hook
+    assert torch.equal(SensitivityBBox(compiled, activation_layer=net[0]).attribute(x), expected)

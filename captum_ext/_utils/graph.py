@@ -371,6 +371,9 @@ def module_calls(graph_module: fx.GraphModule, path: str) -> List[Tuple[fx.Node,
         outputs = [n for n in tensors if any(user not in members for user in n.users)]
         inputs = {parent for n in tensors for parent in n.all_input_nodes
                   if parent not in members and parent.op != "get_attr" and not is_metadata(parent)}
+        if not outputs and len(inputs) == 1:
+            raise ValueError(f"module `{path}`'s output is used by nothing in the traced graph, so it cannot "
+                             f"influence the model's output")
         if len(outputs) != 1 or len(inputs) != 1:
             raise ValueError(f"module `{path}` must take one tensor and return one tensor in the traced graph; "
                              f"found {len(inputs)} input(s) and {len(outputs)} output(s)")

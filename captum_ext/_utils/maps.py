@@ -20,13 +20,15 @@ def minmax_normalise(maps: Tensor) -> Tensor:
     """
     values = maps.to(torch.float64)
     rows = values.flatten(1)
-    low = rows.amin(dim=1, keepdim=True)
-    span = rows.amax(dim=1, keepdim=True) - low
+    # Everything is halved first: exact for float64's normal numbers (so the result is bit for bit that of the plain
+    # formula), and the span of values near ±1.8e308 no longer overflows to inf (which made the peak NaN).
+    low = rows.amin(dim=1, keepdim=True).mul_(0.5)
+    span = rows.amax(dim=1, keepdim=True).mul_(0.5).sub_(low)
     safe = torch.where(span > 0, span, torch.ones_like(span))
     # A constant row gives exactly 0 already (x - x = +0 for finite x), so no mask is needed; one output buffer,
     # updated in place, because each fresh full-size buffer costs page faults that outweigh the arithmetic.
-    shifted = rows.sub_(low) if values is not maps and values.is_contiguous() else rows - low
-    return shifted.div_(safe).view(values.shape)
+    halved = rows.mul_(0.5) if values is not maps and values.is_contiguous() else rows * 0.5
+    return halved.sub_(low).div_(safe).view(values.shape)
 
 
 def max_normalise(maps: Tensor) -> Tensor:

@@ -188,3 +188,34 @@ def arg(node: fx.Node, index: int, name: str, default: Any) -> Any:
     if len(node.args) > index:
         return node.args[index]
     return node.kwargs.get(name, default)
+
+
+_REVERSED_INDEX: Dict[Tuple[int, torch.device], Tensor] = {}
+
+
+def strongest_first(values: Tensor, k: int) -> Tensor:
+    """The indices of each row's ``k`` largest positive values (``P×C`` → ``P×k``), largest first, equal values by
+    the lower index, as the reference loop chooses, and the same on every device (``topk`` leaves the choice among
+    equal values unspecified, and it differed between the CPU's and the accelerators' code paths). A row with fewer
+    than ``k`` positive values is filled with non-positive ones: the rules that call this end a path there, so which
+    ones does not matter.
+
+    Args:
+        values (Tensor): ``P×C`` real values.
+        k (int): how many per row (at most ``C``).
+
+    Returns:
+        Tensor: ``P×k`` int64 indices.
+    """
+    width = values.shape[1]
+    if values.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return values.sort(dim=1, descending=True, stable=True).indices[:, :k]
+    # A positive float32's bits, read as an int32, order as the float does (non-positive values, whose bits are 0
+    # or negative, all become 0); below them the reversed index breaks ties, so every key is distinct and topk has
+    # no choice to make. Five operations, all of fixed size.
+    bits = values.float().view(torch.int32).clamp_min(0)
+    reversed_index = _REVERSED_INDEX.get((width, values.device))
+    if reversed_index is None:
+        reversed_index = _REVERSED_INDEX[(width, values.device)] = torch.arange(width - 1, -1, -1,
+                                                                                 device=values.device)
+    return torch.add(reversed_index, bits.to(torch.int64), alpha=width).topk(k, dim=1).indices

@@ -8,7 +8,7 @@ import torch.fx as fx
 from torch import Tensor
 
 from captum_ext._utils.chunking import budget_chunks
-from captum_ext.attr._backtrack_core import Selection, Values, Walk, arg
+from captum_ext.attr._backtrack_core import Selection, Values, Walk, arg, strongest_first
 
 
 def _feeds_from_spatial(walk: Walk, node: fx.Node, values: Values) -> bool:
@@ -108,7 +108,7 @@ def linear(walk: Walk, node: fx.Node, sel: Selection, values: Values) -> List[Tu
             continue
         positive = contrib > 0
         if rule == "top_n" and contrib.shape[1]:
-            top = contrib.topk(min(top_n, contrib.shape[1]), dim=1).indices
+            top = strongest_first(contrib, min(top_n, contrib.shape[1]))
             positive &= torch.zeros_like(positive).scatter_(1, top, True)
         assert dense is not None
         dense.index_add_(0, b, positive.to(torch.float64) * c[:, None])

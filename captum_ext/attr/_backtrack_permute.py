@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_ext._utils.chunking import budget_chunks, chunk_budget
-from captum_ext.attr._backtrack_core import Selection, Values, Walk, arg
+from captum_ext.attr._backtrack_core import Selection, Values, Walk, arg, strongest_first
 from captum_ext.attr._backtrack_linear import linear, linear_parameters
 from captum_ext.attr._backtrack_routing import identity
 
@@ -132,7 +132,7 @@ def _chosen_inputs(walk: Walk, sums: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         rows, cols = (sums > 0).nonzero(as_tuple=True)  # a data-dependent count: one host synchronisation
         return rows, cols, torch.ones(len(rows), dtype=torch.bool, device=sums.device)
     top = min(walk.conv_top_n, sums.shape[1])
-    cols = sums.topk(top, dim=1).indices
+    cols = strongest_first(sums, top)
     alive = sums.gather(1, cols) > 0
     return rows[:, None].expand(-1, top).reshape(-1), cols.reshape(-1), alive.reshape(-1)
 

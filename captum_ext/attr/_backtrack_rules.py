@@ -18,7 +18,7 @@ from captum_ext._utils.chunking import budget_chunks, chunk_budget, launch_bound
 from captum_ext._utils.folding import fold_bn
 from captum_ext.attr import _backtrack_kernels as kernels
 from captum_ext.attr._backtrack_core import (Rule, Selection, Values, Walk, WindowTable, arg, held, pair, take,
-                                             versions, window_table)
+                                             strongest_first, versions, window_table)
 from captum_ext.attr._backtrack_linear import linear
 from captum_ext.attr._backtrack_permute import (LAYER_NORM_FUNCTIONS, LAYER_NORM_MODULES, MOVE_FUNCTIONS, MOVE_METHODS,
                                                 SPLIT_FUNCTIONS, SPLIT_METHODS, any_linear, layer_norm, move,
@@ -156,7 +156,7 @@ def _chosen_channels(walk: Walk, sums: Tensor) -> Tuple[Optional[Tensor], Tensor
     if walk.conv_rule == "positive":
         rows, cols = (sums > 0).nonzero(as_tuple=True)
         return rows, cols, None
-    cols = sums.topk(min(walk.conv_top_n, sums.shape[1]), dim=1).indices  # P×top
+    cols = strongest_first(sums, min(walk.conv_top_n, sums.shape[1]))  # P×top
     return _top_entries(cols, sums.gather(1, cols))
 
 

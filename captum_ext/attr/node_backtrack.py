@@ -105,12 +105,15 @@ class NodeBacktrack(Attribution):
     tensor operations whatever the batch (the index tables of a layer's window geometry are built once per layer and
     input size), and the walk waits for the device only to de-duplicate kept nodes, where paths meet and every two
     layers. On a GPU, where every operation is a kernel launch, that is what the cost is made of: ResNet-50
-    dispatches about 2,400 operations per call with the default rules and 3,100 with the two-channel rules at 112²,
+    dispatches about 2,400 operations per call with the default rules and 3,300 with the two-channel rules at 112²,
     the same at batch 1 and 8, and synchronises 38 times. GPUs gather whole receptive fields in one operation; the
     CPU sums them tap by tap in cache-sized chunks (faster there; identical hits) or, with Numba installed, walks
     each convolution, windowed pooling and de-duplication in one compiled launch, and runs the forward pass on
-    channels-last copies of 4-D inputs (unless the model reads memory layout, e.g. with ``view``). Inputs in another
-    floating dtype than the model's are cast to it, and the hits come back in the inputs' dtype.
+    channels-last copies of 4-D inputs (unless the model reads memory layout, e.g. with ``view``; 10–20 % faster on
+    ResNet-50). That layout's convolutions round in another order, which can break exact ties of a uniform image
+    region (all of a max-pooling window equal): the position kept among tied values may then differ from a forward
+    in the model's own layout, or on a GPU (whose convolutions round their own way), by one pixel of the window.
+    Inputs in another floating dtype than the model's are cast to it, and the hits come back in the inputs' dtype.
 
     Args:
         model (nn.Module): the network, returning ``N×K`` scores (or a tuple whose first element holds them);

@@ -212,8 +212,11 @@ class SensitivityBBox(BoxMapFitting, GradientAttribution):
         with gradients_enabled(), eval_mode(self.forward_func), hook_handles() as handles:
             leaves = tuple(gradient_leaf(x) for x in to_model_dtype(inputs, self.forward_func))
             captured = capture_output(handles, self.activation_layer) if self.activation_layer is not None else None
+            # A compiled model ignores hooks added after it was compiled: the layer is read from its eager module.
+            compiled = getattr(self.forward_func, "_orig_mod", None) if captured is not None else None
+            forward = compiled if isinstance(compiled, nn.Module) else self.forward_func
             with explained_model_errors(inputs):
-                output = self.forward_func(*leaves, *extra)
+                output = forward(*leaves, *extra)
             if captured is None and not isinstance(output, Tensor):  # with a layer, any output (a tuple) will do
                 raise TypeError(f"the model must return a tensor of scores, got a {type(output).__name__}; explain "
                                 f"one output through a function or bound method (e.g. `model.regress`)")

@@ -129,6 +129,8 @@ class ROIAttentionResNet(nn.Module):
         if masks.shape[1] != 1 or masks.shape[0] != images.shape[0] or masks.shape[-2:] != images.shape[-2:]:
             raise ValueError(f"`masks` must be N×1×H×W matching `images` {tuple(images.shape)}, got "
                              f"{tuple(masks.shape)}")
+        if masks.device != images.device:  # torch would name neither argument
+            raise ValueError(f"`masks` must be on the images' device {images.device}, got {masks.device}")
 
     def _settings(self) -> Dict[str, Optional[str]]:
         return {"merge": self.merge, "mode": self.mode, "hard": self.hard}
@@ -214,7 +216,8 @@ class ROIAttentionResNet(nn.Module):
             Tensor: ``N×num_classes`` logits.
 
         Raises:
-            TypeError / ValueError: non-tensors, wrong ranks or channel counts, masks not matching the images.
+            TypeError / ValueError: non-tensors, wrong ranks or channel counts, masks not matching the images (in
+                shape or device).
 
         Example::
 
