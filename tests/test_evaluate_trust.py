@@ -908,3 +908,38 @@ def test_box_maps_fit_on_training_scenes_and_are_warned_off_the_held_out_ones(tm
         fit_box_map(tiny_net(), "scenes:single:8:train", tmp_path / "fair.pt")
     with pytest.raises(ValueError, match=r"optionally followed by 'train'"):
         open_dataset("scenes:single:8:test")
+
+
+def test_a_folder_in_use_by_another_run_is_refused_and_free_again_after_it(tmp_path):
+    """Before: two runs started at once on one folder both passed the folder checks and mixed their maps, tables and
+    settings (a run.json naming grad_cam over saliency's results)."""
+    import fcntl
+    import os
+
+    out = tmp_path / "run"
+    out.mkdir()
+    other = os.open(out, os.O_RDONLY)  # what a running evaluate holds: a lock on the folder
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ValueError, match="is in use by another evaluate run"):
+            evaluate("zoo:scenes_vgg", "saliency", "scenes:single:4", out, batch_size=4, show_progress=False)
+        assert not any(out.iterdir())  # refused before writing anything
+    finally:
+        os.close(other)
+    summary = evaluate("zoo:scenes_vgg", "saliency", "scenes:single:4", out, batch_size=4, show_progress=False)
+    assert summary["n_pairs"] == 4
+
+
+def test_a_run_that_stopped_before_its_first_batch_starts_again_with_other_settings(tmp_path):
+    """Before: a run refused at its first batch (a resize too small for the model) left its settings behind, and
+    following the error's advice in the same folder was refused as "a run with other settings", with no result
+    in it to keep."""
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError):  # the model's own error (the command line explains it)
+        evaluate("zoo:scenes_vgg", "saliency", "scenes:multi:8", out, batch_size=4, resize=(8, 8), show_progress=False)
+    assert (out / "run.json").is_file() and not list((out / "progress").glob("batch-*.json"))
+    summary = evaluate("zoo:scenes_vgg", "saliency", "scenes:multi:8", out, batch_size=4, show_progress=False)
+    assert summary["settings"]["resize"] is None and summary["n_images"] == 8
+    with pytest.raises(ValueError, match="holds a run with other settings"):  # finished results are kept
+        evaluate("zoo:scenes_vgg", "saliency", "scenes:multi:8", out, batch_size=4, resize=(48, 48),
+                 show_progress=False)

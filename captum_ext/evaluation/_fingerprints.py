@@ -6,11 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Set, Union
 
 import torch
 from torch import nn
+
 
 if TYPE_CHECKING:  # the runner's types, named in an annotation only
     from captum_ext.evaluation.distributed import Processes
@@ -152,6 +154,14 @@ def check_out_folder(out: Path, settings: Dict[str, Any], resume: bool, records:
         raise ValueError(f"`out` {str(out)!r} is a file, not a folder")
     run_file = out / "run.json"
     widened: Set[str] = set()
+    if run_file.is_file() and not records.any() and not (out / "metrics.json").exists():
+        # A run that stopped before its first batch left its settings and an empty map store only: nothing is lost
+        # by starting again with the settings given now (the error that stopped it may have advised other ones).
+        group.barrier()
+        if group.is_main:
+            run_file.unlink()
+            shutil.rmtree(out / "maps.zarr", ignore_errors=True)
+        group.barrier()
     if run_file.is_file():
         try:
             earlier = json.loads(run_file.read_text(encoding="utf-8"))

@@ -30,6 +30,7 @@ from captum_ext.evaluation._forward_tap import PLAIN_FORWARD_METHODS, ForwardTap
 from captum_ext.evaluation._pipeline import BackgroundStage, prefetched
 from captum_ext.evaluation._writer import BackgroundWriter
 from captum_ext.evaluation.class_maps import ClassMap, as_class_map, resolve_dataset_classes
+from captum_ext.evaluation._lock import exclusive_folder
 from captum_ext.evaluation.distributed import batches_of, my_batches, processes
 from captum_ext.evaluation.methods import METHODS, MapFunction, build_method
 from captum_ext.evaluation.models import EvaluationModel, load_evaluation_model
@@ -211,6 +212,7 @@ def evaluate(
         raise ValueError(f"`out` {str(out)!r} holds finished results of {', '.join(left_out)}, which this run's "
                          f"leaderboard would leave out: list them too, or use another folder")
     with processes(device) as group, ExitStack() as restore:
+        restore.enter_context(exclusive_folder(out, group))
         dataset, resize, skip_bad = _dataset_of(data, resize, skip_bad, class_map)
         loaded = _model_of(model, group.device)
         # Eval mode for the run (BatchNorm on its running statistics), the model's own flags restored afterwards,
