@@ -210,12 +210,13 @@ def strongest_first(values: Tensor, k: int) -> Tensor:
     width = values.shape[1]
     if values.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         return values.sort(dim=1, descending=True, stable=True).indices[:, :k]
-    # A positive float32's bits, read as an int32, order as the float does (non-positive values, whose bits are 0
-    # or negative, all become 0); below them the reversed index breaks ties, so every key is distinct and topk has
-    # no choice to make. Five operations, all of fixed size.
-    bits = values.float().view(torch.int32).clamp_min(0)
+    # A positive float32's bits, read as an int32, order as the float does, above every non-positive value's (zero,
+    # or negative with the sign bit set: their order among themselves does not matter here); below them the reversed
+    # index breaks ties, so every key is distinct and topk has no choice to make. Three operations: the int32 bits are
+    # promoted to int64 inside the addition.
+    bits = values.float().view(torch.int32)
     reversed_index = _REVERSED_INDEX.get((width, values.device))
     if reversed_index is None:
         reversed_index = _REVERSED_INDEX[(width, values.device)] = torch.arange(width - 1, -1, -1,
                                                                                  device=values.device)
-    return torch.add(reversed_index, bits.to(torch.int64), alpha=width).topk(k, dim=1).indices
+    return torch.add(reversed_index, bits, alpha=width).topk(k, dim=1).indices
