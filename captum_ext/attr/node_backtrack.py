@@ -105,7 +105,7 @@ class NodeBacktrack(Attribution):
     tensor operations whatever the batch (the index tables of a layer's window geometry are built once per layer and
     input size), and the walk waits for the device only to de-duplicate kept nodes, where paths meet and every two
     layers. On a GPU, where every operation is a kernel launch, that is what the cost is made of: ResNet-50
-    dispatches about 2,400 operations per call with the default rules and 3,300 with the two-channel rules at 112²,
+    dispatches about 2,400 operations per call with the default rules and 3,200 with the two-channel rules at 112²,
     the same at batch 1 and 8, and synchronises 38 times. GPUs gather whole receptive fields in one operation; the
     CPU sums them tap by tap in cache-sized chunks (faster there; identical hits) or, with Numba installed, walks
     each convolution, windowed pooling and de-duplication in one compiled launch, and runs the forward pass on
