@@ -3,14 +3,15 @@ it), which the operating system releases when the run's process ends, also when 
 never leaves its folder locked."""
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from pathlib import Path
-import os
 from typing import Iterator, Optional
 
 import torch
 
 from captum_ext.evaluation.distributed import Processes
+
 
 @contextmanager
 def exclusive_folder(out: Path, group: Processes) -> Iterator[None]:

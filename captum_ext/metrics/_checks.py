@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from captum_ext._utils.attribution import check_examples_independent
 from captum_ext._utils.validation import as_tensor, check_boxes, check_finite, check_same_length, check_tensor, \
     require_values
 
@@ -197,7 +198,5 @@ def check_scores_independent(model: object, per_forward: int) -> None:
     Raises:
         ValueError: such a model with ``per_forward > 1``.
     """
-    from captum_ext._utils.attribution import check_examples_independent
-
     check_examples_independent(model, per_forward, what="scores",
                                remedy="pass batch_size=1 to score one image per forward pass")

@@ -66,19 +66,30 @@ def randomizable_layers(model: nn.Module) -> List[str]:
     Returns:
         list of str: module names, input side first.
     """
-    return [name for name, module in model.named_modules()
-            if name and any(True for _ in module.parameters(recurse=False))]
+    return [name for name, module in model.named_modules() if name and _owns_parameters(module)]
 
 
 def _owns_parameters(module: nn.Module) -> bool:
     return any(True for _ in module.parameters(recurse=False))
 
 
+@contextmanager
+def _buffers_restored(model: nn.Module) -> Iterator[None]:
+    """Put the model's buffers back on exit: re-initialising keeps BatchNorm's running statistics, and an
+    explanation of a model in train mode would update them."""
+    saved = [(value, value.detach().clone()) for value in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for value, before in saved:
+                value.copy_(before)
+
+
 def _reinitialise(module: nn.Module, seed: int) -> None:
     """Draw the parameters of the module and of every module inside it afresh with their initialisers (buffers,
     e.g. BatchNorm's running statistics, are kept: only the learned weights are destroyed)."""
-    buffers = [(value, value.clone()) for value in module.buffers()]
-    with torch.random.fork_rng(devices=[]):
+    with _buffers_restored(module), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for owner in (m for m in module.modules() if _owns_parameters(m)):
             if hasattr(owner, "reset_parameters"):
@@ -87,22 +98,6 @@ def _reinitialise(module: nn.Module, seed: int) -> None:
                 for parameter in owner.parameters(recurse=False):
                     with torch.no_grad():
                         parameter.normal_(0.0, float(parameter.detach().std()) if parameter.numel() > 1 else 1.0)
-    with torch.no_grad():
-        for value, saved in buffers:
-            value.copy_(saved)
-
-
-@contextmanager
-def _buffers_restored(model: nn.Module) -> Iterator[None]:
-    """Put the model's buffers back on exit: an explanation of a model in train mode updates BatchNorm's running
-    statistics."""
-    saved = [(value, value.detach().clone()) for value in model.buffers()]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for value, before in saved:
-                value.copy_(before)
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
